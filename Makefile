@@ -1,0 +1,46 @@
+# keyward: see README.md. Every target works on a fresh machine: what a
+# target needs (DynamoDB Local, staticcheck) it fetches itself.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+STATICCHECK_VERSION := v0.8.2
+FUNCTIONS := $(notdir $(wildcard functions/*))
+PACKAGES := ./...
+FUZZTIME ?= 30s
+
+.PHONY: build test lint bench fuzz dynamodb-local clean
+
+## build: every function in functions/* as dist/<function>/bootstrap for provided.al2023 on arm64
+build:
+	@for fn in $(FUNCTIONS); do \
+		echo "build $$fn"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' \
+			-o dist/$$fn/bootstrap ./functions/$$fn; \
+	done
+
+## test: lint, then every test, with DynamoDB Local fetched (once) and started by the tests
+test: lint
+	KEYWARD_DYNAMODB_LOCAL="$$(./scripts/dynamodb-local.sh | tail -n 1)" \
+		$(GO) test -race -count=1 -timeout 15m $(PACKAGES)
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PACKAGES)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PACKAGES)
+
+## bench: the benchmarks recorded in BENCHMARKS.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/apikey ./pkg/pepper
+
+## fuzz: each fuzz target for FUZZTIME (default 30s); seed corpora live in testdata/
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/apikey
+
+## dynamodb-local: fetch DynamoDB Local into the cache and print its directory
+dynamodb-local:
+	@./scripts/dynamodb-local.sh
+
+clean:
+	rm -rf dist cdk.out

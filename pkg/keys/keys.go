@@ -1,0 +1,742 @@
+// Package keys is the key lifecycle: create (the token is returned once),
+// get, list, update, rotate with an overlap window, revoke, revoke every key
+// of a member or of an offboarded tenant, and onboard tenants. Every change
+// is written together with its audit entry in one store transaction. The
+// admin API, the rotation jobs and the local stack all call this package.
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// Errors of the lifecycle; *ValidationError reports bad input.
+var (
+	// ErrNotFound: no such key in the caller's tenant (another tenant's key
+	// is reported exactly like a missing one).
+	ErrNotFound = errors.New("keys: not found")
+	// ErrConflict: the key's state does not allow the change (rotating a
+	// revoked key, updating an expired one), or a concurrent change won
+	// every retry.
+	ErrConflict = errors.New("keys: conflict")
+	// ErrTenantInactive: the tenant does not exist or has been offboarded.
+	ErrTenantInactive = errors.New("keys: tenant not active")
+)
+
+// Store is what the lifecycle reads and writes.
+type Store interface {
+	GetTenant(ctx context.Context, id string) (store.Tenant, error)
+	GetKey(ctx context.Context, id string) (store.Key, error)
+	ListKeys(ctx context.Context, tenantID string, q store.KeyQuery) (store.KeyPage, error)
+	Apply(ctx context.Context, c store.Change) error
+}
+
+// Hasher computes the stored hash of a new token under the current pepper.
+type Hasher interface {
+	Hash(ctx context.Context, token string) (version int, sum []byte, err error)
+}
+
+// Actor is who makes a change, for the audit log.
+type Actor struct {
+	ID        string // "key_<id>" of a management key, "operator", "system:<job>"
+	RequestID string
+}
+
+// Audit actions.
+const (
+	ActionKeyCreated       = "key.created"
+	ActionKeyUpdated       = "key.updated"
+	ActionKeyRotated       = "key.rotated"
+	ActionKeyRevoked       = "key.revoked"
+	ActionTenantCreated    = "tenant.created"
+	ActionTenantOffboarded = "tenant.offboarded"
+)
+
+// Rotation overlap bounds: 0 expires the old key at once; the default is
+// Recurly's twelve hours.
+const (
+	DefaultOverlap = 12 * time.Hour
+	MaxOverlap     = 7 * 24 * time.Hour
+)
+
+// AdminScope is the scope of a tenant's first management key.
+const AdminScope = "keys:admin"
+
+// Service runs the key lifecycle.
+type Service struct {
+	store    Store
+	hasher   Hasher
+	format   apikey.Format
+	now      func() time.Time
+	auditTTL time.Duration
+	// offboardWait bounds how long offboarding waits for the tenant index
+	// to show every key the tenant's counter says exists.
+	offboardWait time.Duration
+	sleep        func(context.Context, time.Duration) error
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithClock sets the clock (tests use a fake one).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithAuditRetention sets how long audit entries live; 0 keeps them forever.
+func WithAuditRetention(d time.Duration) Option { return func(s *Service) { s.auditTTL = d } }
+
+// DefaultAuditRetention keeps a little over a year of audit history.
+const DefaultAuditRetention = 400 * 24 * time.Hour
+
+// New returns a Service that issues tokens of format.
+func New(st Store, hasher Hasher, format apikey.Format, opts ...Option) *Service {
+	s := &Service{
+		store: st, hasher: hasher, format: format, now: time.Now,
+		auditTTL: DefaultAuditRetention, offboardWait: 30 * time.Second, sleep: sleepCtx,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// CreateParams describe a new key. Zero values mean "none", except
+// RateLimit, whose zero fields take the defaults.
+type CreateParams struct {
+	Name           string
+	Description    string
+	Environment    apikey.Environment
+	Scopes         []string
+	ExpiresAt      time.Time
+	AllowedIPs     []string
+	AllowedOrigins []string
+	RateLimit      store.RateLimit
+	CreatedBy      string
+	Metadata       map[string]string
+}
+
+// Created is a new key with its token, which exists nowhere else: the
+// caller hands it to the key's owner once and forgets it.
+type Created struct {
+	Key   store.Key
+	Token apikey.Token
+}
+
+func (s *Service) audit(tenant, action, keyID string, actor Actor, at time.Time, details map[string]string) (store.AuditEntry, error) {
+	id, err := apikey.RandomString(20)
+	if err != nil {
+		return store.AuditEntry{}, err
+	}
+	e := store.AuditEntry{TenantID: tenant, ID: id, Time: at, Actor: actor.ID, Action: action,
+		KeyID: keyID, RequestID: actor.RequestID, Details: details}
+	if s.auditTTL > 0 {
+		e.ExpiresAt = at.Add(s.auditTTL)
+	}
+	return e, nil
+}
+
+// newKey validates p and mints a key with a fresh token for tenant.
+func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now time.Time) (Created, error) {
+	if err := validName(p.Name); err != nil {
+		return Created{}, err
+	}
+	if err := validText("description", p.Description, 0, maxDescriptionLen); err != nil {
+		return Created{}, err
+	}
+	if err := validEnvironment(p.Environment); err != nil {
+		return Created{}, err
+	}
+	scopes, err := validScopes(p.Scopes)
+	if err != nil {
+		return Created{}, err
+	}
+	if !p.ExpiresAt.IsZero() {
+		if err := validExpiry("expires_at", p.ExpiresAt, now); err != nil {
+			return Created{}, err
+		}
+	}
+	ips, err := normalIPs(p.AllowedIPs)
+	if err != nil {
+		return Created{}, err
+	}
+	origins, err := normalOrigins(p.AllowedOrigins)
+	if err != nil {
+		return Created{}, err
+	}
+	rate, err := normalRateLimit(p.RateLimit)
+	if err != nil {
+		return Created{}, err
+	}
+	if p.CreatedBy != "" {
+		if err := validMemberID("created_by", p.CreatedBy); err != nil {
+			return Created{}, err
+		}
+	}
+	meta, err := validMetadata(p.Metadata)
+	if err != nil {
+		return Created{}, err
+	}
+
+	tok, err := s.format.Generate(p.Environment)
+	if err != nil {
+		return Created{}, fmt.Errorf("keys: generating token: %w", err)
+	}
+	version, sum, err := s.hasher.Hash(ctx, tok.Plain())
+	if err != nil {
+		return Created{}, fmt.Errorf("keys: hashing token: %w", err)
+	}
+	k := store.Key{
+		ID: tok.ID(), TenantID: tenant, Name: p.Name, Description: p.Description,
+		Prefix: tok.Prefix(), Environment: string(p.Environment), Last4: tok.Last4(),
+		Scopes: scopes, Status: store.KeyActive, Hash: sum, PepperVersion: version,
+		CreatedAt: now, CreatedBy: p.CreatedBy, UpdatedAt: now, ExpiresAt: p.ExpiresAt.UTC(),
+		AllowedIPs: ips, AllowedOrigins: origins, RateLimit: rate, Metadata: meta,
+	}
+	return Created{Key: k, Token: tok}, nil
+}
+
+// Create issues a new key in an active tenant.
+func (s *Service) Create(ctx context.Context, actor Actor, tenant string, p CreateParams) (Created, error) {
+	if err := s.requireActiveTenant(ctx, tenant); err != nil {
+		return Created{}, err
+	}
+	now := s.now().UTC()
+	c, err := s.newKey(ctx, tenant, p, now)
+	if err != nil {
+		return Created{}, err
+	}
+	entry, err := s.audit(tenant, ActionKeyCreated, c.Key.ID, actor, now, nil)
+	if err != nil {
+		return Created{}, err
+	}
+	err = s.store.Apply(ctx, store.Change{Keys: []store.KeyWrite{{Key: c.Key}}, Audit: []store.AuditEntry{entry}})
+	if err != nil {
+		return Created{}, s.writeError("creating key", err)
+	}
+	c.Key.Revision = 1
+	return c, nil
+}
+
+func (s *Service) requireActiveTenant(ctx context.Context, tenant string) error {
+	t, err := s.store.GetTenant(ctx, tenant)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrTenantInactive
+	}
+	if err != nil {
+		return fmt.Errorf("keys: reading tenant: %w", err)
+	}
+	if t.Status != store.TenantActive {
+		return ErrTenantInactive
+	}
+	return nil
+}
+
+// writeError maps a failed Apply: a create refused because the tenant went
+// inactive meanwhile, or a lost race, is a conflict for the caller.
+func (s *Service) writeError(what string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrAlreadyExists):
+		return fmt.Errorf("%w: %s: %v", ErrConflict, what, err)
+	case errors.Is(err, store.ErrNotFound):
+		return ErrNotFound
+	}
+	return fmt.Errorf("keys: %s: %w", what, err)
+}
+
+// Get returns one of the tenant's keys, with its effective status.
+func (s *Service) Get(ctx context.Context, tenant, id string) (store.Key, error) {
+	k, err := s.store.GetKey(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && k.TenantID != tenant) {
+		return store.Key{}, ErrNotFound
+	}
+	if err != nil {
+		return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
+	}
+	return Effective(k, s.now()), nil
+}
+
+// Effective returns k with the status it has at now: a key past its expiry
+// is expired even before the sweep has written so.
+func Effective(k store.Key, now time.Time) store.Key {
+	if (k.Status == store.KeyActive || k.Status == store.KeyExpiring) && !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
+		k.Status = store.KeyExpired
+	}
+	return k
+}
+
+// List returns a page of the tenant's keys, newest first.
+func (s *Service) List(ctx context.Context, tenant string, q store.KeyQuery) (store.KeyPage, error) {
+	if err := store.CheckLimit(q.Limit); err != nil {
+		return store.KeyPage{}, invalid("limit", "must be 1 to %d", store.MaxPageSize)
+	}
+	if q.Environment != "" {
+		if err := validEnvironment(apikey.Environment(q.Environment)); err != nil {
+			return store.KeyPage{}, err
+		}
+	}
+	switch q.Status {
+	case "", store.KeyActive, store.KeyExpiring, store.KeyRevoked, store.KeyExpired:
+	default:
+		return store.KeyPage{}, invalid("status", "must be active, expiring, revoked or expired")
+	}
+	if q.CreatedBy != "" {
+		if err := validMemberID("created_by", q.CreatedBy); err != nil {
+			return store.KeyPage{}, err
+		}
+	}
+	page, err := s.store.ListKeys(ctx, tenant, q)
+	if errors.Is(err, store.ErrInvalidCursor) {
+		return store.KeyPage{}, invalid("cursor", "is not a cursor from this listing")
+	}
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("keys: listing keys: %w", err)
+	}
+	now := s.now()
+	for i := range page.Keys {
+		page.Keys[i] = Effective(page.Keys[i], now)
+	}
+	return page, nil
+}
+
+// UpdateParams change a key; nil fields stay as they are. A pointer to a
+// zero value clears the field (no expiry, no IP list, ...), except Name
+// and Scopes, which a key must keep.
+type UpdateParams struct {
+	Name           *string
+	Description    *string
+	Scopes         *[]string
+	AllowedIPs     *[]string
+	AllowedOrigins *[]string
+	RateLimit      *store.RateLimit
+	ExpiresAt      *time.Time
+	Metadata       *map[string]string
+}
+
+// changedFields lists the fields an update names, for the audit entry.
+func (p UpdateParams) changedFields() string {
+	var f []string
+	add := func(set bool, name string) {
+		if set {
+			f = append(f, name)
+		}
+	}
+	add(p.Name != nil, "name")
+	add(p.Description != nil, "description")
+	add(p.Scopes != nil, "scopes")
+	add(p.AllowedIPs != nil, "allowed_ips")
+	add(p.AllowedOrigins != nil, "allowed_origins")
+	add(p.RateLimit != nil, "rate_limit")
+	add(p.ExpiresAt != nil, "expires_at")
+	add(p.Metadata != nil, "metadata")
+	return strings.Join(f, ",")
+}
+
+// apply validates p and applies it to k.
+func (p UpdateParams) apply(k *store.Key, now time.Time) error {
+	if p.Name != nil {
+		if err := validName(*p.Name); err != nil {
+			return err
+		}
+		k.Name = *p.Name
+	}
+	if p.Description != nil {
+		if err := validText("description", *p.Description, 0, maxDescriptionLen); err != nil {
+			return err
+		}
+		k.Description = *p.Description
+	}
+	if p.Scopes != nil {
+		scopes, err := validScopes(*p.Scopes)
+		if err != nil {
+			return err
+		}
+		k.Scopes = scopes
+	}
+	if p.AllowedIPs != nil {
+		ips, err := normalIPs(*p.AllowedIPs)
+		if err != nil {
+			return err
+		}
+		k.AllowedIPs = ips
+	}
+	if p.AllowedOrigins != nil {
+		origins, err := normalOrigins(*p.AllowedOrigins)
+		if err != nil {
+			return err
+		}
+		k.AllowedOrigins = origins
+	}
+	if p.RateLimit != nil {
+		rate, err := normalRateLimit(*p.RateLimit)
+		if err != nil {
+			return err
+		}
+		k.RateLimit = rate
+	}
+	if p.ExpiresAt != nil {
+		at := p.ExpiresAt.UTC()
+		if !at.IsZero() {
+			if err := validExpiry("expires_at", at, now); err != nil {
+				return err
+			}
+		}
+		// A replaced key's overlap may be cut short, never stretched.
+		if k.Status == store.KeyExpiring && (at.IsZero() || at.After(k.ExpiresAt)) {
+			return invalid("expires_at", "of a key replaced by rotation can only move earlier")
+		}
+		k.ExpiresAt = at
+	}
+	if p.Metadata != nil {
+		meta, err := validMetadata(*p.Metadata)
+		if err != nil {
+			return err
+		}
+		k.Metadata = meta
+	}
+	return nil
+}
+
+// maxAttempts bounds read-modify-write retries when concurrent changes to
+// the same key keep winning.
+const maxAttempts = 4
+
+// mutate reads a key of the tenant, lets change edit it (and add keys
+// and audit entries to the change), and writes it with a revision check,
+// retrying on a lost race. change returns done=true to write nothing.
+func (s *Service) mutate(ctx context.Context, tenant, id string, change func(k *store.Key, c *store.Change, now time.Time) (done bool, err error)) (store.Key, error) {
+	for range maxAttempts {
+		k, err := s.store.GetKey(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && k.TenantID != tenant) {
+			return store.Key{}, ErrNotFound
+		}
+		if err != nil {
+			return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
+		}
+		now := s.now().UTC()
+		k = Effective(k, now)
+		rev := k.Revision
+		var c store.Change
+		done, err := change(&k, &c, now)
+		if err != nil || done {
+			return k, err
+		}
+		k.UpdatedAt = now
+		c.Keys = append([]store.KeyWrite{{Key: k, ExpectedRevision: rev}}, c.Keys...)
+		err = s.store.Apply(ctx, c)
+		if err == nil {
+			k.Revision = rev + 1
+			return k, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return store.Key{}, s.writeError("writing key", err)
+		}
+	}
+	return store.Key{}, fmt.Errorf("%w: key %s changed concurrently", ErrConflict, id)
+}
+
+func usable(k store.Key) error {
+	switch k.Status {
+	case store.KeyRevoked:
+		return fmt.Errorf("%w: key is revoked", ErrConflict)
+	case store.KeyExpired:
+		return fmt.Errorf("%w: key has expired", ErrConflict)
+	}
+	return nil
+}
+
+// Update changes a key's settings; the authorizer sees the change on the
+// very next request, since it reads the key on every uncached decision.
+func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p UpdateParams) (store.Key, error) {
+	return s.mutate(ctx, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+		if err := usable(*k); err != nil {
+			return false, err
+		}
+		if err := p.apply(k, now); err != nil {
+			return false, err
+		}
+		entry, err := s.audit(tenant, ActionKeyUpdated, k.ID, actor, now, map[string]string{"fields": p.changedFields()})
+		c.Audit = append(c.Audit, entry)
+		return false, err
+	})
+}
+
+// Revoke ends a key at once. Revoking a revoked key changes nothing.
+func (s *Service) Revoke(ctx context.Context, actor Actor, tenant, id string) (store.Key, error) {
+	return s.mutate(ctx, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+		return s.revokeInto(k, c, actor, now, "")
+	})
+}
+
+// revokeInto marks k revoked and adds its audit entry to c; it reports
+// done when k is already revoked.
+func (s *Service) revokeInto(k *store.Key, c *store.Change, actor Actor, now time.Time, reason string) (bool, error) {
+	if k.Status == store.KeyRevoked {
+		return true, nil
+	}
+	k.Status, k.RevokedAt, k.UpdatedAt = store.KeyRevoked, now, now
+	var details map[string]string
+	if reason != "" {
+		details = map[string]string{"reason": reason}
+	}
+	entry, err := s.audit(k.TenantID, ActionKeyRevoked, k.ID, actor, now, details)
+	c.Audit = append(c.Audit, entry)
+	return false, err
+}
+
+// Rotate replaces a key: the new key inherits every setting of the old one
+// and never outlives its expiry; the old key keeps working for overlap (0
+// ends it at once) and then expires.
+func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, overlap time.Duration) (Created, store.Key, error) {
+	if overlap < 0 || overlap > MaxOverlap {
+		return Created{}, store.Key{}, invalid("expire_old_in", "must be 0 to %d seconds", int(MaxOverlap.Seconds()))
+	}
+	if err := s.requireActiveTenant(ctx, tenant); err != nil {
+		return Created{}, store.Key{}, err
+	}
+	var created Created
+	old, err := s.mutate(ctx, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+		if err := usable(*k); err != nil {
+			return false, err
+		}
+		if k.Status == store.KeyExpiring {
+			return false, fmt.Errorf("%w: key was already replaced by key_%s", ErrConflict, k.ReplacedBy)
+		}
+		nk, err := s.newKey(ctx, tenant, CreateParams{
+			Name: k.Name, Description: k.Description, Environment: apikey.Environment(k.Environment),
+			Scopes: k.Scopes, AllowedIPs: k.AllowedIPs, AllowedOrigins: k.AllowedOrigins,
+			RateLimit: k.RateLimit, CreatedBy: k.CreatedBy, Metadata: k.Metadata,
+		}, now)
+		if err != nil {
+			return false, fmt.Errorf("keys: minting the replacement: %w", err)
+		}
+		nk.Key.ExpiresAt = k.ExpiresAt // set after validation: it may be close
+		nk.Key.Replaces = k.ID
+		created = nk
+
+		end := now.Add(overlap)
+		if !k.ExpiresAt.IsZero() && k.ExpiresAt.Before(end) {
+			end = k.ExpiresAt
+		}
+		k.ExpiresAt, k.ReplacedBy = end, nk.Key.ID
+		k.Status = store.KeyExpiring
+		if overlap == 0 {
+			k.Status = store.KeyExpired
+		}
+		rotated, err := s.audit(tenant, ActionKeyRotated, k.ID, actor, now, map[string]string{
+			"replaced_by": apikey.PublicID(nk.Key.ID), "old_expires_at": end.Format(time.RFC3339)})
+		if err != nil {
+			return false, err
+		}
+		born, err := s.audit(tenant, ActionKeyCreated, nk.Key.ID, actor, now, map[string]string{"replaces": apikey.PublicID(k.ID)})
+		c.Keys = append(c.Keys, store.KeyWrite{Key: nk.Key})
+		c.Audit = append(c.Audit, rotated, born)
+		return false, err
+	})
+	if err != nil {
+		return Created{}, store.Key{}, err
+	}
+	created.Key.Revision = 1
+	return created, old, nil
+}
+
+// revokeBatch is how many keys one transaction revokes: a key write and an
+// audit entry each, within store.MaxChangeItems.
+const revokeBatch = store.MaxChangeItems / 2
+
+// revokeMatching revokes every active or expiring key of the tenant that q
+// selects and returns how many it revoked and how many keys it saw.
+func (s *Service) revokeMatching(ctx context.Context, actor Actor, tenant string, q store.KeyQuery, reason string) (revoked, seen int, err error) {
+	q.Limit = store.MaxPageSize
+	for {
+		page, err := s.store.ListKeys(ctx, tenant, q)
+		if err != nil {
+			return revoked, seen, fmt.Errorf("keys: listing keys to revoke: %w", err)
+		}
+		seen += len(page.Keys)
+		var live []store.Key
+		for _, k := range page.Keys {
+			if k.Status == store.KeyActive || k.Status == store.KeyExpiring {
+				live = append(live, k)
+			}
+		}
+		for batch := range slices.Chunk(live, revokeBatch) {
+			n, err := s.revokeAll(ctx, actor, tenant, batch, reason)
+			revoked += n
+			if err != nil {
+				return revoked, seen, err
+			}
+		}
+		if page.NextCursor == "" {
+			return revoked, seen, nil
+		}
+		q.Cursor = page.NextCursor
+	}
+}
+
+// revokeAll revokes keys in one transaction; if any of them changed since
+// it was listed, it falls back to revoking them one by one.
+func (s *Service) revokeAll(ctx context.Context, actor Actor, tenant string, keys []store.Key, reason string) (int, error) {
+	now := s.now().UTC()
+	var c store.Change
+	for _, k := range keys {
+		rev := k.Revision
+		if _, err := s.revokeInto(&k, &c, actor, now, reason); err != nil {
+			return 0, err
+		}
+		c.Keys = append(c.Keys, store.KeyWrite{Key: k, ExpectedRevision: rev})
+	}
+	err := s.store.Apply(ctx, c)
+	if err == nil {
+		return len(keys), nil
+	}
+	if !errors.Is(err, store.ErrConflict) {
+		return 0, s.writeError("revoking keys", err)
+	}
+	n := 0
+	for _, k := range keys {
+		var changed bool
+		_, err := s.mutate(ctx, tenant, k.ID, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+			done, err := s.revokeInto(k, c, actor, now, reason)
+			changed = !done
+			return done, err
+		})
+		if err != nil {
+			return n, err
+		}
+		if changed {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// RevokeMember revokes every key the member created, so that a removed
+// member's keys die with their access. It returns how many it revoked.
+func (s *Service) RevokeMember(ctx context.Context, actor Actor, tenant, member string) (int, error) {
+	if err := validMemberID("member_id", member); err != nil {
+		return 0, err
+	}
+	n, _, err := s.revokeMatching(ctx, actor, tenant, store.KeyQuery{CreatedBy: member}, "member removed")
+	return n, err
+}
+
+var tenantIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{1,62}$`)
+
+// OnboardParams describe a new tenant.
+type OnboardParams struct {
+	TenantID string
+	Name     string
+}
+
+// Onboard creates a tenant together with its first management key (scope
+// keys:admin, live environment) and returns the key's token once.
+func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (store.Tenant, Created, error) {
+	if !tenantIDPattern.MatchString(p.TenantID) {
+		return store.Tenant{}, Created{}, invalid("tenant_id", "must be 2 to 63 lowercase letters, digits, '_' or '-', starting with a letter or digit")
+	}
+	if err := validText("name", p.Name, 1, maxNameLen); err != nil {
+		return store.Tenant{}, Created{}, err
+	}
+	now := s.now().UTC()
+	t := store.Tenant{ID: p.TenantID, Name: p.Name, Status: store.TenantActive, CreatedAt: now}
+	c, err := s.newKey(ctx, p.TenantID, CreateParams{
+		Name: "Admin key", Environment: apikey.Live, Scopes: []string{AdminScope}, CreatedBy: actor.ID,
+	}, now)
+	if err != nil {
+		return store.Tenant{}, Created{}, err
+	}
+	created, err := s.audit(t.ID, ActionTenantCreated, "", actor, now, nil)
+	if err != nil {
+		return store.Tenant{}, Created{}, err
+	}
+	keyEntry, err := s.audit(t.ID, ActionKeyCreated, c.Key.ID, actor, now, nil)
+	if err != nil {
+		return store.Tenant{}, Created{}, err
+	}
+	err = s.store.Apply(ctx, store.Change{
+		Tenant: &store.TenantWrite{Tenant: t},
+		Keys:   []store.KeyWrite{{Key: c.Key}},
+		Audit:  []store.AuditEntry{created, keyEntry},
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return store.Tenant{}, Created{}, fmt.Errorf("%w: tenant %s exists", ErrConflict, t.ID)
+	}
+	if err != nil {
+		return store.Tenant{}, Created{}, s.writeError("onboarding tenant", err)
+	}
+	t.Revision, t.KeyCount, c.Key.Revision = 1, 1, 1
+	return t, c, nil
+}
+
+// Offboard marks the tenant offboarded, so no key can be created in it,
+// then revokes every key it has. It is idempotent: calling it again
+// finishes an offboarding that was interrupted. It returns how many keys
+// this call revoked.
+func (s *Service) Offboard(ctx context.Context, actor Actor, tenant string) (int, error) {
+	t, err := s.store.GetTenant(ctx, tenant)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("keys: reading tenant: %w", err)
+	}
+	if t.Status != store.TenantOffboarded {
+		now := s.now().UTC()
+		off := t
+		off.Status, off.OffboardedAt = store.TenantOffboarded, now
+		entry, err := s.audit(tenant, ActionTenantOffboarded, "", actor, now, nil)
+		if err != nil {
+			return 0, err
+		}
+		err = s.store.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: off, ExpectedRevision: t.Revision}, Audit: []store.AuditEntry{entry}})
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			return 0, s.writeError("offboarding tenant", err)
+		}
+		// On a conflict a key was created meanwhile or another offboarding
+		// won; either way, read the tenant again.
+		if t, err = s.store.GetTenant(ctx, tenant); err != nil {
+			return 0, fmt.Errorf("keys: reading tenant: %w", err)
+		}
+		if t.Status != store.TenantOffboarded {
+			return 0, fmt.Errorf("%w: tenant changed while offboarding; retry", ErrConflict)
+		}
+	}
+	// Once offboarded, KeyCount cannot grow. The tenant index may lag
+	// behind the keys table, so list until it shows every key counted.
+	total := 0
+	deadline := s.now().Add(s.offboardWait)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		n, seen, err := s.revokeMatching(ctx, actor, tenant, store.KeyQuery{}, "tenant offboarded")
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if int64(seen) >= t.KeyCount {
+			return total, nil
+		}
+		if s.now().After(deadline) {
+			return total, fmt.Errorf("keys: offboarding %s: the index shows %d of %d keys; retry", tenant, seen, t.KeyCount)
+		}
+		if err := s.sleep(ctx, wait); err != nil {
+			return total, err
+		}
+	}
+}

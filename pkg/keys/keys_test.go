@@ -1,0 +1,561 @@
+package keys_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/internal/dynamolocal"
+	"github.com/keyward/keyward/internal/storetest"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/pepper"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+func TestMain(m *testing.M) { dynamolocal.Main(m) }
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	svc    *keys.Service
+	st     store.Store
+	ring   *pepper.Ring
+	format apikey.Format
+	clock  *clock
+	ctx    context.Context
+	actor  keys.Actor
+	tokens []string // every token issued, to prove none is persisted
+}
+
+// run runs test against every store backend with a tenant "acme" onboarded.
+func run(t *testing.T, test func(t *testing.T, f *fixture)) {
+	c := &clock{now: time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)}
+	storetest.ForEach(t, c.Now, func(t *testing.T, st store.Store) {
+		ctx := t.Context()
+		kr, err := pepper.NewLocalKeyring(bytes.Repeat([]byte{3}, pepper.Size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pepper.Create(ctx, st, kr, c.Now()); err != nil {
+			t.Fatal(err)
+		}
+		ring, err := pepper.Load(ctx, st, kr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		format, _ := apikey.NewFormat("sk")
+		f := &fixture{
+			svc: keys.New(st, ring, format, keys.WithClock(c.Now)), st: st, ring: ring, format: format,
+			clock: c, ctx: ctx, actor: keys.Actor{ID: "key_admin0000001", RequestID: "req-1"},
+		}
+		_, admin, err := f.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens = append(f.tokens, admin.Token.Plain())
+		c.Advance(time.Second) // the admin key is older than any the test makes
+		test(t, f)
+		f.assertNoSecretPersisted(t)
+	})
+}
+
+func (f *fixture) create(t *testing.T, tenant string, p keys.CreateParams) keys.Created {
+	t.Helper()
+	if p.Name == "" {
+		p.Name = "integration"
+	}
+	if p.Environment == "" {
+		p.Environment = apikey.Live
+	}
+	if p.Scopes == nil {
+		p.Scopes = []string{"invoices:read"}
+	}
+	c, err := f.svc.Create(f.ctx, f.actor, tenant, p)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	f.tokens = append(f.tokens, c.Token.Plain())
+	return c
+}
+
+// assertNoSecretPersisted scans everything the store holds that the API
+// can reach (keys and audit entries) for any issued token or its secret.
+func (f *fixture) assertNoSecretPersisted(t *testing.T) {
+	t.Helper()
+	var dump bytes.Buffer
+	for _, tenant := range []string{"acme", "beta"} {
+		for q := (store.KeyQuery{Limit: 100}); ; {
+			page, err := f.st.ListKeys(f.ctx, tenant, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = json.NewEncoder(&dump).Encode(page.Keys)
+			if q.Cursor = page.NextCursor; q.Cursor == "" {
+				break
+			}
+		}
+		for q := (store.AuditQuery{Limit: 100}); ; {
+			page, err := f.st.ListAudit(f.ctx, tenant, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = json.NewEncoder(&dump).Encode(page.Entries)
+			if q.Cursor = page.NextCursor; q.Cursor == "" {
+				break
+			}
+		}
+	}
+	for _, tok := range f.tokens {
+		secret := tok[len(tok)-apikey.SecretLen-apikey.ChecksumLen : len(tok)-apikey.ChecksumLen]
+		if strings.Contains(dump.String(), tok) || strings.Contains(dump.String(), secret) {
+			t.Fatalf("a token or its secret was persisted")
+		}
+	}
+}
+
+func (f *fixture) auditActions(t *testing.T, tenant, keyID string) []string {
+	t.Helper()
+	page, err := f.st.ListAudit(f.ctx, tenant, store.AuditQuery{KeyID: keyID, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range page.Entries {
+		actions = append(actions, e.Action)
+	}
+	return actions
+}
+
+func TestCreate(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		expires := f.clock.Now().Add(30 * 24 * time.Hour)
+		c := f.create(t, "acme", keys.CreateParams{
+			Name: "billing sync", Description: "nightly export", Environment: apikey.Test,
+			Scopes: []string{"invoices:read", "customers:write"}, ExpiresAt: expires,
+			AllowedIPs: []string{"203.0.113.7", "2001:db8::1/32"}, AllowedOrigins: []string{"HTTPS://App.Example.com:443"},
+			CreatedBy: "mem_alice", Metadata: map[string]string{"team": "billing"},
+		})
+		tok, err := f.format.Parse(c.Token.Plain())
+		if err != nil || tok.Environment() != apikey.Test || tok.ID() != c.Key.ID {
+			t.Fatalf("issued token does not parse as a test key: %v", err)
+		}
+		stored, err := f.st.GetKey(f.ctx, c.Key.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := f.ring.Verify(f.ctx, stored.PepperVersion, c.Token.Plain(), stored.Hash); !ok || err != nil {
+			t.Fatalf("stored hash does not verify the token: %v", err)
+		}
+		want := map[string]any{
+			"status": stored.Status, "last4": stored.Last4, "ips": strings.Join(stored.AllowedIPs, ","),
+			"origins": strings.Join(stored.AllowedOrigins, ","), "rate": stored.RateLimit, "expires": stored.ExpiresAt.Equal(expires),
+		}
+		got := map[string]any{
+			"status": store.KeyActive, "last4": c.Token.Last4(), "ips": "203.0.113.7/32,2001:db8::/32",
+			"origins": "https://app.example.com", "rate": store.RateLimit{RequestsPerMinute: 60, Burst: 10}, "expires": true,
+		}
+		if fmt.Sprint(want) != fmt.Sprint(got) {
+			t.Fatalf("stored key:\n got %v\nwant %v", want, got)
+		}
+		if acts := f.auditActions(t, "acme", c.Key.ID); fmt.Sprint(acts) != "[key.created]" {
+			t.Fatalf("audit %v", acts)
+		}
+		if got, err := f.svc.Get(f.ctx, "acme", c.Key.ID); err != nil || got.Name != "billing sync" {
+			t.Fatalf("Get: %v %+v", err, got)
+		}
+	})
+}
+
+func TestCreateValidation(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		now := f.clock.Now()
+		long := strings.Repeat("x", 600)
+		tooMany := make(map[string]string)
+		for i := range 21 {
+			tooMany[fmt.Sprint(i)] = "v"
+		}
+		cases := []struct {
+			field string
+			edit  func(p *keys.CreateParams)
+		}{
+			{"name", func(p *keys.CreateParams) { p.Name = "" }},
+			{"name", func(p *keys.CreateParams) { p.Name = " padded" }},
+			{"name", func(p *keys.CreateParams) { p.Name = "bell\a" }},
+			{"name", func(p *keys.CreateParams) { p.Name = long }},
+			{"description", func(p *keys.CreateParams) { p.Description = long }},
+			{"environment", func(p *keys.CreateParams) { p.Environment = "prod" }},
+			{"scopes", func(p *keys.CreateParams) { p.Scopes = []string{} }},
+			{"scopes", func(p *keys.CreateParams) { p.Scopes = []string{"invoices"} }},
+			{"scopes", func(p *keys.CreateParams) { p.Scopes = []string{"a:read", "a:read"} }},
+			{"expires_at", func(p *keys.CreateParams) { p.ExpiresAt = now.Add(-time.Second) }},
+			{"expires_at", func(p *keys.CreateParams) { p.ExpiresAt = now.Add(keys.MaxLifetime + time.Hour) }},
+			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"10.0.0.0/33"} }},
+			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"example.com"} }},
+			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"fe80::1%eth0"} }},
+			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"::ffff:10.0.0.1"} }},
+			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"*"} }},
+			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://*.example.com"} }},
+			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://example.com/path"} }},
+			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"ftp://example.com"} }},
+			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"example.com"} }},
+			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://user@example.com"} }},
+			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://example.com:99999"} }},
+			{"rate_limit.requests_per_minute", func(p *keys.CreateParams) { p.RateLimit.RequestsPerMinute = -1 }},
+			{"rate_limit.burst", func(p *keys.CreateParams) { p.RateLimit = store.RateLimit{RequestsPerMinute: 10, Burst: 11} }},
+			{"created_by", func(p *keys.CreateParams) { p.CreatedBy = "alice smith" }},
+			{"metadata", func(p *keys.CreateParams) { p.Metadata = tooMany }},
+			{"metadata", func(p *keys.CreateParams) { p.Metadata = map[string]string{"k": long} }},
+		}
+		for _, c := range cases {
+			p := keys.CreateParams{Name: "ok", Environment: apikey.Live, Scopes: []string{"invoices:read"}}
+			c.edit(&p)
+			_, err := f.svc.Create(f.ctx, f.actor, "acme", p)
+			var ve *keys.ValidationError
+			if !errors.As(err, &ve) || ve.Field != c.field {
+				t.Errorf("%+v: error %v, want a validation error on %s", p, err, c.field)
+			}
+		}
+		page, _ := f.st.ListKeys(f.ctx, "acme", store.KeyQuery{Limit: 100})
+		if len(page.Keys) != 1 { // the admin key only
+			t.Fatalf("refused creates left %d keys", len(page.Keys)-1)
+		}
+		if _, err := f.svc.Create(f.ctx, f.actor, "nobody", keys.CreateParams{Name: "x", Environment: apikey.Live, Scopes: []string{"*"}}); !errors.Is(err, keys.ErrTenantInactive) {
+			t.Fatalf("create in a missing tenant: %v", err)
+		}
+	})
+}
+
+func TestGetAndListAreTenantScoped(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		if _, _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"}); err != nil {
+			t.Fatal(err)
+		}
+		a := f.create(t, "acme", keys.CreateParams{})
+		if _, err := f.svc.Get(f.ctx, "beta", a.Key.ID); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("beta read acme's key: %v", err)
+		}
+		if _, err := f.svc.Revoke(f.ctx, f.actor, "beta", a.Key.ID); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("beta revoked acme's key: %v", err)
+		}
+		name := "hijacked"
+		if _, err := f.svc.Update(f.ctx, f.actor, "beta", a.Key.ID, keys.UpdateParams{Name: &name}); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("beta updated acme's key: %v", err)
+		}
+		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "beta", a.Key.ID, 0); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("beta rotated acme's key: %v", err)
+		}
+		page, err := f.svc.List(f.ctx, "beta", store.KeyQuery{Limit: 100})
+		if err != nil || len(page.Keys) != 1 || page.Keys[0].TenantID != "beta" {
+			t.Fatalf("beta's listing: %v %+v", err, page.Keys)
+		}
+		if got, _ := f.svc.Get(f.ctx, "acme", a.Key.ID); got.Status != store.KeyActive || got.Name != "integration" {
+			t.Fatalf("acme's key after beta's attempts: %+v", got)
+		}
+	})
+}
+
+func TestListValidationAndEffectiveStatus(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		c := f.create(t, "acme", keys.CreateParams{ExpiresAt: f.clock.Now().Add(time.Hour)})
+		for _, q := range []store.KeyQuery{{Limit: 0}, {Limit: 101}, {Limit: 5, Environment: "prod"}, {Limit: 5, Status: "gone"},
+			{Limit: 5, Cursor: "garbage!"}, {Limit: 5, CreatedBy: "a b"}} {
+			var ve *keys.ValidationError
+			if _, err := f.svc.List(f.ctx, "acme", q); !errors.As(err, &ve) {
+				t.Errorf("List(%+v): %v, want a validation error", q, err)
+			}
+		}
+		f.clock.Advance(time.Hour)
+		got, _ := f.svc.Get(f.ctx, "acme", c.Key.ID)
+		page, _ := f.svc.List(f.ctx, "acme", store.KeyQuery{Limit: 1})
+		if got.Status != store.KeyExpired || page.Keys[0].Status != store.KeyExpired {
+			t.Fatalf("a key past its expiry shows %q / %q", got.Status, page.Keys[0].Status)
+		}
+	})
+}
+
+func TestUpdate(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		c := f.create(t, "acme", keys.CreateParams{AllowedIPs: []string{"10.0.0.0/8"}, Metadata: map[string]string{"a": "b"}})
+		f.clock.Advance(time.Minute)
+		name, scopes, none := "renamed", []string{"invoices:write"}, []string{}
+		rate := store.RateLimit{RequestsPerMinute: 600, Burst: 50}
+		expires := f.clock.Now().Add(48 * time.Hour)
+		got, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{
+			Name: &name, Scopes: &scopes, AllowedIPs: &none, RateLimit: &rate, ExpiresAt: &expires,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, _ := f.st.GetKey(f.ctx, c.Key.ID)
+		if stored.Name != name || fmt.Sprint(stored.Scopes) != "[invoices:write]" || len(stored.AllowedIPs) != 0 ||
+			stored.RateLimit != rate || !stored.ExpiresAt.Equal(expires) || stored.Metadata["a"] != "b" ||
+			stored.Revision != 2 || got.Revision != 2 || !stored.UpdatedAt.Equal(f.clock.Now()) {
+			t.Fatalf("after update: %+v", stored)
+		}
+		page, _ := f.st.ListAudit(f.ctx, "acme", store.AuditQuery{KeyID: c.Key.ID, Limit: 1})
+		if e := page.Entries[0]; e.Action != keys.ActionKeyUpdated || e.Details["fields"] != "name,scopes,allowed_ips,rate_limit,expires_at" || e.Actor != f.actor.ID || e.RequestID != "req-1" {
+			t.Fatalf("audit entry %+v", e)
+		}
+
+		var ve *keys.ValidationError
+		bad := []string{"nope"}
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{Scopes: &bad}); !errors.As(err, &ve) || ve.Field != "scopes" {
+			t.Fatalf("bad scopes: %v", err)
+		}
+		if again, _ := f.st.GetKey(f.ctx, c.Key.ID); again.Revision != 2 {
+			t.Fatal("a refused update changed the key")
+		}
+		if _, err := f.svc.Revoke(f.ctx, f.actor, "acme", c.Key.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{Name: &name}); !errors.Is(err, keys.ErrConflict) {
+			t.Fatalf("update of a revoked key: %v", err)
+		}
+	})
+}
+
+func TestRotate(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		old := f.create(t, "acme", keys.CreateParams{
+			Scopes: []string{"invoices:read", "customers:write"}, AllowedIPs: []string{"192.0.2.0/24"},
+			RateLimit: store.RateLimit{RequestsPerMinute: 120}, CreatedBy: "mem_bob", Metadata: map[string]string{"env": "prod"},
+		})
+		f.clock.Advance(time.Second)
+		nk, oldAfter, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, keys.DefaultOverlap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens = append(f.tokens, nk.Token.Plain())
+		n := nk.Key
+		if n.ID == old.Key.ID || n.Replaces != old.Key.ID || oldAfter.ReplacedBy != n.ID || n.Name != old.Key.Name ||
+			fmt.Sprint(n.Scopes) != fmt.Sprint(old.Key.Scopes) || fmt.Sprint(n.AllowedIPs) != "[192.0.2.0/24]" ||
+			n.RateLimit != old.Key.RateLimit || n.CreatedBy != "mem_bob" || n.Metadata["env"] != "prod" || !n.ExpiresAt.IsZero() {
+			t.Fatalf("replacement does not inherit: %+v", n)
+		}
+		if oldAfter.Status != store.KeyExpiring || !oldAfter.ExpiresAt.Equal(f.clock.Now().Add(keys.DefaultOverlap)) {
+			t.Fatalf("old key after rotation: %s until %v", oldAfter.Status, oldAfter.ExpiresAt)
+		}
+		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, time.Hour); !errors.Is(err, keys.ErrConflict) {
+			t.Fatalf("second rotation of a replaced key: %v", err)
+		}
+		f.clock.Advance(keys.DefaultOverlap)
+		if got, _ := f.svc.Get(f.ctx, "acme", old.Key.ID); got.Status != store.KeyExpired {
+			t.Fatalf("old key after the overlap: %s", got.Status)
+		}
+		if acts := f.auditActions(t, "acme", old.Key.ID); fmt.Sprint(acts) != "[key.rotated key.created]" {
+			t.Fatalf("old key audit %v", acts)
+		}
+		if acts := f.auditActions(t, "acme", n.ID); fmt.Sprint(acts) != "[key.created]" {
+			t.Fatalf("new key audit %v", acts)
+		}
+	})
+}
+
+func TestRotateNeverOutlivesOldExpiry(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		end := f.clock.Now().Add(2 * time.Hour)
+		old := f.create(t, "acme", keys.CreateParams{ExpiresAt: end})
+		nk, oldAfter, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, 12*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens = append(f.tokens, nk.Token.Plain())
+		if !nk.Key.ExpiresAt.Equal(end) || !oldAfter.ExpiresAt.Equal(end) {
+			t.Fatalf("new expires %v, old %v; both must end at %v", nk.Key.ExpiresAt, oldAfter.ExpiresAt, end)
+		}
+
+		now := f.create(t, "acme", keys.CreateParams{})
+		nk, oldAfter, err = f.svc.Rotate(f.ctx, f.actor, "acme", now.Key.ID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens = append(f.tokens, nk.Token.Plain())
+		if oldAfter.Status != store.KeyExpired || !oldAfter.ExpiresAt.Equal(f.clock.Now()) {
+			t.Fatalf("rotation with no overlap left the old key %s until %v", oldAfter.Status, oldAfter.ExpiresAt)
+		}
+		for _, bad := range []time.Duration{-time.Second, keys.MaxOverlap + time.Second} {
+			var ve *keys.ValidationError
+			if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", nk.Key.ID, bad); !errors.As(err, &ve) || ve.Field != "expire_old_in" {
+				t.Fatalf("overlap %v: %v", bad, err)
+			}
+		}
+		// The overlap of a replaced key can be cut short but not stretched.
+		later := f.clock.Now().Add(24 * time.Hour)
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", old.Key.ID, keys.UpdateParams{ExpiresAt: &later}); err == nil {
+			t.Fatal("stretched a replaced key's overlap")
+		}
+		sooner := f.clock.Now().Add(time.Minute)
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", old.Key.ID, keys.UpdateParams{ExpiresAt: &sooner}); err != nil {
+			t.Fatalf("cutting the overlap short: %v", err)
+		}
+	})
+}
+
+func TestRevoke(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		c := f.create(t, "acme", keys.CreateParams{})
+		f.clock.Advance(time.Second)
+		got, err := f.svc.Revoke(f.ctx, f.actor, "acme", c.Key.ID)
+		if err != nil || got.Status != store.KeyRevoked || !got.RevokedAt.Equal(f.clock.Now()) {
+			t.Fatalf("Revoke: %v %+v", err, got)
+		}
+		again, err := f.svc.Revoke(f.ctx, f.actor, "acme", c.Key.ID)
+		if err != nil || again.Revision != got.Revision {
+			t.Fatalf("second revoke: %v, revision %d -> %d", err, got.Revision, again.Revision)
+		}
+		if acts := f.auditActions(t, "acme", c.Key.ID); fmt.Sprint(acts) != "[key.revoked key.created]" {
+			t.Fatalf("audit %v", acts)
+		}
+		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", c.Key.ID, time.Hour); !errors.Is(err, keys.ErrConflict) {
+			t.Fatalf("rotating a revoked key: %v", err)
+		}
+		if _, err := f.svc.Revoke(f.ctx, f.actor, "acme", "nope00000000"); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("revoking a missing key: %v", err)
+		}
+	})
+}
+
+// TestConcurrentRevokeAndRotate: whatever the interleaving, a revoke always
+// ends the key, and a rotation either completes or leaves nothing behind.
+func TestConcurrentRevokeAndRotate(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		for range 5 {
+			c := f.create(t, "acme", keys.CreateParams{})
+			var wg sync.WaitGroup
+			var rotErr error
+			var rotated keys.Created
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				rotated, _, rotErr = f.svc.Rotate(f.ctx, f.actor, "acme", c.Key.ID, time.Hour)
+			}()
+			go func() {
+				defer wg.Done()
+				if _, err := f.svc.Revoke(f.ctx, f.actor, "acme", c.Key.ID); err != nil {
+					t.Errorf("Revoke: %v", err)
+				}
+			}()
+			wg.Wait()
+			old, _ := f.st.GetKey(f.ctx, c.Key.ID)
+			if old.Status != store.KeyRevoked {
+				t.Fatalf("revoke lost: %s", old.Status)
+			}
+			if rotErr == nil {
+				f.tokens = append(f.tokens, rotated.Token.Plain())
+				if _, err := f.st.GetKey(f.ctx, rotated.Key.ID); err != nil || old.ReplacedBy != rotated.Key.ID {
+					t.Fatalf("rotation reported success but left %+v / %v", old, err)
+				}
+			} else if !errors.Is(rotErr, keys.ErrConflict) || old.ReplacedBy != "" {
+				t.Fatalf("rotation failed with %v, old key %+v", rotErr, old)
+			}
+		}
+	})
+}
+
+func TestRevokeMember(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		var bobs []keys.Created
+		for i := range 120 { // more than a page and several transactions
+			by := "mem_bob"
+			if i%4 == 0 {
+				by = "mem_carol"
+			}
+			c := f.create(t, "acme", keys.CreateParams{CreatedBy: by})
+			if by == "mem_bob" {
+				bobs = append(bobs, c)
+			}
+		}
+		if _, err := f.svc.Revoke(f.ctx, f.actor, "acme", bobs[0].Key.ID); err != nil {
+			t.Fatal(err)
+		}
+		n, err := f.svc.RevokeMember(f.ctx, f.actor, "acme", "mem_bob")
+		if err != nil || n != len(bobs)-1 {
+			t.Fatalf("RevokeMember = %d, %v; want %d", n, err, len(bobs)-1)
+		}
+		page, _ := f.svc.List(f.ctx, "acme", store.KeyQuery{Status: store.KeyActive, Limit: 100})
+		for _, k := range page.Keys {
+			if k.CreatedBy == "mem_bob" {
+				t.Fatalf("bob's key %s survived", k.ID)
+			}
+		}
+		if len(page.Keys) != 31 { // carol's 30 and the admin key
+			t.Fatalf("%d active keys remain, want 31", len(page.Keys))
+		}
+		if n, err := f.svc.RevokeMember(f.ctx, f.actor, "acme", "mem_bob"); n != 0 || err != nil {
+			t.Fatalf("second RevokeMember = %d, %v", n, err)
+		}
+		var ve *keys.ValidationError
+		if _, err := f.svc.RevokeMember(f.ctx, f.actor, "acme", "bad id"); !errors.As(err, &ve) {
+			t.Fatalf("bad member id: %v", err)
+		}
+	})
+}
+
+func TestOnboardAndOffboard(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		tn, admin, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens = append(f.tokens, admin.Token.Plain())
+		if tn.Status != store.TenantActive || fmt.Sprint(admin.Key.Scopes) != "[keys:admin]" || admin.Key.TenantID != "beta" {
+			t.Fatalf("onboarded %+v with key %+v", tn, admin.Key)
+		}
+		if _, _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Again"}); !errors.Is(err, keys.ErrConflict) {
+			t.Fatalf("second onboarding: %v", err)
+		}
+		for _, bad := range []string{"", "B", "x", "has space", strings.Repeat("a", 64), "-lead"} {
+			var ve *keys.ValidationError
+			if _, _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: bad, Name: "n"}); !errors.As(err, &ve) {
+				t.Errorf("tenant id %q: %v", bad, err)
+			}
+		}
+		for range 130 {
+			f.create(t, "beta", keys.CreateParams{})
+		}
+		survivor := f.create(t, "acme", keys.CreateParams{})
+
+		n, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "beta")
+		if err != nil || n != 131 {
+			t.Fatalf("Offboard = %d, %v; want 131", n, err)
+		}
+		page, _ := f.svc.List(f.ctx, "beta", store.KeyQuery{Status: store.KeyActive, Limit: 100})
+		if len(page.Keys) != 0 {
+			t.Fatalf("%d keys of an offboarded tenant still active", len(page.Keys))
+		}
+		if _, err := f.svc.Create(f.ctx, f.actor, "beta", keys.CreateParams{Name: "late", Environment: apikey.Live, Scopes: []string{"*"}}); !errors.Is(err, keys.ErrTenantInactive) {
+			t.Fatalf("create after offboarding: %v", err)
+		}
+		if n, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "beta"); n != 0 || err != nil {
+			t.Fatalf("second Offboard = %d, %v", n, err)
+		}
+		if k, _ := f.svc.Get(f.ctx, "acme", survivor.Key.ID); k.Status != store.KeyActive {
+			t.Fatal("offboarding beta touched acme's key")
+		}
+		if _, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "nobody"); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("offboarding a missing tenant: %v", err)
+		}
+	})
+}

@@ -1,0 +1,269 @@
+package keys
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/scope"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// ValidationError names the input field that was refused and why.
+type ValidationError struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Message }
+
+func invalid(field, format string, args ...any) error {
+	return &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Limits on what a key may carry. They keep items far below DynamoDB's
+// 400 KB and authorizer policies below API Gateway's size limits.
+const (
+	maxNameLen        = 128
+	maxDescriptionLen = 512
+	maxScopes         = 50
+	maxAllowedIPs     = 100
+	maxAllowedOrigins = 50
+	maxMetadataKeys   = 20
+	maxMetadataKeyLen = 40
+	maxMetadataValLen = 500
+	maxMemberIDLen    = 128
+	maxRPM            = 1_000_000
+	// MaxLifetime bounds expires_at; a key that must live longer is better
+	// rotated.
+	MaxLifetime = 10 * 365 * 24 * time.Hour
+)
+
+// DefaultRequestsPerMinute is the rate limit of a key created without one,
+// as the security model asks.
+const DefaultRequestsPerMinute = 60
+
+func validText(field, s string, minLen, maxLen int) error {
+	if !utf8.ValidString(s) {
+		return invalid(field, "must be valid UTF-8")
+	}
+	n := utf8.RuneCountInString(s)
+	if n < minLen || n > maxLen {
+		if minLen > 0 {
+			return invalid(field, "must be %d to %d characters", minLen, maxLen)
+		}
+		return invalid(field, "must be at most %d characters", maxLen)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return invalid(field, "must not contain control characters")
+		}
+	}
+	return nil
+}
+
+func validName(s string) error {
+	if err := validText("name", s, 1, maxNameLen); err != nil {
+		return err
+	}
+	if strings.TrimSpace(s) != s {
+		return invalid("name", "must not start or end with white space")
+	}
+	return nil
+}
+
+// validMemberID accepts the identifiers platforms give their members
+// (user ids, e-mail addresses, subject claims).
+func validMemberID(field, s string) error {
+	if s == "" || len(s) > maxMemberIDLen {
+		return invalid(field, "must be 1 to %d characters", maxMemberIDLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_-.@:+|", c) >= 0) {
+			return invalid(field, "may contain only letters, digits and _ - . @ : + |")
+		}
+	}
+	return nil
+}
+
+func validEnvironment(env apikey.Environment) error {
+	if env != apikey.Live && env != apikey.Test {
+		return invalid("environment", `must be "live" or "test"`)
+	}
+	return nil
+}
+
+func validScopes(scopes []string) ([]string, error) {
+	if len(scopes) == 0 || len(scopes) > maxScopes {
+		return nil, invalid("scopes", "must list 1 to %d scopes", maxScopes)
+	}
+	seen := make(map[string]bool, len(scopes))
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if err := scope.Validate(s); err != nil {
+			return nil, invalid("scopes", "%v", err)
+		}
+		if seen[s] {
+			return nil, invalid("scopes", "lists %q twice", s)
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// normalIPs parses CIDRs (or bare addresses) into their canonical masked
+// form, so that the authorizer compares like with like.
+func normalIPs(in []string) ([]string, error) {
+	if len(in) > maxAllowedIPs {
+		return nil, invalid("allowed_ips", "must list at most %d entries", maxAllowedIPs)
+	}
+	out := make([]string, 0, len(in))
+	seen := map[string]bool{}
+	for _, s := range in {
+		var p netip.Prefix
+		if strings.Contains(s, "/") {
+			var err error
+			if p, err = netip.ParsePrefix(s); err != nil {
+				return nil, invalid("allowed_ips", "%q is not a CIDR block", s)
+			}
+		} else {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" {
+				return nil, invalid("allowed_ips", "%q is not an IP address or CIDR block", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Addr().Zone() != "" {
+			return nil, invalid("allowed_ips", "%q has a zone", s)
+		}
+		if p.Addr().Is4In6() {
+			return nil, invalid("allowed_ips", "%q: write IPv4-mapped addresses as IPv4", s)
+		}
+		c := p.Masked().String()
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// normalOrigins accepts exact origins (scheme, host, optional port) and
+// returns them as browsers send them in the Origin header: lowercase, the
+// default port omitted. Wildcards are refused for every key: an origin
+// list exists to narrow browser use, and "*" would undo it.
+func normalOrigins(in []string) ([]string, error) {
+	if len(in) > maxAllowedOrigins {
+		return nil, invalid("allowed_origins", "must list at most %d entries", maxAllowedOrigins)
+	}
+	out := make([]string, 0, len(in))
+	seen := map[string]bool{}
+	for _, s := range in {
+		o, err := NormalOrigin(s)
+		if err != nil {
+			return nil, invalid("allowed_origins", "%v", err)
+		}
+		if !seen[o] {
+			seen[o] = true
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// NormalOrigin returns the canonical form of an origin, or an error if s
+// is not exactly scheme://host[:port].
+func NormalOrigin(s string) (string, error) {
+	if strings.Contains(s, "*") {
+		return "", fmt.Errorf("%q: wildcards are not allowed", s)
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return "", fmt.Errorf("%q is not an origin (scheme://host[:port])", s)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "https" && scheme != "http" {
+		return "", fmt.Errorf("%q: scheme must be https or http", s)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery || strings.HasSuffix(s, "#") {
+		return "", fmt.Errorf("%q: an origin has no user, path, query or fragment", s)
+	}
+	host := strings.ToLower(u.Hostname())
+	if host == "" {
+		return "", fmt.Errorf("%q has no host", s)
+	}
+	port := u.Port()
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("%q: bad port", s)
+		}
+		if (scheme == "https" && n == 443) || (scheme == "http" && n == 80) {
+			port = ""
+		} else {
+			port = strconv.Itoa(n)
+		}
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		return scheme + "://" + host + ":" + port, nil
+	}
+	return scheme + "://" + host, nil
+}
+
+func normalRateLimit(r store.RateLimit) (store.RateLimit, error) {
+	if r.RequestsPerMinute == 0 {
+		r.RequestsPerMinute = DefaultRequestsPerMinute
+	}
+	if r.RequestsPerMinute < 1 || r.RequestsPerMinute > maxRPM {
+		return r, invalid("rate_limit.requests_per_minute", "must be 1 to %d", maxRPM)
+	}
+	if r.Burst < 0 || r.Burst > r.RequestsPerMinute {
+		return r, invalid("rate_limit.burst", "must be 1 to requests_per_minute")
+	}
+	if r.Burst == 0 {
+		// Ten seconds' worth of requests, at least one.
+		r.Burst = max(1, r.RequestsPerMinute/6)
+	}
+	return r, nil
+}
+
+func validMetadata(m map[string]string) (map[string]string, error) {
+	if len(m) > maxMetadataKeys {
+		return nil, invalid("metadata", "must have at most %d keys", maxMetadataKeys)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if err := validText("metadata", k, 1, maxMetadataKeyLen); err != nil {
+			return nil, invalid("metadata", "key %q must be 1 to %d characters without control characters", k, maxMetadataKeyLen)
+		}
+		if err := validText("metadata", v, 0, maxMetadataValLen); err != nil {
+			return nil, invalid("metadata", "value of %q must be at most %d characters without control characters", k, maxMetadataValLen)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func validExpiry(field string, t, now time.Time) error {
+	if !t.After(now) {
+		return invalid(field, "must be in the future")
+	}
+	if t.Sub(now) > MaxLifetime {
+		return invalid(field, "must be within %d days", int(MaxLifetime.Hours()/24))
+	}
+	return nil
+}

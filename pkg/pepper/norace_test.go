@@ -1,0 +1,5 @@
+//go:build !race
+
+package pepper
+
+const raceEnabled = false

@@ -1,0 +1,228 @@
+package dynamo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// applyAttempts bounds the retries of a transaction cancelled only because
+// another transaction held one of its items.
+const applyAttempts = 4
+
+// op is one item of a transaction, with the error its failed condition
+// means given the item as it was (nil if missing).
+type op struct {
+	write  types.TransactWriteItem
+	failed func(old item) error
+}
+
+// Apply writes c in one TransactWriteItems call.
+func (s *Store) Apply(ctx context.Context, c store.Change) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("dynamo: apply: %w", err)
+	}
+	ops, err := s.changeOps(c)
+	if err != nil {
+		return err
+	}
+	writes := make([]types.TransactWriteItem, len(ops))
+	for i, o := range ops {
+		writes[i] = o.write
+	}
+	for attempt := 1; ; attempt++ {
+		// A fresh input each time: the SDK stores its idempotency token in
+		// the input, and a retried transaction must not replay the first.
+		_, err := s.client.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: writes})
+		if err == nil {
+			return nil
+		}
+		var cancelled *types.TransactionCanceledException
+		if !errors.As(err, &cancelled) {
+			return fmt.Errorf("dynamo: apply: %w", err)
+		}
+		contended := false
+		for i, r := range cancelled.CancellationReasons {
+			switch aws.ToString(r.Code) {
+			case "ConditionalCheckFailed":
+				return ops[i].failed(r.Item)
+			case "TransactionConflict":
+				contended = true
+			}
+		}
+		if !contended {
+			return fmt.Errorf("dynamo: apply: %w", err)
+		}
+		if attempt == applyAttempts {
+			return fmt.Errorf("dynamo: apply: concurrent transactions: %w", store.ErrConflict)
+		}
+		backoff := time.Duration(attempt) * 10 * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dynamo: apply: %w", ctx.Err())
+		case <-time.After(backoff + rand.N(backoff)):
+		}
+	}
+}
+
+// changeOps turns c into transaction items: key writes, then the tenant
+// write or counter updates, then audit entries.
+func (s *Store) changeOps(c store.Change) ([]op, error) {
+	creates := c.CreatesByTenant()
+	var ops []op
+	for _, w := range c.Keys {
+		if w.ExpectedRevision == 0 {
+			ops = append(ops, s.keyCreate(w.Key))
+		} else {
+			ops = append(ops, s.keyUpdate(w))
+		}
+	}
+	if w := c.Tenant; w != nil {
+		n := creates[w.Tenant.ID]
+		// Its stored status does not matter: this write replaces it.
+		if n > 0 && w.Tenant.Status != store.TenantActive {
+			return nil, fmt.Errorf("dynamo: apply: keys created in tenant %s, written as %s: %w", w.Tenant.ID, w.Tenant.Status, store.ErrConflict)
+		}
+		if w.ExpectedRevision == 0 {
+			ops = append(ops, s.tenantCreate(w.Tenant, n))
+		} else {
+			ops = append(ops, s.tenantUpdate(*w, n))
+		}
+	}
+	for _, tenant := range slices.Sorted(maps.Keys(creates)) {
+		if c.Tenant == nil || c.Tenant.Tenant.ID != tenant {
+			ops = append(ops, s.tenantCount(tenant, creates[tenant]))
+		}
+	}
+	for _, a := range c.Audit {
+		ops = append(ops, s.auditCreate(a))
+	}
+	return ops, nil
+}
+
+// put is a conditional Put that reports the existing item on failure.
+func (s *Store) put(it item, x *expr, cond string) *types.Put {
+	return &types.Put{
+		TableName:                           s.table,
+		Item:                                it,
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeNames:            x.names,
+		ExpressionAttributeValues:           x.values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+}
+
+// update is a conditional Update that reports the existing item on failure.
+func (s *Store) update(key item, u *update, cond string) *types.Update {
+	return &types.Update{
+		TableName:                           s.table,
+		Key:                                 key,
+		UpdateExpression:                    aws.String(u.String()),
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeNames:            u.names,
+		ExpressionAttributeValues:           u.values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+}
+
+func (s *Store) keyCreate(k store.Key) op {
+	k.Revision = 1
+	var x expr
+	return op{
+		write: types.TransactWriteItem{Put: s.put(keyItem(k), &x, x.notExists(AttrPK))},
+		failed: func(item) error {
+			return fmt.Errorf("dynamo: create key %s: %w", k.ID, store.ErrAlreadyExists)
+		},
+	}
+}
+
+func (s *Store) keyUpdate(w store.KeyWrite) op {
+	k := w.Key
+	var u update
+	u.copyFrom(keyItem(k), keyMutable)
+	u.setAttr(attrRevision, num(w.ExpectedRevision+1))
+	// A missing item fails the revision test too.
+	cond := u.cmp(attrRevision, "=", num(w.ExpectedRevision)) + " AND " + u.cmp(attrTenantID, "=", str(k.TenantID))
+	return op{
+		write: types.TransactWriteItem{Update: s.update(primaryKey(keyPK(k.ID), keySK), &u, cond)},
+		failed: func(old item) error {
+			d := decoder{it: old}
+			if len(old) == 0 || d.str(attrTenantID) != k.TenantID {
+				return fmt.Errorf("dynamo: update key %s: %w", k.ID, store.ErrNotFound)
+			}
+			return fmt.Errorf("dynamo: update key %s: revision is %d, not %d: %w", k.ID, d.int(attrRevision), w.ExpectedRevision, store.ErrConflict)
+		},
+	}
+}
+
+// tenantCount counts keys created in a tenant that the change does not
+// write, which must exist and be active.
+func (s *Store) tenantCount(tenant string, n int64) op {
+	var u update
+	u.addAttr(attrKeyCount, num(n))
+	cond := u.exists(AttrPK) + " AND " + u.cmp(attrStatus, "=", str(string(store.TenantActive)))
+	return op{
+		write: types.TransactWriteItem{Update: s.update(primaryKey(tenantPK(tenant), tenantSK), &u, cond)},
+		failed: func(item) error {
+			return fmt.Errorf("dynamo: create keys in tenant %s: missing or not active: %w", tenant, store.ErrConflict)
+		},
+	}
+}
+
+func (s *Store) tenantCreate(t store.Tenant, keys int64) op {
+	t.KeyCount = keys
+	t.Revision = 1
+	var x expr
+	return op{
+		write: types.TransactWriteItem{Put: s.put(tenantItem(t), &x, x.notExists(AttrPK))},
+		failed: func(item) error {
+			return fmt.Errorf("dynamo: create tenant %s: %w", t.ID, store.ErrAlreadyExists)
+		},
+	}
+}
+
+// tenantUpdate replaces a tenant but its key count, which grows by the
+// keys this change creates in it.
+func (s *Store) tenantUpdate(w store.TenantWrite, keys int64) op {
+	t := w.Tenant
+	var u update
+	u.copyFrom(tenantItem(t), tenantMutable)
+	u.setAttr(attrRevision, num(w.ExpectedRevision+1))
+	if keys > 0 {
+		u.addAttr(attrKeyCount, num(keys))
+	}
+	cond := u.cmp(attrRevision, "=", num(w.ExpectedRevision))
+	return op{
+		write: types.TransactWriteItem{Update: s.update(primaryKey(tenantPK(t.ID), tenantSK), &u, cond)},
+		failed: func(old item) error {
+			if len(old) == 0 {
+				return fmt.Errorf("dynamo: update tenant %s: %w", t.ID, store.ErrNotFound)
+			}
+			d := decoder{it: old}
+			return fmt.Errorf("dynamo: update tenant %s: revision is %d, not %d: %w", t.ID, d.int(attrRevision), w.ExpectedRevision, store.ErrConflict)
+		},
+	}
+}
+
+// auditCreate writes an entry unless its id is taken by one that has not
+// expired yet.
+func (s *Store) auditCreate(a store.AuditEntry) op {
+	var x expr
+	cond := x.notExists(AttrPK) + " OR " + x.cmp(attrExpiresAt, "<=", str(store.SortTime(s.now())))
+	return op{
+		write: types.TransactWriteItem{Put: s.put(auditItem(a), &x, cond)},
+		failed: func(item) error {
+			return fmt.Errorf("dynamo: create audit entry %s: %w", a.ID, store.ErrAlreadyExists)
+		},
+	}
+}

@@ -1,0 +1,123 @@
+// Package dynamo is the DynamoDB backend of store.Store, in one table:
+//
+//	item         pk                     sk                  gsi1pk                       gsi1sk
+//	key          KEY#<id>               KEY                 TENANT#<tenant>#KEYS         store.KeyOrder
+//	tenant       TENANT#<id>            TENANT
+//	pepper       PEPPER                 V#<version, %010d>
+//	audit entry  AUDIT#<tenant>         store.AuditOrder    AUDITKEY#<tenant>#<key id>   store.AuditOrder
+//	idempotency  IDEM#<tenant>#<key>    IDEM
+//
+// Audit entries and idempotency records carry a TTL attribute; reads skip
+// expired items that DynamoDB has not deleted yet.
+package dynamo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// Table layout, shared with the infrastructure that creates the table.
+const (
+	AttrPK     = "pk"     // partition key (S)
+	AttrSK     = "sk"     // sort key (S)
+	IndexGSI1  = "gsi1"   // global secondary index, projection ALL
+	AttrGSI1PK = "gsi1pk" // gsi1 partition key (S)
+	AttrGSI1SK = "gsi1sk" // gsi1 sort key (S)
+	AttrTTL    = "ttl"    // TTL attribute (N, epoch seconds)
+)
+
+// API is the part of *dynamodb.Client that Store uses.
+type API interface {
+	GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
+}
+
+// Store implements store.Store on one DynamoDB table.
+type Store struct {
+	client API
+	table  *string
+	now    func() time.Time
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock that decides which TTL items have expired
+// (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) { s.now = now }
+}
+
+// New returns a Store on table, which must have the layout CreateTable makes.
+func New(client API, table string, opts ...Option) *Store {
+	s := &Store{client: client, table: aws.String(table), now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// CreateTable creates table name with the layout Store expects, waits until
+// it is active and enables TTL.
+func CreateTable(ctx context.Context, client *dynamodb.Client, name string) error {
+	str := types.ScalarAttributeTypeS
+	_, err := client.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:   aws.String(name),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String(AttrPK), AttributeType: str},
+			{AttributeName: aws.String(AttrSK), AttributeType: str},
+			{AttributeName: aws.String(AttrGSI1PK), AttributeType: str},
+			{AttributeName: aws.String(AttrGSI1SK), AttributeType: str},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(AttrPK), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(AttrSK), KeyType: types.KeyTypeRange},
+		},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
+			IndexName: aws.String(IndexGSI1),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String(AttrGSI1PK), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String(AttrGSI1SK), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("dynamo: create table %s: %w", name, err)
+	}
+	waiter := dynamodb.NewTableExistsWaiter(client, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay = time.Second
+	})
+	if err := waiter.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 10*time.Minute); err != nil {
+		return fmt.Errorf("dynamo: wait for table %s: %w", name, err)
+	}
+	_, err = client.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName: aws.String(name),
+		TimeToLiveSpecification: &types.TimeToLiveSpecification{
+			AttributeName: aws.String(AttrTTL),
+			Enabled:       aws.Bool(true),
+		},
+	})
+	// Emulators without TTL still work: reads filter expired items anyway.
+	var apiErr smithy.APIError
+	if err != nil && !(errors.As(err, &apiErr) && apiErr.ErrorCode() == "UnknownOperationException") {
+		return fmt.Errorf("dynamo: enable TTL on %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,219 @@
+package dynamo_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/keyward/keyward/internal/dynamolocal"
+	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/store/conformance"
+	"github.com/keyward/keyward/pkg/store/dynamo"
+)
+
+func TestMain(m *testing.M) { dynamolocal.Main(m) }
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		client, table := dynamolocal.NewTable(t)
+		return dynamo.New(client, table, dynamo.WithClock(now))
+	})
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+
+func tenant(id string, status store.TenantStatus) store.Tenant {
+	return store.Tenant{ID: id, Name: id, Status: status, CreatedAt: t0}
+}
+
+func key(tenant string, i int) store.Key {
+	return store.Key{
+		ID: fmt.Sprintf("%s%06d", tenant, i), TenantID: tenant, Name: "k", Prefix: "sk",
+		Environment: "live", Last4: "abcd", Scopes: []string{"*"}, Status: store.KeyActive,
+		Hash: []byte{1}, PepperVersion: 1, CreatedAt: t0.Add(time.Duration(i) * time.Millisecond), UpdatedAt: t0,
+	}
+}
+
+func apply(t *testing.T, s store.Store, c store.Change) {
+	t.Helper()
+	if err := s.Apply(t.Context(), c); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+}
+
+// A change that writes one tenant and creates keys in another counts them
+// in the other, which must be active: a path the suite does not combine.
+func TestApplyCountsKeysOfOtherTenants(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table)
+	ctx := t.Context()
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("bravo", store.TenantActive)}})
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("gone", store.TenantOffboarded)}})
+
+	apply(t, s, store.Change{
+		Tenant: &store.TenantWrite{Tenant: tenant("alpha", store.TenantActive)},
+		Keys:   []store.KeyWrite{{Key: key("alpha", 1)}, {Key: key("bravo", 1)}, {Key: key("bravo", 2)}},
+	})
+	for id, want := range map[string]int64{"alpha": 1, "bravo": 2} {
+		if got, err := s.GetTenant(ctx, id); err != nil || got.KeyCount != want || got.Revision != 1 {
+			t.Fatalf("tenant %s: %v %+v, want KeyCount %d revision 1", id, err, got, want)
+		}
+	}
+
+	a, _ := s.GetTenant(ctx, "alpha")
+	a.Name = "renamed"
+	err := s.Apply(ctx, store.Change{
+		Tenant: &store.TenantWrite{Tenant: a, ExpectedRevision: a.Revision},
+		Keys:   []store.KeyWrite{{Key: key("alpha", 2)}, {Key: key("gone", 1)}},
+	})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("create in an offboarded tenant: %v, want ErrConflict", err)
+	}
+	if got, _ := s.GetTenant(ctx, "alpha"); got.Name != "alpha" || got.KeyCount != 1 {
+		t.Fatalf("failed change wrote alpha: %+v", got)
+	}
+	if _, err := s.GetKey(ctx, key("alpha", 2).ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("failed change created a key: %v", err)
+	}
+}
+
+// Filters run after DynamoDB's Limit, so sparse matches need several
+// query pages; the suite's small data sets fit in one.
+func TestListAcrossQueryPages(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	now := t0.Add(time.Hour)
+	s := dynamo.New(client, table, dynamo.WithClock(func() time.Time { return now }))
+	ctx := t.Context()
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
+
+	const n = 250
+	var audit []store.AuditEntry
+	for i := range n {
+		a := store.AuditEntry{TenantID: "acme", ID: fmt.Sprintf("a%04d", i), Time: t0.Add(time.Duration(i) * time.Second), Action: "x"}
+		if i >= 3 { // all but the three oldest have expired
+			a.ExpiresAt = now
+		}
+		audit = append(audit, a)
+	}
+	for batch := range slices.Chunk(audit, 90) {
+		apply(t, s, store.Change{Audit: batch})
+	}
+	var keys []store.KeyWrite
+	for i := range n {
+		k := key("acme", i)
+		if i < 3 { // only the three oldest match
+			k.Environment = "test"
+		}
+		keys = append(keys, store.KeyWrite{Key: k})
+	}
+	for batch := range slices.Chunk(keys, 90) {
+		apply(t, s, store.Change{Keys: batch})
+	}
+
+	var ids []string
+	q := store.KeyQuery{Environment: "test", Limit: 2}
+	for {
+		page, err := s.ListKeys(ctx, "acme", q)
+		if err != nil {
+			t.Fatalf("ListKeys: %v", err)
+		}
+		for _, k := range page.Keys {
+			ids = append(ids, k.ID)
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		q.Cursor = page.NextCursor
+	}
+	if want := []string{"acme000002", "acme000001", "acme000000"}; !slices.Equal(ids, want) {
+		t.Fatalf("filtered keys %v, want %v", ids, want)
+	}
+
+	page, err := s.ListAudit(ctx, "acme", store.AuditQuery{Limit: 3})
+	if err != nil || len(page.Entries) != 3 || page.Entries[0].ID != "a0002" || page.NextCursor != "" {
+		t.Fatalf("live audit entries behind expired ones: %v %+v", err, page)
+	}
+}
+
+// DynamoDB deletes by the ttl attribute: it must be epoch seconds, never
+// before ExpiresAt.
+func TestTTLAttribute(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table, dynamo.WithClock(func() time.Time { return t0 }))
+	ctx := t.Context()
+	expires := t0.Add(time.Hour) // has a fraction of a second
+	if err := s.PutIdempotency(ctx, store.Idempotency{TenantID: "acme", Key: "k", RequestHash: "h", CreatedAt: t0, ExpiresAt: expires}); err != nil {
+		t.Fatalf("PutIdempotency: %v", err)
+	}
+	apply(t, s, store.Change{Audit: []store.AuditEntry{{TenantID: "acme", ID: "a1", Time: t0, ExpiresAt: expires}}})
+	out, err := client.Query(ctx, &dynamodb.QueryInput{
+		TableName:                 aws.String(table),
+		KeyConditionExpression:    aws.String("pk = :p"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":p": &types.AttributeValueMemberS{Value: "AUDIT#acme"}},
+	})
+	if err != nil || len(out.Items) != 1 {
+		t.Fatalf("raw audit query: %v, %d items", err, len(out.Items))
+	}
+	idem, err := client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(table),
+		Key: map[string]types.AttributeValue{
+			dynamo.AttrPK: &types.AttributeValueMemberS{Value: "IDEM#acme#k"},
+			dynamo.AttrSK: &types.AttributeValueMemberS{Value: "IDEM"},
+		},
+	})
+	if err != nil {
+		t.Fatalf("raw GetItem: %v", err)
+	}
+	want := strconv.FormatInt(expires.Unix()+1, 10)
+	for what, it := range map[string]map[string]types.AttributeValue{"audit": out.Items[0], "idempotency": idem.Item} {
+		if n, ok := it[dynamo.AttrTTL].(*types.AttributeValueMemberN); !ok || n.Value != want {
+			t.Fatalf("%s ttl = %#v, want N %s", what, it[dynamo.AttrTTL], want)
+		}
+	}
+}
+
+// contended cancels the first transactions it sees as DynamoDB does when
+// another transaction holds an item, which DynamoDB Local never does.
+type contended struct {
+	dynamo.API
+	cancels int
+	calls   int
+}
+
+func (c *contended) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
+	c.calls++
+	if c.calls <= c.cancels {
+		reasons := make([]types.CancellationReason, len(in.TransactItems))
+		for i := range reasons {
+			reasons[i].Code = aws.String("None")
+		}
+		reasons[len(reasons)-1].Code = aws.String("TransactionConflict")
+		return nil, &types.TransactionCanceledException{CancellationReasons: reasons}
+	}
+	return c.API.TransactWriteItems(ctx, in, opts...)
+}
+
+func TestApplyRetriesTransactionConflict(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	change := store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}}
+
+	c := &contended{API: client, cancels: 2}
+	if err := dynamo.New(c, table).Apply(t.Context(), change); err != nil || c.calls != 3 {
+		t.Fatalf("after two conflicts: %v, %d calls", err, c.calls)
+	}
+
+	c = &contended{API: client, cancels: 100}
+	change.Tenant.Tenant.ID = "other"
+	err := dynamo.New(c, table).Apply(t.Context(), change)
+	if !errors.Is(err, store.ErrConflict) || c.calls < 2 || c.calls == c.cancels {
+		t.Fatalf("under constant conflict: %v after %d calls, want ErrConflict after a few", err, c.calls)
+	}
+}

@@ -1,0 +1,491 @@
+package dynamo
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// item is one stored DynamoDB item.
+type item = map[string]types.AttributeValue
+
+// Attributes that conditions or hand-written updates name; the others appear
+// only in the encode and decode functions and the mutable lists below.
+const (
+	attrTenantID      = "tenant_id"
+	attrStatus        = "status"
+	attrRevision      = "revision"
+	attrKeyCount      = "key_count"
+	attrHash          = "hash"
+	attrPepperVersion = "pepper_version"
+	attrLastUsedAt    = "last_used_at"
+	attrExpiresAt     = "expires_at"
+	attrRequestHash   = "request_hash"
+	attrDone          = "done"
+	attrStatusCode    = "status_code"
+	attrBody          = "body"
+)
+
+// keyMutable and tenantMutable are what an update through Apply may change;
+// the rest of the item is fixed at creation or managed by the store.
+var (
+	keyMutable = []string{
+		"name", "description", "scopes", attrStatus, "updated_at", "not_before",
+		attrExpiresAt, "revoked_at", "allowed_ips", "allowed_origins",
+		"rate_limit_rpm", "rate_limit_burst", "replaced_by", "metadata",
+	}
+	tenantMutable = []string{"name", attrStatus, "created_at", "offboarded_at"}
+)
+
+func keyPK(id string) string               { return "KEY#" + id }
+func tenantPK(id string) string            { return "TENANT#" + id }
+func tenantKeysPK(tenant string) string    { return "TENANT#" + tenant + "#KEYS" }
+func auditPK(tenant string) string         { return "AUDIT#" + tenant }
+func auditKeyPK(tenant, key string) string { return "AUDITKEY#" + tenant + "#" + key }
+func idemPK(tenant, key string) string     { return "IDEM#" + tenant + "#" + key }
+
+const (
+	pepperPK = "PEPPER"
+	keySK    = "KEY"
+	tenantSK = "TENANT"
+	idemSK   = "IDEM"
+)
+
+func pepperSK(version int) string { return fmt.Sprintf("V#%010d", version) }
+
+func primaryKey(pk, sk string) item {
+	return item{AttrPK: str(pk), AttrSK: str(sk)}
+}
+
+func str(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+func num(v int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}
+}
+
+// ttl is the epoch second DynamoDB may delete an item after, rounded up so
+// that it never deletes one before it has expired.
+func ttl(t time.Time) types.AttributeValue {
+	sec := t.Unix()
+	if t.Nanosecond() > 0 {
+		sec++
+	}
+	return num(sec)
+}
+
+// encoder writes attributes, leaving out empty strings, zero times and nil
+// slices, maps and byte slices, so that an update can REMOVE what is absent.
+// Numbers are always written. Empty but non-nil slices and maps are kept so
+// that they read back as they were written.
+type encoder item
+
+func (e encoder) str(name, v string) {
+	if v != "" {
+		e[name] = str(v)
+	}
+}
+
+func (e encoder) time(name string, t time.Time) {
+	if !t.IsZero() {
+		e[name] = str(store.SortTime(t))
+	}
+}
+
+func (e encoder) int(name string, v int64) { e[name] = num(v) }
+
+func (e encoder) bool(name string, v bool) { e[name] = &types.AttributeValueMemberBOOL{Value: v} }
+
+func (e encoder) bytes(name string, v []byte) {
+	if v != nil {
+		e[name] = &types.AttributeValueMemberB{Value: v}
+	}
+}
+
+func (e encoder) list(name string, v []string) {
+	if v == nil {
+		return
+	}
+	l := make([]types.AttributeValue, len(v))
+	for i, s := range v {
+		l[i] = str(s)
+	}
+	e[name] = &types.AttributeValueMemberL{Value: l}
+}
+
+func (e encoder) strMap(name string, v map[string]string) {
+	if v == nil {
+		return
+	}
+	m := make(map[string]types.AttributeValue, len(v))
+	for k, s := range v {
+		m[k] = str(s)
+	}
+	e[name] = &types.AttributeValueMemberM{Value: m}
+}
+
+// decoder reads what encoder wrote, remembering the first malformed
+// attribute; every value it returns is freshly allocated.
+type decoder struct {
+	it  item
+	err error
+}
+
+func (d *decoder) fail(name string, err error) {
+	if d.err == nil {
+		d.err = fmt.Errorf("malformed attribute %s: %w", name, err)
+	}
+}
+
+func attr[T types.AttributeValue](d *decoder, name string) (T, bool) {
+	var zero T
+	av, ok := d.it[name]
+	if !ok {
+		return zero, false
+	}
+	v, ok := av.(T)
+	if !ok {
+		d.fail(name, fmt.Errorf("unexpected type %T", av))
+		return zero, false
+	}
+	return v, true
+}
+
+func (d *decoder) str(name string) string {
+	v, ok := attr[*types.AttributeValueMemberS](d, name)
+	if !ok {
+		return ""
+	}
+	return v.Value
+}
+
+func (d *decoder) time(name string) time.Time {
+	s := d.str(name)
+	if s == "" {
+		return time.Time{}
+	}
+	// SortTime's layout is a fixed-width case of RFC 3339; parsing its "Z"
+	// yields UTC.
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		d.fail(name, err)
+	}
+	return t
+}
+
+func (d *decoder) int(name string) int64 {
+	v, ok := attr[*types.AttributeValueMemberN](d, name)
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(v.Value, 10, 64)
+	if err != nil {
+		d.fail(name, err)
+	}
+	return n
+}
+
+func (d *decoder) bool(name string) bool {
+	v, ok := attr[*types.AttributeValueMemberBOOL](d, name)
+	return ok && v.Value
+}
+
+func (d *decoder) bytes(name string) []byte {
+	v, ok := attr[*types.AttributeValueMemberB](d, name)
+	if !ok {
+		return nil
+	}
+	return append(make([]byte, 0, len(v.Value)), v.Value...)
+}
+
+func (d *decoder) list(name string) []string {
+	v, ok := attr[*types.AttributeValueMemberL](d, name)
+	if !ok {
+		return nil
+	}
+	l := make([]string, len(v.Value))
+	for i, av := range v.Value {
+		s, ok := av.(*types.AttributeValueMemberS)
+		if !ok {
+			d.fail(name, fmt.Errorf("element %d has type %T", i, av))
+			return nil
+		}
+		l[i] = s.Value
+	}
+	return l
+}
+
+func (d *decoder) strMap(name string) map[string]string {
+	v, ok := attr[*types.AttributeValueMemberM](d, name)
+	if !ok {
+		return nil
+	}
+	m := make(map[string]string, len(v.Value))
+	for k, av := range v.Value {
+		s, ok := av.(*types.AttributeValueMemberS)
+		if !ok {
+			d.fail(name, fmt.Errorf("entry %q has type %T", k, av))
+			return nil
+		}
+		m[k] = s.Value
+	}
+	return m
+}
+
+func keyItem(k store.Key) item {
+	e := encoder(primaryKey(keyPK(k.ID), keySK))
+	e[AttrGSI1PK] = str(tenantKeysPK(k.TenantID))
+	e[AttrGSI1SK] = str(store.KeyOrder(k))
+	e.str("id", k.ID)
+	e.str(attrTenantID, k.TenantID)
+	e.str("name", k.Name)
+	e.str("description", k.Description)
+	e.str("prefix", k.Prefix)
+	e.str("environment", k.Environment)
+	e.str("last4", k.Last4)
+	e.list("scopes", k.Scopes)
+	e.str(attrStatus, string(k.Status))
+	e.bytes(attrHash, k.Hash)
+	e.int(attrPepperVersion, int64(k.PepperVersion))
+	e.time("created_at", k.CreatedAt)
+	e.str("created_by", k.CreatedBy)
+	e.time("updated_at", k.UpdatedAt)
+	e.time("not_before", k.NotBefore)
+	e.time(attrExpiresAt, k.ExpiresAt)
+	e.time("revoked_at", k.RevokedAt)
+	e.time(attrLastUsedAt, k.LastUsedAt)
+	e.list("allowed_ips", k.AllowedIPs)
+	e.list("allowed_origins", k.AllowedOrigins)
+	e.int("rate_limit_rpm", int64(k.RateLimit.RequestsPerMinute))
+	e.int("rate_limit_burst", int64(k.RateLimit.Burst))
+	e.str("replaces", k.Replaces)
+	e.str("replaced_by", k.ReplacedBy)
+	e.strMap("metadata", k.Metadata)
+	e.int(attrRevision, k.Revision)
+	return item(e)
+}
+
+func decodeKey(it item) (store.Key, error) {
+	d := decoder{it: it}
+	k := store.Key{
+		ID:             d.str("id"),
+		TenantID:       d.str(attrTenantID),
+		Name:           d.str("name"),
+		Description:    d.str("description"),
+		Prefix:         d.str("prefix"),
+		Environment:    d.str("environment"),
+		Last4:          d.str("last4"),
+		Scopes:         d.list("scopes"),
+		Status:         store.KeyStatus(d.str(attrStatus)),
+		Hash:           d.bytes(attrHash),
+		PepperVersion:  int(d.int(attrPepperVersion)),
+		CreatedAt:      d.time("created_at"),
+		CreatedBy:      d.str("created_by"),
+		UpdatedAt:      d.time("updated_at"),
+		NotBefore:      d.time("not_before"),
+		ExpiresAt:      d.time(attrExpiresAt),
+		RevokedAt:      d.time("revoked_at"),
+		LastUsedAt:     d.time(attrLastUsedAt),
+		AllowedIPs:     d.list("allowed_ips"),
+		AllowedOrigins: d.list("allowed_origins"),
+		RateLimit: store.RateLimit{
+			RequestsPerMinute: int(d.int("rate_limit_rpm")),
+			Burst:             int(d.int("rate_limit_burst")),
+		},
+		Replaces:   d.str("replaces"),
+		ReplacedBy: d.str("replaced_by"),
+		Metadata:   d.strMap("metadata"),
+		Revision:   d.int(attrRevision),
+	}
+	return k, d.err
+}
+
+func tenantItem(t store.Tenant) item {
+	e := encoder(primaryKey(tenantPK(t.ID), tenantSK))
+	e.str("id", t.ID)
+	e.str("name", t.Name)
+	e.str(attrStatus, string(t.Status))
+	e.time("created_at", t.CreatedAt)
+	e.time("offboarded_at", t.OffboardedAt)
+	e.int(attrKeyCount, t.KeyCount)
+	e.int(attrRevision, t.Revision)
+	return item(e)
+}
+
+func decodeTenant(it item) (store.Tenant, error) {
+	d := decoder{it: it}
+	t := store.Tenant{
+		ID:           d.str("id"),
+		Name:         d.str("name"),
+		Status:       store.TenantStatus(d.str(attrStatus)),
+		CreatedAt:    d.time("created_at"),
+		OffboardedAt: d.time("offboarded_at"),
+		KeyCount:     d.int(attrKeyCount),
+		Revision:     d.int(attrRevision),
+	}
+	return t, d.err
+}
+
+func pepperItem(p store.Pepper) item {
+	e := encoder(primaryKey(pepperPK, pepperSK(p.Version)))
+	e.int("version", int64(p.Version))
+	e.bytes("ciphertext", p.Ciphertext)
+	e.str("key_id", p.KeyID)
+	e.time("created_at", p.CreatedAt)
+	e.time("retired_at", p.RetiredAt)
+	return item(e)
+}
+
+func decodePepper(it item) (store.Pepper, error) {
+	d := decoder{it: it}
+	p := store.Pepper{
+		Version:    int(d.int("version")),
+		Ciphertext: d.bytes("ciphertext"),
+		KeyID:      d.str("key_id"),
+		CreatedAt:  d.time("created_at"),
+		RetiredAt:  d.time("retired_at"),
+	}
+	return p, d.err
+}
+
+func auditItem(a store.AuditEntry) item {
+	order := store.AuditOrder(a)
+	e := encoder(primaryKey(auditPK(a.TenantID), order))
+	if a.KeyID != "" {
+		e[AttrGSI1PK] = str(auditKeyPK(a.TenantID, a.KeyID))
+		e[AttrGSI1SK] = str(order)
+	}
+	e.str(attrTenantID, a.TenantID)
+	e.str("id", a.ID)
+	e.time("time", a.Time)
+	e.str("actor", a.Actor)
+	e.str("action", a.Action)
+	e.str("key_id", a.KeyID)
+	e.str("request_id", a.RequestID)
+	e.strMap("details", a.Details)
+	e.time(attrExpiresAt, a.ExpiresAt)
+	if !a.ExpiresAt.IsZero() {
+		e[AttrTTL] = ttl(a.ExpiresAt)
+	}
+	return item(e)
+}
+
+func decodeAudit(it item) (store.AuditEntry, error) {
+	d := decoder{it: it}
+	a := store.AuditEntry{
+		TenantID:  d.str(attrTenantID),
+		ID:        d.str("id"),
+		Time:      d.time("time"),
+		Actor:     d.str("actor"),
+		Action:    d.str("action"),
+		KeyID:     d.str("key_id"),
+		RequestID: d.str("request_id"),
+		Details:   d.strMap("details"),
+		ExpiresAt: d.time(attrExpiresAt),
+	}
+	return a, d.err
+}
+
+func idemItem(r store.Idempotency) item {
+	e := encoder(primaryKey(idemPK(r.TenantID, r.Key), idemSK))
+	e.str(attrTenantID, r.TenantID)
+	e.str("key", r.Key)
+	e.str(attrRequestHash, r.RequestHash)
+	e.bool(attrDone, r.Done)
+	e.int(attrStatusCode, int64(r.StatusCode))
+	e.bytes(attrBody, r.Body)
+	e.time("created_at", r.CreatedAt)
+	e.time(attrExpiresAt, r.ExpiresAt)
+	e[AttrTTL] = ttl(r.ExpiresAt)
+	return item(e)
+}
+
+func decodeIdem(it item) (store.Idempotency, error) {
+	d := decoder{it: it}
+	r := store.Idempotency{
+		TenantID:    d.str(attrTenantID),
+		Key:         d.str("key"),
+		RequestHash: d.str(attrRequestHash),
+		Done:        d.bool(attrDone),
+		StatusCode:  int(d.int(attrStatusCode)),
+		Body:        d.bytes(attrBody),
+		CreatedAt:   d.time("created_at"),
+		ExpiresAt:   d.time(attrExpiresAt),
+	}
+	return r, d.err
+}
+
+// expr collects the placeholders of one expression set. Every attribute is
+// named through a placeholder, as many of ours are reserved words.
+type expr struct {
+	names  map[string]string
+	values map[string]types.AttributeValue
+}
+
+func (x *expr) name(attr string) string {
+	if x.names == nil {
+		x.names = make(map[string]string)
+	}
+	ph := "#" + attr
+	x.names[ph] = attr
+	return ph
+}
+
+func (x *expr) value(v types.AttributeValue) string {
+	if x.values == nil {
+		x.values = make(map[string]types.AttributeValue)
+	}
+	ph := ":v" + strconv.Itoa(len(x.values))
+	x.values[ph] = v
+	return ph
+}
+
+func (x *expr) exists(attr string) string    { return "attribute_exists(" + x.name(attr) + ")" }
+func (x *expr) notExists(attr string) string { return "attribute_not_exists(" + x.name(attr) + ")" }
+
+// cmp writes "attr op value".
+func (x *expr) cmp(attr, op string, v types.AttributeValue) string {
+	return x.name(attr) + " " + op + " " + x.value(v)
+}
+
+// update builds an UpdateExpression alongside its condition's placeholders.
+type update struct {
+	expr
+	set, remove, add []string
+}
+
+func (u *update) setAttr(attr string, v types.AttributeValue) {
+	u.set = append(u.set, u.cmp(attr, "=", v))
+}
+
+func (u *update) addAttr(attr string, v types.AttributeValue) {
+	u.add = append(u.add, u.name(attr)+" "+u.value(v))
+}
+
+// copyFrom sets each of attrs that it holds and removes the others, so
+// the stored item matches it on exactly those attributes.
+func (u *update) copyFrom(it item, attrs []string) {
+	for _, a := range attrs {
+		if v, ok := it[a]; ok {
+			u.setAttr(a, v)
+		} else {
+			u.remove = append(u.remove, u.name(a))
+		}
+	}
+}
+
+func (u *update) String() string {
+	var b strings.Builder
+	for _, clause := range []struct {
+		verb  string
+		parts []string
+	}{{"SET", u.set}, {"REMOVE", u.remove}, {"ADD", u.add}} {
+		if len(clause.parts) > 0 {
+			fmt.Fprintf(&b, "%s %s ", clause.verb, strings.Join(clause.parts, ", "))
+		}
+	}
+	return strings.TrimSpace(b.String())
+}

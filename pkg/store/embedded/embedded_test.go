@@ -1,0 +1,120 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/store/conformance"
+)
+
+func TestConformanceMemory(t *testing.T) {
+	conformance.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		s := NewMemory(WithClock(now))
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func TestConformanceFile(t *testing.T) {
+	conformance.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		return openFile(t, filepath.Join(t.TempDir(), "keyward.journal"), now)
+	})
+}
+
+// openFile opens a file store that the test closes at its end if the test
+// has not closed it already.
+func openFile(t *testing.T, path string, now func() time.Time) *Store {
+	t.Helper()
+	s, err := Open(path, WithClock(now))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// eachMode runs fn against a memory store and a file store.
+func eachMode(t *testing.T, fn func(t *testing.T, s *Store, clock *testClock)) {
+	t.Run("memory", func(t *testing.T) {
+		clock := newClock()
+		fn(t, NewMemory(WithClock(clock.Now)), clock)
+	})
+	t.Run("file", func(t *testing.T) {
+		clock := newClock()
+		fn(t, openFile(t, filepath.Join(t.TempDir(), "keyward.journal"), clock.Now), clock)
+	})
+}
+
+// testClock is a manual clock; tests using it are single-goroutine.
+type testClock struct{ now time.Time }
+
+func newClock() *testClock {
+	return &testClock{now: time.Date(2026, 3, 1, 12, 0, 0, 987654321, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time { return c.now }
+
+func TestClosedStoreRefusesCalls(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, _ *testClock) {
+		ctx := t.Context()
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if _, err := s.GetKey(ctx, "k1"); !errors.Is(err, errClosed) {
+			t.Fatalf("GetKey after Close: %v", err)
+		}
+		if err := s.CreatePepper(ctx, store.Pepper{Version: 1}); !errors.Is(err, errClosed) {
+			t.Fatalf("CreatePepper after Close: %v", err)
+		}
+		if err := s.Close(); !errors.Is(err, errClosed) {
+			t.Fatalf("second Close: %v", err)
+		}
+	})
+}
+
+func TestCancelledContext(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, _ *testClock) {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := s.GetTenant(ctx, "acme"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("GetTenant: %v", err)
+		}
+		tn := store.Tenant{ID: "acme", Status: store.TenantActive}
+		if err := s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: tn}}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Apply: %v", err)
+		}
+		if _, err := s.GetTenant(t.Context(), "acme"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("cancelled Apply wrote: %v", err)
+		}
+	})
+}
+
+// Stored values must not alias what callers passed in.
+func TestWritesAreCopied(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, clock *testClock) {
+		ctx := t.Context()
+		tn := store.Tenant{ID: "acme", Status: store.TenantActive, CreatedAt: clock.Now()}
+		k := store.Key{ID: "k1", TenantID: "acme", Scopes: []string{"a"}, Hash: []byte{1}, Metadata: map[string]string{"m": "1"}}
+		a := store.AuditEntry{TenantID: "acme", ID: "a1", Details: map[string]string{"d": "1"}}
+		if err := s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: tn}, Keys: []store.KeyWrite{{Key: k}}, Audit: []store.AuditEntry{a}}); err != nil {
+			t.Fatalf("Apply: %v", err)
+		}
+		hash := []byte{2}
+		if err := s.RehashKey(ctx, "k1", 0, hash, 1); err != nil {
+			t.Fatalf("RehashKey: %v", err)
+		}
+		k.Scopes[0], k.Metadata["m"], a.Details["d"], hash[0] = "x", "x", "x", 9
+		got, _ := s.GetKey(ctx, "k1")
+		page, _ := s.ListAudit(ctx, "acme", store.AuditQuery{Limit: 1})
+		if got.Scopes[0] != "a" || got.Metadata["m"] != "1" || got.Hash[0] != 2 || page.Entries[0].Details["d"] != "1" {
+			t.Fatalf("caller's mutation reached the store: %+v %+v", got, page.Entries)
+		}
+	})
+}
+
+// DynamoDB refuses a transaction that writes one audit item twice;
+// Change.Validate does not check it, so the backend must.

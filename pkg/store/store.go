@@ -1,0 +1,256 @@
+// Package store defines what keyward persists (keys, tenants, peppers, audit
+// entries, idempotency records) and the semantics every backend must share.
+// The DynamoDB backend (package dynamo) runs in AWS; the embedded backend
+// (package embedded) runs the local stack and tests. Both pass the suite in
+// package conformance, which is the executable form of the contract below.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends wrap them; callers test with errors.Is.
+var (
+	// ErrNotFound: no such item, or it belongs to another tenant, or it has
+	// expired (TTL) even if the backend has not deleted it yet.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyExists: a create met an existing item.
+	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrConflict: a precondition failed (stale revision, tenant not active,
+	// idempotency record in the wrong state, a concurrent transaction).
+	ErrConflict = errors.New("store: conflict")
+	// ErrInvalidCursor: a pagination cursor that this backend did not issue
+	// for this query.
+	ErrInvalidCursor = errors.New("store: invalid cursor")
+	// ErrChangeTooLarge: a Change needs more items than one transaction holds.
+	ErrChangeTooLarge = errors.New("store: change too large")
+)
+
+// MaxChangeItems is the most items one Change may touch, DynamoDB's
+// TransactWriteItems limit; the embedded store enforces it too so that code
+// tested locally cannot outgrow a transaction in AWS. Every key write, the
+// tenant write or tenant counter update, and every audit entry is one item.
+const MaxChangeItems = 100
+
+// MaxPageSize bounds every list query.
+const MaxPageSize = 100
+
+// KeyStatus is the stored lifecycle state of a key.
+type KeyStatus string
+
+const (
+	KeyActive   KeyStatus = "active"
+	KeyExpiring KeyStatus = "expiring" // replaced by rotation, valid until ExpiresAt
+	KeyRevoked  KeyStatus = "revoked"
+	KeyExpired  KeyStatus = "expired"
+)
+
+// TenantStatus is the lifecycle state of a tenant.
+type TenantStatus string
+
+const (
+	TenantActive     TenantStatus = "active"
+	TenantOffboarded TenantStatus = "offboarded"
+)
+
+// RateLimit is a key's request budget; zero values mean the service default.
+type RateLimit struct {
+	RequestsPerMinute int `json:"requests_per_minute"`
+	Burst             int `json:"burst,omitempty"`
+}
+
+// Key is one API key. It never holds the token or its secret part: only
+// the HMAC of the token under pepper PepperVersion.
+//
+// Hash, PepperVersion and LastUsedAt are store-managed after creation: an
+// update through Apply keeps the stored values whatever the caller passes,
+// and only RehashKey and TouchKey change them. ID, TenantID, Prefix,
+// Environment, Last4, CreatedAt, CreatedBy and Replaces never change.
+type Key struct {
+	ID             string            `json:"id"`
+	TenantID       string            `json:"tenant_id"`
+	Name           string            `json:"name"`
+	Description    string            `json:"description,omitempty"`
+	Prefix         string            `json:"prefix"`
+	Environment    string            `json:"environment"`
+	Last4          string            `json:"last4"`
+	Scopes         []string          `json:"scopes"`
+	Status         KeyStatus         `json:"status"`
+	Hash           []byte            `json:"hash"`
+	PepperVersion  int               `json:"pepper_version"`
+	CreatedAt      time.Time         `json:"created_at"`
+	CreatedBy      string            `json:"created_by,omitempty"`
+	UpdatedAt      time.Time         `json:"updated_at"`
+	NotBefore      time.Time         `json:"not_before,omitzero"`
+	ExpiresAt      time.Time         `json:"expires_at,omitzero"`
+	RevokedAt      time.Time         `json:"revoked_at,omitzero"`
+	LastUsedAt     time.Time         `json:"last_used_at,omitzero"`
+	AllowedIPs     []string          `json:"allowed_ips,omitempty"`
+	AllowedOrigins []string          `json:"allowed_origins,omitempty"`
+	RateLimit      RateLimit         `json:"rate_limit"`
+	Replaces       string            `json:"replaces,omitempty"`
+	ReplacedBy     string            `json:"replaced_by,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+	// Revision is the optimistic-concurrency counter: 1 after creation,
+	// incremented by the store on every successful update.
+	Revision int64 `json:"revision"`
+}
+
+// Tenant is one customer of the platform.
+type Tenant struct {
+	ID           string       `json:"id"`
+	Name         string       `json:"name"`
+	Status       TenantStatus `json:"status"`
+	CreatedAt    time.Time    `json:"created_at"`
+	OffboardedAt time.Time    `json:"offboarded_at,omitzero"`
+	// KeyCount is maintained by the store: every key created in the tenant
+	// increments it in the same transaction, without changing Revision.
+	// Offboarding reads it to know when it has seen every key, whatever an
+	// index's propagation delay.
+	KeyCount int64 `json:"key_count"`
+	Revision int64 `json:"revision"`
+}
+
+// Pepper is one version of the HMAC pepper, stored only as a KMS (or local
+// key ring) ciphertext.
+type Pepper struct {
+	Version    int       `json:"version"`
+	Ciphertext []byte    `json:"ciphertext"`
+	KeyID      string    `json:"key_id"` // the KMS key that wrapped it
+	CreatedAt  time.Time `json:"created_at"`
+	RetiredAt  time.Time `json:"retired_at,omitzero"`
+}
+
+// AuditEntry records one change. It never holds a secret, hash or pepper.
+type AuditEntry struct {
+	TenantID  string            `json:"tenant_id"`
+	ID        string            `json:"id"`
+	Time      time.Time         `json:"time"`
+	Actor     string            `json:"actor"`
+	Action    string            `json:"action"`
+	KeyID     string            `json:"key_id,omitempty"`
+	RequestID string            `json:"request_id,omitempty"`
+	Details   map[string]string `json:"details,omitempty"`
+	ExpiresAt time.Time         `json:"expires_at,omitzero"` // TTL; zero keeps it forever
+}
+
+// Idempotency is the record of one Idempotency-Key within a tenant.
+type Idempotency struct {
+	TenantID    string    `json:"tenant_id"`
+	Key         string    `json:"key"`
+	RequestHash string    `json:"request_hash"`
+	Done        bool      `json:"done"`
+	StatusCode  int       `json:"status_code,omitempty"`
+	Body        []byte    `json:"body,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"` // TTL; zero never expires
+}
+
+// KeyWrite creates a key (ExpectedRevision 0) or replaces the mutable fields
+// of an existing one whose stored Revision equals ExpectedRevision and whose
+// TenantID equals Key.TenantID.
+//
+// A create fails with ErrAlreadyExists if the id is taken, and with
+// ErrConflict unless the key's tenant exists and is active. An update fails
+// with ErrNotFound if the key is missing or belongs to another tenant, and
+// with ErrConflict if the revision is stale. The store sets Revision.
+type KeyWrite struct {
+	Key              Key
+	ExpectedRevision int64
+}
+
+// TenantWrite creates a tenant (ExpectedRevision 0; ErrAlreadyExists if it
+// exists) or replaces it if its stored Revision equals ExpectedRevision
+// (ErrNotFound if missing, ErrConflict if stale). KeyCount is the store's:
+// the caller's value is ignored.
+type TenantWrite struct {
+	Tenant           Tenant
+	ExpectedRevision int64
+}
+
+// Change is one atomic write: every part applies or none does. Audit entries
+// are created: ErrAlreadyExists if an unexpired entry of the tenant has the
+// same Time and ID (an expired one counts as absent, as everywhere). IDs are
+// random, so in practice the ID alone identifies an entry.
+type Change struct {
+	Keys   []KeyWrite
+	Tenant *TenantWrite
+	Audit  []AuditEntry
+}
+
+// KeyQuery filters and pages a tenant's keys, newest first (CreatedAt
+// descending, then ID descending). Empty filters match everything.
+type KeyQuery struct {
+	Environment string
+	Status      KeyStatus
+	CreatedBy   string
+	Limit       int // 1 to MaxPageSize
+	Cursor      string
+}
+
+// KeyPage is one page of keys; NextCursor is empty on the last page.
+type KeyPage struct {
+	Keys       []Key
+	NextCursor string
+}
+
+// AuditQuery pages a tenant's audit entries, newest first (Time descending,
+// then ID descending), optionally those of one key. Expired entries are
+// never returned.
+type AuditQuery struct {
+	KeyID  string
+	Limit  int // 1 to MaxPageSize
+	Cursor string
+}
+
+// AuditPage is one page of audit entries; NextCursor is empty on the last page.
+type AuditPage struct {
+	Entries    []AuditEntry
+	NextCursor string
+}
+
+// Store is everything keyward persists. Consumers that need less declare
+// their own narrower interface; this one is the contract the conformance
+// suite holds every backend to.
+type Store interface {
+	// GetTenant returns a tenant by id.
+	GetTenant(ctx context.Context, id string) (Tenant, error)
+	// GetKey is the authorizer's lookup: one strongly consistent read by id,
+	// whatever the tenant. Callers acting for a tenant must check TenantID.
+	GetKey(ctx context.Context, id string) (Key, error)
+	// ListKeys pages through one tenant's keys.
+	ListKeys(ctx context.Context, tenantID string, q KeyQuery) (KeyPage, error)
+	// ListAudit pages through one tenant's audit entries.
+	ListAudit(ctx context.Context, tenantID string, q AuditQuery) (AuditPage, error)
+	// Apply writes a Change atomically.
+	Apply(ctx context.Context, c Change) error
+
+	// TouchKey sets LastUsedAt to at if the stored value is older than
+	// at-minInterval (or unset) and reports whether it wrote. It does not
+	// change Revision. ErrNotFound if the key is missing.
+	TouchKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) (bool, error)
+	// RehashKey replaces Hash and PepperVersion if the stored PepperVersion
+	// is fromVersion (ErrConflict otherwise, ErrNotFound if missing). It does
+	// not change Revision.
+	RehashKey(ctx context.Context, id string, fromVersion int, hash []byte, toVersion int) error
+
+	// ListPeppers returns every pepper version, oldest first.
+	ListPeppers(ctx context.Context) ([]Pepper, error)
+	// CreatePepper stores a new version (ErrAlreadyExists if taken).
+	CreatePepper(ctx context.Context, p Pepper) error
+
+	// PutIdempotency creates a record; ErrAlreadyExists if an unexpired one
+	// exists for the same tenant and key (an expired one is replaced).
+	PutIdempotency(ctx context.Context, r Idempotency) error
+	// GetIdempotency returns an unexpired record (ErrNotFound otherwise).
+	GetIdempotency(ctx context.Context, tenantID, key string) (Idempotency, error)
+	// CompleteIdempotency stores the response of an unfinished record with
+	// the same RequestHash (ErrNotFound if missing or expired, ErrConflict
+	// if done already or the hash differs).
+	CompleteIdempotency(ctx context.Context, r Idempotency) error
+	// DeleteIdempotency removes a record (no error if missing), so that a
+	// request that failed without effect can be retried with the same key.
+	DeleteIdempotency(ctx context.Context, tenantID, key string) error
+}
