@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/storetest"
+	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/pepper"
@@ -21,29 +22,12 @@ import (
 
 func TestMain(m *testing.M) { dynamolocal.Main(m) }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type fixture struct {
 	svc    *keys.Service
 	st     store.Store
 	ring   *pepper.Ring
 	format apikey.Format
-	clock  *clock
+	clock  *testclock.Clock
 	ctx    context.Context
 	actor  keys.Actor
 	tokens []string // every token issued, to prove none is persisted
@@ -51,7 +35,7 @@ type fixture struct {
 
 // run runs test against every store backend with a tenant "acme" onboarded.
 func run(t *testing.T, test func(t *testing.T, f *fixture)) {
-	c := &clock{now: time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)}
+	c := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
 	storetest.ForEach(t, c.Now, func(t *testing.T, st store.Store) {
 		ctx := t.Context()
 		kr, err := pepper.NewLocalKeyring(bytes.Repeat([]byte{3}, pepper.Size))

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
+	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -257,16 +258,12 @@ func (m *memPeppers) CreatePepper(_ context.Context, p store.Pepper) error {
 	return nil
 }
 
-type fakeClock struct{ now time.Time }
-
-func (c *fakeClock) Now() time.Time { return c.now }
-
-func newRingFixture(t *testing.T) (*memPeppers, *LocalKeyring, *fakeClock) {
+func newRingFixture(t *testing.T) (*memPeppers, *LocalKeyring, *testclock.Clock) {
 	ring, err := NewLocalKeyring(bytes.Repeat([]byte{9}, Size))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &memPeppers{}, ring, &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return &memPeppers{}, ring, testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 func TestRingHashAndVerify(t *testing.T) {
@@ -274,7 +271,7 @@ func TestRingHashAndVerify(t *testing.T) {
 	if _, err := load(t.Context(), src, kr, clock.Now); err == nil {
 		t.Fatal("Load without any pepper succeeded")
 	}
-	p1, err := Create(t.Context(), src, kr, clock.now)
+	p1, err := Create(t.Context(), src, kr, clock.Now())
 	if err != nil || p1.Version != 1 || p1.KeyID != kr.KeyID() {
 		t.Fatalf("Create: %+v %v", p1, err)
 	}
@@ -322,7 +319,7 @@ func TestRingHashAndVerify(t *testing.T) {
 
 func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 	src, kr, clock := newRingFixture(t)
-	if _, err := Create(t.Context(), src, kr, clock.now); err != nil {
+	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	r, err := load(t.Context(), src, kr, clock.Now)
@@ -330,8 +327,8 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another process rotates; this one meets a key hashed under v2.
-	clock.now = clock.now.Add(time.Minute)
-	if _, err := Create(t.Context(), src, kr, clock.now); err != nil {
+	clock.Advance(time.Minute)
+	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	lists := src.lists
@@ -342,7 +339,7 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 		t.Fatalf("reloads %d, current %d", src.lists-lists, r.Current())
 	}
 	// An unknown version fails closed, and reloads at most once per interval.
-	clock.now = clock.now.Add(time.Minute)
+	clock.Advance(time.Minute)
 	for range 5 {
 		if _, err := r.Verify(t.Context(), 9, "t", make([]byte, 32)); !errors.Is(err, ErrUnknownVersion) {
 			t.Fatalf("Verify(v9) error %v", err)
@@ -351,7 +348,7 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 	if src.lists != lists+2 {
 		t.Fatalf("%d reloads for an unknown version, want 1", src.lists-lists-1)
 	}
-	clock.now = clock.now.Add(reloadInterval)
+	clock.Advance(reloadInterval)
 	_, _ = r.Verify(t.Context(), 9, "t", nil)
 	if src.lists != lists+3 {
 		t.Fatalf("no reload after the interval: %d", src.lists-lists)
@@ -361,12 +358,12 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 func TestRingSkipsRetiredAndFailsOnBadCiphertext(t *testing.T) {
 	src, kr, clock := newRingFixture(t)
 	for range 3 {
-		if _, err := Create(t.Context(), src, kr, clock.now); err != nil {
+		if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p3 := src.peppers[3]
-	p3.RetiredAt = clock.now
+	p3.RetiredAt = clock.Now()
 	src.peppers[3] = p3
 	r, err := load(t.Context(), src, kr, clock.Now)
 	if err != nil || r.Current() != 2 {
@@ -396,7 +393,7 @@ func TestCreateConcurrentNeverSharesVersion(t *testing.T) {
 			if i%2 == 1 {
 				gen = KMS{Client: fake, KeyID: testKeyARN}
 			}
-			created[i], errs[i] = Create(t.Context(), src, gen, clock.now)
+			created[i], errs[i] = Create(t.Context(), src, gen, clock.Now())
 		}()
 	}
 	wg.Wait()

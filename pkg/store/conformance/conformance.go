@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -51,7 +52,7 @@ func Run(t *testing.T, open Opener) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)}
+			c := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC))
 			tc.fn(t, &env{s: open(t, c.Now), clock: c, ctx: t.Context()})
 		})
 	}
@@ -59,25 +60,27 @@ func Run(t *testing.T, open Opener) {
 
 type env struct {
 	s     store.Store
-	clock *clock
+	clock *testclock.Clock
 	ctx   context.Context
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// concurrently runs fn(0..n-1) in n goroutines released at once, to make
+// races likely, and returns their errors by index.
+func concurrently(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = fn(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return errs
 }
 
 func (e *env) apply(t *testing.T, c store.Change) {
@@ -862,19 +865,7 @@ func testConcurrentRevokeAndRotate(t *testing.T, e *env) {
 			{Keys: []store.KeyWrite{{Key: revoked, ExpectedRevision: old.Revision}},
 				Audit: []store.AuditEntry{e.audit("acme", fmt.Sprintf("rev%d", round), old.ID)}},
 		}
-		errs := make([]error, len(changes))
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i, c := range changes {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				errs[i] = e.s.Apply(e.ctx, c)
-			}()
-		}
-		close(start)
-		wg.Wait()
+		errs := concurrently(len(changes), func(i int) error { return e.s.Apply(e.ctx, changes[i]) })
 
 		rotateWon, revokeWon := errs[0] == nil, errs[1] == nil
 		if rotateWon == revokeWon {
@@ -908,22 +899,11 @@ func testConcurrentRevokeAndRotate(t *testing.T, e *env) {
 
 func testConcurrentCreateSameID(t *testing.T, e *env) {
 	e.tenant(t, "acme")
-	const n = 6
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			k := e.key("acme", "k00000000001")
-			k.Name = fmt.Sprintf("writer %d", i)
-			<-start
-			errs[i] = e.s.Apply(e.ctx, store.Change{Keys: []store.KeyWrite{{Key: k}}})
-		}()
-	}
-	close(start)
-	wg.Wait()
+	errs := concurrently(6, func(i int) error {
+		k := e.key("acme", "k00000000001")
+		k.Name = fmt.Sprintf("writer %d", i)
+		return e.s.Apply(e.ctx, store.Change{Keys: []store.KeyWrite{{Key: k}}})
+	})
 	winners := 0
 	for _, err := range errs {
 		switch {
@@ -943,21 +923,10 @@ func testConcurrentCreateSameID(t *testing.T, e *env) {
 }
 
 func testConcurrentIdempotency(t *testing.T, e *env) {
-	const n = 6
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			errs[i] = e.s.PutIdempotency(e.ctx, store.Idempotency{TenantID: "acme", Key: "same", RequestHash: "h",
-				CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)})
-		}()
-	}
-	close(start)
-	wg.Wait()
+	errs := concurrently(6, func(int) error {
+		return e.s.PutIdempotency(e.ctx, store.Idempotency{TenantID: "acme", Key: "same", RequestHash: "h",
+			CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)})
+	})
 	winners := 0
 	for _, err := range errs {
 		if err == nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/conformance"
 )
@@ -38,7 +39,7 @@ func openFile(t *testing.T, path string, now func() time.Time) *Store {
 }
 
 // eachMode runs fn against a memory store and a file store.
-func eachMode(t *testing.T, fn func(t *testing.T, s *Store, clock *testClock)) {
+func eachMode(t *testing.T, fn func(t *testing.T, s *Store, clock *testclock.Clock)) {
 	t.Run("memory", func(t *testing.T) {
 		clock := newClock()
 		fn(t, NewMemory(WithClock(clock.Now)), clock)
@@ -49,17 +50,12 @@ func eachMode(t *testing.T, fn func(t *testing.T, s *Store, clock *testClock)) {
 	})
 }
 
-// testClock is a manual clock; tests using it are single-goroutine.
-type testClock struct{ now time.Time }
-
-func newClock() *testClock {
-	return &testClock{now: time.Date(2026, 3, 1, 12, 0, 0, 987654321, time.UTC)}
+func newClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 987654321, time.UTC))
 }
 
-func (c *testClock) Now() time.Time { return c.now }
-
 func TestClosedStoreRefusesCalls(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, _ *testClock) {
+	eachMode(t, func(t *testing.T, s *Store, _ *testclock.Clock) {
 		ctx := t.Context()
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
@@ -77,7 +73,7 @@ func TestClosedStoreRefusesCalls(t *testing.T) {
 }
 
 func TestCancelledContext(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, _ *testClock) {
+	eachMode(t, func(t *testing.T, s *Store, _ *testclock.Clock) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if _, err := s.GetTenant(ctx, "acme"); !errors.Is(err, context.Canceled) {
@@ -95,7 +91,7 @@ func TestCancelledContext(t *testing.T) {
 
 // Stored values must not alias what callers passed in.
 func TestWritesAreCopied(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, clock *testClock) {
+	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
 		ctx := t.Context()
 		tn := store.Tenant{ID: "acme", Status: store.TenantActive, CreatedAt: clock.Now()}
 		k := store.Key{ID: "k1", TenantID: "acme", Scopes: []string{"a"}, Hash: []byte{1}, Metadata: map[string]string{"m": "1"}}

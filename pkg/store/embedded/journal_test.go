@@ -14,12 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
 // populate makes every kind of write. Times are in a non-UTC zone with
 // nanoseconds, so that round trips check normalisation and precision.
-func populate(t *testing.T, s *Store, clock *testClock) {
+func populate(t *testing.T, s *Store, clock *testclock.Clock) {
 	t.Helper()
 	ctx := t.Context()
 	must := func(err error) {
@@ -350,7 +351,7 @@ func TestCompactionDropsExpired(t *testing.T) {
 	want := dump(s)
 	s.Close()
 
-	clock.now = clock.now.Add(2 * time.Hour) // a2 and r1 expire after one hour
+	clock.Advance(2 * time.Hour) // a2 and r1 expire after one hour
 	for order, a := range want.Audit["acme"] {
 		if a.ID == "a2" {
 			delete(want.Audit["acme"], order)
