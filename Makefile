@@ -30,13 +30,19 @@ lint:
 	$(GO) vet $(PACKAGES)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PACKAGES)
 
-## bench: the benchmarks recorded in BENCHMARKS.md
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/apikey ./pkg/pepper
+## bench: the benchmarks recorded in BENCHMARKS.md, and the authorizer's bootstrap size
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/apikey ./pkg/pepper ./pkg/authorizer
+	@ls -l dist/authorizer/bootstrap | awk '{printf "authorizer bootstrap: %.1f MB\n", $$5/1e6}'
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s); seed corpora live in testdata/
+FUZZ_TARGETS := ./pkg/apikey:FuzzParse ./pkg/authorizer:FuzzAuthorize
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/apikey
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn in $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## dynamodb-local: fetch DynamoDB Local into the cache and print its directory
 dynamodb-local:

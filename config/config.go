@@ -1,0 +1,208 @@
+// Package config holds the configuration that the authorizer, the CDK
+// stack and the local stack share, so that the three cannot drift: the
+// route table of the protected API (routes.json, the platform's to edit),
+// keyward's own admin routes (admin-routes.json), and the gateway settings
+// (gateway.json: authorizer caching, usage plans, gateway responses).
+package config
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+)
+
+//go:embed routes.json admin-routes.json gateway.json
+var files embed.FS
+
+// Route auth modes.
+const (
+	AuthKey  = ""     // the keyward authorizer, with Scope
+	AuthIAM  = "iam"  // SigV4 (operator routes); the local stack uses an operator token
+	AuthNone = "none" // public (GitHub's secret scanning callback verifies its own signature)
+)
+
+// Route maps one method and path pattern to what it needs. Path segments
+// are literals, {name} (one segment) or a final {name+} (the rest).
+type Route struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Scope  string `json:"scope,omitempty"`
+	Auth   string `json:"auth,omitempty"`
+}
+
+// RouteTable is the content of a routes file.
+type RouteTable struct {
+	Routes []Route `json:"routes"`
+}
+
+// Authorizer is how API Gateway invokes and caches the authorizer.
+type Authorizer struct {
+	// CacheTTLSeconds is API Gateway's authorizer result cache TTL; 0
+	// turns caching off. At most 3600.
+	CacheTTLSeconds int `json:"cache_ttl_seconds"`
+	// IdentitySources are the request parts the cache is keyed by, in
+	// API Gateway's syntax; with caching on every one must be present.
+	IdentitySources []string `json:"identity_sources"`
+}
+
+// Identity sources keyward knows how to build and emulate.
+const (
+	IdentityAuthorization = "method.request.header.Authorization"
+	IdentitySourceIP      = "context.identity.sourceIp"
+	IdentityOrigin        = "method.request.header.Origin"
+)
+
+// Tier is one usage plan: a rate limit keys can be given.
+type Tier struct {
+	Name              string `json:"name"`
+	RequestsPerMinute int    `json:"requests_per_minute"`
+	Burst             int    `json:"burst"`
+}
+
+// GatewayResponse renders one of API Gateway's own responses. Templates
+// are not VTL: API Gateway only substitutes $context variables in them.
+type GatewayResponse struct {
+	Status   int               `json:"status,omitempty"` // 0 keeps the gateway's status
+	Headers  map[string]string `json:"headers,omitempty"`
+	Template string            `json:"template"`
+}
+
+// Usage identity modes: which API Gateway API key (and so which usage
+// plan budget) a request counts against.
+const (
+	UsagePerKey    = "key"
+	UsagePerTenant = "tenant"
+)
+
+// Gateway is the content of gateway.json.
+type Gateway struct {
+	Authorizer       Authorizer                 `json:"authorizer"`
+	UsageIdentity    string                     `json:"usage_identity"`
+	RateLimitTiers   []Tier                     `json:"rate_limit_tiers"`
+	GatewayResponses map[string]GatewayResponse `json:"gateway_responses"`
+}
+
+// GatewayResponseTypes are the response types keyward renders, each of
+// which gateway.json must define.
+var GatewayResponseTypes = []string{
+	"UNAUTHORIZED", "ACCESS_DENIED", "THROTTLED", "QUOTA_EXCEEDED", "MISSING_AUTHENTICATION_TOKEN",
+	"AUTHORIZER_FAILURE", "AUTHORIZER_CONFIGURATION_ERROR", "DEFAULT_4XX", "DEFAULT_5XX",
+}
+
+// Routes returns the protected API's route table: the file at path, or
+// the shipped demo table when path is empty.
+func Routes(path string) (RouteTable, error) {
+	var data []byte
+	var err error
+	if path == "" {
+		data, err = files.ReadFile("routes.json")
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return RouteTable{}, fmt.Errorf("config: routes: %w", err)
+	}
+	var t RouteTable
+	if err := decodeStrict(data, &t); err != nil {
+		return RouteTable{}, fmt.Errorf("config: routes %s: %w", path, err)
+	}
+	for _, r := range t.Routes {
+		if strings.HasPrefix(r.Path, "/v1/") || r.Path == "/v1" {
+			return RouteTable{}, fmt.Errorf("config: routes: %s %s: /v1 belongs to keyward's admin API", r.Method, r.Path)
+		}
+	}
+	return t, nil
+}
+
+// AdminRoutes returns keyward's own admin API routes.
+func AdminRoutes() RouteTable {
+	var t RouteTable
+	data, _ := files.ReadFile("admin-routes.json")
+	if err := decodeStrict(data, &t); err != nil {
+		panic("config: shipped admin-routes.json: " + err.Error())
+	}
+	return t
+}
+
+// LoadGateway returns the shipped gateway settings, validated.
+func LoadGateway() (Gateway, error) {
+	data, err := files.ReadFile("gateway.json")
+	if err != nil {
+		return Gateway{}, err
+	}
+	var g Gateway
+	if err := decodeStrict(data, &g); err != nil {
+		return Gateway{}, fmt.Errorf("config: gateway.json: %w", err)
+	}
+	return g, g.Validate()
+}
+
+// Validate checks settings that API Gateway would refuse or that would
+// break keyward's guarantees.
+func (g Gateway) Validate() error {
+	a := g.Authorizer
+	if a.CacheTTLSeconds < 0 || a.CacheTTLSeconds > 3600 {
+		return fmt.Errorf("config: authorizer cache TTL %d outside 0..3600", a.CacheTTLSeconds)
+	}
+	if !slices.Contains(a.IdentitySources, IdentityAuthorization) {
+		return fmt.Errorf("config: identity sources must include %s", IdentityAuthorization)
+	}
+	for _, s := range a.IdentitySources {
+		if s != IdentityAuthorization && s != IdentitySourceIP && s != IdentityOrigin {
+			return fmt.Errorf("config: identity source %q is not one keyward supports", s)
+		}
+	}
+	// The cache must be keyed by the client address, or a cached Allow
+	// would let a key with an IP allow-list be used from another address.
+	if a.CacheTTLSeconds > 0 && !slices.Contains(a.IdentitySources, IdentitySourceIP) {
+		return fmt.Errorf("config: with caching on, identity sources must include %s", IdentitySourceIP)
+	}
+	if g.UsageIdentity != UsagePerKey && g.UsageIdentity != UsagePerTenant {
+		return fmt.Errorf("config: usage_identity %q must be %q or %q", g.UsageIdentity, UsagePerKey, UsagePerTenant)
+	}
+	if len(g.RateLimitTiers) == 0 {
+		return fmt.Errorf("config: no rate limit tiers")
+	}
+	for _, t := range g.RateLimitTiers {
+		if t.Name == "" || t.RequestsPerMinute < 1 || t.Burst < 1 {
+			return fmt.Errorf("config: rate limit tier %+v needs a name, requests_per_minute and burst", t)
+		}
+	}
+	for _, rt := range GatewayResponseTypes {
+		r, ok := g.GatewayResponses[rt]
+		if !ok {
+			return fmt.Errorf("config: gateway response %s missing", rt)
+		}
+		if !json.Valid([]byte(strings.ReplaceAll(strings.ReplaceAll(r.Template, "$context.error.messageString", `""`), "$", ""))) {
+			return fmt.Errorf("config: gateway response %s: template is not JSON", rt)
+		}
+	}
+	for rt := range g.GatewayResponses {
+		if !slices.Contains(GatewayResponseTypes, rt) {
+			return fmt.Errorf("config: gateway response %s is not one keyward renders", rt)
+		}
+	}
+	return nil
+}
+
+// OriginInCacheKey reports whether the authorizer cache is keyed by the
+// Origin header (or off), which origin-restricted keys require.
+func (a Authorizer) OriginInCacheKey() bool {
+	return a.CacheTTLSeconds == 0 || slices.Contains(a.IdentitySources, IdentityOrigin)
+}
+
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data")
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package cloud is the wiring the Lambda functions share: configuration
+// from the environment the CDK stack sets, and the DynamoDB store and
+// KMS-backed pepper ring built from it. It holds no logic of its own.
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/pepper"
+	"github.com/keyward/keyward/pkg/route"
+)
+
+// Env is the functions' configuration.
+type Env struct {
+	Table       string // KEYWARD_TABLE
+	PepperKeyID string // KEYWARD_PEPPER_KEY_ID: the KMS key wrapping peppers
+	TokenPrefix string // KEYWARD_TOKEN_PREFIX, default "sk"
+	RoutesFile  string // KEYWARD_ROUTES_FILE: a route table in the bundle; empty for the shipped one
+	// KEYWARD_CACHE_TTL and KEYWARD_USAGE_IDENTITY override gateway.json
+	// with what the stack deployed.
+	CacheTTL      string
+	UsageIdentity string
+}
+
+// FromEnv reads the environment; it fails on anything missing.
+func FromEnv() (Env, error) {
+	e := Env{
+		Table:         os.Getenv("KEYWARD_TABLE"),
+		PepperKeyID:   os.Getenv("KEYWARD_PEPPER_KEY_ID"),
+		TokenPrefix:   os.Getenv("KEYWARD_TOKEN_PREFIX"),
+		RoutesFile:    os.Getenv("KEYWARD_ROUTES_FILE"),
+		CacheTTL:      os.Getenv("KEYWARD_CACHE_TTL"),
+		UsageIdentity: os.Getenv("KEYWARD_USAGE_IDENTITY"),
+	}
+	if e.Table == "" || e.PepperKeyID == "" {
+		return Env{}, fmt.Errorf("cloud: KEYWARD_TABLE and KEYWARD_PEPPER_KEY_ID must be set")
+	}
+	if e.TokenPrefix == "" {
+		e.TokenPrefix = apikey.DefaultPrefix
+	}
+	return e, nil
+}
+
+// Format is the token format.
+func (e Env) Format() (apikey.Format, error) { return apikey.NewFormat(e.TokenPrefix) }
+
+// Routes compiles the protected API's routes with keyward's admin routes.
+func (e Env) Routes() (*route.Table, error) {
+	rt, err := config.Routes(e.RoutesFile)
+	if err != nil {
+		return nil, err
+	}
+	return route.Compile(rt, config.AdminRoutes())
+}
+
+// Gateway is the shipped gateway configuration with the deployed overrides.
+func (e Env) Gateway() (config.Gateway, error) {
+	g, err := config.LoadGateway()
+	if err != nil {
+		return config.Gateway{}, err
+	}
+	if e.CacheTTL != "" {
+		ttl, err := strconv.Atoi(e.CacheTTL)
+		if err != nil {
+			return config.Gateway{}, fmt.Errorf("cloud: KEYWARD_CACHE_TTL %q: %w", e.CacheTTL, err)
+		}
+		g.Authorizer.CacheTTLSeconds = ttl
+	}
+	if e.UsageIdentity != "" {
+		g.UsageIdentity = e.UsageIdentity
+	}
+	return g, g.Validate()
+}
+
+// Peppers loads the pepper ring, unwrapping each version with KMS once.
+func (e Env) Peppers(ctx context.Context, src pepper.Source, client pepper.KMSAPI) (*pepper.Ring, error) {
+	return pepper.Load(ctx, src, pepper.KMS{Client: client, KeyID: e.PepperKeyID})
+}
+
+// Logger is the JSON logger every function writes to stdout, which
+// Lambda sends to CloudWatch Logs.
+func Logger() *slog.Logger {
+	l := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	slog.SetDefault(l)
+	return l
+}
+
+// Fatal logs an init failure and exits, so Lambda reports the init error
+// and API Gateway fails closed.
+func Fatal(l *slog.Logger, what string, err error) {
+	l.Error(what, "error", err)
+	os.Exit(1)
+}

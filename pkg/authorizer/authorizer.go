@@ -1,0 +1,386 @@
+// Package authorizer decides whether a request's API key may call the
+// route it asks for. It is the logic of the API Gateway REQUEST authorizer
+// (functions/authorizer only wires it to Lambda) and of the local stack's
+// gateway emulation, which calls the very same code.
+//
+// # Caching invariant
+//
+// API Gateway caches a decision by the identity sources (the Authorization
+// header and the client IP) and reuses it for every route. No cached
+// decision may allow a request that a fresh decision would refuse:
+//
+//   - Scopes: an Allow lists every route the key's scopes allow across the
+//     whole API, and a Deny lists every other route, so the cached policy
+//     gives each route the answer a fresh decision would.
+//   - IP allow-lists: the client IP is an identity source, so a decision
+//     made for one address is never reused for another.
+//   - Origins: the Origin header cannot be an optional identity source, so
+//     a key restricted to origins is allowed only when the cache is off or
+//     keyed by Origin; otherwise it is refused (fail closed), never cached
+//     as allowed.
+//   - Revocation, expiry and narrowing updates: the admin API flushes the
+//     stage's authorizer cache on revoke and on any update that narrows
+//     access; expiry can only happen within the cache TTL of a decision, a
+//     bound the operator chooses (and states in docs/authorizer.md).
+package authorizer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/policy"
+	"github.com/keyward/keyward/pkg/route"
+	"github.com/keyward/keyward/pkg/scope"
+	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/usage"
+)
+
+// ErrUnauthorized is the error whose exact message makes API Gateway
+// answer 401 through the UNAUTHORIZED gateway response.
+var ErrUnauthorized = errors.New("Unauthorized")
+
+// Store is what the authorizer reads and writes.
+type Store interface {
+	GetKey(ctx context.Context, id string) (store.Key, error)
+	TouchKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) (bool, error)
+	RehashKey(ctx context.Context, id string, fromVersion int, hash []byte, toVersion int) error
+}
+
+// Peppers verifies tokens and re-hashes them under the newest pepper.
+type Peppers interface {
+	Verify(ctx context.Context, version int, token string, want []byte) (bool, error)
+	Current() int
+	HashVersion(ctx context.Context, version int, token string) ([]byte, error)
+}
+
+// LastUsedInterval is how stale last_used_at may get: at most one write per
+// key per interval, so steady-state verification makes no writes.
+const LastUsedInterval = 5 * time.Minute
+
+// Messages of the 403 envelope; gateway responses substitute them
+// verbatim into JSON, so they hold no quotes or backslashes.
+const (
+	msgScope  = "This API key does not have the scope this route requires."
+	msgIP     = "This API key may not be used from this IP address."
+	msgOrigin = "This API key may not be used from this origin."
+)
+
+// Config configures an Authorizer.
+type Config struct {
+	Store   Store
+	Peppers Peppers
+	Format  apikey.Format
+	Routes  *route.Table
+	// Gateway is how API Gateway caches decisions and counts usage.
+	Gateway config.Gateway
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Authorizer makes decisions. It is safe for concurrent use.
+type Authorizer struct {
+	cfg      Config
+	keyedBy  bool // the cache is off or keyed by Origin
+	mu       sync.RWMutex
+	policies map[string]events.APIGatewayCustomAuthorizerPolicy
+}
+
+// maxCachedPolicies bounds the per-process cache of policies by scope set.
+const maxCachedPolicies = 4096
+
+// New returns an Authorizer.
+func New(cfg Config) (*Authorizer, error) {
+	if cfg.Store == nil || cfg.Peppers == nil || cfg.Routes == nil || cfg.Format.Prefix() == "" {
+		return nil, errors.New("authorizer: store, peppers, routes and format are required")
+	}
+	if err := cfg.Gateway.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Authorizer{cfg: cfg, keyedBy: cfg.Gateway.Authorizer.OriginInCacheKey(),
+		policies: map[string]events.APIGatewayCustomAuthorizerPolicy{}}, nil
+}
+
+// decision is one outcome, for the response, the log and the metrics.
+type decision struct {
+	outcome string // allow, deny, unauthorized, error
+	reason  string
+	key     store.Key
+	err     error
+}
+
+// Authorize is the Lambda handler: it returns an Allow or Deny policy, the
+// error "Unauthorized" (401), or any other error (500, fail closed).
+func (a *Authorizer) Authorize(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (events.APIGatewayCustomAuthorizerResponse, error) {
+	start := a.cfg.Now()
+	resp, d := a.decide(ctx, req, start)
+	a.record(ctx, req, d, a.cfg.Now().Sub(start))
+	switch d.outcome {
+	case "unauthorized":
+		return events.APIGatewayCustomAuthorizerResponse{}, ErrUnauthorized
+	case "error":
+		return events.APIGatewayCustomAuthorizerResponse{}, fmt.Errorf("authorizer: %s: %w", d.reason, d.err)
+	}
+	return resp, nil
+}
+
+func unauthorized(reason string) decision { return decision{outcome: "unauthorized", reason: reason} }
+
+func failed(reason string, err error) decision {
+	return decision{outcome: "error", reason: reason, err: err}
+}
+
+func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest, now time.Time) (events.APIGatewayCustomAuthorizerResponse, decision) {
+	var none events.APIGatewayCustomAuthorizerResponse
+	// 1. The token, without I/O.
+	cred, reason := credential(req.Headers, req.MultiValueHeaders)
+	if reason != "" {
+		return none, unauthorized(reason)
+	}
+	tok, err := a.cfg.Format.Parse(cred)
+	if err != nil {
+		return none, unauthorized(ReasonBadToken)
+	}
+	arn, err := policy.ParseMethodARN(req.MethodArn)
+	if err != nil {
+		return none, failed(ReasonBadARN, err)
+	}
+
+	// 2. One strongly consistent read, then the HMAC in constant time.
+	k, err := a.cfg.Store.GetKey(ctx, tok.ID())
+	if errors.Is(err, store.ErrNotFound) {
+		return none, unauthorized(ReasonUnknownKey)
+	}
+	if err != nil {
+		return none, failed(ReasonInternal, fmt.Errorf("reading key: %w", err))
+	}
+	ok, err := a.cfg.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)
+	if err != nil {
+		return none, failed(ReasonInternal, fmt.Errorf("verifying key: %w", err))
+	}
+	// From here on the key id is logged: it names a real key.
+	refuse := func(reason string) decision { return decision{outcome: "unauthorized", reason: reason, key: k} }
+	if !ok || k.Prefix != tok.Prefix() || k.Environment != string(tok.Environment()) {
+		return none, refuse(ReasonWrongSecret)
+	}
+
+	// 3. Status and validity window.
+	switch effective := keys.Effective(k, now); {
+	case effective.Status == store.KeyRevoked:
+		return none, refuse(ReasonRevoked)
+	case effective.Status == store.KeyExpired:
+		return none, refuse(ReasonExpired)
+	case !k.NotBefore.IsZero() && now.Before(k.NotBefore):
+		return none, refuse(ReasonNotYetValid)
+	}
+	d := decision{key: k}
+
+	// 4. Lazy migration after a pepper rotation, and last_used_at; neither
+	// may fail the request.
+	a.maintain(ctx, k, tok.Plain(), now)
+
+	publicID := apikey.PublicID(k.ID)
+	resp := events.APIGatewayCustomAuthorizerResponse{
+		PrincipalID:        publicID,
+		UsageIdentifierKey: usage.Identity(a.cfg.Gateway.UsageIdentity, k.TenantID, k.ID),
+		Context:            keyContext(k, publicID),
+	}
+	// 5. The environment travels in the context: the backend routes test
+	// keys to test data. 6. Restrictions that hold for every route.
+	if reason, msg := a.restrict(k, req); reason != "" {
+		resp.PolicyDocument = policy.Document(nil, []string{arn.Prefix + "*"})
+		resp.Context["error_code"], resp.Context["error_message"] = reason, msg
+		d.outcome, d.reason = "deny", reason
+		return resp, d
+	}
+	// 7 and 8. Every route the scopes allow, and a Deny for all others.
+	resp.PolicyDocument = a.policyFor(arn.Prefix, k.Scopes)
+	resp.Context["error_code"], resp.Context["error_message"] = ReasonScope, msgScope
+	d.outcome, d.reason = "deny", ReasonScope
+	if policy.Allows(resp.PolicyDocument, req.MethodArn) {
+		d.outcome, d.reason = "allow", ReasonAllow
+	}
+	return resp, d
+}
+
+// keyContext is what the backend learns about the caller, mapped by the
+// gateway to X-Keyward-* headers.
+func keyContext(k store.Key, publicID string) map[string]any {
+	return map[string]any{
+		"tenant_id":   k.TenantID,
+		"key_id":      publicID,
+		"environment": k.Environment,
+		"scopes":      strings.Join(k.Scopes, " "),
+		"key_name":    k.Name,
+	}
+}
+
+func (a *Authorizer) maintain(ctx context.Context, k store.Key, token string, now time.Time) {
+	if current := a.cfg.Peppers.Current(); k.PepperVersion != current {
+		sum, err := a.cfg.Peppers.HashVersion(ctx, current, token)
+		if err == nil {
+			err = a.cfg.Store.RehashKey(ctx, k.ID, k.PepperVersion, sum, current)
+		}
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			a.cfg.Logger.WarnContext(ctx, "re-hash under the newest pepper failed", "key_id", apikey.PublicID(k.ID), "error", err)
+		}
+	}
+	if now.Sub(k.LastUsedAt) >= LastUsedInterval {
+		if _, err := a.cfg.Store.TouchKey(ctx, k.ID, now, LastUsedInterval); err != nil {
+			a.cfg.Logger.WarnContext(ctx, "recording last use failed", "key_id", apikey.PublicID(k.ID), "error", err)
+		}
+	}
+}
+
+// restrict applies the IP allow-list and allowed origins, which hold for
+// every route alike; it returns a reason and message to deny with.
+func (a *Authorizer) restrict(k store.Key, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (string, string) {
+	if len(k.AllowedIPs) > 0 {
+		ip, err := netip.ParseAddr(req.RequestContext.Identity.SourceIP)
+		if err != nil {
+			return ReasonIP, msgIP
+		}
+		ip = ip.Unmap()
+		allowed := false
+		for _, c := range k.AllowedIPs {
+			if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+				allowed = true
+				break
+			}
+		}
+		if !allowed {
+			return ReasonIP, msgIP
+		}
+	}
+	if len(k.AllowedOrigins) > 0 {
+		if !a.keyedBy {
+			return ReasonOrigin, msgOrigin
+		}
+		origins := headerValues("Origin", req.Headers, req.MultiValueHeaders)
+		if len(origins) != 1 {
+			return ReasonOrigin, msgOrigin
+		}
+		o, err := keys.NormalOrigin(origins[0])
+		if err != nil {
+			return ReasonOrigin, msgOrigin
+		}
+		allowed := false
+		for _, want := range k.AllowedOrigins {
+			if o == want {
+				allowed = true
+				break
+			}
+		}
+		if !allowed {
+			return ReasonOrigin, msgOrigin
+		}
+	}
+	return "", ""
+}
+
+// policyFor returns the policy for a set of scopes on one API stage:
+// Allow every key-authorized route the scopes grant, and Deny each other
+// route that one of those Allow patterns also reaches (API Gateway's "*"
+// crosses "/", so "GET/invoices/*" reaches "GET/invoices/1/refunds"). When
+// a Deny pattern in turn reaches an allowed route, the Deny wins: the
+// policy errs towards refusing, never towards allowing. Policies are
+// cached by stage and scope set; callers must not modify them.
+func (a *Authorizer) policyFor(prefix string, scopes []string) events.APIGatewayCustomAuthorizerPolicy {
+	cacheKey := prefix + "\x00" + strings.Join(scopes, " ")
+	a.mu.RLock()
+	doc, ok := a.policies[cacheKey]
+	a.mu.RUnlock()
+	if ok {
+		return doc
+	}
+	var allowed, denied []route.Route
+	for _, r := range a.cfg.Routes.Routes() {
+		if r.Auth != config.AuthKey {
+			continue
+		}
+		if scope.AnyGrants(scopes, r.Scope) {
+			allowed = append(allowed, r)
+		} else {
+			denied = append(denied, r)
+		}
+	}
+	var allow, deny []string
+	for _, r := range allowed {
+		allow = append(allow, prefix+r.ARNPath)
+	}
+	for _, d := range denied {
+		for _, r := range allowed {
+			if d.MayMatch(r.ARNPath) {
+				deny = append(deny, prefix+d.ARNPath)
+				break
+			}
+		}
+	}
+	if len(allow) == 0 {
+		deny = []string{prefix + "*"}
+	}
+	doc = policy.Document(allow, deny)
+	a.mu.Lock()
+	if len(a.policies) >= maxCachedPolicies {
+		clear(a.policies)
+	}
+	a.policies[cacheKey] = doc
+	a.mu.Unlock()
+	return doc
+}
+
+// MetricsNamespace is the CloudWatch namespace of decision metrics.
+const MetricsNamespace = "Keyward"
+
+// emfDirectives is the constant part of the CloudWatch Embedded Metric
+// Format header that turns a decision's log line into metrics (decisions
+// and latency by outcome), so metrics cost no API calls. Pre-encoded: it
+// is the same on every line.
+var emfDirectives = json.RawMessage(`[{"Namespace":"` + MetricsNamespace + `","Dimensions":[["outcome"]],` +
+	`"Metrics":[{"Name":"decisions","Unit":"Count"},{"Name":"latency_ms","Unit":"Milliseconds"}]}]`)
+
+// record writes one JSON line per decision: the log entry and, through
+// its _aws member, the metrics. Never the token, its hash or its secret.
+func (a *Authorizer) record(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest, d decision, took time.Duration) {
+	level := slog.LevelInfo
+	if d.err != nil {
+		level = slog.LevelError
+	}
+	if !a.cfg.Logger.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("outcome", d.outcome),
+		slog.String("reason", d.reason),
+		slog.String("request_id", req.RequestContext.RequestID),
+		slog.String("method", req.HTTPMethod),
+		slog.String("resource", req.Resource),
+		slog.Float64("latency_ms", float64(took.Microseconds())/1000),
+		slog.Int("decisions", 1),
+		slog.Group("_aws", slog.Int64("Timestamp", a.cfg.Now().UnixMilli()), slog.Any("CloudWatchMetrics", emfDirectives)),
+	}
+	if d.key.ID != "" {
+		attrs = append(attrs, slog.String("key_id", apikey.PublicID(d.key.ID)), slog.String("tenant_id", d.key.TenantID))
+	}
+	if d.err != nil {
+		attrs = append(attrs, slog.String("error", d.err.Error()))
+	}
+	a.cfg.Logger.LogAttrs(ctx, level, "authorization decision", attrs...)
+}

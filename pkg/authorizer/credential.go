@@ -1,0 +1,114 @@
+package authorizer
+
+import (
+	"encoding/base64"
+	"strings"
+)
+
+// maxHeaderLen caps the Authorization header before any other work: the
+// longest token is 64 bytes, and "Basic " plus its base64 with the colon
+// is 94.
+const maxHeaderLen = 128
+
+// Reasons a request is refused. They go to logs and metrics only; every
+// unauthorized caller sees the same 401.
+const (
+	ReasonMissing     = "missing_credential"
+	ReasonMultiple    = "multiple_credentials"
+	ReasonMalformed   = "malformed_header"
+	ReasonBadToken    = "malformed_token"
+	ReasonUnknownKey  = "unknown_key"
+	ReasonWrongSecret = "wrong_secret"
+	ReasonRevoked     = "revoked"
+	ReasonExpired     = "expired"
+	ReasonNotYetValid = "not_yet_valid"
+	ReasonInternal    = "internal_error"
+	ReasonBadARN      = "bad_method_arn"
+	// Reasons of a 403, also its error code.
+	ReasonScope  = "insufficient_scope"
+	ReasonIP     = "ip_not_allowed"
+	ReasonOrigin = "origin_not_allowed"
+	ReasonAllow  = "allowed"
+)
+
+// headerValues returns the distinct values of a header, looked up
+// case-insensitively in both the single- and multi-value maps API Gateway
+// sends (the single-value map holds the last of several values).
+func headerValues(name string, single map[string]string, multi map[string][]string) []string {
+	var vals []string
+	add := func(v string) {
+		for _, seen := range vals {
+			if seen == v {
+				return
+			}
+		}
+		vals = append(vals, v)
+	}
+	for k, vs := range multi {
+		if len(k) == len(name) && strings.EqualFold(k, name) {
+			for _, v := range vs {
+				add(v)
+			}
+		}
+	}
+	for k, v := range single {
+		if len(k) == len(name) && strings.EqualFold(k, name) {
+			add(v)
+		}
+	}
+	return vals
+}
+
+// credential extracts the token from the Authorization header: "Bearer
+// <token>", or "Basic base64(<token>:)" with the token as user name and
+// an empty password, as Recurly's keys are sent. Scheme names are
+// case-insensitive; anything else (two credentials, a comma-joined value,
+// stray white space, control or non-ASCII bytes) is refused.
+func credential(single map[string]string, multi map[string][]string) (string, string) {
+	vals := headerValues("Authorization", single, multi)
+	switch len(vals) {
+	case 0:
+		return "", ReasonMissing
+	case 1:
+	default:
+		return "", ReasonMultiple
+	}
+	v := vals[0]
+	if len(v) > maxHeaderLen {
+		return "", ReasonMalformed
+	}
+	if v == "" {
+		return "", ReasonMissing
+	}
+	space := -1
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == ',':
+			return "", ReasonMultiple
+		case c == ' ' && space < 0:
+			space = i
+		case c < 0x21 || c > 0x7e:
+			return "", ReasonMalformed
+		}
+	}
+	if space <= 0 || space == len(v)-1 {
+		return "", ReasonMalformed
+	}
+	scheme, cred := v[:space], v[space+1:]
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		return cred, ""
+	case strings.EqualFold(scheme, "Basic"):
+		raw, err := base64.StdEncoding.Strict().DecodeString(cred)
+		if err != nil {
+			return "", ReasonMalformed
+		}
+		user, pass, ok := strings.Cut(string(raw), ":")
+		if !ok || pass != "" || user == "" {
+			return "", ReasonMalformed
+		}
+		return user, ""
+	}
+	return "", ReasonMalformed
+}
