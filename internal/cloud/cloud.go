@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
@@ -26,6 +27,12 @@ type Env struct {
 	// with what the stack deployed.
 	CacheTTL      string
 	UsageIdentity string
+	// KEYWARD_REST_API_ID and KEYWARD_STAGE name the stage whose authorizer
+	// cache the admin function flushes; KEYWARD_USAGE_PLANS maps each rate
+	// limit tier to its usage plan ("default=abc123,standard=def456").
+	RestAPIID  string
+	Stage      string
+	UsagePlans string
 }
 
 // FromEnv reads the environment; it fails on anything missing.
@@ -37,6 +44,9 @@ func FromEnv() (Env, error) {
 		RoutesFile:    os.Getenv("KEYWARD_ROUTES_FILE"),
 		CacheTTL:      os.Getenv("KEYWARD_CACHE_TTL"),
 		UsageIdentity: os.Getenv("KEYWARD_USAGE_IDENTITY"),
+		RestAPIID:     os.Getenv("KEYWARD_REST_API_ID"),
+		Stage:         os.Getenv("KEYWARD_STAGE"),
+		UsagePlans:    os.Getenv("KEYWARD_USAGE_PLANS"),
 	}
 	if e.Table == "" || e.PepperKeyID == "" {
 		return Env{}, fmt.Errorf("cloud: KEYWARD_TABLE and KEYWARD_PEPPER_KEY_ID must be set")
@@ -76,6 +86,25 @@ func (e Env) Gateway() (config.Gateway, error) {
 		g.UsageIdentity = e.UsageIdentity
 	}
 	return g, g.Validate()
+}
+
+// Plans parses KEYWARD_USAGE_PLANS; every tier of the gateway
+// configuration must have a plan.
+func (e Env) Plans(g config.Gateway) (map[string]string, error) {
+	plans := map[string]string{}
+	for _, pair := range strings.Split(e.UsagePlans, ",") {
+		tier, id, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || tier == "" || id == "" {
+			return nil, fmt.Errorf("cloud: KEYWARD_USAGE_PLANS entry %q is not tier=plan-id", pair)
+		}
+		plans[tier] = id
+	}
+	for _, t := range g.RateLimitTiers {
+		if plans[t.Name] == "" {
+			return nil, fmt.Errorf("cloud: KEYWARD_USAGE_PLANS has no plan for tier %q", t.Name)
+		}
+	}
+	return plans, nil
 }
 
 // Peppers loads the pepper ring, unwrapping each version with KMS once.

@@ -31,6 +31,28 @@ var (
 	ErrTenantInactive = errors.New("keys: tenant not active")
 )
 
+// ConflictError is an ErrConflict with a reason fit to show the caller.
+type ConflictError struct {
+	Reason string
+	Err    error // the store's error, if any, for logs
+}
+
+func (e *ConflictError) Error() string {
+	if e.Err != nil {
+		return "keys: conflict: " + e.Reason + ": " + e.Err.Error()
+	}
+	return "keys: conflict: " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrConflict) hold.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+func conflict(format string, args ...any) error {
+	return &ConflictError{Reason: fmt.Sprintf(format, args...)}
+}
+
 // Store is what the lifecycle reads and writes.
 type Store interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
@@ -254,7 +276,7 @@ func (s *Service) requireActiveTenant(ctx context.Context, tenant string) error 
 func (s *Service) writeError(what string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrAlreadyExists):
-		return fmt.Errorf("%w: %s: %v", ErrConflict, what, err)
+		return &ConflictError{Reason: what + " lost to a concurrent change; retry", Err: err}
 	case errors.Is(err, store.ErrNotFound):
 		return ErrNotFound
 	}
@@ -449,15 +471,15 @@ func (s *Service) mutate(ctx context.Context, tenant, id string, change func(k *
 			return store.Key{}, s.writeError("writing key", err)
 		}
 	}
-	return store.Key{}, fmt.Errorf("%w: key %s changed concurrently", ErrConflict, id)
+	return store.Key{}, conflict("key_%s changed concurrently; retry", id)
 }
 
 func usable(k store.Key) error {
 	switch k.Status {
 	case store.KeyRevoked:
-		return fmt.Errorf("%w: key is revoked", ErrConflict)
+		return conflict("the key is revoked")
 	case store.KeyExpired:
-		return fmt.Errorf("%w: key has expired", ErrConflict)
+		return conflict("the key has expired")
 	}
 	return nil
 }
@@ -517,7 +539,7 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, ov
 			return false, err
 		}
 		if k.Status == store.KeyExpiring {
-			return false, fmt.Errorf("%w: key was already replaced by key_%s", ErrConflict, k.ReplacedBy)
+			return false, conflict("the key was already replaced by key_%s", k.ReplacedBy)
 		}
 		nk, err := s.newKey(ctx, tenant, CreateParams{
 			Name: k.Name, Description: k.Description, Environment: apikey.Environment(k.Environment),
@@ -658,7 +680,7 @@ func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (st
 	now := s.now().UTC()
 	t := store.Tenant{ID: p.TenantID, Name: p.Name, Status: store.TenantActive, CreatedAt: now}
 	c, err := s.newKey(ctx, p.TenantID, CreateParams{
-		Name: "Admin key", Environment: apikey.Live, Scopes: []string{AdminScope}, CreatedBy: actor.ID,
+		Name: "Admin key", Environment: apikey.Live, Scopes: []string{AdminScope},
 	}, now)
 	if err != nil {
 		return store.Tenant{}, Created{}, err
@@ -677,13 +699,25 @@ func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (st
 		Audit:  []store.AuditEntry{created, keyEntry},
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
-		return store.Tenant{}, Created{}, fmt.Errorf("%w: tenant %s exists", ErrConflict, t.ID)
+		return store.Tenant{}, Created{}, conflict("tenant %s exists", t.ID)
 	}
 	if err != nil {
 		return store.Tenant{}, Created{}, s.writeError("onboarding tenant", err)
 	}
 	t.Revision, t.KeyCount, c.Key.Revision = 1, 1, 1
 	return t, c, nil
+}
+
+// Tenant returns a tenant.
+func (s *Service) Tenant(ctx context.Context, id string) (store.Tenant, error) {
+	t, err := s.store.GetTenant(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Tenant{}, ErrNotFound
+	}
+	if err != nil {
+		return store.Tenant{}, fmt.Errorf("keys: reading tenant: %w", err)
+	}
+	return t, nil
 }
 
 // Offboard marks the tenant offboarded, so no key can be created in it,
@@ -716,7 +750,7 @@ func (s *Service) Offboard(ctx context.Context, actor Actor, tenant string) (int
 			return 0, fmt.Errorf("keys: reading tenant: %w", err)
 		}
 		if t.Status != store.TenantOffboarded {
-			return 0, fmt.Errorf("%w: tenant changed while offboarding; retry", ErrConflict)
+			return 0, conflict("the tenant changed while offboarding; retry")
 		}
 	}
 	// Once offboarded, KeyCount cannot grow. The tenant index may lag

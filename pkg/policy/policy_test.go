@@ -64,10 +64,10 @@ func TestAllows(t *testing.T) {
 	const p = "arn:aws:execute-api:r:1:api/prod/"
 	doc := Document([]string{p + "GET/invoices", p + "GET/invoices/*"}, []string{p + "GET/invoices/*/refunds"})
 	for arn, want := range map[string]bool{
-		p + "GET/invoices":           true,
-		p + "GET/invoices/1":         true,
-		p + "GET/invoices/1/refunds": false, // explicit deny wins
-		p + "POST/invoices":          false, // nothing allows it
+		p + "GET/invoices":                               true,
+		p + "GET/invoices/1":                             true,
+		p + "GET/invoices/1/refunds":                     false, // explicit deny wins
+		p + "POST/invoices":                              false, // nothing allows it
 		"arn:aws:execute-api:r:1:api/other/GET/invoices": false,
 	} {
 		if got := Allows(doc, arn); got != want {

@@ -1,0 +1,245 @@
+// Package admin is keyward's admin API as a standard net/http handler: key
+// management for tenants (authorized by keyward's own authorizer with
+// management scopes) and tenant onboarding and offboarding for the
+// platform's operators (IAM in AWS, an operator token locally). The Lambda
+// function adapts it to API Gateway; the local stack serves it directly.
+//
+// Who the caller is comes only from the request's context (Caller), which
+// the trusted adapter in front of the handler sets: never from a parameter.
+package admin
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/scope"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// Caller is who makes a request, as established in front of the handler.
+type Caller struct {
+	// TenantID, KeyID and Scopes describe a management key, from the
+	// authorizer's context.
+	TenantID string
+	KeyID    string // "key_<id>"
+	Scopes   []string
+	// Operator is set for the platform's operators (IAM principal in AWS,
+	// the operator token locally); OperatorID names them for the audit.
+	Operator   bool
+	OperatorID string
+	RequestID  string
+}
+
+type callerKey struct{}
+
+// WithCaller returns a context carrying the caller; only the adapters that
+// authenticate requests call it.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+func callerFrom(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
+
+// Management scopes: keys:read, keys:write, keys:admin.
+const (
+	scopeRead  = "keys:read"
+	scopeWrite = "keys:write"
+	scopeAdmin = "keys:admin"
+)
+
+// RateLimits provisions the per-key rate limits that API Gateway's usage
+// plans enforce (package apigw in AWS, the gateway emulation locally).
+type RateLimits interface {
+	Provision(ctx context.Context, identity, tier string) error
+	Remove(ctx context.Context, identity string) error
+}
+
+// CacheFlusher flushes the stage's authorizer cache, so that a revocation
+// or a narrowing change applies to the very next request.
+type CacheFlusher interface {
+	Flush(ctx context.Context) error
+}
+
+// Store is what the admin API reads beyond the lifecycle: the audit log
+// and idempotency records.
+type Store interface {
+	ListAudit(ctx context.Context, tenantID string, q store.AuditQuery) (store.AuditPage, error)
+	PutIdempotency(ctx context.Context, r store.Idempotency) error
+	GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error)
+	CompleteIdempotency(ctx context.Context, r store.Idempotency) error
+	DeleteIdempotency(ctx context.Context, tenantID, key string) error
+}
+
+// Config configures a Server.
+type Config struct {
+	Keys    *keys.Service
+	Store   Store
+	Gateway config.Gateway
+	// RateLimits and Flusher may be nil only where nothing enforces rate
+	// limits or caches decisions (tests of other parts).
+	RateLimits RateLimits
+	Flusher    CacheFlusher
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Server is the admin API.
+type Server struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns the admin API handler.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	tenant := func(need string, h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.Handler {
+		return s.idempotent(s.tenantRoute(need, h))
+	}
+	s.mux.Handle("POST /v1/keys", tenant(scopeWrite, s.createKey))
+	s.mux.Handle("GET /v1/keys", tenant(scopeRead, s.listKeys))
+	s.mux.Handle("GET /v1/keys/{id}", tenant(scopeRead, s.getKey))
+	s.mux.Handle("PATCH /v1/keys/{id}", tenant(scopeWrite, s.updateKey))
+	s.mux.Handle("POST /v1/keys/{id}/rotate", tenant(scopeWrite, s.rotateKey))
+	s.mux.Handle("POST /v1/keys/{id}/revoke", tenant(scopeWrite, s.revokeKey))
+	s.mux.Handle("POST /v1/members/{member_id}/revoke-keys", tenant(scopeAdmin, s.revokeMember))
+	s.mux.Handle("GET /v1/audit", tenant(scopeRead, s.listAudit))
+	s.mux.Handle("POST /v1/tenants", s.idempotent(s.operatorRoute(s.onboard)))
+	s.mux.Handle("POST /v1/tenants/{id}/offboard", s.idempotent(s.operatorRoute(s.offboard)))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
+	return s
+}
+
+// ServeHTTP serves the admin API, logging one line per request (never a
+// body, so never a secret).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.cfg.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	c, _ := callerFrom(r.Context())
+	if c.RequestID != "" {
+		w.Header().Set("Request-Id", c.RequestID)
+	}
+	s.mux.ServeHTTP(rec, r)
+	s.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "admin request",
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.status),
+		slog.String("tenant_id", c.TenantID), slog.String("caller", actorOf(c).ID),
+		slog.String("request_id", c.RequestID), slog.Float64("latency_ms", float64(s.cfg.Now().Sub(start).Microseconds())/1000))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func actorOf(c Caller) keys.Actor {
+	if c.Operator {
+		id := c.OperatorID
+		if id == "" {
+			id = "operator"
+		}
+		return keys.Actor{ID: id, RequestID: c.RequestID}
+	}
+	return keys.Actor{ID: c.KeyID, RequestID: c.RequestID}
+}
+
+// tenantRoute admits management keys holding the route's scope. The
+// authorizer has checked it already; checking again here means a
+// misconfigured gateway cannot open the API.
+func (s *Server) tenantRoute(need string, h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, ok := callerFrom(r.Context())
+		if !ok || c.TenantID == "" || c.KeyID == "" {
+			writeError(w, errUnauthorized)
+			return
+		}
+		if !scope.AnyGrants(c.Scopes, need) {
+			writeError(w, forbidden("This API key does not have the %s scope this route requires.", need))
+			return
+		}
+		if e := h(w, r, c); e != nil {
+			writeError(w, e)
+		}
+	}
+}
+
+func (s *Server) operatorRoute(h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, ok := callerFrom(r.Context())
+		if !ok || !c.Operator {
+			writeError(w, errNotOperator)
+			return
+		}
+		if e := h(w, r, c); e != nil {
+			writeError(w, e)
+		}
+	}
+}
+
+// internal logs an unexpected error and returns the envelope that hides it.
+func (s *Server) internal(r *http.Request, what string, err error) *apiError {
+	if e := fromDomain(err); e != nil {
+		return e
+	}
+	s.cfg.Logger.ErrorContext(r.Context(), what, "error", err, "path", r.URL.Path)
+	return errInternal
+}
+
+// isManagement reports whether a scope grants any keys:* power.
+func isManagement(sc string) bool {
+	return sc == scope.All || strings.HasPrefix(sc, "keys:")
+}
+
+func holdsManagement(scopes []string) bool { return slices.ContainsFunc(scopes, isManagement) }
+
+// mayGrant refuses scopes that would give a key more management power
+// than its caller: only keys:admin hands out keys:* scopes, and only those
+// it covers itself.
+func mayGrant(c Caller, scopes []string) *apiError {
+	for _, sc := range scopes {
+		if !isManagement(sc) {
+			continue
+		}
+		if !scope.AnyGrants(c.Scopes, scopeAdmin) || !scope.Covers(c.Scopes, sc) {
+			return forbidden("Only a keys:admin key may grant %s, and only scopes it holds itself.", sc)
+		}
+	}
+	return nil
+}
+
+// mayChange refuses changes to keys holding management scopes unless the
+// caller holds keys:admin.
+func mayChange(c Caller, k store.Key) *apiError {
+	if holdsManagement(k.Scopes) && !scope.AnyGrants(c.Scopes, scopeAdmin) {
+		return forbidden("Only a keys:admin key may change a key that holds keys:* scopes.")
+	}
+	return nil
+}
+
+// keyID parses the {id} path value ("key_<id>").
+func keyID(r *http.Request) (string, *apiError) {
+	id, ok := apikey.ParsePublicID(r.PathValue("id"))
+	if !ok {
+		return "", errNotFound
+	}
+	return id, nil
+}

@@ -1,0 +1,68 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/awslabs/aws-lambda-go-api-proxy/core"
+
+	"github.com/keyward/keyward/pkg/admin"
+)
+
+// callerEcho is a stand-in for the admin handler that shows what
+// FromAPIGateway established.
+func callerEcho(t *testing.T, ev events.APIGatewayProxyRequest) (int, map[string]any) {
+	t.Helper()
+	var seen map[string]any
+	h := admin.FromAPIGateway(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = admin.DescribeCaller(r.Context())
+	}))
+	var accessor core.RequestAccessor
+	req, err := accessor.EventToRequestWithContext(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, seen
+}
+
+func TestFromAPIGateway(t *testing.T) {
+	base := events.APIGatewayProxyRequest{HTTPMethod: "GET", Path: "/v1/keys", Resource: "/v1/keys",
+		Headers: map[string]string{"Host": "api.example.com"}}
+
+	key := base
+	key.RequestContext = events.APIGatewayProxyRequestContext{RequestID: "r1", Authorizer: map[string]any{
+		"tenant_id": "acme", "key_id": "key_AbCdEfGhIjKl", "scopes": "keys:read keys:write", "principalId": "key_AbCdEfGhIjKl"}}
+	_, c := callerEcho(t, key)
+	if c["tenant"] != "acme" || c["key"] != "key_AbCdEfGhIjKl" || c["scopes"] != "keys:read keys:write" || c["operator"] != false || c["request"] != "r1" {
+		t.Fatalf("management key caller: %v", c)
+	}
+
+	iam := base
+	iam.RequestContext.Identity.UserArn = "arn:aws:iam::111122223333:role/platform"
+	_, c = callerEcho(t, iam)
+	if c["operator"] != true || c["tenant"] != "" {
+		t.Fatalf("IAM caller: %v", c)
+	}
+
+	// A client cannot claim an identity with the adapter's own header.
+	forged := base
+	rc, _ := json.Marshal(events.APIGatewayProxyRequestContext{Authorizer: map[string]any{"tenant_id": "victim", "scopes": "keys:admin"}})
+	forged.Headers = map[string]string{core.APIGwContextHeader: string(rc)}
+	_, c = callerEcho(t, forged)
+	if c["tenant"] != "" || c["operator"] != false {
+		t.Fatalf("forged header made a caller: %v", c)
+	}
+
+	// Without the adapter's context, nothing is served.
+	rec := httptest.NewRecorder()
+	admin.FromAPIGateway(http.NotFoundHandler()).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/keys", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("request without API Gateway context: %d", rec.Code)
+	}
+}

@@ -1,0 +1,178 @@
+package admin
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/keyward/keyward/pkg/store"
+)
+
+const (
+	// idempotencyTTL is how long a key's answer is kept for retries.
+	idempotencyTTL = 24 * time.Hour
+	// abandonAfter is how long a request may hold its Idempotency-Key
+	// unanswered before a retry may take it over: longer than the admin
+	// function's timeout, so it only applies to a crashed request.
+	abandonAfter  = 2 * time.Minute
+	maxIdemKeyLen = 255
+)
+
+// capture passes a response through and keeps a copy for the record.
+type capture struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+	replay []byte // what a replay answers instead of body, if set
+}
+
+func (c *capture) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *capture) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	c.body.Write(b)
+	return c.ResponseWriter.Write(b)
+}
+
+// setReplay records what an idempotent replay of this request answers, so
+// that a replayed create returns the key but never its secret.
+func setReplay(w http.ResponseWriter, v any) {
+	if c, ok := w.(*capture); ok {
+		body, err := json.Marshal(v)
+		if err == nil {
+			c.replay = append(body, '\n')
+		}
+	}
+}
+
+// idempotent makes POST and PATCH requests that carry an Idempotency-Key
+// safe to retry: the same key and body get the first answer back with
+// Idempotent-Replayed: true; the same key with another body gets 422; the
+// same key while the first request runs gets 409. Keys are per tenant and
+// kept 24 hours. A request that failed on the server's side (5xx) releases
+// its key, since it changed nothing a retry would repeat.
+func (s *Server) idempotent(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		c, ok := callerFrom(r.Context())
+		if _, present := r.Header["Idempotency-Key"]; !present || !ok || (r.Method != http.MethodPost && r.Method != http.MethodPatch) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		namespace := c.TenantID
+		if c.Operator {
+			namespace = "operator"
+		}
+		if namespace == "" {
+			next.ServeHTTP(w, r) // unauthenticated: the route refuses it
+			return
+		}
+		if !validIdemKey(key) {
+			writeError(w, invalidRequest("Idempotency-Key", "The Idempotency-Key header must be 1 to %d printable ASCII characters.", maxIdemKeyLen))
+			return
+		}
+		body, e := readBody(w, r)
+		if e != nil {
+			writeError(w, e)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sum := sha256.Sum256([]byte(r.Method + " " + r.URL.RequestURI() + "\n" + string(body)))
+		now := s.cfg.Now()
+		rec := store.Idempotency{TenantID: namespace, Key: key, RequestHash: hex.EncodeToString(sum[:]),
+			CreatedAt: now, ExpiresAt: now.Add(idempotencyTTL)}
+
+		if done := s.claim(w, r, rec); done {
+			return
+		}
+		cw := &capture{ResponseWriter: w}
+		next.ServeHTTP(cw, r)
+		if cw.status >= 500 || cw.status == http.StatusConflict {
+			// Nothing to replay: let a retry run again.
+			if err := s.cfg.Store.DeleteIdempotency(r.Context(), namespace, key); err != nil {
+				s.cfg.Logger.ErrorContext(r.Context(), "releasing an idempotency key failed", "error", err)
+			}
+			return
+		}
+		rec.Done, rec.StatusCode, rec.Body = true, cw.status, cw.body.Bytes()
+		if cw.replay != nil {
+			rec.Body = cw.replay
+		}
+		if err := s.cfg.Store.CompleteIdempotency(r.Context(), rec); err != nil {
+			s.cfg.Logger.ErrorContext(r.Context(), "recording an idempotent answer failed", "error", err)
+		}
+	})
+}
+
+// claim takes the Idempotency-Key for this request, or answers from an
+// earlier request with it; it reports whether it answered.
+func (s *Server) claim(w http.ResponseWriter, r *http.Request, rec store.Idempotency) bool {
+	for attempt := 0; attempt < 2; attempt++ {
+		err := s.cfg.Store.PutIdempotency(r.Context(), rec)
+		if err == nil {
+			return false
+		}
+		if !errors.Is(err, store.ErrAlreadyExists) {
+			writeError(w, s.internal(r, "recording idempotency key", err))
+			return true
+		}
+		prev, err := s.cfg.Store.GetIdempotency(r.Context(), rec.TenantID, rec.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // released or expired meanwhile: claim it again
+		}
+		if err != nil {
+			writeError(w, s.internal(r, "reading idempotency key", err))
+			return true
+		}
+		switch {
+		case prev.RequestHash != rec.RequestHash:
+			writeError(w, &apiError{Status: http.StatusUnprocessableEntity, Type: "idempotency_error", Code: "idempotency_key_reused",
+				Message: "This Idempotency-Key was used with a different request; use a new key for a new request."})
+			return true
+		case prev.Done:
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Idempotent-Replayed", "true")
+			w.WriteHeader(prev.StatusCode)
+			_, _ = w.Write(prev.Body)
+			return true
+		case s.cfg.Now().Sub(prev.CreatedAt) > abandonAfter:
+			if err := s.cfg.Store.DeleteIdempotency(r.Context(), rec.TenantID, rec.Key); err != nil {
+				writeError(w, s.internal(r, "releasing an abandoned idempotency key", err))
+				return true
+			}
+			continue
+		default:
+			writeError(w, errKeyInUse)
+			return true
+		}
+	}
+	writeError(w, errKeyInUse)
+	return true
+}
+
+var errKeyInUse = &apiError{Status: http.StatusConflict, Type: "conflict", Code: "idempotency_key_in_use",
+	Message: "A request with this Idempotency-Key is still being processed; retry later."}
+
+func validIdemKey(k string) bool {
+	if len(k) < 1 || len(k) > maxIdemKeyLen {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,465 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/usage"
+)
+
+// keyResource is a key as the API shows it: never a hash, a pepper
+// version or a secret.
+type keyResource struct {
+	ID             string            `json:"id"`
+	Object         string            `json:"object"`
+	Name           string            `json:"name"`
+	Description    string            `json:"description"`
+	Display        string            `json:"display"`
+	Environment    string            `json:"environment"`
+	Scopes         []string          `json:"scopes"`
+	Status         string            `json:"status"`
+	CreatedAt      string            `json:"created_at"`
+	CreatedBy      *string           `json:"created_by"`
+	ExpiresAt      *string           `json:"expires_at"`
+	LastUsedAt     *string           `json:"last_used_at"`
+	RevokedAt      *string           `json:"revoked_at"`
+	AllowedIPs     []string          `json:"allowed_ips"`
+	AllowedOrigins []string          `json:"allowed_origins"`
+	RateLimit      store.RateLimit   `json:"rate_limit"`
+	Replaces       *string           `json:"replaces"`
+	ReplacedBy     *string           `json:"replaced_by"`
+	Metadata       map[string]string `json:"metadata"`
+}
+
+func timeOrNil(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := t.UTC().Format(time.RFC3339)
+	return &s
+}
+
+func stringOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func keyOrNil(id string) *string {
+	if id == "" {
+		return nil
+	}
+	return stringOrNil(apikey.PublicID(id))
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func resource(k store.Key) keyResource {
+	meta := k.Metadata
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	return keyResource{
+		ID: apikey.PublicID(k.ID), Object: "api_key", Name: k.Name, Description: k.Description,
+		Display: apikey.Display(k.Prefix, k.Environment, k.Last4), Environment: k.Environment,
+		Scopes: nonNil(k.Scopes), Status: string(k.Status), CreatedAt: k.CreatedAt.UTC().Format(time.RFC3339),
+		CreatedBy: stringOrNil(k.CreatedBy), ExpiresAt: timeOrNil(k.ExpiresAt), LastUsedAt: timeOrNil(k.LastUsedAt),
+		RevokedAt: timeOrNil(k.RevokedAt), AllowedIPs: nonNil(k.AllowedIPs), AllowedOrigins: nonNil(k.AllowedOrigins),
+		RateLimit: k.RateLimit, Replaces: keyOrNil(k.Replaces), ReplacedBy: keyOrNil(k.ReplacedBy), Metadata: meta,
+	}
+}
+
+// created is the answer to a create or rotate: the only place a secret
+// ever appears.
+type created struct {
+	Key         keyResource  `json:"key"`
+	Secret      string       `json:"secret,omitempty"`
+	PreviousKey *keyResource `json:"previous_key,omitempty"`
+}
+
+type rateLimitBody struct {
+	RequestsPerMinute int `json:"requests_per_minute"`
+	Burst             int `json:"burst"`
+}
+
+type createBody struct {
+	Name           string            `json:"name"`
+	Description    string            `json:"description"`
+	Environment    string            `json:"environment"`
+	Scopes         []string          `json:"scopes"`
+	ExpiresAt      *string           `json:"expires_at"`
+	ExpiresIn      *int64            `json:"expires_in"`
+	AllowedIPs     []string          `json:"allowed_ips"`
+	AllowedOrigins []string          `json:"allowed_origins"`
+	RateLimit      *rateLimitBody    `json:"rate_limit"`
+	CreatedBy      string            `json:"created_by"`
+	Metadata       map[string]string `json:"metadata"`
+}
+
+func parseTime(field, s string) (time.Time, *apiError) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, invalidRequest(field, "%s must be an RFC 3339 time such as 2027-01-31T12:00:00Z.", field)
+	}
+	return t, nil
+}
+
+// tier finds the usage plan tier of a rate limit: API Gateway enforces
+// limits through fixed usage plans, so a key's limit must be one of them.
+func (s *Server) tier(r store.RateLimit) (config.Tier, *apiError) {
+	if r.RequestsPerMinute == 0 {
+		r.RequestsPerMinute = keys.DefaultRequestsPerMinute
+	}
+	var allowed []string
+	for _, t := range s.cfg.Gateway.RateLimitTiers {
+		if t.RequestsPerMinute == r.RequestsPerMinute && (r.Burst == 0 || r.Burst == t.Burst) {
+			return t, nil
+		}
+		allowed = append(allowed, fmt.Sprintf("%d (burst %d)", t.RequestsPerMinute, t.Burst))
+	}
+	return config.Tier{}, invalidRequest("rate_limit.requests_per_minute",
+		"rate_limit must be one of the deployed tiers: %s requests per minute.", strings.Join(allowed, ", "))
+}
+
+func (s *Server) rateLimit(b *rateLimitBody) (store.RateLimit, *apiError) {
+	var r store.RateLimit
+	if b != nil {
+		r = store.RateLimit{RequestsPerMinute: b.RequestsPerMinute, Burst: b.Burst}
+	}
+	t, e := s.tier(r)
+	if e != nil {
+		return r, e
+	}
+	return store.RateLimit{RequestsPerMinute: t.RequestsPerMinute, Burst: t.Burst}, nil
+}
+
+func (s *Server) identity(k store.Key) string {
+	return usage.Identity(s.cfg.Gateway.UsageIdentity, k.TenantID, k.ID)
+}
+
+// provision gives a key's rate-limit identity its usage plan.
+func (s *Server) provision(r *http.Request, k store.Key) error {
+	if s.cfg.RateLimits == nil {
+		return nil
+	}
+	t, e := s.tier(k.RateLimit)
+	if e != nil {
+		return e
+	}
+	return s.cfg.RateLimits.Provision(r.Context(), s.identity(k), t.Name)
+}
+
+// provisionNew gives a new key its rate-limit identity. A key without one
+// would be refused by the gateway, so it is revoked rather than handed out.
+func (s *Server) provisionNew(r *http.Request, c Caller, k store.Key) *apiError {
+	err := s.provision(r, k)
+	if err == nil {
+		return nil
+	}
+	if _, rerr := s.cfg.Keys.Revoke(r.Context(), keys.Actor{ID: "system:admin", RequestID: c.RequestID}, k.TenantID, k.ID); rerr != nil {
+		s.cfg.Logger.ErrorContext(r.Context(), "revoking a key whose rate limit could not be provisioned failed",
+			"key_id", apikey.PublicID(k.ID), "error", rerr)
+	}
+	return s.internal(r, "provisioning rate limit", err)
+}
+
+// unprovision removes a dead key's rate-limit identity. Per-tenant
+// identities outlive any one key.
+func (s *Server) unprovision(r *http.Request, k store.Key) {
+	if s.cfg.RateLimits == nil || s.cfg.Gateway.UsageIdentity != config.UsagePerKey {
+		return
+	}
+	if err := s.cfg.RateLimits.Remove(r.Context(), s.identity(k)); err != nil {
+		// The key no longer passes the authorizer; the identity only
+		// occupies a slot until the expiry sweep removes it.
+		s.cfg.Logger.WarnContext(r.Context(), "removing rate-limit identity failed", "key_id", apikey.PublicID(k.ID), "error", err)
+	}
+}
+
+// flush makes a revocation or narrowing effective on the next request even
+// where the gateway caches decisions.
+func (s *Server) flush(r *http.Request) *apiError {
+	if s.cfg.Flusher == nil || s.cfg.Gateway.Authorizer.CacheTTLSeconds == 0 {
+		return nil
+	}
+	if err := s.cfg.Flusher.Flush(r.Context()); err != nil {
+		s.cfg.Logger.ErrorContext(r.Context(), "flushing the authorizer cache failed", "error", err)
+		return &apiError{Status: http.StatusInternalServerError, Type: "api_error", Code: "cache_flush_failed",
+			Message: "The change is saved, but the gateway's authorizer cache could not be flushed, so cached decisions may still allow the old access; retry the request."}
+	}
+	return nil
+}
+
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+	body, e := readBody(w, r)
+	if e != nil {
+		return e
+	}
+	var b createBody
+	if e := decode(body, &b); e != nil {
+		return e
+	}
+	p := keys.CreateParams{Name: b.Name, Description: b.Description, Environment: apikey.Environment(b.Environment),
+		Scopes: b.Scopes, AllowedIPs: b.AllowedIPs, AllowedOrigins: b.AllowedOrigins, CreatedBy: b.CreatedBy, Metadata: b.Metadata}
+	if b.Scopes == nil {
+		return invalidRequest("scopes", "scopes is required.")
+	}
+	switch {
+	case b.ExpiresAt != nil && b.ExpiresIn != nil:
+		return invalidRequest("expires_in", "Give expires_at or expires_in, not both.")
+	case b.ExpiresAt != nil:
+		if p.ExpiresAt, e = parseTime("expires_at", *b.ExpiresAt); e != nil {
+			return e
+		}
+	case b.ExpiresIn != nil:
+		if *b.ExpiresIn <= 0 || *b.ExpiresIn > int64(keys.MaxLifetime/time.Second) {
+			return invalidRequest("expires_in", "expires_in must be 1 to %d seconds.", int64(keys.MaxLifetime/time.Second))
+		}
+		p.ExpiresAt = s.cfg.Now().Add(time.Duration(*b.ExpiresIn) * time.Second)
+	}
+	if p.RateLimit, e = s.rateLimit(b.RateLimit); e != nil {
+		return e
+	}
+	if e := mayGrant(c, b.Scopes); e != nil {
+		return e
+	}
+	k, err := s.cfg.Keys.Create(r.Context(), actorOf(c), c.TenantID, p)
+	if err != nil {
+		return s.internal(r, "creating key", err)
+	}
+	if e := s.provisionNew(r, c, k.Key); e != nil {
+		return e
+	}
+	s.answerCreated(w, created{Key: resource(k.Key), Secret: k.Token.Plain()})
+	return nil
+}
+
+// answerCreated writes a 201 with the secret, and records for idempotent
+// replays the same answer without it.
+func (s *Server) answerCreated(w http.ResponseWriter, body created) {
+	replay := body
+	replay.Secret = ""
+	setReplay(w, replay)
+	writeJSON(w, http.StatusCreated, body)
+}
+
+// query reads the allowed query parameters, refusing any other.
+func query(r *http.Request, allowed ...string) (url.Values, *apiError) {
+	q := r.URL.Query()
+	for name, vals := range q {
+		switch {
+		case !slices.Contains(allowed, name):
+			return nil, invalidRequest(name, "Unknown query parameter %q.", name)
+		case len(vals) > 1:
+			return nil, invalidRequest(name, "Query parameter %q is given more than once.", name)
+		case vals[0] == "":
+			return nil, invalidRequest(name, "Query parameter %q is empty; leave it out instead.", name)
+		}
+	}
+	return q, nil
+}
+
+func pageLimit(q url.Values) (int, *apiError) {
+	v := q.Get("limit")
+	if v == "" {
+		return 20, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > store.MaxPageSize {
+		return 0, invalidRequest("limit", "limit must be 1 to %d.", store.MaxPageSize)
+	}
+	return n, nil
+}
+
+type list[T any] struct {
+	Object     string  `json:"object"`
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+	q, e := query(r, "environment", "status", "created_by", "limit", "cursor")
+	if e != nil {
+		return e
+	}
+	limit, e := pageLimit(q)
+	if e != nil {
+		return e
+	}
+	page, err := s.cfg.Keys.List(r.Context(), c.TenantID, store.KeyQuery{Environment: q.Get("environment"),
+		Status: store.KeyStatus(q.Get("status")), CreatedBy: q.Get("created_by"), Limit: limit, Cursor: q.Get("cursor")})
+	if err != nil {
+		return s.internal(r, "listing keys", err)
+	}
+	out := list[keyResource]{Object: "list", Data: []keyResource{}, NextCursor: stringOrNil(page.NextCursor)}
+	for _, k := range page.Keys {
+		out.Data = append(out.Data, resource(k))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+	id, e := keyID(r)
+	if e != nil {
+		return e
+	}
+	k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
+	if err != nil {
+		return s.internal(r, "reading key", err)
+	}
+	writeJSON(w, http.StatusOK, resource(k))
+	return nil
+}
+
+// updateFields are the fields PATCH accepts; null clears a clearable one.
+var updateFields = []string{"name", "description", "scopes", "allowed_ips", "allowed_origins", "rate_limit", "expires_at", "metadata"}
+
+// narrowing fields are those whose change may take access away, so the
+// authorizer cache must be flushed.
+var narrowing = []string{"scopes", "allowed_ips", "allowed_origins", "expires_at"}
+
+func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+	id, e := keyID(r)
+	if e != nil {
+		return e
+	}
+	body, e := readBody(w, r)
+	if e != nil {
+		return e
+	}
+	var raw map[string]json.RawMessage
+	if e := decode(body, &raw); e != nil {
+		return e
+	}
+	if len(raw) == 0 {
+		return invalidRequest("", "Name at least one field to change: %s.", strings.Join(updateFields, ", "))
+	}
+	var p keys.UpdateParams
+	for name, v := range raw {
+		if !slices.Contains(updateFields, name) {
+			return invalidRequest(name, "Unknown field %q.", name)
+		}
+		if e := s.setField(&p, name, v); e != nil {
+			return e
+		}
+	}
+	current, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
+	if err != nil {
+		return s.internal(r, "reading key", err)
+	}
+	if e := mayChange(c, current); e != nil {
+		return e
+	}
+	if p.Scopes != nil {
+		if e := mayGrant(c, *p.Scopes); e != nil {
+			return e
+		}
+	}
+	k, err := s.cfg.Keys.Update(r.Context(), actorOf(c), c.TenantID, id, p)
+	if err != nil {
+		return s.internal(r, "updating key", err)
+	}
+	if p.RateLimit != nil && k.Status != store.KeyRevoked {
+		if err := s.provision(r, k); err != nil {
+			return s.internal(r, "provisioning rate limit", err)
+		}
+	}
+	for _, f := range narrowing {
+		if _, ok := raw[f]; ok {
+			if e := s.flush(r); e != nil {
+				return e
+			}
+			break
+		}
+	}
+	writeJSON(w, http.StatusOK, resource(k))
+	return nil
+}
+
+// setField decodes one PATCH field into p; null clears what may be
+// cleared.
+func (s *Server) setField(p *keys.UpdateParams, name string, v json.RawMessage) *apiError {
+	null := string(v) == "null"
+	bad := func(kind string) *apiError { return invalidRequest(name, "%s must be %s.", name, kind) }
+	switch name {
+	case "name":
+		var x string
+		if null || json.Unmarshal(v, &x) != nil {
+			return bad("a string")
+		}
+		p.Name = &x
+	case "description":
+		var x string
+		if !null && json.Unmarshal(v, &x) != nil {
+			return bad("a string or null")
+		}
+		p.Description = &x
+	case "scopes":
+		var x []string
+		if null || json.Unmarshal(v, &x) != nil {
+			return bad("an array of scopes")
+		}
+		p.Scopes = &x
+	case "allowed_ips", "allowed_origins":
+		x := []string{}
+		if !null && json.Unmarshal(v, &x) != nil {
+			return bad("an array of strings or null")
+		}
+		if name == "allowed_ips" {
+			p.AllowedIPs = &x
+		} else {
+			p.AllowedOrigins = &x
+		}
+	case "rate_limit":
+		var b *rateLimitBody
+		if !null {
+			b = &rateLimitBody{}
+			if e := decode(v, b); e != nil {
+				e.Param = strings.TrimSuffix("rate_limit."+e.Param, ".")
+				return e
+			}
+		}
+		rl, e := s.rateLimit(b)
+		if e != nil {
+			return e
+		}
+		p.RateLimit = &rl
+	case "expires_at":
+		var t time.Time
+		if !null {
+			var x string
+			if json.Unmarshal(v, &x) != nil {
+				return bad("an RFC 3339 time or null")
+			}
+			var e *apiError
+			if t, e = parseTime(name, x); e != nil {
+				return e
+			}
+		}
+		p.ExpiresAt = &t
+	case "metadata":
+		x := map[string]string{}
+		if !null && json.Unmarshal(v, &x) != nil {
+			return bad("an object of strings or null")
+		}
+		p.Metadata = &x
+	}
+	return nil
+}

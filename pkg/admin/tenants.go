@@ -1,0 +1,87 @@
+package admin
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+type tenantResource struct {
+	ID           string  `json:"id"`
+	Object       string  `json:"object"`
+	Name         string  `json:"name"`
+	Status       string  `json:"status"`
+	CreatedAt    string  `json:"created_at"`
+	OffboardedAt *string `json:"offboarded_at"`
+}
+
+func tenantOf(t store.Tenant) tenantResource {
+	return tenantResource{ID: t.ID, Object: "tenant", Name: t.Name, Status: string(t.Status),
+		CreatedAt: t.CreatedAt.UTC().Format(time.RFC3339), OffboardedAt: timeOrNil(t.OffboardedAt)}
+}
+
+type onboardBody struct {
+	TenantID string `json:"tenant_id"`
+	Name     string `json:"name"`
+}
+
+type onboarded struct {
+	Tenant tenantResource `json:"tenant"`
+	Key    keyResource    `json:"key"`
+	Secret string         `json:"secret,omitempty"`
+}
+
+func (s *Server) onboard(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+	body, e := readBody(w, r)
+	if e != nil {
+		return e
+	}
+	var b onboardBody
+	if e := decode(body, &b); e != nil {
+		return e
+	}
+	t, k, err := s.cfg.Keys.Onboard(r.Context(), actorOf(c), keys.OnboardParams{TenantID: b.TenantID, Name: b.Name})
+	if err != nil {
+		return s.internal(r, "onboarding tenant", err)
+	}
+	if e := s.provisionNew(r, c, k.Key); e != nil {
+		return e
+	}
+	out := onboarded{Tenant: tenantOf(t), Key: resource(k.Key), Secret: k.Token.Plain()}
+	replay := out
+	replay.Secret = ""
+	setReplay(w, replay)
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+type offboarded struct {
+	Tenant  tenantResource `json:"tenant"`
+	Revoked int            `json:"revoked"`
+}
+
+func (s *Server) offboard(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+	if body, e := readBody(w, r); e != nil {
+		return e
+	} else if len(body) > 0 {
+		if e := decode(body, &struct{}{}); e != nil {
+			return e
+		}
+	}
+	id := r.PathValue("id")
+	n, err := s.cfg.Keys.Offboard(r.Context(), actorOf(c), id)
+	if err != nil {
+		return s.internal(r, "offboarding tenant", err)
+	}
+	if e := s.flush(r); e != nil {
+		return e
+	}
+	t, err := s.cfg.Keys.Tenant(r.Context(), id)
+	if err != nil {
+		return s.internal(r, "reading tenant", err)
+	}
+	writeJSON(w, http.StatusOK, offboarded{Tenant: tenantOf(t), Revoked: n})
+	return nil
+}

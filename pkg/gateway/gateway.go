@@ -1,0 +1,552 @@
+// Package gateway emulates, for the local stack, the API Gateway REST API
+// (v1) that the CDK stack deploys in front of the protected API and
+// keyward's admin API: route matching, the Lambda REQUEST authorizer and
+// its result cache, policy evaluation, usage-plan throttling, gateway
+// responses, and the mapping of the authorizer's context to the backend's
+// X-Keyward-* headers. It reads the configuration the CDK stack deploys
+// (config.Gateway and the compiled route table), never a copy of it.
+//
+// Deliberate deviations from API Gateway:
+//
+//   - Routes with auth "iam" take "Authorization: Bearer <operator token>"
+//     instead of SigV4, and a missing or wrong token gets UNAUTHORIZED
+//     (401). API Gateway answers 403 MISSING_AUTHENTICATION_TOKEN or
+//     INVALID_SIGNATURE, which keyward renders as "No such route" or a bare
+//     "Forbidden": misleading on a machine where the token is the only
+//     credential.
+//   - Header names reach the authorizer in Go's canonical form
+//     ("Cloudfront-Forwarded-Proto"), since net/http does not keep the
+//     client's spelling; the authorizer looks headers up case-insensitively.
+//     API Gateway's own headers (CloudFront-*, X-Amzn-Trace-Id,
+//     X-Forwarded-*) are not added to the event.
+//   - The cache key holds every value of a repeated identity header, so a
+//     request that adds a second Authorization header never reuses a
+//     decision made for one.
+//   - Only the usage plans' per-key rate and burst are enforced: no
+//     account, stage or method throttling, no quotas.
+//   - Only policies are cached: an "Unauthorized" refusal or a failure is
+//     asked again on the next request.
+//   - A flush discards decisions still being made, so a revocation cannot
+//     be undone by a request that read the key just before it.
+//
+// As in AWS, an authorizer's usageIdentifierKey in no usage plan gets
+// INVALID_API_KEY, which keyward leaves to DEFAULT_4XX: 403 "Forbidden".
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/admin"
+	"github.com/keyward/keyward/pkg/policy"
+	"github.com/keyward/keyward/pkg/route"
+)
+
+// Authorizer is the Lambda REQUEST authorizer's handler
+// (authorizer.Authorizer in the local stack).
+type Authorizer interface {
+	Authorize(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (events.APIGatewayCustomAuthorizerResponse, error)
+}
+
+// Config configures a Gateway.
+type Config struct {
+	// Routes is the compiled route table of config.Routes and
+	// config.AdminRoutes.
+	Routes     *route.Table
+	Gateway    config.Gateway
+	Authorizer Authorizer
+	// Admin is keyward's admin API; it receives the /v1 routes.
+	Admin http.Handler
+	// Upstream is the protected API: Echo, or Proxy to the user's service.
+	Upstream http.Handler
+	// OperatorToken stands in for IAM on routes with auth "iam"; empty
+	// refuses them all.
+	OperatorToken string
+	// Region, AccountID, APIID and Stage name the API in method ARNs;
+	// they default to "local", "000000000000", "keyward" and "local".
+	Region, AccountID, APIID, Stage string
+	Now                             func() time.Time
+	Logger                          *slog.Logger
+}
+
+// OperatorID is the audit identity of requests made with the operator
+// token.
+const OperatorID = "operator:local"
+
+// maxCacheEntries bounds the authorizer cache; past it the cache starts
+// over, which costs only authorizer calls.
+const maxCacheEntries = 10000
+
+// Gateway is the emulated API Gateway stage, an http.Handler. It is also
+// the admin API's admin.RateLimits and admin.CacheFlusher.
+type Gateway struct {
+	cfg       Config
+	arnPrefix string // through the stage and its slash
+	ttl       time.Duration
+	tiers     map[string]config.Tier
+
+	mu    sync.Mutex
+	cache map[string]cached
+	gen   uint64 // incremented by Flush
+	plans map[string]*plan
+}
+
+type cached struct {
+	resp    events.APIGatewayCustomAuthorizerResponse
+	expires time.Time
+}
+
+// plan is one identity's usage plan: its tier and its token bucket.
+type plan struct {
+	tier   config.Tier
+	tokens float64
+	at     time.Time
+}
+
+var (
+	_ admin.RateLimits   = (*Gateway)(nil)
+	_ admin.CacheFlusher = (*Gateway)(nil)
+)
+
+// New returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Routes == nil || cfg.Authorizer == nil || cfg.Admin == nil || cfg.Upstream == nil {
+		return nil, errors.New("gateway: routes, authorizer, admin and upstream are required")
+	}
+	if err := cfg.Gateway.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	cfg.Region, cfg.AccountID = cmp.Or(cfg.Region, "local"), cmp.Or(cfg.AccountID, "000000000000")
+	cfg.APIID, cfg.Stage = cmp.Or(cfg.APIID, "keyward"), cmp.Or(cfg.Stage, "local")
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Gateway{
+		cfg:       cfg,
+		arnPrefix: fmt.Sprintf("arn:aws:execute-api:%s:%s:%s/%s/", cfg.Region, cfg.AccountID, cfg.APIID, cfg.Stage),
+		ttl:       time.Duration(cfg.Gateway.Authorizer.CacheTTLSeconds) * time.Second,
+		tiers:     map[string]config.Tier{},
+		cache:     map[string]cached{},
+		plans:     map[string]*plan{},
+	}
+	for _, t := range cfg.Gateway.RateLimitTiers {
+		g.tiers[t.Name] = t
+	}
+	return g, nil
+}
+
+// Flush clears the authorizer cache, as FlushStageAuthorizersCache does.
+func (g *Gateway) Flush(context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	clear(g.cache)
+	g.gen++
+	return nil
+}
+
+// Provision puts identity (an authorizer's usageIdentifierKey) in the
+// usage plan of tier. Moving it to another tier starts a full bucket, as
+// another usage plan would.
+func (g *Gateway) Provision(_ context.Context, identity, tier string) error {
+	t, ok := g.tiers[tier]
+	if !ok {
+		return fmt.Errorf("gateway: provisioning %q: unknown rate limit tier %q", identity, tier)
+	}
+	if identity == "" {
+		return errors.New("gateway: provisioning an empty identity")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p, ok := g.plans[identity]; !ok || p.tier != t {
+		g.plans[identity] = &plan{tier: t, tokens: float64(t.Burst), at: g.cfg.Now()}
+	}
+	return nil
+}
+
+// Remove takes identity out of its usage plan; its requests are refused
+// from then on.
+func (g *Gateway) Remove(_ context.Context, identity string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.plans, identity)
+	return nil
+}
+
+// call is one request on its way through the gateway.
+type call struct {
+	w         *recorder
+	r         *http.Request
+	id        string
+	sourceIP  string
+	route     route.Route
+	matched   bool
+	principal string // the authorizer's principalId, for the access log
+	rendered  string // the gateway response type, when the gateway answered
+}
+
+// ServeHTTP handles one request as API Gateway would.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := g.cfg.Now()
+	c := &call{w: &recorder{ResponseWriter: w, status: http.StatusOK}, r: r, id: newRequestID(), sourceIP: sourceIP(r)}
+	w.Header().Set("Request-Id", c.id)
+	g.serve(c)
+	var routeName string
+	if c.matched {
+		routeName = c.route.Method + " " + c.route.Path
+	}
+	// Never a header: the Authorization header is a credential.
+	g.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "gateway request",
+		slog.String("request_id", c.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.String("route", routeName), slog.Int("status", c.w.status), slog.String("gateway_response", c.rendered),
+		slog.String("principal", c.principal), slog.String("source_ip", c.sourceIP),
+		slog.Float64("latency_ms", float64(g.cfg.Now().Sub(start).Microseconds())/1000))
+}
+
+func (g *Gateway) serve(c *call) {
+	rt, params, ok := g.cfg.Routes.Match(c.r.Method, c.r.URL.Path)
+	if !ok {
+		// API Gateway's answer to an unknown path, or an unknown method
+		// on a known one.
+		g.reply(c, "MISSING_AUTHENTICATION_TOKEN", nil)
+		return
+	}
+	c.route, c.matched = rt, true
+	switch rt.Auth {
+	case config.AuthNone:
+		g.forward(c, admin.Caller{RequestID: c.id}, nil)
+	case config.AuthIAM:
+		if !g.operator(c.r) {
+			g.reply(c, "UNAUTHORIZED", nil)
+			return
+		}
+		g.forward(c, admin.Caller{Operator: true, OperatorID: OperatorID, RequestID: c.id}, nil)
+	default:
+		g.authorize(c, params)
+	}
+}
+
+// operator reports whether r carries the operator token, the local
+// stand-in for a SigV4 signature.
+func (g *Gateway) operator(r *http.Request) bool {
+	vals := r.Header.Values("Authorization")
+	if g.cfg.OperatorToken == "" || len(vals) != 1 {
+		return false
+	}
+	scheme, cred, _ := strings.Cut(vals[0], " ")
+	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(cred), []byte(g.cfg.OperatorToken)) == 1
+}
+
+// authorize runs a key-authorized route: the cached or fresh authorizer
+// decision, the policy, the usage plan, then the target.
+func (g *Gateway) authorize(c *call, params map[string]string) {
+	arn := policy.MethodARN{Prefix: g.arnPrefix, Method: c.r.Method, Path: strings.TrimPrefix(c.r.URL.Path, "/")}.String()
+	key, present := g.cacheKey(c)
+	if g.ttl > 0 && !present {
+		g.reply(c, "UNAUTHORIZED", nil)
+		return
+	}
+	resp, hit, gen := g.lookup(key)
+	if !hit {
+		out, err := g.cfg.Authorizer.Authorize(c.r.Context(), g.event(c, params, arn))
+		switch {
+		// API Gateway knows a refusal only by this exact error message.
+		case err != nil && err.Error() == "Unauthorized":
+			g.reply(c, "UNAUTHORIZED", nil)
+			return
+		case err != nil:
+			g.cfg.Logger.ErrorContext(c.r.Context(), "authorizer failed", "request_id", c.id, "error", err)
+			g.reply(c, "AUTHORIZER_FAILURE", nil)
+			return
+		}
+		if resp, err = received(out); err != nil {
+			g.cfg.Logger.ErrorContext(c.r.Context(), "authorizer response refused", "request_id", c.id, "error", err)
+			g.reply(c, "AUTHORIZER_CONFIGURATION_ERROR", nil)
+			return
+		}
+		g.remember(key, resp, gen)
+	}
+	c.principal = resp.PrincipalID
+	vars := map[string]string{}
+	for name, v := range resp.Context {
+		vars["context.authorizer."+name] = contextString(v)
+	}
+	if !policy.Allows(resp.PolicyDocument, arn) {
+		g.reply(c, "ACCESS_DENIED", vars)
+		return
+	}
+	switch known, ok := g.admit(resp.UsageIdentifierKey); {
+	case !known:
+		g.reply(c, "INVALID_API_KEY", vars)
+		return
+	case !ok:
+		g.reply(c, "THROTTLED", vars)
+		return
+	}
+	str := func(name string) string { return contextString(resp.Context[name]) }
+	g.forward(c, admin.Caller{TenantID: str("tenant_id"), KeyID: str("key_id"), Scopes: strings.Fields(str("scopes")), RequestID: c.id}, resp.Context)
+}
+
+// headerSource prefixes identity sources that name a request header.
+const headerSource = "method.request.header."
+
+// cacheKey returns the values of the identity sources, each length-prefixed
+// so that no two different requests share a key, and whether every source
+// is present and non-empty.
+func (g *Gateway) cacheKey(c *call) (string, bool) {
+	var b strings.Builder
+	present := true
+	for _, src := range g.cfg.Gateway.Authorizer.IdentitySources {
+		var vals []string
+		if name, ok := strings.CutPrefix(src, headerSource); ok {
+			vals = c.r.Header.Values(name)
+		} else if src == config.IdentitySourceIP {
+			vals = []string{c.sourceIP}
+		}
+		if len(vals) == 0 || vals[len(vals)-1] == "" {
+			present = false
+		}
+		b.WriteString(strconv.Itoa(len(vals)))
+		for _, v := range vals {
+			b.WriteString("," + strconv.Itoa(len(v)) + ":" + v)
+		}
+		b.WriteByte(';')
+	}
+	return b.String(), present
+}
+
+// lookup returns a live cached decision, or the cache generation a fresh
+// decision must be remembered under.
+func (g *Gateway) lookup(key string) (events.APIGatewayCustomAuthorizerResponse, bool, uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e, ok := g.cache[key]
+	if g.ttl == 0 || !ok || !g.cfg.Now().Before(e.expires) {
+		return events.APIGatewayCustomAuthorizerResponse{}, false, g.gen
+	}
+	return e.resp, true, g.gen
+}
+
+// remember caches a decision unless the cache was flushed since it was
+// asked for: that decision may predate the revocation the flush was for.
+func (g *Gateway) remember(key string, resp events.APIGatewayCustomAuthorizerResponse, gen uint64) {
+	if g.ttl == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gen != gen {
+		return
+	}
+	if len(g.cache) >= maxCacheEntries {
+		clear(g.cache)
+	}
+	g.cache[key] = cached{resp: resp, expires: g.cfg.Now().Add(g.ttl)}
+}
+
+// event builds the REQUEST authorizer event as API Gateway does.
+func (g *Gateway) event(c *call, params map[string]string, arn string) events.APIGatewayCustomAuthorizerRequestTypeRequest {
+	r := c.r
+	headers, multi := map[string]string{}, map[string][]string{}
+	if r.Host != "" {
+		headers["Host"], multi["Host"] = r.Host, []string{r.Host}
+	}
+	for name, vals := range r.Header {
+		if len(vals) > 0 {
+			headers[name], multi[name] = vals[len(vals)-1], slices.Clone(vals)
+		}
+	}
+	var query map[string]string
+	var multiQuery map[string][]string
+	if q := r.URL.Query(); len(q) > 0 {
+		query, multiQuery = map[string]string{}, map[string][]string(q)
+		for name, vals := range q {
+			query[name] = vals[len(vals)-1]
+		}
+	}
+	return events.APIGatewayCustomAuthorizerRequestTypeRequest{
+		Type:                            "REQUEST",
+		MethodArn:                       arn,
+		Resource:                        c.route.Path,
+		Path:                            r.URL.Path,
+		HTTPMethod:                      r.Method,
+		Headers:                         headers,
+		MultiValueHeaders:               multi,
+		QueryStringParameters:           query,
+		MultiValueQueryStringParameters: multiQuery,
+		PathParameters:                  params,
+		RequestContext: events.APIGatewayCustomAuthorizerRequestTypeRequestContext{
+			Path:         "/" + g.cfg.Stage + r.URL.Path,
+			AccountID:    g.cfg.AccountID,
+			ResourceID:   resourceID(c.route.Path),
+			Stage:        g.cfg.Stage,
+			RequestID:    c.id,
+			Identity:     events.APIGatewayCustomAuthorizerRequestTypeRequestIdentity{SourceIP: c.sourceIP},
+			ResourcePath: c.route.Path,
+			HTTPMethod:   r.Method,
+			APIID:        g.cfg.APIID,
+		},
+	}
+}
+
+// received returns the authorizer's response as API Gateway receives it,
+// through JSON, checked as API Gateway checks it: a principal, a policy,
+// and a context of strings, numbers and booleans only.
+func received(out events.APIGatewayCustomAuthorizerResponse) (events.APIGatewayCustomAuthorizerResponse, error) {
+	var resp events.APIGatewayCustomAuthorizerResponse
+	raw, err := json.Marshal(out)
+	if err == nil {
+		err = json.Unmarshal(raw, &resp)
+	}
+	if err != nil {
+		return resp, fmt.Errorf("gateway: authorizer response: %w", err)
+	}
+	if resp.PrincipalID == "" || len(resp.PolicyDocument.Statement) == 0 {
+		return resp, errors.New("gateway: authorizer response lacks a principalId or a policy")
+	}
+	for name, v := range resp.Context {
+		switch v.(type) {
+		case string, float64, bool:
+		default:
+			return resp, fmt.Errorf("gateway: authorizer context %q is not a string, number or boolean", name)
+		}
+	}
+	return resp, nil
+}
+
+// admit counts a request against identity's usage plan: known is false
+// when no plan holds identity, ok when its bucket is empty.
+func (g *Gateway) admit(identity string) (known, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p, known := g.plans[identity]
+	if !known {
+		return false, false
+	}
+	now := g.cfg.Now()
+	if d := now.Sub(p.at); d > 0 {
+		p.tokens = min(float64(p.tier.Burst), p.tokens+d.Seconds()*float64(p.tier.RequestsPerMinute)/60)
+		p.at = now
+	}
+	if p.tokens < 1 {
+		return true, false
+	}
+	p.tokens--
+	return true, true
+}
+
+// forward hands an admitted request to its target: the admin API, which
+// learns its caller from the context, or the upstream, which learns it from
+// the X-Keyward-* headers the CDK stack maps from the authorizer's context.
+func (g *Gateway) forward(c *call, caller admin.Caller, authz map[string]any) {
+	// config.Routes reserves /v1 for the admin API.
+	if c.route.Path == "/v1" || strings.HasPrefix(c.route.Path, "/v1/") {
+		g.cfg.Admin.ServeHTTP(c.w, c.r.WithContext(admin.WithCaller(c.r.Context(), caller)))
+		return
+	}
+	out := c.r.Clone(c.r.Context())
+	// The client must not pose as a tenant, and the backend never sees
+	// the key.
+	for name := range out.Header {
+		if canon := http.CanonicalHeaderKey(name); canon == "Authorization" || strings.HasPrefix(canon, "X-Keyward-") {
+			delete(out.Header, name)
+		}
+	}
+	for header, name := range ContextHeaders {
+		if v, ok := authz[name]; ok {
+			out.Header.Set(header, contextString(v))
+		}
+	}
+	g.cfg.Upstream.ServeHTTP(c.w, out)
+}
+
+// reply answers with a gateway response.
+func (g *Gateway) reply(c *call, responseType string, vars map[string]string) {
+	all := map[string]string{"context.requestId": c.id, "context.error.message": builtin(responseType).message}
+	for k, v := range vars {
+		all[k] = v
+	}
+	status, header, body := Render(g.cfg.Gateway, responseType, all)
+	for k, v := range header {
+		c.w.Header()[k] = v
+	}
+	c.w.WriteHeader(status)
+	_, _ = c.w.Write(body)
+	c.rendered = responseType
+}
+
+// contextString renders an authorizer context value as API Gateway
+// substitutes it into templates and headers.
+func contextString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	}
+	return ""
+}
+
+// sourceIP is the connection's address: never X-Forwarded-For, which the
+// client writes.
+func sourceIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// newRequestID returns a random UUID (version 4), API Gateway's request id
+// form.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// resourceID is a stable id per resource path, as API Gateway assigns
+// each resource one.
+func resourceID(path string) string {
+	sum := sha256.Sum256([]byte(path))
+	return hex.EncodeToString(sum[:3])
+}
+
+// recorder remembers the status for the access log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController (the reverse proxy's flushes) reach
+// the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
