@@ -8,7 +8,7 @@ FUNCTIONS := $(notdir $(wildcard functions/*))
 PACKAGES := ./...
 FUZZTIME ?= 30s
 
-.PHONY: build test lint bench fuzz dynamodb-local clean
+.PHONY: build test lint bench fuzz dev invoke dynamodb-local clean
 
 ## build: every function in functions/* as dist/<function>/bootstrap for provided.al2023 on arm64
 build:
@@ -17,6 +17,15 @@ build:
 		CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' \
 			-o dist/$$fn/bootstrap ./functions/$$fn; \
 	done
+
+## dev: the whole system on 127.0.0.1:8080 with no AWS account (KEYWARD_ADDR, KEYWARD_DATA_DIR, UPSTREAM, KEYWARD_OPERATOR_TOKEN)
+dev:
+	$(GO) run ./cmd/keyward dev
+
+## invoke: one function's handler on one event against the local data: make invoke FN=authorizer EVENT=events/authorizer-bearer.json TOKEN=sk_...
+invoke:
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
+	$(GO) run ./cmd/keyward invoke -fn $(FN) -event $(EVENT)
 
 ## test: lint, then every test, with DynamoDB Local fetched (once) and started by the tests
 test: lint

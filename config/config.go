@@ -129,14 +129,25 @@ func AdminRoutes() RouteTable {
 }
 
 // LoadGateway returns the shipped gateway settings, validated.
-func LoadGateway() (Gateway, error) {
-	data, err := files.ReadFile("gateway.json")
+func LoadGateway() (Gateway, error) { return GatewayFile("") }
+
+// GatewayFile returns the gateway settings in the file at path (the
+// shipped ones when path is empty), validated.
+func GatewayFile(path string) (Gateway, error) {
+	var data []byte
+	var err error
+	if path == "" {
+		path = "gateway.json"
+		data, err = files.ReadFile(path)
+	} else {
+		data, err = os.ReadFile(path)
+	}
 	if err != nil {
-		return Gateway{}, err
+		return Gateway{}, fmt.Errorf("config: %w", err)
 	}
 	var g Gateway
 	if err := decodeStrict(data, &g); err != nil {
-		return Gateway{}, fmt.Errorf("config: gateway.json: %w", err)
+		return Gateway{}, fmt.Errorf("config: %s: %w", path, err)
 	}
 	return g, g.Validate()
 }

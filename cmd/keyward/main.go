@@ -1,0 +1,106 @@
+// Command keyward runs keyward on this machine with no AWS account:
+//
+//	keyward dev      the whole system on 127.0.0.1:8080 (make dev)
+//	keyward invoke   one function's handler on one event (make invoke)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/keyward/keyward/pkg/localstack"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "dev":
+		err = dev(os.Args[2:])
+	case "invoke":
+		err = invoke(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "keyward:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: keyward dev [flags] | keyward invoke -fn <function> -event <file>")
+	os.Exit(2)
+}
+
+func env(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// stackFlags are the options dev and invoke share.
+func stackFlags(fs *flag.FlagSet) (*localstack.Options, *string) {
+	o := &localstack.Options{}
+	fs.StringVar(&o.DataDir, "data", env("KEYWARD_DATA_DIR", ".keyward"), "data directory (KEYWARD_DATA_DIR)")
+	fs.StringVar(&o.RoutesFile, "routes", os.Getenv("KEYWARD_ROUTES_FILE"), "route table of the protected API (KEYWARD_ROUTES_FILE); default the demo API")
+	fs.StringVar(&o.GatewayFile, "gateway", os.Getenv("KEYWARD_GATEWAY_FILE"), "gateway settings, like config/gateway.json (KEYWARD_GATEWAY_FILE); default the shipped ones")
+	fs.StringVar(&o.TokenPrefix, "prefix", env("KEYWARD_TOKEN_PREFIX", "sk"), "token prefix (KEYWARD_TOKEN_PREFIX)")
+	ttl := fs.String("cache-ttl", os.Getenv("KEYWARD_CACHE_TTL"), "authorizer cache TTL in seconds (KEYWARD_CACHE_TTL); default gateway.json's")
+	return o, ttl
+}
+
+func applyTTL(o *localstack.Options, ttl string) error {
+	if ttl == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(ttl)
+	if err != nil {
+		return fmt.Errorf("cache TTL %q is not a number of seconds", ttl)
+	}
+	o.CacheTTL = &n
+	return nil
+}
+
+func dev(args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ExitOnError)
+	o, ttl := stackFlags(fs)
+	addr := fs.String("addr", env("KEYWARD_ADDR", "127.0.0.1:8080"), "listen address (KEYWARD_ADDR)")
+	fs.StringVar(&o.Upstream, "upstream", os.Getenv("UPSTREAM"), "your service, http://host:port (UPSTREAM); default the built-in echo")
+	fs.StringVar(&o.OperatorToken, "operator-token", os.Getenv("KEYWARD_OPERATOR_TOKEN"), "operator token (KEYWARD_OPERATOR_TOKEN); default a random one")
+	_ = fs.Parse(args)
+	if err := applyTTL(o, *ttl); err != nil {
+		return err
+	}
+	o.Logger = slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	stack, err := localstack.Open(ctx, *o)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return errors.Join(err, stack.Close())
+	}
+	stack.PrintBanner(os.Stderr, "http://"+ln.Addr().String(), o.DataDir)
+	o.Logger.Info("listening", "addr", ln.Addr().String(), "data", o.DataDir, "upstream", o.Upstream,
+		"cache_ttl_seconds", stack.Gateway.Authorizer.CacheTTLSeconds)
+	err = errors.Join(stack.Serve(ctx, ln), stack.Close())
+	if err == nil {
+		o.Logger.Info("stopped")
+	}
+	return err
+}

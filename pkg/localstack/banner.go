@@ -1,0 +1,55 @@
+package localstack
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/keyward/keyward/pkg/apikey"
+)
+
+// PrintBanner tells a person how to use the stack at base
+// (http://host:port): on the first start the demo keys, once, with
+// copy-paste curl examples; later, that the data was reused.
+func (s *Stack) PrintBanner(w io.Writer, base, dataDir string) {
+	var b strings.Builder
+	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	line("")
+	line("keyward local stack on %s (data in %s)", base, dataDir)
+	line("")
+	if s.Bootstrap == nil {
+		line("Reusing the data in %s: tenant %q and its keys are there.", dataDir, DemoTenant)
+		line("Their secrets were printed once, on the first start; delete %s to start afresh.", dataDir)
+	} else {
+		adminKey, demo := s.Bootstrap.AdminKey, s.Bootstrap.DemoKey
+		demoID := apikey.PublicID(demo.Key.ID)
+		line("Created tenant %q. These secrets are shown once and stored nowhere:", DemoTenant)
+		line("")
+		line("  export KEYWARD_ADMIN_KEY=%s   # keys:admin, manages the tenant's keys", adminKey.Token.Plain())
+		line("  export KEYWARD_DEMO_KEY=%s    # invoices:read, %s", demo.Token.Plain(), demoID)
+		line("")
+		line("Call the protected API (the built-in echo shows what your backend would receive):")
+		line("  curl -s %s/invoices -H \"Authorization: Bearer $KEYWARD_DEMO_KEY\"", base)
+		line("")
+		line("A route outside the key's scopes is refused with 403:")
+		line("  curl -s -X POST %s/invoices -H \"Authorization: Bearer $KEYWARD_DEMO_KEY\"", base)
+		line("")
+		line("Create a key:")
+		line("  curl -s -X POST %s/v1/keys -H \"Authorization: Bearer $KEYWARD_ADMIN_KEY\" \\", base)
+		line("    -H 'Content-Type: application/json' \\")
+		line("    -d '{\"name\":\"my integration\",\"environment\":\"test\",\"scopes\":[\"invoices:read\",\"customers:write\"]}'")
+		line("")
+		line("Rotate the demo key (the old secret keeps working for 12 hours):")
+		line("  curl -s -X POST %s/v1/keys/%s/rotate -H \"Authorization: Bearer $KEYWARD_ADMIN_KEY\"", base, demoID)
+		line("")
+		line("Revoke it (refused on the very next request):")
+		line("  curl -s -X POST %s/v1/keys/%s/revoke -H \"Authorization: Bearer $KEYWARD_ADMIN_KEY\"", base, demoID)
+	}
+	line("")
+	line("Operator routes (IAM in AWS) take the operator token here:")
+	line("  export KEYWARD_OPERATOR_TOKEN=%s", s.OperatorToken)
+	line("  curl -s -X POST %s/v1/tenants -H \"Authorization: Bearer $KEYWARD_OPERATOR_TOKEN\" \\", base)
+	line("    -H 'Content-Type: application/json' -d '{\"tenant_id\":\"acme\",\"name\":\"Acme\"}'")
+	line("")
+	fmt.Fprint(w, b.String())
+}
