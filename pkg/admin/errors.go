@@ -37,8 +37,8 @@ var (
 	errUnauthorized = &apiError{Status: http.StatusUnauthorized, Type: "unauthorized", Message: "Invalid or missing API key."}
 	errNotOperator  = &apiError{Status: http.StatusUnauthorized, Type: "unauthorized",
 		Message: "This route is for the platform's operators: sign it with AWS SigV4 (or, locally, send the operator token)."}
-	errNotFound     = &apiError{Status: http.StatusNotFound, Type: "not_found", Code: "not_found", Message: "No such resource."}
-	errTooLarge     = &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request", Code: "body_too_large",
+	errNotFound = &apiError{Status: http.StatusNotFound, Type: "not_found", Code: "not_found", Message: "No such resource."}
+	errTooLarge = &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request", Code: "body_too_large",
 		Message: fmt.Sprintf("The request body is larger than %d KiB.", maxBody>>10)}
 	errNotJSON = &apiError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request", Code: "unsupported_media_type",
 		Message: "The request body must be JSON, sent with Content-Type: application/json."}
@@ -67,7 +67,6 @@ func fromDomain(err error) *apiError {
 }
 
 func sentence(s string) string { return strings.ToUpper(s[:1]) + s[1:] + "." }
-
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
