@@ -1,4 +1,4 @@
-package gateway_test
+package localstack_test
 
 import (
 	"bytes"
@@ -9,55 +9,27 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/internal/testclock"
-	"github.com/keyward/keyward/pkg/admin"
-	"github.com/keyward/keyward/pkg/apikey"
-	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/gateway"
-	"github.com/keyward/keyward/pkg/keys"
-	"github.com/keyward/keyward/pkg/pepper"
-	"github.com/keyward/keyward/pkg/store/embedded"
+	"github.com/keyward/keyward/pkg/localstack"
 )
 
-// TestLocalStack wires the gateway as the local stack does, with the real
-// authorizer and admin API on the embedded store, and follows a key from
-// onboarding to revocation.
-func TestLocalStack(t *testing.T) {
-	ctx := t.Context()
-	clock := testclock.New(t0)
-	st := embedded.NewMemory(embedded.WithClock(clock.Now))
-	kr, err := pepper.NewLocalKeyring(bytes.Repeat([]byte{7}, pepper.Size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pepper.Create(ctx, st, kr, clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := pepper.Load(ctx, st, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	format, _ := apikey.NewFormat("sk")
-	cfg, table := loadGateway(t), routes(t)
-	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	authz, err := authorizer.New(authorizer.Config{Store: st, Peppers: ring, Format: format, Routes: table, Gateway: cfg, Logger: logger, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The admin API provisions rate limits in and flushes the gateway
-	// that fronts it.
-	var adminAPI http.Handler
-	gw, err := gateway.New(gateway.Config{Routes: table, Gateway: cfg, Authorizer: authz,
-		Admin:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminAPI.ServeHTTP(w, r) }),
-		Upstream: gateway.Echo(), OperatorToken: "op-secret", Now: clock.Now, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminAPI = admin.New(admin.Config{Keys: keys.New(st, ring, format, keys.WithClock(clock.Now)), Store: st, Gateway: cfg,
-		RateLimits: gw, Flusher: gw, Logger: logger, Now: clock.Now})
+var t0 = time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
 
-	send := func(method, path, secret string, body any, status int) (map[string]any, string) {
+func open(t *testing.T, dir string, clock *testclock.Clock) *localstack.Stack {
+	t.Helper()
+	s, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, OperatorToken: "op-secret",
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sender(t *testing.T, h http.Handler) func(method, path, secret string, body any, status int) (map[string]any, string) {
+	return func(method, path, secret string, body any, status int) (map[string]any, string) {
 		t.Helper()
 		var rd io.Reader
 		if body != nil {
@@ -70,7 +42,7 @@ func TestLocalStack(t *testing.T) {
 			r.Header.Set("Content-Type", "application/json")
 		}
 		w := httptest.NewRecorder()
-		gw.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 		if w.Code != status {
 			t.Fatalf("%s %s: %d %s, want %d", method, path, w.Code, w.Body, status)
 		}
@@ -78,6 +50,15 @@ func TestLocalStack(t *testing.T) {
 		_ = json.Unmarshal(w.Body.Bytes(), &out)
 		return out, w.Header().Get("Request-Id")
 	}
+}
+
+// TestStack follows a key from onboarding to revocation through the
+// emulated gateway, with the real authorizer and admin API.
+func TestStack(t *testing.T) {
+	clock := testclock.New(t0)
+	s := open(t, t.TempDir(), clock)
+	defer s.Close()
+	send := sender(t, s.Handler)
 
 	onboarded, onboardID := send("POST", "/v1/tenants", "op-secret", map[string]string{"tenant_id": "acme", "name": "ACME"}, 201)
 	adminSecret, _ := onboarded["secret"].(string)
@@ -115,4 +96,39 @@ func TestLocalStack(t *testing.T) {
 	if !strings.Contains(refused["error"].(map[string]any)["message"].(string), "Invalid or missing API key") {
 		t.Errorf("after revocation: %v", refused)
 	}
+}
+
+// TestRestart: the first start prints the demo keys once; a restart on the
+// same data reuses them, with their rate-limit identities.
+func TestRestart(t *testing.T) {
+	dir, clock := t.TempDir(), testclock.New(t0)
+	s := open(t, dir, clock)
+	if s.Bootstrap == nil {
+		t.Fatal("first start created no demo keys")
+	}
+	demo := s.Bootstrap.DemoKey.Token.Plain()
+	var banner bytes.Buffer
+	s.PrintBanner(&banner, "http://127.0.0.1:8080", dir)
+	if !strings.Contains(banner.String(), demo) || !strings.Contains(banner.String(), s.Bootstrap.AdminKey.Token.Plain()) {
+		t.Fatal("first banner lacks the demo secrets")
+	}
+	sender(t, s.Handler)("GET", "/invoices", demo, nil, 200)
+	if _, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}); err == nil {
+		t.Fatal("a second stack opened the same data directory")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = open(t, dir, clock)
+	defer s.Close()
+	if s.Bootstrap != nil {
+		t.Fatal("a restart created the demo tenant again")
+	}
+	banner.Reset()
+	s.PrintBanner(&banner, "http://127.0.0.1:8080", dir)
+	if strings.Contains(banner.String(), demo) || !strings.Contains(banner.String(), "Reusing") {
+		t.Fatalf("restart banner:\n%s", banner.String())
+	}
+	sender(t, s.Handler)("GET", "/invoices", demo, nil, 200)
 }
