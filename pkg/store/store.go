@@ -93,10 +93,21 @@ type Key struct {
 	Replaces       string            `json:"replaces,omitempty"`
 	ReplacedBy     string            `json:"replaced_by,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
+	// Notices records the notices sent about the key (NoticeExpiring7d,
+	// NoticeExpiring1d, NoticeUnused), so that each goes out once: the job
+	// that sends one adds it in the same revision-checked write.
+	Notices []string `json:"notices,omitempty"`
 	// Revision is the optimistic-concurrency counter: 1 after creation,
 	// incremented by the store on every successful update.
 	Revision int64 `json:"revision"`
 }
+
+// Notices sent about a key.
+const (
+	NoticeExpiring7d = "expiring_7d"
+	NoticeExpiring1d = "expiring_1d"
+	NoticeUnused     = "unused"
+)
 
 // Tenant is one customer of the platform.
 type Tenant struct {
@@ -131,10 +142,17 @@ type AuditEntry struct {
 	Actor     string            `json:"actor"`
 	Action    string            `json:"action"`
 	KeyID     string            `json:"key_id,omitempty"`
-	RequestID string            `json:"request_id,omitempty"`
+	// KeyDisplay is the key's display form (sk_live_…abcd), so that an
+	// event built from the entry names the key as people see it.
+	KeyDisplay string `json:"key_display,omitempty"`
+	RequestID  string `json:"request_id,omitempty"`
 	Details   map[string]string `json:"details,omitempty"`
 	ExpiresAt time.Time         `json:"expires_at,omitzero"` // TTL; zero keeps it forever
 }
+
+// SystemTenant is the audit namespace of changes that belong to no tenant
+// (pepper rotations). It is not a valid tenant id, so no tenant can read it.
+const SystemTenant = "_system"
 
 // Idempotency is the record of one Idempotency-Key within a tenant.
 type Idempotency struct {
@@ -211,6 +229,15 @@ type AuditPage struct {
 	NextCursor string
 }
 
+// ExpiryQuery pages, across tenants, the keys whose status is active or
+// expiring and whose ExpiresAt is set and not after Before, soonest first
+// (ExpiresAt ascending, then ID ascending): the scheduled jobs' work list.
+type ExpiryQuery struct {
+	Before time.Time
+	Limit  int // 1 to MaxPageSize
+	Cursor string
+}
+
 // Store is everything keyward persists. Consumers that need less declare
 // their own narrower interface; this one is the contract the conformance
 // suite holds every backend to.
@@ -236,10 +263,26 @@ type Store interface {
 	// not change Revision.
 	RehashKey(ctx context.Context, id string, fromVersion int, hash []byte, toVersion int) error
 
+	// ListExpiring pages through keys due to expire (see ExpiryQuery).
+	ListExpiring(ctx context.Context, q ExpiryQuery) (KeyPage, error)
+	// ScanKeys pages through every key of every tenant, in an order that is
+	// stable from page to page; limit is 1 to MaxPageSize, and an empty
+	// NextCursor ends the scan. Cursors are the backend's own
+	// (ErrInvalidCursor for one it did not issue).
+	ScanKeys(ctx context.Context, cursor string, limit int) (KeyPage, error)
+
 	// ListPeppers returns every pepper version, oldest first.
 	ListPeppers(ctx context.Context) ([]Pepper, error)
 	// CreatePepper stores a new version (ErrAlreadyExists if taken).
 	CreatePepper(ctx context.Context, p Pepper) error
+	// RetirePepper marks a version retired at at (ErrNotFound if missing,
+	// ErrConflict if retired already).
+	RetirePepper(ctx context.Context, version int, at time.Time) error
+
+	// GetCheckpoint returns where a scheduled job stopped ("" if it has
+	// not, or finished); PutCheckpoint records it ("" clears it).
+	GetCheckpoint(ctx context.Context, job string) (string, error)
+	PutCheckpoint(ctx context.Context, job, cursor string) error
 
 	// PutIdempotency creates a record; ErrAlreadyExists if an unexpired one
 	// exists for the same tenant and key (an expired one is replaced).

@@ -49,6 +49,10 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentCreateSameID", testConcurrentCreateSameID},
 		{"ConcurrentIdempotency", testConcurrentIdempotency},
 		{"TenantIsolation", testTenantIsolation},
+		{"ListExpiring", testListExpiring},
+		{"ScanKeys", testScanKeys},
+		{"RetirePepper", testRetirePepper},
+		{"Checkpoints", testCheckpoints},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,6 +129,7 @@ func (e *env) key(tenant, id string) store.Key {
 		AllowedOrigins: []string{"https://app.example.com"},
 		RateLimit:      store.RateLimit{RequestsPerMinute: 60, Burst: 10},
 		Metadata:       map[string]string{"team": "billing"},
+		Notices:        []string{store.NoticeExpiring7d},
 	}
 }
 
@@ -146,7 +151,7 @@ func (e *env) getKey(t *testing.T, id string) store.Key {
 func (e *env) audit(tenant, id, keyID string) store.AuditEntry {
 	return store.AuditEntry{
 		TenantID: tenant, ID: id, Time: e.clock.Now(), Actor: "key_admin0000001",
-		Action: "key.updated", KeyID: keyID, RequestID: "req-" + id,
+		Action: "key.updated", KeyID: keyID, KeyDisplay: "sk_live_…" + id[len(id)-min(len(id), 4):], RequestID: "req-" + id,
 		Details: map[string]string{"field": "name"},
 	}
 }
@@ -187,6 +192,9 @@ func normal(k store.Key) store.Key {
 	}
 	if len(k.Hash) == 0 {
 		k.Hash = nil
+	}
+	if len(k.Notices) == 0 {
+		k.Notices = nil
 	}
 	return k
 }
@@ -295,6 +303,7 @@ func testKeyUpdate(t *testing.T, e *env) {
 	upd.RateLimit = store.RateLimit{RequestsPerMinute: 600}
 	upd.ReplacedBy = "k00000000002"
 	upd.Metadata = nil
+	upd.Notices = []string{store.NoticeExpiring7d, store.NoticeExpiring1d}
 	// Store-managed and immutable fields are ignored on update.
 	tampered := upd
 	tampered.Hash = []byte("tampered")
@@ -984,5 +993,170 @@ func testTenantIsolation(t *testing.T, e *env) {
 	}
 	if _, err := e.s.GetIdempotency(e.ctx, "bravo", "shared"); err != nil {
 		t.Fatalf("deleting alpha's record removed bravo's: %v", err)
+	}
+}
+
+func testListExpiring(t *testing.T, e *env) {
+	e.tenant(t, "alpha")
+	e.tenant(t, "bravo")
+	now := e.clock.Now()
+	var want []string
+	// Keys of two tenants expiring at interleaved times, some at the same
+	// instant, and keys that must not appear.
+	for i := range 14 {
+		tenant := []string{"alpha", "bravo"}[i%2]
+		k := e.key(tenant, fmt.Sprintf("x%011d", i))
+		k.ExpiresAt = now.Add(time.Duration(i/2) * time.Hour)
+		e.createKey(t, k)
+		want = append(want, k.ID)
+	}
+	never := e.key("alpha", "n00000000001")
+	never.ExpiresAt = time.Time{}
+	e.createKey(t, never)
+	later := e.key("alpha", "l00000000001")
+	later.ExpiresAt = now.Add(100 * time.Hour)
+	e.createKey(t, later)
+	revoked := e.createKey(t, e.key("bravo", "r00000000001"))
+	revoked.Status = store.KeyRevoked
+	revoked.ExpiresAt = now
+	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: revoked, ExpectedRevision: revoked.Revision}}})
+	// An expiring (rotated) key is still due; an expired one is not.
+	rotated := e.createKey(t, e.key("alpha", "o00000000001"))
+	rotated.Status, rotated.ExpiresAt = store.KeyExpiring, now.Add(90*time.Minute)
+	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: rotated, ExpectedRevision: rotated.Revision}}})
+	gone := e.createKey(t, e.key("alpha", "g00000000001"))
+	gone.Status, gone.ExpiresAt = store.KeyExpired, now
+	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: gone, ExpectedRevision: gone.Revision}}})
+	// Soonest first, then by id; the rotated key falls between hours 1 and 2.
+	want = append(want[:4], append([]string{rotated.ID}, want[4:]...)...)
+
+	list := func(before time.Time, limit int) []string {
+		t.Helper()
+		var ids []string
+		q := store.ExpiryQuery{Before: before, Limit: limit}
+		for pages := 0; ; pages++ {
+			if pages > 50 {
+				t.Fatal("ListExpiring does not end")
+			}
+			page, err := e.s.ListExpiring(e.ctx, q)
+			if err != nil {
+				t.Fatalf("ListExpiring: %v", err)
+			}
+			for _, k := range page.Keys {
+				ids = append(ids, k.ID)
+			}
+			if q.Cursor = page.NextCursor; q.Cursor == "" {
+				return ids
+			}
+		}
+	}
+	for _, limit := range []int{1, 3, 100} {
+		wantEqual(t, fmt.Sprintf("due within 7h, limit %d", limit), list(now.Add(7*time.Hour), limit), want)
+	}
+	wantEqual(t, "due now", list(now, 10), want[:2])
+	wantEqual(t, "due within 90m", list(now.Add(90*time.Minute), 10), want[:5])
+	if _, err := e.s.ListExpiring(e.ctx, store.ExpiryQuery{Before: now, Limit: 1, Cursor: "%%"}); !errors.Is(err, store.ErrInvalidCursor) {
+		t.Fatalf("bad cursor: %v", err)
+	}
+	if _, err := e.s.ListExpiring(e.ctx, store.ExpiryQuery{Before: now, Limit: 0}); err == nil {
+		t.Fatal("limit 0 accepted")
+	}
+
+	// A key leaves the list when it is revoked or its expiry is cleared.
+	first := e.getKey(t, want[0])
+	first.ExpiresAt = time.Time{}
+	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: first, ExpectedRevision: first.Revision}}})
+	second := e.getKey(t, want[1])
+	second.Status = store.KeyRevoked
+	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: second, ExpectedRevision: second.Revision}}})
+	wantEqual(t, "due now after changes", list(now, 10), []string(nil))
+}
+
+func testScanKeys(t *testing.T, e *env) {
+	e.tenant(t, "alpha")
+	e.tenant(t, "bravo")
+	e.createKeys(t, "alpha", 9, nil)
+	e.createKeys(t, "bravo", 8, nil)
+	// Non-key items must not disturb the scan.
+	e.apply(t, store.Change{Audit: []store.AuditEntry{e.audit("alpha", "a1", "")}})
+	if err := e.s.CreatePepper(e.ctx, store.Pepper{Version: 1, Ciphertext: []byte("c"), CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{1, 4, 100} {
+		seen := map[string]int{}
+		cursor := ""
+		for pages := 0; ; pages++ {
+			if pages > 40 {
+				t.Fatal("ScanKeys does not end")
+			}
+			page, err := e.s.ScanKeys(e.ctx, cursor, limit)
+			if err != nil {
+				t.Fatalf("ScanKeys: %v", err)
+			}
+			if len(page.Keys) > limit {
+				t.Fatalf("page of %d, limit %d", len(page.Keys), limit)
+			}
+			for _, k := range page.Keys {
+				seen[k.ID]++
+			}
+			if cursor = page.NextCursor; cursor == "" {
+				break
+			}
+		}
+		if len(seen) != 17 {
+			t.Fatalf("limit %d: scanned %d distinct keys, want 17", limit, len(seen))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("limit %d: key %s scanned %d times", limit, id, n)
+			}
+		}
+	}
+	if _, err := e.s.ScanKeys(e.ctx, "not a cursor!", 5); !errors.Is(err, store.ErrInvalidCursor) {
+		t.Fatalf("bad cursor: %v", err)
+	}
+	if _, err := e.s.ScanKeys(e.ctx, "", 0); err == nil {
+		t.Fatal("limit 0 accepted")
+	}
+}
+
+func testRetirePepper(t *testing.T, e *env) {
+	for v := 1; v <= 2; v++ {
+		if err := e.s.CreatePepper(e.ctx, store.Pepper{Version: v, Ciphertext: []byte{byte(v)}, CreatedAt: e.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := e.clock.Now().Add(time.Hour)
+	if err := e.s.RetirePepper(e.ctx, 1, at); err != nil {
+		t.Fatalf("RetirePepper: %v", err)
+	}
+	wantErr(t, e.s.RetirePepper(e.ctx, 1, at), store.ErrConflict)
+	wantErr(t, e.s.RetirePepper(e.ctx, 9, at), store.ErrNotFound)
+	peppers, err := e.s.ListPeppers(e.ctx)
+	if err != nil || len(peppers) != 2 || !peppers[0].RetiredAt.Equal(at) || !peppers[1].RetiredAt.IsZero() {
+		t.Fatalf("peppers after retiring v1: %v %+v", err, peppers)
+	}
+}
+
+func testCheckpoints(t *testing.T, e *env) {
+	if c, err := e.s.GetCheckpoint(e.ctx, "sweep"); err != nil || c != "" {
+		t.Fatalf("fresh checkpoint: %q %v", c, err)
+	}
+	for _, c := range []string{"abc", "def"} {
+		if err := e.s.PutCheckpoint(e.ctx, "sweep", c); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.s.GetCheckpoint(e.ctx, "sweep"); err != nil || got != c {
+			t.Fatalf("checkpoint %q, want %q (%v)", got, c, err)
+		}
+	}
+	if got, _ := e.s.GetCheckpoint(e.ctx, "other"); got != "" {
+		t.Fatalf("jobs share checkpoints: %q", got)
+	}
+	if err := e.s.PutCheckpoint(e.ctx, "sweep", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.s.GetCheckpoint(e.ctx, "sweep"); got != "" {
+		t.Fatalf("cleared checkpoint: %q", got)
 	}
 }
