@@ -8,7 +8,7 @@ FUNCTIONS := $(notdir $(wildcard functions/*))
 PACKAGES := ./...
 FUZZTIME ?= 30s
 
-.PHONY: build test lint bench fuzz dev invoke dynamodb-local clean
+.PHONY: build test lint bench bench-local fuzz dev invoke dynamodb-local clean
 
 ## build: every function in functions/* as dist/<function>/bootstrap for provided.al2023 on arm64
 build:
@@ -43,6 +43,10 @@ lint:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/apikey ./pkg/pepper ./pkg/authorizer
 	@ls -l dist/authorizer/bootstrap | awk '{printf "authorizer bootstrap: %.1f MB\n", $$5/1e6}'
+
+## bench-local: authorized vs unauthorized requests through the local stack to the echo, cache off and on (BENCHMARKS.md)
+bench-local:
+	./scripts/bench-local.sh
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s); seed corpora live in testdata/
 FUZZ_TARGETS := ./pkg/apikey:FuzzParse ./pkg/authorizer:FuzzAuthorize

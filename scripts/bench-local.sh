@@ -10,11 +10,16 @@
 #   cache off   the authorizer on every request (-cache-ttl 0)
 #   cache on    the authorizer cache at gateway.json's TTL (300 s)
 #
-# It prints a Markdown table with each configuration's ratio to the
-# baseline, and exits non-zero if any request failed or got a non-200.
+# The three run in turn, BENCH_ROUNDS times (interleaved, so that a slow
+# spell of a shared machine hits all three alike), and the table gives each
+# configuration's medians over the rounds and the median of its ratios to
+# the baseline run of the same round; also the CPU time per request of the
+# stack and of loadgen, which a busy machine disturbs less than the rates.
+# It exits non-zero if any request got no answer or a status other than 200.
 #
 # Environment: BENCH_CONCURRENCY (8), BENCH_DURATION (10s), BENCH_WARMUP
-# (2s), BENCH_KEEP=1 to keep the temporary directory (logs), GO (go).
+# (2s), BENCH_ROUNDS (3), BENCH_KEEP=1 to keep the temporary directory
+# (logs, loadgen output), GO (go).
 #
 # The stack writes one JSON log line per request to stdout (two with the
 # authorizer called: its decision and the gateway's access line), here to a
@@ -27,6 +32,8 @@ GO=${GO:-go}
 CONCURRENCY=${BENCH_CONCURRENCY:-8}
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
+ROUNDS=${BENCH_ROUNDS:-3}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench-local: BENCH_ROUNDS=$ROUNDS is not a positive number" >&2; exit 2; }
 
 # The flags below say everything; no setting may leak in from the shell.
 unset UPSTREAM KEYWARD_ADDR KEYWARD_DATA_DIR KEYWARD_ROUTES_FILE KEYWARD_GATEWAY_FILE \
@@ -81,15 +88,17 @@ sed "s|$authorized|$public|" config/routes.json >"$work/routes-public.json"
 # json_field FILE NAME: a number (or an object with no nested braces) of a
 # one-line JSON object.
 json_field() {
-	sed -n "s/.*\"$2\":\(\{[^}]*\}\|[-0-9.eE+]*\).*/\1/p" "$1"
+	sed -En "s/.*\"$2\":(\{[^}]*\}|[-0-9.eE+]*).*/\1/p" "$1"
 }
 
-# bench NAME [keyward dev flags...]: one configuration, its loadgen JSON
-# in $work/NAME/loadgen.json.
+# bench NAME ROUND [keyward dev flags...]: one run of one configuration,
+# its loadgen JSON in $work/NAME-ROUND/loadgen.json. It sets failed=1 if a
+# request got no answer or a non-200.
+failed=0
 bench() {
-	local name=$1
-	shift
-	local dir="$work/$name"
+	local name=$1 round=$2
+	shift 2
+	local dir="$work/$name-$round"
 	mkdir -p "$dir"
 	"$work/keyward" dev -addr 127.0.0.1:0 -data "$dir/data" -gateway "$work/gateway.json" "$@" \
 		>"$dir/stack.log" 2>"$dir/stack.err" &
@@ -97,7 +106,7 @@ bench() {
 
 	local i
 	for ((i = 0; i < 100; i++)); do
-		grep -q '"msg":"listening"' "$dir/stack.log" && break
+		grep -qs '"msg":"listening"' "$dir/stack.log" && break
 		kill -0 "$stack_pid" 2>/dev/null || die "$name: keyward dev exited: $(cat "$dir/stack.err")"
 		sleep 0.1
 	done
@@ -125,52 +134,126 @@ bench() {
 	*) [[ $tenant == demo ]] || die "$name: the echo saw no tenant: the route is not authorized" ;;
 	esac
 
+	# CPU per request, a measure a busy machine disturbs less than the
+	# rates: the stack's from /proc (Linux), loadgen's from the shell's
+	# children times, over every request of the run, warm-up included.
+	local served_before stack_before stack_after
+	served_before=$(grep -c '"msg":"gateway request"' "$dir/stack.log" || true)
+	stack_before=$(stack_ticks)
+	times >"$dir/times.before"
 	echo "$name: loading $base/invoices, c=$CONCURRENCY, $WARMUP warm-up + $DURATION" >&2
 	"$work/loadgen" -url "$base/invoices" -header "Authorization: Bearer $secret" \
 		-c "$CONCURRENCY" -d "$DURATION" -warmup "$WARMUP" >"$dir/loadgen.json" ||
 		die "$name: loadgen failed"
+	times >"$dir/times.after"
+	stack_after=$(stack_ticks)
+	local served=$(($(grep -c '"msg":"gateway request"' "$dir/stack.log" || true) - served_before))
+	awk -v n="$served" -v hz="$clk_tck" -v s0="$stack_before" -v s1="$stack_after" '
+		function sec(t) { split(t, p, /[ms]/); return p[1] * 60 + p[2] }
+		FILENAME ~ /before/ && FNR == 2 { l0 = sec($1) + sec($2) }
+		FILENAME ~ /after/ && FNR == 2 { l1 = sec($1) + sec($2) }
+		END {
+			printf "{\"served\":%d,\"stack_cpu_us\":%s,\"loadgen_cpu_us\":%.1f}\n", n,
+				(s0 == "" || s1 == "") ? "null" : sprintf("%.1f", (s1 - s0) / hz / n * 1e6), (l1 - l0) / n * 1e6
+		}' "$dir/times.before" "$dir/times.after" >"$dir/cpu.json"
 
 	kill -TERM "$stack_pid"
 	wait "$stack_pid" || die "$name: keyward dev exited with status $?: $(tail -n 5 "$dir/stack.err")"
 	stack_pid=""
-	echo "$name: $(cat "$dir/loadgen.json")" >&2
+	echo "$name: $(cat "$dir/loadgen.json") $(cat "$dir/cpu.json")" >&2
 	echo "$name: the stack wrote $(wc -l <"$dir/stack.log") log lines ($(du -h "$dir/stack.log" | cut -f1)), $(grep -c '"msg":"authorization decision"' "$dir/stack.log" || true) authorizer decisions" >&2
+	local requests errors status
+	requests=$(json_field "$dir/loadgen.json" requests)
+	errors=$(json_field "$dir/loadgen.json" errors)
+	status=$(json_field "$dir/loadgen.json" status)
+	if [[ $errors != 0 || $status != "{\"200\":$requests}" ]]; then
+		echo "bench-local: $name round $round: $errors requests got no answer; status counts $status" >&2
+		failed=1
+	fi
 }
 
-bench baseline -routes "$work/routes-public.json"
-bench cache-off -cache-ttl 0
-bench cache-on
+# stack_ticks: the stack's CPU time (user + system) in clock ticks, empty
+# where there is no /proc.
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+stack_ticks() {
+	[[ -r /proc/$stack_pid/stat ]] || return 0
+	# Fields 14 and 15 of stat, counted after the ")" that ends the name.
+	sed 's/.*) //' "/proc/$stack_pid/stat" | awk '{ print $12 + $13 }'
+}
 
-# The table. Ratios are to the baseline: latency ratios above 1 and a
-# throughput ratio below 1 are the cost of authorization.
-failed=0
+# median NAME FIELD [FILE]: the median of FIELD over NAME's rounds, from
+# loadgen.json or FILE; empty if FIELD is missing.
+median() {
+	local r
+	for ((r = 1; r <= ROUNDS; r++)); do
+		json_field "$work/$1-$r/${3:-loadgen.json}" "$2"
+	done | median_of
+}
+
+# ratio NAME FIELD [FILE]: the median over the rounds of NAME's FIELD
+# divided by the baseline's in the same round: pairing the runs of a round
+# cancels most of a shared machine's slow drift.
+ratio() {
+	local r
+	for ((r = 1; r <= ROUNDS; r++)); do
+		awk -v a="$(json_field "$work/$1-$r/${3:-loadgen.json}" "$2")" \
+			-v b="$(json_field "$work/baseline-$r/${3:-loadgen.json}" "$2")" \
+			'BEGIN { if (a != "" && b > 0) print a / b }'
+	done | median_of
+}
+
+median_of() {
+	sort -g | awk '{ v[NR] = $1 } NR { last = NR } END {
+		if (last) print (last % 2) ? v[(last + 1) / 2] : (v[last / 2] + v[last / 2 + 1]) / 2 }'
+}
+
+# load_average: the 1, 5 and 15 minute load averages: a busy machine
+# shows here.
+load_average() {
+	if [[ -r /proc/loadavg ]]; then
+		cut -d' ' -f1-3 /proc/loadavg
+	else
+		uptime | sed 's/.*load averages*: //'
+	fi
+}
+load_start=$(load_average)
+
+for ((round = 1; round <= ROUNDS; round++)); do
+	echo "round $round of $ROUNDS" >&2
+	bench baseline "$round" -routes "$work/routes-public.json"
+	bench cache-off "$round" -cache-ttl 0
+	bench cache-on "$round"
+done
+
+# The table. Ratios are to the baseline run of the same round, their
+# median over the rounds: latency ratios above 1 and a throughput ratio
+# below 1 are the cost of authorization.
 echo
-echo "| configuration | requests | rps | p50 ms | p99 ms | p50 ratio | p99 ratio | rps ratio |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-read -r base_rps base_p50 base_p99 < <(
-	f="$work/baseline/loadgen.json"
-	echo "$(json_field "$f" rps) $(json_field "$f" p50_ms) $(json_field "$f" p99_ms)"
-)
+echo "| configuration | rps | p50 ms | p99 ms | p50 ratio | p99 ratio | rps ratio | rps ratio per round | stack CPU µs/req | stack CPU ratio | loadgen CPU µs/req |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
 for name in baseline cache-off cache-on; do
-	f="$work/$name/loadgen.json"
-	requests=$(json_field "$f" requests)
-	errors=$(json_field "$f" errors)
-	status=$(json_field "$f" status)
 	case $name in
 	baseline) label="authorization off (baseline)" ;;
 	cache-off) label="authorized, cache off" ;;
 	cache-on) label="authorized, cache on (300 s)" ;;
 	esac
-	awk -v label="$label" -v n="$requests" -v rps="$(json_field "$f" rps)" \
-		-v p50="$(json_field "$f" p50_ms)" -v p99="$(json_field "$f" p99_ms)" \
-		-v brps="$base_rps" -v bp50="$base_p50" -v bp99="$base_p99" \
-		'BEGIN { printf "| %s | %d | %.0f | %.3f | %.3f | %.2f | %.2f | %.2f |\n", label, n, rps, p50, p99, p50/bp50, p99/bp99, rps/brps }'
-	if [[ $errors != 0 || $status != "{\"200\":$requests}" ]]; then
-		echo "bench-local: $name: $errors requests got no answer, status counts $status" >&2
-		failed=1
-	fi
+	rounds=$(for ((r = 1; r <= ROUNDS; r++)); do
+		awk -v a="$(json_field "$work/$name-$r/loadgen.json" rps)" -v b="$(json_field "$work/baseline-$r/loadgen.json" rps)" \
+			'BEGIN { printf "%.2f ", a / b }'
+	done)
+	awk -v label="$label" -v rps="$(median "$name" rps)" -v p50="$(median "$name" p50_ms)" \
+		-v p99="$(median "$name" p99_ms)" -v rp50="$(ratio "$name" p50_ms)" -v rp99="$(ratio "$name" p99_ms)" \
+		-v rrps="$(ratio "$name" rps)" -v rounds="${rounds% }" -v scpu="$(median "$name" stack_cpu_us cpu.json)" \
+		-v rscpu="$(ratio "$name" stack_cpu_us cpu.json)" -v lcpu="$(median "$name" loadgen_cpu_us cpu.json)" '
+		BEGIN {
+			printf "| %s | %.0f | %.3f | %.3f | %.2f | %.2f | %.2f | %s | %s | %s | %.0f |\n", label, rps, p50, p99,
+				rp50, rp99, rrps, rounds, scpu == "" ? "n/a" : sprintf("%.0f", scpu),
+				rscpu == "" ? "n/a" : sprintf("%.2f", rscpu), lcpu
+		}'
 done
 echo
-echo "c=$CONCURRENCY, $WARMUP warm-up + $DURATION each; $(nproc 2>/dev/null || echo '?') CPUs shared by loadgen and the stack; $("$GO" env GOVERSION) $("$GO" env GOOS)/$("$GO" env GOARCH)"
-[[ $failed == 0 ]] || die "some requests failed or were not 200"
+echo "Medians of $ROUNDS rounds; c=$CONCURRENCY, $WARMUP warm-up + $DURATION per run;" \
+	"$(nproc 2>/dev/null || echo '?') CPUs shared by loadgen and the stack;" \
+	"load average $load_start before, $(load_average) after; $("$GO" env GOVERSION) $("$GO" env GOOS)/$("$GO" env GOARCH)."
+[[ $failed == 0 ]] || die "some requests got no answer or were not 200"
 ok=1

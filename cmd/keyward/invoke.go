@@ -47,9 +47,7 @@ func invoke(args []string) error {
 		return fmt.Errorf("%w (is `make dev` running on the same data? stop it first)", err)
 	}
 	defer stack.Close()
-	if stack.Bootstrap != nil {
-		stack.PrintBanner(os.Stderr, "(not serving: keyward invoke)", o.DataDir)
-	}
+	stack.PrintSecrets(os.Stderr)
 
 	var out any
 	switch *fn {

@@ -78,6 +78,7 @@ func dev(args []string) error {
 	o, ttl := stackFlags(fs)
 	addr := fs.String("addr", env("KEYWARD_ADDR", "127.0.0.1:8080"), "listen address (KEYWARD_ADDR)")
 	fs.StringVar(&o.Upstream, "upstream", os.Getenv("UPSTREAM"), "your service, http://host:port (UPSTREAM); default the built-in echo")
+	fs.BoolVar(&o.Fast, "fast", os.Getenv("KEYWARD_FAST") != "", "run the scheduled jobs every few seconds and rotate peppers every minute (KEYWARD_FAST)")
 	fs.StringVar(&o.OperatorToken, "operator-token", os.Getenv("KEYWARD_OPERATOR_TOKEN"), "operator token (KEYWARD_OPERATOR_TOKEN); default a random one")
 	_ = fs.Parse(args)
 	if err := applyTTL(o, *ttl); err != nil {
@@ -89,7 +90,7 @@ func dev(args []string) error {
 
 	stack, err := localstack.Open(ctx, *o)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (is another keyward already running on %s?)", err, o.DataDir)
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
@@ -96,6 +97,18 @@ func NewTable(t testing.TB) (*dynamodb.Client, string) {
 		}
 	})
 	return client, name
+}
+
+// StreamsClient returns a DynamoDB Streams client for this test process's
+// DynamoDB Local, which serves the Streams API on the same port.
+func StreamsClient(t testing.TB) *dynamodbstreams.Client {
+	t.Helper()
+	Client(t) // starts it, or skips
+	return dynamodbstreams.New(dynamodbstreams.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(server.endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
+	})
 }
 
 func newClient(endpoint string) *dynamodb.Client {

@@ -171,23 +171,27 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	if err != nil {
 		return none, failed(ReasonInternal, fmt.Errorf("reading key: %w", err))
 	}
-	ok, err := a.cfg.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)
-	if err != nil {
-		return none, failed(ReasonInternal, fmt.Errorf("verifying key: %w", err))
-	}
 	// From here on the key id is logged: it names a real key.
 	refuse := func(reason string) decision { return decision{outcome: "unauthorized", reason: reason, key: k} }
-	if !ok || k.Prefix != tok.Prefix() || k.Environment != string(tok.Environment()) {
-		return none, refuse(ReasonWrongSecret)
-	}
 
-	// 3. Status and validity window.
+	// 3. Status and validity window. A dead key is refused before its
+	// HMAC, so that retiring the pepper it was hashed with (once no live
+	// key needs it) turns it into a 401, not a failure. The answer is the
+	// same 401 as for a wrong secret.
 	switch effective := keys.Effective(k, now); {
 	case effective.Status == store.KeyRevoked:
 		return none, refuse(ReasonRevoked)
 	case effective.Status == store.KeyExpired:
 		return none, refuse(ReasonExpired)
-	case !k.NotBefore.IsZero() && now.Before(k.NotBefore):
+	}
+	ok, err := a.cfg.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)
+	if err != nil {
+		return none, failed(ReasonInternal, fmt.Errorf("verifying key: %w", err))
+	}
+	if !ok || k.Prefix != tok.Prefix() || k.Environment != string(tok.Environment()) {
+		return none, refuse(ReasonWrongSecret)
+	}
+	if !k.NotBefore.IsZero() && now.Before(k.NotBefore) {
 		return none, refuse(ReasonNotYetValid)
 	}
 	d := decision{key: k}

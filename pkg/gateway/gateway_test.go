@@ -643,7 +643,7 @@ func TestProxyForwardsToTheService(t *testing.T) {
 	}))
 	defer backend.Close()
 	u, _ := url.Parse(backend.URL + "/api")
-	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u) })
+	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger) })
 	front := httptest.NewServer(h.gw)
 	defer front.Close()
 
@@ -682,5 +682,24 @@ func TestNewValidates(t *testing.T) {
 		if _, err := gateway.New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestProxyUnreachableUpstream(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	u, _ := url.Parse(down.URL)
+	down.Close() // nothing listens there now
+	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger) })
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("GET", "/invoices", nil)
+	r.Header.Set("Authorization", "Bearer x")
+	h.gw.ServeHTTP(w, r)
+	id := w.Header().Get("Request-Id")
+	if w.Code != http.StatusGatewayTimeout || w.Header().Get("Content-Type") != "application/json" ||
+		!strings.Contains(w.Body.String(), `"type":"api_error"`) || !strings.Contains(w.Body.String(), id) {
+		t.Fatalf("unreachable upstream: %d %s", w.Code, w.Body)
+	}
+	if !strings.Contains(h.logs.String(), "upstream unreachable") {
+		t.Fatal("the cause was not logged")
 	}
 }

@@ -24,6 +24,7 @@ var builtinTypes = map[string]responseType{
 	"AUTHORIZER_FAILURE":             {http.StatusInternalServerError, "Internal server error"},
 	"DEFAULT_4XX":                    {http.StatusBadRequest, "Bad Request"},
 	"DEFAULT_5XX":                    {http.StatusInternalServerError, "Internal server error"},
+	"INTEGRATION_FAILURE":            {http.StatusGatewayTimeout, "Internal server error"},
 	"INVALID_API_KEY":                {http.StatusForbidden, "Forbidden"},
 	"MISSING_AUTHENTICATION_TOKEN":   {http.StatusForbidden, "Missing Authentication Token"},
 	"QUOTA_EXCEEDED":                 {http.StatusTooManyRequests, "Limit Exceeded"},

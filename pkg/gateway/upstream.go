@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+
+	"github.com/keyward/keyward/config"
 )
 
 // ContextHeaders maps the headers the protected API receives to the
@@ -38,10 +41,24 @@ func Echo() http.Handler {
 
 // Proxy forwards to the user's own service at upstream, as an HTTP proxy
 // integration does: upstream's path prefixes the request's, and the client
-// address is appended to X-Forwarded-For.
-func Proxy(upstream *url.URL) http.Handler {
-	return &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		pr.SetURL(upstream)
-		pr.SetXForwarded()
-	}}
+// address is appended to X-Forwarded-For. When the service cannot be
+// reached the client gets the INTEGRATION_FAILURE gateway response, in the
+// error envelope, and the cause goes to the log.
+func Proxy(upstream *url.URL, cfg config.Gateway, log *slog.Logger) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upstream)
+			pr.SetXForwarded()
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			id := w.Header().Get("Request-Id")
+			log.ErrorContext(r.Context(), "upstream unreachable", "upstream", upstream.Host, "request_id", id, "error", err)
+			status, header, body := Render(cfg, "INTEGRATION_FAILURE", map[string]string{"context.requestId": id})
+			for name, vals := range header {
+				w.Header()[name] = vals
+			}
+			w.WriteHeader(status)
+			_, _ = w.Write(body)
+		},
+	}
 }

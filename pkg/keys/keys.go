@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,6 +81,10 @@ const (
 	ActionKeyRevoked       = "key.revoked"
 	ActionTenantCreated    = "tenant.created"
 	ActionTenantOffboarded = "tenant.offboarded"
+	ActionKeyExpired       = "key.expired"
+	ActionKeyExpiring      = "key.expiring"
+	ActionKeyUnused        = "key.unused"
+	ActionPepperRotated    = "pepper.rotated"
 )
 
 // Rotation overlap bounds: 0 expires the old key at once; the default is
@@ -117,7 +122,9 @@ func WithAuditRetention(d time.Duration) Option { return func(s *Service) { s.au
 // DefaultAuditRetention keeps a little over a year of audit history.
 const DefaultAuditRetention = 400 * 24 * time.Hour
 
-// New returns a Service that issues tokens of format.
+// New returns a Service that issues tokens of format. hasher may be nil
+// for a service that never mints keys (the scheduled jobs), which then
+// refuses to.
 func New(st Store, hasher Hasher, format apikey.Format, opts ...Option) *Service {
 	s := &Service{
 		store: st, hasher: hasher, format: format, now: time.Now,
@@ -162,17 +169,27 @@ type Created struct {
 	Token apikey.Token
 }
 
-func (s *Service) audit(tenant, action, keyID string, actor Actor, at time.Time, details map[string]string) (store.AuditEntry, error) {
+// entry builds an audit entry; keyed entries also name the key as people
+// see it, for the events built from them.
+func (s *Service) entry(tenant, action string, k *store.Key, actor Actor, at time.Time, details map[string]string) (store.AuditEntry, error) {
 	id, err := apikey.RandomString(20)
 	if err != nil {
 		return store.AuditEntry{}, err
 	}
 	e := store.AuditEntry{TenantID: tenant, ID: id, Time: at, Actor: actor.ID, Action: action,
-		KeyID: keyID, RequestID: actor.RequestID, Details: details}
+		RequestID: actor.RequestID, Details: details}
+	if k != nil {
+		e.KeyID, e.KeyDisplay = k.ID, apikey.Display(k.Prefix, k.Environment, k.Last4)
+	}
 	if s.auditTTL > 0 {
 		e.ExpiresAt = at.Add(s.auditTTL)
 	}
 	return e, nil
+}
+
+// audit builds the audit entry of a change to key k.
+func (s *Service) audit(action string, k store.Key, actor Actor, at time.Time, details map[string]string) (store.AuditEntry, error) {
+	return s.entry(k.TenantID, action, &k, actor, at, details)
 }
 
 // newKey validates p and mints a key with a fresh token for tenant.
@@ -217,6 +234,9 @@ func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now
 		return Created{}, err
 	}
 
+	if s.hasher == nil {
+		return Created{}, errors.New("keys: this service was built without a hasher and cannot mint keys")
+	}
 	tok, err := s.format.Generate(p.Environment)
 	if err != nil {
 		return Created{}, fmt.Errorf("keys: generating token: %w", err)
@@ -245,7 +265,7 @@ func (s *Service) Create(ctx context.Context, actor Actor, tenant string, p Crea
 	if err != nil {
 		return Created{}, err
 	}
-	entry, err := s.audit(tenant, ActionKeyCreated, c.Key.ID, actor, now, nil)
+	entry, err := s.audit(ActionKeyCreated, c.Key, actor, now, nil)
 	if err != nil {
 		return Created{}, err
 	}
@@ -494,7 +514,7 @@ func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p 
 		if err := p.apply(k, now); err != nil {
 			return false, err
 		}
-		entry, err := s.audit(tenant, ActionKeyUpdated, k.ID, actor, now, map[string]string{"fields": p.changedFields()})
+		entry, err := s.audit(ActionKeyUpdated, *k, actor, now, map[string]string{"fields": p.changedFields()})
 		c.Audit = append(c.Audit, entry)
 		return false, err
 	})
@@ -518,7 +538,7 @@ func (s *Service) revokeInto(k *store.Key, c *store.Change, actor Actor, now tim
 	if reason != "" {
 		details = map[string]string{"reason": reason}
 	}
-	entry, err := s.audit(k.TenantID, ActionKeyRevoked, k.ID, actor, now, details)
+	entry, err := s.audit(ActionKeyRevoked, *k, actor, now, details)
 	c.Audit = append(c.Audit, entry)
 	return false, err
 }
@@ -562,12 +582,12 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, ov
 		if overlap == 0 {
 			k.Status = store.KeyExpired
 		}
-		rotated, err := s.audit(tenant, ActionKeyRotated, k.ID, actor, now, map[string]string{
+		rotated, err := s.audit(ActionKeyRotated, *k, actor, now, map[string]string{
 			"replaced_by": apikey.PublicID(nk.Key.ID), "old_expires_at": end.Format(time.RFC3339)})
 		if err != nil {
 			return false, err
 		}
-		born, err := s.audit(tenant, ActionKeyCreated, nk.Key.ID, actor, now, map[string]string{"replaces": apikey.PublicID(k.ID)})
+		born, err := s.audit(ActionKeyCreated, nk.Key, actor, now, map[string]string{"replaces": apikey.PublicID(k.ID)})
 		c.Keys = append(c.Keys, store.KeyWrite{Key: nk.Key})
 		c.Audit = append(c.Audit, rotated, born)
 		return false, err
@@ -685,11 +705,11 @@ func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (st
 	if err != nil {
 		return store.Tenant{}, Created{}, err
 	}
-	created, err := s.audit(t.ID, ActionTenantCreated, "", actor, now, nil)
+	created, err := s.entry(t.ID, ActionTenantCreated, nil, actor, now, nil)
 	if err != nil {
 		return store.Tenant{}, Created{}, err
 	}
-	keyEntry, err := s.audit(t.ID, ActionKeyCreated, c.Key.ID, actor, now, nil)
+	keyEntry, err := s.audit(ActionKeyCreated, c.Key, actor, now, nil)
 	if err != nil {
 		return store.Tenant{}, Created{}, err
 	}
@@ -736,7 +756,7 @@ func (s *Service) Offboard(ctx context.Context, actor Actor, tenant string) (int
 		now := s.now().UTC()
 		off := t
 		off.Status, off.OffboardedAt = store.TenantOffboarded, now
-		entry, err := s.audit(tenant, ActionTenantOffboarded, "", actor, now, nil)
+		entry, err := s.entry(tenant, ActionTenantOffboarded, nil, actor, now, nil)
 		if err != nil {
 			return 0, err
 		}
@@ -773,4 +793,64 @@ func (s *Service) Offboard(ctx context.Context, actor Actor, tenant string) (int
 			return total, err
 		}
 	}
+}
+
+// Expire marks k expired if its expiry (or rotation overlap) has passed.
+// k is the key as listed; if it changed since, or another run expired it
+// first, Expire does nothing and reports false, so concurrent sweeps
+// cannot both apply the change.
+func (s *Service) Expire(ctx context.Context, actor Actor, k store.Key) (bool, error) {
+	now := s.now().UTC()
+	if k.Status != store.KeyActive && k.Status != store.KeyExpiring || k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt) {
+		return false, nil
+	}
+	rev := k.Revision
+	k.Status, k.UpdatedAt = store.KeyExpired, now
+	entry, err := s.audit(ActionKeyExpired, k, actor, now, map[string]string{"expires_at": k.ExpiresAt.Format(time.RFC3339)})
+	if err != nil {
+		return false, err
+	}
+	return s.applyOnce(ctx, store.Change{Keys: []store.KeyWrite{{Key: k, ExpectedRevision: rev}}, Audit: []store.AuditEntry{entry}})
+}
+
+// Notify records that notice was sent about k (an audit entry with action,
+// which becomes an event) unless it was already; like Expire, it writes
+// against k's listed revision and reports false if it lost a race.
+func (s *Service) Notify(ctx context.Context, actor Actor, k store.Key, notice, action string, details map[string]string) (bool, error) {
+	if slices.Contains(k.Notices, notice) {
+		return false, nil
+	}
+	now := s.now().UTC()
+	rev := k.Revision
+	k.Notices = append(slices.Clone(k.Notices), notice)
+	entry, err := s.audit(action, k, actor, now, details)
+	if err != nil {
+		return false, err
+	}
+	return s.applyOnce(ctx, store.Change{Keys: []store.KeyWrite{{Key: k, ExpectedRevision: rev}}, Audit: []store.AuditEntry{entry}})
+}
+
+// applyOnce writes a revision-checked change; a lost race is no error.
+func (s *Service) applyOnce(ctx context.Context, c store.Change) (bool, error) {
+	err := s.store.Apply(ctx, c)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("keys: %w", err)
+}
+
+// RecordPepperRotation audits a new pepper version in the system
+// namespace, from which the pepper.rotated event is published.
+func (s *Service) RecordPepperRotation(ctx context.Context, actor Actor, version int) error {
+	e, err := s.entry(store.SystemTenant, ActionPepperRotated, nil, actor, s.now().UTC(), map[string]string{"version": strconv.Itoa(version)})
+	if err != nil {
+		return err
+	}
+	if err := s.store.Apply(ctx, store.Change{Audit: []store.AuditEntry{e}}); err != nil {
+		return fmt.Errorf("keys: recording pepper rotation: %w", err)
+	}
+	return nil
 }

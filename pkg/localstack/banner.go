@@ -8,6 +8,17 @@ import (
 	"github.com/keyward/keyward/pkg/apikey"
 )
 
+// PrintSecrets prints the demo tenant's secrets, on the first start only.
+func (s *Stack) PrintSecrets(w io.Writer) {
+	if s.Bootstrap == nil {
+		return
+	}
+	adminKey, demo := s.Bootstrap.AdminKey, s.Bootstrap.DemoKey
+	fmt.Fprintf(w, "Created tenant %q. These secrets are shown once and stored nowhere:\n\n", DemoTenant)
+	fmt.Fprintf(w, "  export KEYWARD_ADMIN_KEY=%s   # keys:admin, manages the tenant's keys\n", adminKey.Token.Plain())
+	fmt.Fprintf(w, "  export KEYWARD_DEMO_KEY=%s    # invoices:read, %s\n\n", demo.Token.Plain(), apikey.PublicID(demo.Key.ID))
+}
+
 // PrintBanner tells a person how to use the stack at base
 // (http://host:port): on the first start the demo keys, once, with
 // copy-paste curl examples; later, that the data was reused.
@@ -21,13 +32,8 @@ func (s *Stack) PrintBanner(w io.Writer, base, dataDir string) {
 		line("Reusing the data in %s: tenant %q and its keys are there.", dataDir, DemoTenant)
 		line("Their secrets were printed once, on the first start; delete %s to start afresh.", dataDir)
 	} else {
-		adminKey, demo := s.Bootstrap.AdminKey, s.Bootstrap.DemoKey
-		demoID := apikey.PublicID(demo.Key.ID)
-		line("Created tenant %q. These secrets are shown once and stored nowhere:", DemoTenant)
-		line("")
-		line("  export KEYWARD_ADMIN_KEY=%s   # keys:admin, manages the tenant's keys", adminKey.Token.Plain())
-		line("  export KEYWARD_DEMO_KEY=%s    # invoices:read, %s", demo.Token.Plain(), demoID)
-		line("")
+		demoID := apikey.PublicID(s.Bootstrap.DemoKey.Key.ID)
+		s.PrintSecrets(&b)
 		line("Call the protected API (the built-in echo shows what your backend would receive):")
 		line("  curl -s %s/invoices -H \"Authorization: Bearer $KEYWARD_DEMO_KEY\"", base)
 		line("")

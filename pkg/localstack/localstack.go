@@ -16,13 +16,16 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/route"
@@ -44,8 +47,11 @@ type Options struct {
 	TokenPrefix   string // default "sk"
 	// CacheTTL overrides gateway.json's authorizer cache TTL when set.
 	CacheTTL *int
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Fast runs the scheduled jobs every few seconds, and rotates peppers
+	// every minute, for trying rotation and expiry.
+	Fast   bool
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Stack is an opened local stack.
@@ -58,10 +64,26 @@ type Stack struct {
 	// Bootstrap is set on the first start only: the demo tenant's keys,
 	// whose secrets exist nowhere else.
 	Bootstrap *Bootstrap
+	// Jobs are the scheduled jobs; Serve runs them on Schedule.
+	Jobs     *jobs.Jobs
+	Schedule map[string]time.Duration
 
 	store *embedded.Store
 	log   *slog.Logger
 }
+
+// Schedules of the jobs: as deployed (the CDK stack uses the same), and
+// fast for trying things out.
+var (
+	Schedules = map[string]time.Duration{
+		jobs.ExpirySweep: 5 * time.Minute, jobs.ExpiryWarnings: time.Hour,
+		jobs.UnusedKeys: 24 * time.Hour, jobs.PepperRotation: 24 * time.Hour,
+	}
+	FastSchedules = map[string]time.Duration{
+		jobs.ExpirySweep: 2 * time.Second, jobs.ExpiryWarnings: 5 * time.Second,
+		jobs.UnusedKeys: 10 * time.Second, jobs.PepperRotation: 10 * time.Second,
+	}
+)
 
 // Bootstrap is what the first start created.
 type Bootstrap struct {
@@ -83,7 +105,15 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("localstack: data directory: %w", err)
 	}
-	st, err := embedded.Open(filepath.Join(o.DataDir, "keyward.journal"), embedded.WithClock(o.Now))
+	// Committed audit entries become events, as the table's stream and the
+	// publisher function do in AWS: to the log and events.jsonl.
+	publisher := &events.File{Path: filepath.Join(o.DataDir, "events.jsonl"), Logger: o.Logger}
+	publish := func(entries []store.AuditEntry) {
+		if _, err := publisher.Publish(context.Background(), events.FromAudits(entries)); err != nil {
+			o.Logger.Error("publishing events failed", "error", err)
+		}
+	}
+	st, err := embedded.Open(filepath.Join(o.DataDir, "keyward.journal"), embedded.WithClock(o.Now), embedded.WithAuditHook(publish))
 	if err != nil {
 		return nil, fmt.Errorf("localstack: %w", err)
 	}
@@ -107,7 +137,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 			return fmt.Errorf("localstack: first pepper: %w", err)
 		}
 	}
-	ring, err := pepper.Load(ctx, s.store, kr)
+	ring, err := pepper.Load(ctx, s.store, kr, pepper.WithClock(o.Now))
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
@@ -139,7 +169,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("localstack: UPSTREAM %q is not an http(s)://host:port URL", o.Upstream)
 		}
-		upstream = gateway.Proxy(u)
+		upstream = gateway.Proxy(u, s.Gateway, o.Logger)
 	}
 	s.OperatorToken = o.OperatorToken
 	if s.OperatorToken == "" {
@@ -171,13 +201,27 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	adminAPI = admin.New(admin.Config{Keys: svc, Store: s.store, Gateway: s.Gateway, RateLimits: plans, Flusher: gw,
 		Logger: o.Logger, Now: o.Now})
 	s.Handler, s.Authorizer, s.Admin = gw, authz, adminAPI
-	return s.bootstrap(ctx, svc, plans)
+	jc := jobs.Config{Store: s.store, Keys: svc, Peppers: kr, RateLimits: plans, Gateway: s.Gateway, Now: o.Now, Logger: o.Logger}
+	s.Schedule = Schedules
+	if o.Fast {
+		s.Schedule = FastSchedules
+		jc.PepperInterval, jc.UnusedAfter = time.Minute, 5*time.Minute
+	}
+	s.Jobs = jobs.New(jc)
+	return s.bootstrap(ctx, svc, plans, o.DataDir)
 }
 
 // bootstrap creates the demo tenant, its admin key and a demo key on the
 // first start.
-func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.RateLimits) error {
-	if _, err := svc.Tenant(ctx, DemoTenant); err == nil {
+func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.RateLimits, dataDir string) error {
+	// The marker is written last: a tenant without it is a first start
+	// that died half-way, whose secrets nobody saw.
+	marker := filepath.Join(dataDir, "bootstrapped")
+	_, err := svc.Tenant(ctx, DemoTenant)
+	if err == nil {
+		if _, statErr := os.Stat(marker); statErr != nil {
+			return fmt.Errorf("localstack: an earlier first start in %s was interrupted before it showed the demo keys; delete %s and start again", dataDir, dataDir)
+		}
 		return nil
 	} else if !errors.Is(err, keys.ErrNotFound) {
 		return fmt.Errorf("localstack: %w", err)
@@ -198,8 +242,31 @@ func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.Ra
 			return fmt.Errorf("localstack: %w", err)
 		}
 	}
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		return fmt.Errorf("localstack: %w", err)
+	}
 	s.Bootstrap = &Bootstrap{AdminKey: adminKey, DemoKey: demo}
 	return nil
+}
+
+// schedule runs a job every interval until ctx ends, as an EventBridge
+// schedule invokes the rotation function; each run gets the interval as
+// its time limit, like a Lambda timeout.
+func (s *Stack) schedule(ctx context.Context, name string, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			runCtx, cancel := context.WithTimeout(ctx, every)
+			if _, err := s.Jobs.Run(runCtx, name); err != nil && ctx.Err() == nil {
+				s.log.Error("job failed", "job", name, "error", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // Close closes the store; every acknowledged write is already on disk.
@@ -211,6 +278,17 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
+	jobsCtx, stopJobs := context.WithCancel(ctx)
+	var jobsDone sync.WaitGroup
+	for name, every := range s.Schedule {
+		jobsDone.Add(1)
+		go func() {
+			defer jobsDone.Done()
+			s.schedule(jobsCtx, name, every)
+		}()
+	}
+	defer jobsDone.Wait()
+	defer stopJobs()
 	select {
 	case err := <-done:
 		return err

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/localstack"
 )
 
@@ -131,4 +134,60 @@ func TestRestart(t *testing.T) {
 		t.Fatalf("restart banner:\n%s", banner.String())
 	}
 	sender(t, s.Handler)("GET", "/invoices", demo, nil, 200)
+}
+
+// TestInterruptedFirstStart: a first start that died before showing the
+// demo secrets is reported, not silently reused.
+func TestInterruptedFirstStart(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, testclock.New(t0))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "bootstrapped")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("reopening after an interrupted first start: %v", err)
+	}
+}
+
+// TestEventsAndJobs: committed changes become events in events.jsonl, and
+// the scheduled jobs run against the same data.
+func TestEventsAndJobs(t *testing.T) {
+	dir, clock := t.TempDir(), testclock.New(t0)
+	s := open(t, dir, clock)
+	defer s.Close()
+	send := sender(t, s.Handler)
+	created, _ := send("POST", "/v1/keys", s.Bootstrap.AdminKey.Token.Plain(),
+		map[string]any{"name": "short", "environment": "live", "scopes": []string{"invoices:read"}, "expires_in": 60}, 201)
+	keyID := created["key"].(map[string]any)["id"].(string)
+	clock.Advance(2 * time.Minute)
+	if r, err := s.Jobs.Run(t.Context(), jobs.ExpirySweep); err != nil || r.Changed != 1 {
+		t.Fatalf("sweep: %+v %v", r, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var ev struct {
+			Type  string `json:"type"`
+			KeyID string `json:"key_id"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("events.jsonl line %q: %v", line, err)
+		}
+		if ev.KeyID == keyID {
+			types = append(types, ev.Type)
+		}
+	}
+	if strings.Join(types, ",") != "key.created,key.expired" {
+		t.Fatalf("events of the key: %v\n%s", types, data)
+	}
+	if strings.Contains(string(data), created["secret"].(string)) {
+		t.Fatal("a secret reached events.jsonl")
+	}
 }

@@ -355,6 +355,33 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 	}
 }
 
+func TestRingRefreshesCurrentPeriodically(t *testing.T) {
+	src, kr, clock := newRingFixture(t)
+	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := load(t.Context(), src, kr, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	lists := src.lists
+	for range 3 {
+		if r.Current() != 1 {
+			t.Fatal("picked up a rotation before the refresh interval")
+		}
+	}
+	clock.Advance(RefreshInterval)
+	if r.Current() != 2 || src.lists != lists+1 {
+		t.Fatalf("after the refresh interval: current %d, %d reloads", r.Current(), src.lists-lists)
+	}
+	if r.Current() != 2 || src.lists != lists+1 {
+		t.Fatal("reloaded again within the interval")
+	}
+}
+
 func TestRingSkipsRetiredAndFailsOnBadCiphertext(t *testing.T) {
 	src, kr, clock := newRingFixture(t)
 	for range 3 {

@@ -31,6 +31,12 @@ const maxTokenLen = 64
 // request into a reload.
 const reloadInterval = 5 * time.Second
 
+// RefreshInterval bounds how stale a process's view of the versions gets:
+// a rotation made elsewhere becomes this process's current version within
+// it. Versions are retired only well after a rotation (see package jobs),
+// so no process still hashes new keys with a version being retired.
+const RefreshInterval = 5 * time.Minute
+
 // Ring holds the plaintext peppers of one process: each version is
 // unwrapped once and kept in memory. New hashes use the newest unretired
 // version; verification uses whichever version the key was hashed with.
@@ -42,7 +48,7 @@ type Ring struct {
 	mu         sync.RWMutex
 	versions   map[int]*version
 	current    int
-	lastReload time.Time
+	lastReload time.Time  // the last reload attempt, successful or not
 	reloadMu   sync.Mutex // one reload at a time
 }
 
@@ -68,9 +74,21 @@ func newVersion(pepper []byte) *version {
 // Load unwraps every unretired stored version. It fails if there is none,
 // or if any cannot be unwrapped: a process that cannot verify every live
 // key must not start.
-func Load(ctx context.Context, src Source, unwrap Unwrapper) (*Ring, error) {
-	return load(ctx, src, unwrap, time.Now)
+func Load(ctx context.Context, src Source, unwrap Unwrapper, opts ...Option) (*Ring, error) {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return load(ctx, src, unwrap, o.now)
 }
+
+// Option configures a Ring.
+type Option func(*options)
+
+type options struct{ now func() time.Time }
+
+// WithClock sets the clock that times reloads (tests use a fake one).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 func load(ctx context.Context, src Source, unwrap Unwrapper, now func() time.Time) (*Ring, error) {
 	r := &Ring{src: src, unwrap: unwrap, now: now, versions: map[int]*version{}}
@@ -82,6 +100,9 @@ func load(ctx context.Context, src Source, unwrap Unwrapper, now func() time.Tim
 
 // reload reads the stored versions and unwraps those it does not hold yet.
 func (r *Ring) reload(ctx context.Context) error {
+	r.mu.Lock()
+	r.lastReload = r.now()
+	r.mu.Unlock()
 	peppers, err := r.src.ListPeppers(ctx)
 	if err != nil {
 		return fmt.Errorf("pepper: listing versions: %w", err)
@@ -119,12 +140,22 @@ func (r *Ring) reload(ctx context.Context) error {
 		r.versions[v] = entry
 	}
 	r.current = current
-	r.lastReload = r.now()
 	return nil
 }
 
-// Current is the version new hashes use.
+// Current is the version new hashes use. Every RefreshInterval one caller
+// reloads the stored versions first; if that fails, the ring keeps what
+// it holds and tries again after the next interval.
 func (r *Ring) Current() int {
+	r.mu.RLock()
+	stale := r.now().Sub(r.lastReload) >= RefreshInterval
+	r.mu.RUnlock()
+	if stale && r.reloadMu.TryLock() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = r.reload(ctx)
+		cancel()
+		r.reloadMu.Unlock()
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.current

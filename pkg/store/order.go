@@ -18,6 +18,9 @@ func SortTime(t time.Time) string { return t.UTC().Format(sortTimeLayout) }
 // KeyOrder is a key's position in a tenant's listing.
 func KeyOrder(k Key) string { return SortTime(k.CreatedAt) + "#" + k.ID }
 
+// ExpiryOrder is a key's position in ExpiryQuery's order, soonest first.
+func ExpiryOrder(k Key) string { return SortTime(k.ExpiresAt) + "#" + k.ID }
+
 // AuditOrder is an audit entry's position in a tenant's audit log.
 func AuditOrder(e AuditEntry) string { return SortTime(e.Time) + "#" + e.ID }
 

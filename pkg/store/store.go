@@ -136,18 +136,18 @@ type Pepper struct {
 
 // AuditEntry records one change. It never holds a secret, hash or pepper.
 type AuditEntry struct {
-	TenantID  string            `json:"tenant_id"`
-	ID        string            `json:"id"`
-	Time      time.Time         `json:"time"`
-	Actor     string            `json:"actor"`
-	Action    string            `json:"action"`
-	KeyID     string            `json:"key_id,omitempty"`
+	TenantID string    `json:"tenant_id"`
+	ID       string    `json:"id"`
+	Time     time.Time `json:"time"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"`
+	KeyID    string    `json:"key_id,omitempty"`
 	// KeyDisplay is the key's display form (sk_live_…abcd), so that an
 	// event built from the entry names the key as people see it.
-	KeyDisplay string `json:"key_display,omitempty"`
-	RequestID  string `json:"request_id,omitempty"`
-	Details   map[string]string `json:"details,omitempty"`
-	ExpiresAt time.Time         `json:"expires_at,omitzero"` // TTL; zero keeps it forever
+	KeyDisplay string            `json:"key_display,omitempty"`
+	RequestID  string            `json:"request_id,omitempty"`
+	Details    map[string]string `json:"details,omitempty"`
+	ExpiresAt  time.Time         `json:"expires_at,omitzero"` // TTL; zero keeps it forever
 }
 
 // SystemTenant is the audit namespace of changes that belong to no tenant

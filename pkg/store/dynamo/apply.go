@@ -149,7 +149,9 @@ func (s *Store) keyCreate(k store.Key) op {
 func (s *Store) keyUpdate(w store.KeyWrite) op {
 	k := w.Key
 	var u update
-	u.copyFrom(keyItem(k), keyMutable)
+	it := keyItem(k)
+	u.copyFrom(it, keyMutable)
+	u.copyFrom(it, keyExpiryIndex)
 	u.setAttr(attrRevision, num(w.ExpectedRevision+1))
 	// A missing item fails the revision test too.
 	cond := u.cmp(attrRevision, "=", num(w.ExpectedRevision)) + " AND " + u.cmp(attrTenantID, "=", str(k.TenantID))

@@ -1,11 +1,15 @@
 // Package dynamo is the DynamoDB backend of store.Store, in one table:
 //
-//	item         pk                     sk                  gsi1pk                       gsi1sk
-//	key          KEY#<id>               KEY                 TENANT#<tenant>#KEYS         store.KeyOrder
+//	item         pk                     sk                  gsi1pk                       gsi1sk             gsi2pk   gsi2sk
+//	key          KEY#<id>               KEY                 TENANT#<tenant>#KEYS         store.KeyOrder     EXPIRY   store.ExpiryOrder
 //	tenant       TENANT#<id>            TENANT
 //	pepper       PEPPER                 V#<version, %010d>
 //	audit entry  AUDIT#<tenant>         store.AuditOrder    AUDITKEY#<tenant>#<key id>   store.AuditOrder
 //	idempotency  IDEM#<tenant>#<key>    IDEM
+//	checkpoint   JOB#<job>              CHECKPOINT
+//
+// gsi2 is sparse: a key is in it only while it is active or expiring and
+// has an expiry, sorted by expiry then id (store.ExpiryOrder).
 //
 // Audit entries and idempotency records carry a TTL attribute; reads skip
 // expired items that DynamoDB has not deleted yet.
@@ -32,6 +36,9 @@ const (
 	IndexGSI1  = "gsi1"   // global secondary index, projection ALL
 	AttrGSI1PK = "gsi1pk" // gsi1 partition key (S)
 	AttrGSI1SK = "gsi1sk" // gsi1 sort key (S)
+	IndexGSI2  = "gsi2"   // sparse global secondary index, projection ALL
+	AttrGSI2PK = "gsi2pk" // gsi2 partition key (S)
+	AttrGSI2SK = "gsi2sk" // gsi2 sort key (S)
 	AttrTTL    = "ttl"    // TTL attribute (N, epoch seconds)
 )
 
@@ -42,6 +49,7 @@ type API interface {
 	UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
 	Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
 	TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
 }
 
@@ -84,6 +92,8 @@ func CreateTable(ctx context.Context, client *dynamodb.Client, name string) erro
 			{AttributeName: aws.String(AttrSK), AttributeType: str},
 			{AttributeName: aws.String(AttrGSI1PK), AttributeType: str},
 			{AttributeName: aws.String(AttrGSI1SK), AttributeType: str},
+			{AttributeName: aws.String(AttrGSI2PK), AttributeType: str},
+			{AttributeName: aws.String(AttrGSI2SK), AttributeType: str},
 		},
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(AttrPK), KeyType: types.KeyTypeHash},
@@ -96,7 +106,16 @@ func CreateTable(ctx context.Context, client *dynamodb.Client, name string) erro
 				{AttributeName: aws.String(AttrGSI1SK), KeyType: types.KeyTypeRange},
 			},
 			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		}, {
+			IndexName: aws.String(IndexGSI2),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String(AttrGSI2PK), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String(AttrGSI2SK), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
 		}},
+		// The stream is the delivery half of the event outbox (stream.go).
+		StreamSpecification: &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewImage},
 	})
 	if err != nil {
 		return fmt.Errorf("dynamo: create table %s: %w", name, err)

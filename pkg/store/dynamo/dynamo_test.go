@@ -2,6 +2,7 @@ package dynamo_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -215,5 +216,184 @@ func TestApplyRetriesTransactionConflict(t *testing.T) {
 	err := dynamo.New(c, table).Apply(t.Context(), change)
 	if !errors.Is(err, store.ErrConflict) || c.calls < 2 || c.calls == c.cancels {
 		t.Fatalf("under constant conflict: %v after %d calls, want ErrConflict after a few", err, c.calls)
+	}
+}
+
+// rawKey reads a key's item as stored.
+func rawKey(t *testing.T, client *dynamodb.Client, table, id string) map[string]types.AttributeValue {
+	t.Helper()
+	out, err := client.GetItem(t.Context(), &dynamodb.GetItemInput{
+		TableName: aws.String(table),
+		Key: map[string]types.AttributeValue{
+			dynamo.AttrPK: &types.AttributeValueMemberS{Value: "KEY#" + id},
+			dynamo.AttrSK: &types.AttributeValueMemberS{Value: "KEY"},
+		},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil || len(out.Item) == 0 {
+		t.Fatalf("raw GetItem of key %s: %v, %d attributes", id, err, len(out.Item))
+	}
+	return out.Item
+}
+
+// gsi2 is sparse, and ListExpiring's own check would hide a key left in it:
+// the attributes themselves must follow the status and expiry.
+func TestExpiryIndexAttributes(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table)
+	ctx := t.Context()
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
+	k := key("acme", 1)
+	apply(t, s, store.Change{Keys: []store.KeyWrite{{Key: k}}})
+	wantIndexed := func(what, want string) {
+		t.Helper()
+		it := rawKey(t, client, table, k.ID)
+		pk, hasPK := it[dynamo.AttrGSI2PK].(*types.AttributeValueMemberS)
+		sk, hasSK := it[dynamo.AttrGSI2SK].(*types.AttributeValueMemberS)
+		switch {
+		case want == "" && (hasPK || hasSK):
+			t.Fatalf("%s: key in gsi2: %#v %#v", what, it[dynamo.AttrGSI2PK], it[dynamo.AttrGSI2SK])
+		case want != "" && (!hasPK || pk.Value != "EXPIRY" || !hasSK || sk.Value != want):
+			t.Fatalf("%s: gsi2 %#v %#v, want EXPIRY %s", what, it[dynamo.AttrGSI2PK], it[dynamo.AttrGSI2SK], want)
+		}
+	}
+	wantIndexed("created without expiry", "")
+
+	update := func(change func(*store.Key)) {
+		t.Helper()
+		got, err := s.GetKey(ctx, k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(&got)
+		apply(t, s, store.Change{Keys: []store.KeyWrite{{Key: got, ExpectedRevision: got.Revision}}})
+	}
+	exp := t0.Add(time.Hour)
+	update(func(k *store.Key) { k.ExpiresAt = exp })
+	wantIndexed("expiry set", store.SortTime(exp)+"#"+k.ID)
+	update(func(k *store.Key) { k.Status, k.ExpiresAt = store.KeyExpiring, t0 })
+	wantIndexed("rotated", store.SortTime(t0)+"#"+k.ID)
+	update(func(k *store.Key) { k.Status = store.KeyExpired })
+	wantIndexed("expired", "")
+	update(func(k *store.Key) { k.Status = store.KeyActive })
+	wantIndexed("reactivated", store.SortTime(t0)+"#"+k.ID)
+	update(func(k *store.Key) { k.ExpiresAt = time.Time{} })
+	wantIndexed("expiry cleared", "")
+
+	revoked := key("acme", 2)
+	revoked.Status, revoked.ExpiresAt = store.KeyRevoked, exp
+	apply(t, s, store.Change{Keys: []store.KeyWrite{{Key: revoked}}})
+	if it := rawKey(t, client, table, revoked.ID); it[dynamo.AttrGSI2PK] != nil || it[dynamo.AttrGSI2SK] != nil {
+		t.Fatalf("revoked key created in gsi2: %v", it)
+	}
+
+	// A cursor past the query's bound (from a query with a later Before)
+	// ends the listing rather than failing it.
+	due := key("acme", 3)
+	due.ExpiresAt = exp
+	apply(t, s, store.Change{Keys: []store.KeyWrite{{Key: due}}})
+	page, err := s.ListExpiring(ctx, store.ExpiryQuery{Before: exp, Limit: 1})
+	if err != nil || len(page.Keys) != 1 || page.Keys[0].ID != due.ID || page.NextCursor != "" {
+		t.Fatalf("ListExpiring: %v %+v", err, page)
+	}
+	cursor := store.EncodeCursor(store.SortTime(exp) + "#" + due.ID)
+	page, err = s.ListExpiring(ctx, store.ExpiryQuery{Before: t0, Limit: 1, Cursor: cursor})
+	if err != nil || len(page.Keys) != 0 || page.NextCursor != "" {
+		t.Fatalf("ListExpiring from past the bound: %v %+v", err, page)
+	}
+}
+
+// smallScans makes every Scan read a few items, as DynamoDB does when a
+// table is larger than its 1 MB pages; the suite's tables fit in one.
+type smallScans struct {
+	dynamo.API
+	scans int
+}
+
+func (c *smallScans) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	c.scans++
+	in.Limit = aws.Int32(3)
+	return c.API.Scan(ctx, in, opts...)
+}
+
+func TestScanKeysAcrossScanPages(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	ctx := t.Context()
+	apply(t, dynamo.New(client, table), store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
+	var writes []store.KeyWrite
+	for i := range 20 {
+		writes = append(writes, store.KeyWrite{Key: key("acme", i)})
+	}
+	apply(t, dynamo.New(client, table), store.Change{Keys: writes})
+	// A long run of other items: more than one call's Scan requests read.
+	var audit []store.AuditEntry
+	for i := range 60 {
+		audit = append(audit, store.AuditEntry{TenantID: "acme", ID: fmt.Sprintf("a%04d", i), Time: t0, Action: "x"})
+	}
+	apply(t, dynamo.New(client, table), store.Change{Audit: audit})
+
+	for _, limit := range []int{1, 2, 3, 7, 100} {
+		c := &smallScans{API: client}
+		s := dynamo.New(c, table)
+		seen := map[string]int{}
+		cursor := ""
+		for pages := 0; ; pages++ {
+			if pages > 100 {
+				t.Fatalf("limit %d: ScanKeys does not end", limit)
+			}
+			page, err := s.ScanKeys(ctx, cursor, limit)
+			if err != nil {
+				t.Fatalf("limit %d: ScanKeys: %v", limit, err)
+			}
+			if len(page.Keys) > limit {
+				t.Fatalf("page of %d, limit %d", len(page.Keys), limit)
+			}
+			for _, k := range page.Keys {
+				seen[k.ID]++
+			}
+			if cursor = page.NextCursor; cursor == "" {
+				break
+			}
+		}
+		if len(seen) != 20 {
+			t.Fatalf("limit %d: scanned %d distinct keys, want 20", limit, len(seen))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("limit %d: key %s scanned %d times", limit, id, n)
+			}
+		}
+	}
+}
+
+// A scan cursor must be exactly what ScanKeys issues.
+func TestScanKeysCursor(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table)
+	ctx := t.Context()
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
+	apply(t, s, store.Change{Keys: []store.KeyWrite{{Key: key("acme", 1)}, {Key: key("acme", 2)}}})
+	page, err := s.ScanKeys(ctx, "", 1)
+	if err != nil || len(page.Keys) != 1 || page.NextCursor == "" {
+		t.Fatalf("first page: %v %+v", err, page)
+	}
+	if _, err := s.ScanKeys(ctx, page.NextCursor, 1); err != nil {
+		t.Fatalf("issued cursor: %v", err)
+	}
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, bad := range []string{
+		b64(`{"pk":"KEY#x","sk":"KEY","ttl":"1"}`),
+		b64(`{"pk":"KEY#x"}`),
+		b64(`{"pk":"KEY#x","sk":""}`),
+		b64(`{"pk":"KEY#x","sk":1}`),
+		b64(`{"PK":"KEY#x","SK":"KEY"}`),
+		b64(`{"sk":"KEY","pk":"KEY#x"}`),
+		b64(`{"pk":"KEY#x","sk":"KEY"} `),
+		b64(`["KEY#x","KEY"]`),
+		page.NextCursor + "=",
+	} {
+		if _, err := s.ScanKeys(ctx, bad, 1); !errors.Is(err, store.ErrInvalidCursor) {
+			t.Fatalf("cursor %q: %v, want ErrInvalidCursor", bad, err)
+		}
 	}
 }

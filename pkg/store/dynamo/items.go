@@ -29,6 +29,9 @@ const (
 	attrDone          = "done"
 	attrStatusCode    = "status_code"
 	attrBody          = "body"
+	attrNotices       = "notices"
+	attrRetiredAt     = "retired_at"
+	attrCursor        = "cursor"
 )
 
 // keyMutable and tenantMutable are what an update through Apply may change;
@@ -38,9 +41,14 @@ var (
 		"name", "description", "scopes", attrStatus, "updated_at", "not_before",
 		attrExpiresAt, "revoked_at", "allowed_ips", "allowed_origins",
 		"rate_limit_rpm", "rate_limit_burst", "replaced_by", "metadata",
+		attrNotices,
 	}
 	tenantMutable = []string{"name", attrStatus, "created_at", "offboarded_at"}
 )
+
+// keyExpiryIndex is what keyItem derives from a key's status and expiry:
+// an update sets or removes it along with them.
+var keyExpiryIndex = []string{AttrGSI2PK, AttrGSI2SK}
 
 func keyPK(id string) string               { return "KEY#" + id }
 func tenantPK(id string) string            { return "TENANT#" + id }
@@ -48,15 +56,26 @@ func tenantKeysPK(tenant string) string    { return "TENANT#" + tenant + "#KEYS"
 func auditPK(tenant string) string         { return "AUDIT#" + tenant }
 func auditKeyPK(tenant, key string) string { return "AUDITKEY#" + tenant + "#" + key }
 func idemPK(tenant, key string) string     { return "IDEM#" + tenant + "#" + key }
+func jobPK(job string) string              { return "JOB#" + job }
 
 const (
 	pepperPK = "PEPPER"
 	keySK    = "KEY"
 	tenantSK = "TENANT"
 	idemSK   = "IDEM"
+	// checkpointSK is the sort key of a job's checkpoint.
+	checkpointSK = "CHECKPOINT"
+	// expiryPK is the one gsi2 partition: keys due to expire.
+	expiryPK = "EXPIRY"
 )
 
 func pepperSK(version int) string { return fmt.Sprintf("V#%010d", version) }
+
+// expiryDue reports whether k belongs in the expiry index: it is active or
+// expiring and has an expiry.
+func expiryDue(k store.Key) bool {
+	return (k.Status == store.KeyActive || k.Status == store.KeyExpiring) && !k.ExpiresAt.IsZero()
+}
 
 func primaryKey(pk, sk string) item {
 	return item{AttrPK: str(pk), AttrSK: str(sk)}
@@ -239,6 +258,10 @@ func keyItem(k store.Key) item {
 	e := encoder(primaryKey(keyPK(k.ID), keySK))
 	e[AttrGSI1PK] = str(tenantKeysPK(k.TenantID))
 	e[AttrGSI1SK] = str(store.KeyOrder(k))
+	if expiryDue(k) {
+		e[AttrGSI2PK] = str(expiryPK)
+		e[AttrGSI2SK] = str(store.ExpiryOrder(k))
+	}
 	e.str("id", k.ID)
 	e.str(attrTenantID, k.TenantID)
 	e.str("name", k.Name)
@@ -264,6 +287,9 @@ func keyItem(k store.Key) item {
 	e.str("replaces", k.Replaces)
 	e.str("replaced_by", k.ReplacedBy)
 	e.strMap("metadata", k.Metadata)
+	if len(k.Notices) > 0 {
+		e.list(attrNotices, k.Notices)
+	}
 	e.int(attrRevision, k.Revision)
 	return item(e)
 }
@@ -298,6 +324,7 @@ func decodeKey(it item) (store.Key, error) {
 		Replaces:   d.str("replaces"),
 		ReplacedBy: d.str("replaced_by"),
 		Metadata:   d.strMap("metadata"),
+		Notices:    d.list(attrNotices),
 		Revision:   d.int(attrRevision),
 	}
 	return k, d.err
@@ -335,7 +362,7 @@ func pepperItem(p store.Pepper) item {
 	e.bytes("ciphertext", p.Ciphertext)
 	e.str("key_id", p.KeyID)
 	e.time("created_at", p.CreatedAt)
-	e.time("retired_at", p.RetiredAt)
+	e.time(attrRetiredAt, p.RetiredAt)
 	return item(e)
 }
 
@@ -346,7 +373,7 @@ func decodePepper(it item) (store.Pepper, error) {
 		Ciphertext: d.bytes("ciphertext"),
 		KeyID:      d.str("key_id"),
 		CreatedAt:  d.time("created_at"),
-		RetiredAt:  d.time("retired_at"),
+		RetiredAt:  d.time(attrRetiredAt),
 	}
 	return p, d.err
 }
@@ -364,6 +391,7 @@ func auditItem(a store.AuditEntry) item {
 	e.str("actor", a.Actor)
 	e.str("action", a.Action)
 	e.str("key_id", a.KeyID)
+	e.str("key_display", a.KeyDisplay)
 	e.str("request_id", a.RequestID)
 	e.strMap("details", a.Details)
 	e.time(attrExpiresAt, a.ExpiresAt)
@@ -376,15 +404,16 @@ func auditItem(a store.AuditEntry) item {
 func decodeAudit(it item) (store.AuditEntry, error) {
 	d := decoder{it: it}
 	a := store.AuditEntry{
-		TenantID:  d.str(attrTenantID),
-		ID:        d.str("id"),
-		Time:      d.time("time"),
-		Actor:     d.str("actor"),
-		Action:    d.str("action"),
-		KeyID:     d.str("key_id"),
-		RequestID: d.str("request_id"),
-		Details:   d.strMap("details"),
-		ExpiresAt: d.time(attrExpiresAt),
+		TenantID:   d.str(attrTenantID),
+		ID:         d.str("id"),
+		Time:       d.time("time"),
+		Actor:      d.str("actor"),
+		Action:     d.str("action"),
+		KeyID:      d.str("key_id"),
+		KeyDisplay: d.str("key_display"),
+		RequestID:  d.str("request_id"),
+		Details:    d.strMap("details"),
+		ExpiresAt:  d.time(attrExpiresAt),
 	}
 	return a, d.err
 }

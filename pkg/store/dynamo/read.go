@@ -2,11 +2,14 @@ package dynamo
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -73,7 +76,7 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 		}
 	}
 	l.filter = strings.Join(filters, " AND ")
-	keys, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.KeyOrder)
+	keys, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.KeyOrder, nil)
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("dynamo: list keys of tenant %s: %w", tenantID, err)
 	}
@@ -88,47 +91,102 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQue
 		l.index, l.partition = IndexGSI1, auditKeyPK(tenantID, q.KeyID)
 	}
 	l.filter = l.notExists(attrExpiresAt) + " OR " + l.cmp(attrExpiresAt, ">", str(store.SortTime(s.now())))
-	entries, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeAudit, store.AuditOrder)
+	entries, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeAudit, store.AuditOrder, nil)
 	if err != nil {
 		return store.AuditPage{}, fmt.Errorf("dynamo: list audit of tenant %s: %w", tenantID, err)
 	}
 	return store.AuditPage{Entries: entries, NextCursor: next}, nil
 }
 
-// listing is a newest-first query of one partition of the table or of
-// gsi1, whose sort key is the items' order (KeyOrder or AuditOrder).
+// ListExpiring pages through the keys of every tenant that are due to
+// expire by q.Before, on the sparse gsi2, soonest first.
+func (s *Store) ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.KeyPage, error) {
+	before := store.SortTime(q.Before)
+	l := listing{
+		index: IndexGSI2, partition: expiryPK, ascending: true,
+		// Every position at Before sorts below it: '$' follows '#'.
+		upper: before + "$",
+	}
+	// gsi2 is eventually consistent: it may still hold a key that has
+	// since left it or moved. The index's copy is at least checked against
+	// the query; callers' revision-checked writes catch the rest.
+	due := func(k store.Key) bool { return expiryDue(k) && store.SortTime(k.ExpiresAt) <= before }
+	keys, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.ExpiryOrder, due)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("dynamo: list expiring keys: %w", err)
+	}
+	return store.KeyPage{Keys: keys, NextCursor: next}, nil
+}
+
+// listing is a query of one partition of the table or of an index, whose
+// sort key is the items' order (KeyOrder, AuditOrder or ExpiryOrder):
+// newest first, or oldest first if ascending.
 type listing struct {
 	expr
 	index     string // empty for the table itself
 	partition string
 	filter    string // optional filter expression, with placeholders in expr
+	ascending bool
+	upper     string // ascending only, optional: sort keys are below it
 }
 
-// list returns up to limit items of l strictly before cursor's position,
+// indexKeys are the partition and sort key attributes of the table (index
+// "") and of each index.
+var indexKeys = map[string][2]string{
+	"":        {AttrPK, AttrSK},
+	IndexGSI1: {AttrGSI1PK, AttrGSI1SK},
+	IndexGSI2: {AttrGSI2PK, AttrGSI2SK},
+}
+
+// list returns up to limit items of l past cursor's position (strictly
+// before it, or after it if ascending) that keep accepts (nil accepts all),
 // and a cursor for the rest if any remain.
-func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor string, decode func(item) (T, error), order func(T) string) ([]T, string, error) {
+func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor string, decode func(item) (T, error), order func(T) string, keep func(T) bool) ([]T, string, error) {
 	if err := store.CheckLimit(limit); err != nil {
 		return nil, "", err
 	}
 	in := &dynamodb.QueryInput{
 		TableName:        s.table,
-		ScanIndexForward: aws.Bool(false),
+		ScanIndexForward: aws.Bool(l.ascending),
 		// One item past the page tells whether another page exists.
 		Limit: aws.Int32(int32(limit + 1)),
 	}
-	pk, sk := AttrPK, AttrSK
+	keys, ok := indexKeys[l.index]
+	if !ok {
+		return nil, "", fmt.Errorf("unknown index %q", l.index)
+	}
+	pk, sk := keys[0], keys[1]
 	if l.index != "" {
 		in.IndexName = aws.String(l.index)
-		pk, sk = AttrGSI1PK, AttrGSI1SK
 	} else {
 		in.ConsistentRead = aws.Bool(true)
 	}
-	cond := l.cmp(pk, "=", str(l.partition))
+	var position string
 	if cursor != "" {
-		position, err := store.DecodeCursor(cursor)
-		if err != nil {
+		var err error
+		if position, err = store.DecodeCursor(cursor); err != nil {
 			return nil, "", err
 		}
+	}
+	cond := l.cmp(pk, "=", str(l.partition))
+	// skip is the cursor's own position when the key condition includes it.
+	var skip string
+	switch {
+	case l.ascending && l.upper != "" && position != "":
+		if position >= l.upper {
+			return nil, "", nil
+		}
+		// A key condition has one sort key test, and BETWEEN includes
+		// both ends: the cursor's own item is skipped below, and read on
+		// top of the page and the item past it.
+		cond += " AND " + l.name(sk) + " BETWEEN " + l.value(str(position)) + " AND " + l.value(str(l.upper))
+		skip = position
+		in.Limit = aws.Int32(int32(limit + 2))
+	case l.ascending && l.upper != "":
+		cond += " AND " + l.cmp(sk, "<", str(l.upper))
+	case l.ascending && position != "":
+		cond += " AND " + l.cmp(sk, ">", str(position))
+	case position != "":
 		cond += " AND " + l.cmp(sk, "<", str(position))
 	}
 	in.KeyConditionExpression = aws.String(cond)
@@ -148,12 +206,18 @@ func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor str
 			return nil, "", err
 		}
 		for _, it := range page.Items {
-			if len(out) == limit {
-				return out, store.EncodeCursor(order(out[limit-1])), nil
+			if at, ok := it[sk].(*types.AttributeValueMemberS); skip != "" && ok && at.Value == skip {
+				continue
 			}
 			v, err := decode(it)
 			if err != nil {
 				return nil, "", err
+			}
+			if keep != nil && !keep(v) {
+				continue
+			}
+			if len(out) == limit {
+				return out, store.EncodeCursor(order(out[limit-1])), nil
 			}
 			out = append(out, v)
 		}
@@ -187,4 +251,127 @@ func (s *Store) ListPeppers(ctx context.Context) ([]store.Pepper, error) {
 		}
 	}
 	return peppers, nil
+}
+
+// scanRequests bounds the Scan requests of one ScanKeys call, so that a
+// stretch of the table without keys (a large audit log) ends a call with
+// a short page rather than running it into its caller's deadline.
+const scanRequests = 8
+
+// ScanKeys pages through the keys of every tenant in the table's scan
+// order. Its cursor is the primary key the next Scan starts after.
+func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.KeyPage, error) {
+	if err := store.CheckLimit(limit); err != nil {
+		return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
+	}
+	var start item
+	if cursor != "" {
+		var err error
+		if start, err = decodeScanCursor(cursor); err != nil {
+			return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
+		}
+	}
+	var x expr
+	filter := x.cmp(AttrSK, "=", str(keySK))
+	var keys []store.Key
+	for range scanRequests {
+		out, err := s.client.Scan(ctx, &dynamodb.ScanInput{
+			TableName:                 s.table,
+			ExclusiveStartKey:         start,
+			FilterExpression:          aws.String(filter),
+			ExpressionAttributeNames:  x.names,
+			ExpressionAttributeValues: x.values,
+		})
+		if err != nil {
+			return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
+		}
+		for i, it := range out.Items {
+			k, err := decodeKey(it)
+			if err != nil {
+				return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
+			}
+			keys = append(keys, k)
+			if len(keys) < limit {
+				continue
+			}
+			if i == len(out.Items)-1 && len(out.LastEvaluatedKey) == 0 {
+				return store.KeyPage{Keys: keys}, nil
+			}
+			// The next page starts after this key, not after the end of
+			// this Scan page, whose other keys it has yet to return.
+			next, err := encodeScanCursor(it)
+			if err != nil {
+				return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
+			}
+			return store.KeyPage{Keys: keys, NextCursor: next}, nil
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return store.KeyPage{Keys: keys}, nil
+		}
+		start = out.LastEvaluatedKey
+	}
+	next, err := encodeScanCursor(start)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
+	}
+	return store.KeyPage{Keys: keys, NextCursor: next}, nil
+}
+
+// scanPosition is a ScanKeys cursor: the table's primary key of the item
+// the next Scan starts after.
+type scanPosition struct {
+	PK string `json:"pk"`
+	SK string `json:"sk"`
+}
+
+// maxScanCursor bounds a cursor's length: DynamoDB's key attributes hold
+// at most 2048 (pk) and 1024 (sk) bytes.
+const maxScanCursor = 8192
+
+func encodeScanCursor(it item) (string, error) {
+	d := decoder{it: it}
+	p := scanPosition{PK: d.str(AttrPK), SK: d.str(AttrSK)}
+	if d.err != nil || p.PK == "" || p.SK == "" {
+		return "", fmt.Errorf("scan position without pk and sk: %v", d.err)
+	}
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(raw), nil
+}
+
+// decodeScanCursor accepts only what encodeScanCursor writes: the
+// cursor must decode to a position that encodes back to it exactly.
+func decodeScanCursor(cursor string) (item, error) {
+	if len(cursor) > maxScanCursor {
+		return nil, store.ErrInvalidCursor
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return nil, store.ErrInvalidCursor
+	}
+	var p scanPosition
+	if err := json.Unmarshal(raw, &p); err != nil || p.PK == "" || p.SK == "" {
+		return nil, store.ErrInvalidCursor
+	}
+	start := primaryKey(p.PK, p.SK)
+	if again, err := encodeScanCursor(start); err != nil || again != cursor {
+		return nil, store.ErrInvalidCursor
+	}
+	return start, nil
+}
+
+// GetCheckpoint reads where a job stopped; "" if it has no checkpoint.
+func (s *Store) GetCheckpoint(ctx context.Context, job string) (string, error) {
+	it, err := s.get(ctx, primaryKey(jobPK(job), checkpointSK))
+	if err != nil {
+		return "", fmt.Errorf("dynamo: get checkpoint of %s: %w", job, err)
+	}
+	d := decoder{it: it}
+	cursor := d.str(attrCursor)
+	if d.err != nil {
+		return "", fmt.Errorf("dynamo: get checkpoint of %s: %w", job, d.err)
+	}
+	return cursor, nil
 }

@@ -98,6 +98,40 @@ func (s *Store) CreatePepper(ctx context.Context, p store.Pepper) error {
 	return nil
 }
 
+// RetirePepper marks a pepper version retired, once.
+func (s *Store) RetirePepper(ctx context.Context, version int, at time.Time) error {
+	var u update
+	u.setAttr(attrRetiredAt, str(store.SortTime(at)))
+	cond := u.exists(AttrPK) + " AND " + u.notExists(attrRetiredAt)
+	failed, old, err := s.updateItem(ctx, primaryKey(pepperPK, pepperSK(version)), &u, cond)
+	switch {
+	case err != nil:
+		return fmt.Errorf("dynamo: retire pepper %d: %w", version, err)
+	case failed && len(old) == 0:
+		return fmt.Errorf("dynamo: retire pepper %d: %w", version, store.ErrNotFound)
+	case failed:
+		return fmt.Errorf("dynamo: retire pepper %d: retired already: %w", version, store.ErrConflict)
+	}
+	return nil
+}
+
+// PutCheckpoint records where a job stopped; "" deletes the checkpoint.
+func (s *Store) PutCheckpoint(ctx context.Context, job, cursor string) error {
+	key := primaryKey(jobPK(job), checkpointSK)
+	var err error
+	if cursor == "" {
+		_, err = s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: s.table, Key: key})
+	} else {
+		it := encoder(key)
+		it.str(attrCursor, cursor)
+		_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{TableName: s.table, Item: item(it)})
+	}
+	if err != nil {
+		return fmt.Errorf("dynamo: put checkpoint of %s: %w", job, err)
+	}
+	return nil
+}
+
 // PutIdempotency creates a record, replacing an expired one.
 func (s *Store) PutIdempotency(ctx context.Context, r store.Idempotency) error {
 	var x expr

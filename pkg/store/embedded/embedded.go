@@ -11,6 +11,7 @@ package embedded
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -43,9 +44,11 @@ type Store struct {
 	peppers    map[int]store.Pepper
 	audit      map[string]map[string]store.AuditEntry // tenant id -> store.AuditOrder -> entry
 	idem       map[idemID]store.Idempotency
+	checkpoint map[string]string // job -> cursor; a cleared one is absent
 
 	journal *os.File // nil in memory mode
 	failed  error    // the journal write that failed; no write is accepted after it
+	onAudit func([]store.AuditEntry)
 }
 
 // idemID identifies an idempotency record.
@@ -63,6 +66,14 @@ func WithClock(now func() time.Time) Option {
 	return func(s *Store) { s.now = now }
 }
 
+// WithAuditHook calls fn with the audit entries of every committed change,
+// after the change is durable and in the order committed: the local
+// stack's stand-in for DynamoDB Streams, from which it publishes events.
+// fn runs while the store is locked, so it must not call the store.
+func WithAuditHook(fn func([]store.AuditEntry)) Option {
+	return func(s *Store) { s.onAudit = fn }
+}
+
 // NewMemory returns a store that keeps everything in memory only.
 func NewMemory(opts ...Option) *Store {
 	s := &Store{
@@ -73,6 +84,7 @@ func NewMemory(opts ...Option) *Store {
 		peppers:    make(map[int]store.Pepper),
 		audit:      make(map[string]map[string]store.AuditEntry),
 		idem:       make(map[idemID]store.Idempotency),
+		checkpoint: make(map[string]string),
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -163,7 +175,7 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 			match = append(match, k)
 		}
 	}
-	keys, next, err := page(match, store.KeyOrder, cloneKey, q.Limit, q.Cursor)
+	keys, next, err := keysNewestFirst.page(match, q.Limit, q.Cursor)
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("embedded: list keys of %s: %w", tenantID, err)
 	}
@@ -183,27 +195,106 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQue
 			match = append(match, e)
 		}
 	}
-	entries, next, err := page(match, store.AuditOrder, cloneAudit, q.Limit, q.Cursor)
+	entries, next, err := auditNewestFirst.page(match, q.Limit, q.Cursor)
 	if err != nil {
 		return store.AuditPage{}, fmt.Errorf("embedded: list audit of %s: %w", tenantID, err)
 	}
 	return store.AuditPage{Entries: entries, NextCursor: next}, nil
 }
 
-// page returns, newest first, copies of at most limit items strictly older
-// than the cursor's position, and the cursor of the next page if any item
-// is left after them.
-func page[T any](items []T, order func(T) string, clone func(T) T, limit int, cursor string) ([]T, string, error) {
+// ListExpiring implements store.Store.
+func (s *Store) ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.KeyPage, error) {
+	if err := s.rlock(ctx); err != nil {
+		return store.KeyPage{}, err
+	}
+	defer s.mu.RUnlock()
+	var match []store.Key
+	for _, k := range s.keys {
+		if (k.Status == store.KeyActive || k.Status == store.KeyExpiring) &&
+			!k.ExpiresAt.IsZero() && !k.ExpiresAt.After(q.Before) {
+			match = append(match, k)
+		}
+	}
+	keys, next, err := keysSoonestFirst.page(match, q.Limit, q.Cursor)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("embedded: list expiring keys: %w", err)
+	}
+	return store.KeyPage{Keys: keys, NextCursor: next}, nil
+}
+
+// ScanKeys implements store.Store. Keys come in id order, and a cursor is
+// the id of the last key returned; see decodeScanCursor for the ids it can
+// carry.
+func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.KeyPage, error) {
+	if err := s.rlock(ctx); err != nil {
+		return store.KeyPage{}, err
+	}
+	defer s.mu.RUnlock()
+	keys, next, err := keysByID.page(slices.Collect(maps.Values(s.keys)), limit, cursor)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("embedded: scan keys: %w", err)
+	}
+	return store.KeyPage{Keys: keys, NextCursor: next}, nil
+}
+
+// A listing is one order in which a query pages through items: position
+// gives each item a unique sort string, pages run in ascending or
+// descending position order, and a cursor encodes the position of a page's
+// last item, the next page starting strictly after it.
+type listing[T any] struct {
+	position  func(T) string
+	ascending bool
+	clone     func(T) T
+	// encode and decode turn positions into cursors and back; decode
+	// refuses, with store.ErrInvalidCursor, anything encode cannot produce.
+	encode func(string) string
+	decode func(string) (string, error)
+}
+
+var (
+	// keysNewestFirst is store.KeyQuery's order.
+	keysNewestFirst = listing[store.Key]{
+		position: store.KeyOrder, clone: cloneKey,
+		encode: store.EncodeCursor, decode: store.DecodeCursor,
+	}
+	// auditNewestFirst is store.AuditQuery's order.
+	auditNewestFirst = listing[store.AuditEntry]{
+		position: store.AuditOrder, clone: cloneAudit,
+		encode: store.EncodeCursor, decode: store.DecodeCursor,
+	}
+	// keysSoonestFirst is store.ExpiryQuery's order.
+	keysSoonestFirst = listing[store.Key]{
+		position: store.ExpiryOrder, ascending: true, clone: cloneKey,
+		encode: store.EncodeCursor, decode: store.DecodeCursor,
+	}
+	// keysByID is ScanKeys' order.
+	keysByID = listing[store.Key]{
+		position: func(k store.Key) string { return k.ID }, ascending: true, clone: cloneKey,
+		encode: encodeScanCursor, decode: decodeScanCursor,
+	}
+)
+
+// page returns, in l's order, copies of at most limit items strictly after
+// the cursor's position, and the cursor of the next page if any item is
+// left after them.
+func (l listing[T]) page(items []T, limit int, cursor string) ([]T, string, error) {
 	if err := store.CheckLimit(limit); err != nil {
 		return nil, "", err
 	}
-	var before string
+	var from string
 	if cursor != "" {
-		pos, err := store.DecodeCursor(cursor)
+		pos, err := l.decode(cursor)
 		if err != nil {
 			return nil, "", err
 		}
-		before = pos
+		from = pos
+	}
+	// after reports whether position a comes after position b in l's order.
+	after := func(a, b string) bool {
+		if l.ascending {
+			return a > b
+		}
+		return a < b
 	}
 	type positioned struct {
 		pos  string
@@ -211,21 +302,55 @@ func page[T any](items []T, order func(T) string, clone func(T) T, limit int, cu
 	}
 	var sorted []positioned
 	for _, item := range items {
-		if pos := order(item); before == "" || pos < before {
+		if pos := l.position(item); cursor == "" || after(pos, from) {
 			sorted = append(sorted, positioned{pos, item})
 		}
 	}
-	slices.SortFunc(sorted, func(a, b positioned) int { return strings.Compare(b.pos, a.pos) })
+	slices.SortFunc(sorted, func(a, b positioned) int {
+		if l.ascending {
+			return strings.Compare(a.pos, b.pos)
+		}
+		return strings.Compare(b.pos, a.pos)
+	})
 	var next string
 	if len(sorted) > limit {
 		sorted = sorted[:limit]
-		next = store.EncodeCursor(sorted[limit-1].pos)
+		next = l.encode(sorted[limit-1].pos)
 	}
 	var out []T
 	for _, p := range sorted {
-		out = append(out, clone(p.item))
+		out = append(out, l.clone(p.item))
 	}
 	return out, next, nil
+}
+
+// maxScanID bounds the key id a scan cursor may carry, as store.DecodeCursor
+// bounds the id of a position.
+const maxScanID = 64
+
+// encodeScanCursor turns the id of the last key of a scan page into a cursor.
+func encodeScanCursor(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// decodeScanCursor is the inverse of encodeScanCursor. It accepts only a key
+// id of the charset of store.DecodeCursor (that of generated key ids), so
+// that it refuses what ScanKeys did not issue, another query's cursor
+// included.
+func decodeScanCursor(cursor string) (string, error) {
+	if cursor == "" || len(cursor) > base64.RawURLEncoding.EncodedLen(maxScanID) {
+		return "", store.ErrInvalidCursor
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return "", store.ErrInvalidCursor
+	}
+	for _, c := range raw {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-') {
+			return "", store.ErrInvalidCursor
+		}
+	}
+	return string(raw), nil
 }
 
 // Apply implements store.Store. Every precondition is checked before
@@ -313,6 +438,7 @@ func (s *Store) keyWrite(w store.KeyWrite) (store.Key, error) {
 	stored.RateLimit = k.RateLimit
 	stored.ReplacedBy = k.ReplacedBy
 	stored.Metadata = k.Metadata
+	stored.Notices = k.Notices
 	stored.Revision = w.ExpectedRevision + 1
 	return stored, nil
 }
@@ -398,6 +524,48 @@ func (s *Store) CreatePepper(ctx context.Context, p store.Pepper) error {
 	return s.commit(entry{Peppers: []store.Pepper{clonePepper(p)}})
 }
 
+// RetirePepper implements store.Store. A zero at is refused: it would
+// leave the version looking unretired.
+func (s *Store) RetirePepper(ctx context.Context, version int, at time.Time) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if at.IsZero() {
+		return fmt.Errorf("embedded: retire pepper %d: zero retirement time", version)
+	}
+	p, ok := s.peppers[version]
+	if !ok {
+		return fmt.Errorf("embedded: retire pepper %d: %w", version, store.ErrNotFound)
+	}
+	if !p.RetiredAt.IsZero() {
+		return fmt.Errorf("embedded: retire pepper %d: retired already: %w", version, store.ErrConflict)
+	}
+	p.RetiredAt = at.UTC()
+	return s.commit(entry{Peppers: []store.Pepper{p}})
+}
+
+// GetCheckpoint implements store.Store.
+func (s *Store) GetCheckpoint(ctx context.Context, job string) (string, error) {
+	if err := s.rlock(ctx); err != nil {
+		return "", err
+	}
+	defer s.mu.RUnlock()
+	return s.checkpoint[job], nil
+}
+
+// PutCheckpoint implements store.Store.
+func (s *Store) PutCheckpoint(ctx context.Context, job, cursor string) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if s.checkpoint[job] == cursor {
+		return nil // nothing changes (an absent checkpoint reads as "")
+	}
+	return s.commit(entry{Checkpoints: map[string]string{job: cursor}})
+}
+
 // PutIdempotency implements store.Store.
 func (s *Store) PutIdempotency(ctx context.Context, r store.Idempotency) error {
 	if err := s.lock(ctx); err != nil {
@@ -473,6 +641,7 @@ func cloneKey(k store.Key) store.Key {
 	k.AllowedIPs = cloneSlice(k.AllowedIPs)
 	k.AllowedOrigins = cloneSlice(k.AllowedOrigins)
 	k.Metadata = cloneMap(k.Metadata)
+	k.Notices = cloneSlice(k.Notices)
 	k.CreatedAt = k.CreatedAt.UTC()
 	k.UpdatedAt = k.UpdatedAt.UTC()
 	k.NotBefore = k.NotBefore.UTC()

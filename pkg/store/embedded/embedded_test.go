@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,7 +95,7 @@ func TestWritesAreCopied(t *testing.T) {
 	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
 		ctx := t.Context()
 		tn := store.Tenant{ID: "acme", Status: store.TenantActive, CreatedAt: clock.Now()}
-		k := store.Key{ID: "k1", TenantID: "acme", Scopes: []string{"a"}, Hash: []byte{1}, Metadata: map[string]string{"m": "1"}}
+		k := store.Key{ID: "k1", TenantID: "acme", Scopes: []string{"a"}, Hash: []byte{1}, Metadata: map[string]string{"m": "1"}, Notices: []string{"n"}}
 		a := store.AuditEntry{TenantID: "acme", ID: "a1", Details: map[string]string{"d": "1"}}
 		if err := s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: tn}, Keys: []store.KeyWrite{{Key: k}}, Audit: []store.AuditEntry{a}}); err != nil {
 			t.Fatalf("Apply: %v", err)
@@ -103,14 +104,70 @@ func TestWritesAreCopied(t *testing.T) {
 		if err := s.RehashKey(ctx, "k1", 0, hash, 1); err != nil {
 			t.Fatalf("RehashKey: %v", err)
 		}
-		k.Scopes[0], k.Metadata["m"], a.Details["d"], hash[0] = "x", "x", "x", 9
+		k.Scopes[0], k.Metadata["m"], k.Notices[0], a.Details["d"], hash[0] = "x", "x", "x", "x", 9
 		got, _ := s.GetKey(ctx, "k1")
 		page, _ := s.ListAudit(ctx, "acme", store.AuditQuery{Limit: 1})
-		if got.Scopes[0] != "a" || got.Metadata["m"] != "1" || got.Hash[0] != 2 || page.Entries[0].Details["d"] != "1" {
+		if got.Scopes[0] != "a" || got.Metadata["m"] != "1" || got.Notices[0] != "n" || got.Hash[0] != 2 || page.Entries[0].Details["d"] != "1" {
 			t.Fatalf("caller's mutation reached the store: %+v %+v", got, page.Entries)
 		}
 	})
 }
 
-// DynamoDB refuses a transaction that writes one audit item twice;
-// Change.Validate does not check it, so the backend must.
+// Scan cursors carry a key id and nothing else, not even another query's
+// cursor.
+func TestScanCursor(t *testing.T) {
+	for _, id := range []string{"k", "kAz09_-", strings.Repeat("z", maxScanID)} {
+		if got, err := decodeScanCursor(encodeScanCursor(id)); err != nil || got != id {
+			t.Fatalf("round trip of %q: %q %v", id, got, err)
+		}
+	}
+	for _, bad := range []string{
+		"",
+		"not a cursor!",
+		"%%",
+		encodeScanCursor("k#1"),
+		encodeScanCursor("k/../1"),
+		encodeScanCursor(strings.Repeat("z", maxScanID+1)),
+		store.EncodeCursor(store.KeyOrder(store.Key{ID: "k1"})),
+	} {
+		if id, err := decodeScanCursor(bad); !errors.Is(err, store.ErrInvalidCursor) {
+			t.Fatalf("cursor %q accepted as %q (%v)", bad, id, err)
+		}
+	}
+}
+
+func TestRetirePepperRefusesZeroTime(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
+		ctx := t.Context()
+		if err := s.CreatePepper(ctx, store.Pepper{Version: 1, CreatedAt: clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RetirePepper(ctx, 1, time.Time{}); err == nil {
+			t.Fatal("retired at the zero time")
+		}
+		if err := s.RetirePepper(ctx, 1, clock.Now()); err != nil {
+			t.Fatalf("RetirePepper after the refusal: %v", err)
+		}
+	})
+}
+
+func TestAuditHookSeesCommittedEntriesOnly(t *testing.T) {
+	var seen []string
+	s := NewMemory(WithAuditHook(func(entries []store.AuditEntry) {
+		for _, a := range entries {
+			seen = append(seen, a.ID)
+		}
+	}))
+	ctx := t.Context()
+	a := store.AuditEntry{TenantID: "acme", ID: "a1", Time: time.Unix(1, 0), Action: "key.created"}
+	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{a}}); err != nil {
+		t.Fatal(err)
+	}
+	// A refused change reaches no one.
+	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{a}}); err == nil {
+		t.Fatal("duplicate entry accepted")
+	}
+	if len(seen) != 1 || seen[0] != "a1" {
+		t.Fatalf("hook saw %v", seen)
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -15,8 +17,8 @@ import (
 )
 
 // entry is one journal line: the new version of every item one commit
-// wrote, and the idempotency records it deleted (the only deletions).
-// Replaying entries in order rebuilds the state.
+// wrote, and the idempotency records and checkpoints it deleted (the only
+// deletions). Replaying entries in order rebuilds the state.
 type entry struct {
 	Keys        []store.Key         `json:"keys,omitempty"`
 	Tenants     []store.Tenant      `json:"tenants,omitempty"`
@@ -24,6 +26,8 @@ type entry struct {
 	Audit       []store.AuditEntry  `json:"audit,omitempty"`
 	Idempotency []store.Idempotency `json:"idempotency,omitempty"`
 	Forget      []idemID            `json:"forget,omitempty"`
+	// Checkpoints maps jobs to their new checkpoint; "" deletes one.
+	Checkpoints map[string]string `json:"checkpoints,omitempty"`
 }
 
 // Open returns a store persisted in the journal file at path, creating it
@@ -237,6 +241,7 @@ func (s *Store) snapshot() entry {
 	for _, r := range s.idem {
 		e.Idempotency = append(e.Idempotency, r)
 	}
+	e.Checkpoints = maps.Clone(s.checkpoint)
 	return e
 }
 
@@ -277,6 +282,9 @@ func (s *Store) commit(e entry) error {
 		}
 	}
 	s.apply(e)
+	if s.onAudit != nil && len(e.Audit) > 0 {
+		s.onAudit(slices.Clone(e.Audit))
+	}
 	return nil
 }
 
@@ -305,5 +313,12 @@ func (s *Store) apply(e entry) {
 	}
 	for _, id := range e.Forget {
 		delete(s.idem, id)
+	}
+	for job, cursor := range e.Checkpoints {
+		if cursor == "" {
+			delete(s.checkpoint, job)
+		} else {
+			s.checkpoint[job] = cursor
+		}
 	}
 }

@@ -42,12 +42,14 @@ func populate(t *testing.T, s *Store, clock *testclock.Clock) {
 		CreatedAt: at, CreatedBy: "mem_alice", UpdatedAt: at, NotBefore: at.Add(-time.Minute), ExpiresAt: at.Add(24 * time.Hour),
 		AllowedIPs: []string{"203.0.113.0/24"}, AllowedOrigins: []string{"https://app.example.com"},
 		RateLimit: store.RateLimit{RequestsPerMinute: 60, Burst: 5}, Replaces: "k0", Metadata: map[string]string{"team": "billing"},
+		Notices: []string{store.NoticeExpiring7d},
 	}
 	minimal := store.Key{ID: "k2", TenantID: "acme", Name: "minimal", Status: store.KeyActive, Hash: []byte{2}, PepperVersion: 1, CreatedAt: at.Add(time.Second)}
-	forever := store.AuditEntry{TenantID: "acme", ID: "a1", Time: at, Actor: "mem_alice", Action: "key.created", KeyID: "k1", RequestID: "req-1", Details: map[string]string{"name": "full"}}
+	forever := store.AuditEntry{TenantID: "acme", ID: "a1", Time: at, Actor: "mem_alice", Action: "key.created", KeyID: "k1", KeyDisplay: "sk_live_…abcd", RequestID: "req-1", Details: map[string]string{"name": "full"}}
 	hour := store.AuditEntry{TenantID: "acme", ID: "a2", Time: at, Actor: "mem_alice", Action: "key.created", KeyID: "k2", ExpiresAt: at.Add(time.Hour)}
 	must(s.Apply(ctx, store.Change{Keys: []store.KeyWrite{{Key: full}, {Key: minimal}}, Audit: []store.AuditEntry{forever, hour}}))
 	full.Status, full.RevokedAt, full.ReplacedBy = store.KeyRevoked, at.Add(2*time.Minute), "k2"
+	full.Notices = append(full.Notices, store.NoticeExpiring1d)
 	days := store.AuditEntry{TenantID: "acme", ID: "a3", Time: at.Add(2 * time.Minute), Actor: "mem_bob", Action: "key.revoked", KeyID: "k1", ExpiresAt: at.Add(48 * time.Hour)}
 	must(s.Apply(ctx, store.Change{Keys: []store.KeyWrite{{Key: full, ExpectedRevision: 1}}, Audit: []store.AuditEntry{days}}))
 	if _, err := s.TouchKey(ctx, "k1", at.Add(time.Minute), time.Minute); err != nil {
@@ -55,7 +57,8 @@ func populate(t *testing.T, s *Store, clock *testclock.Clock) {
 	}
 	must(s.RehashKey(ctx, "k2", 1, []byte{2, 2}, 2))
 
-	must(s.CreatePepper(ctx, store.Pepper{Version: 1, Ciphertext: []byte("c1"), KeyID: "local", CreatedAt: at, RetiredAt: at.Add(time.Hour)}))
+	must(s.CreatePepper(ctx, store.Pepper{Version: 1, Ciphertext: []byte("c1"), KeyID: "local", CreatedAt: at}))
+	must(s.RetirePepper(ctx, 1, at.Add(time.Hour)))
 	must(s.CreatePepper(ctx, store.Pepper{Version: 2, Ciphertext: []byte("c2"), KeyID: "local", CreatedAt: at.Add(time.Hour)}))
 
 	done := store.Idempotency{TenantID: "acme", Key: "r1", RequestHash: "h1", CreatedAt: at, ExpiresAt: at.Add(time.Hour)}
@@ -65,6 +68,11 @@ func populate(t *testing.T, s *Store, clock *testclock.Clock) {
 	must(s.PutIdempotency(ctx, store.Idempotency{TenantID: "acme", Key: "r2", RequestHash: "h2", CreatedAt: at, ExpiresAt: at.Add(48 * time.Hour)}))
 	must(s.PutIdempotency(ctx, store.Idempotency{TenantID: "acme", Key: "r3", RequestHash: "h3", CreatedAt: at, ExpiresAt: at.Add(48 * time.Hour)}))
 	must(s.DeleteIdempotency(ctx, "acme", "r3"))
+
+	must(s.PutCheckpoint(ctx, "sweep", "c1"))
+	must(s.PutCheckpoint(ctx, "sweep", "c2"))
+	must(s.PutCheckpoint(ctx, "rotate", "r1"))
+	must(s.PutCheckpoint(ctx, "rotate", ""))
 }
 
 // state is a store's content, comparable with reflect.DeepEqual.
@@ -74,6 +82,7 @@ type state struct {
 	Peppers map[int]store.Pepper
 	Audit   map[string]map[string]store.AuditEntry
 	Idem    map[idemID]store.Idempotency
+	Checks  map[string]string
 }
 
 func dump(s *Store) state {
@@ -85,6 +94,7 @@ func dump(s *Store) state {
 		Peppers: maps.Clone(s.peppers),
 		Audit:   make(map[string]map[string]store.AuditEntry),
 		Idem:    maps.Clone(s.idem),
+		Checks:  maps.Clone(s.checkpoint),
 	}
 	for tenant, entries := range s.audit {
 		if len(entries) > 0 {
@@ -128,6 +138,23 @@ func TestReopenRestoresEverything(t *testing.T) {
 	}
 	if got.CreatedAt.Location() != time.UTC || got.CreatedAt.Nanosecond() != 987654321 {
 		t.Fatalf("CreatedAt %v: want UTC with nanoseconds", got.CreatedAt)
+	}
+	// What the new calls wrote reads back.
+	if !reflect.DeepEqual(got.Notices, []string{store.NoticeExpiring7d, store.NoticeExpiring1d}) {
+		t.Fatalf("notices after reopen: %q", got.Notices)
+	}
+	audit, err := s.ListAudit(t.Context(), "acme", store.AuditQuery{KeyID: "k1", Limit: 10})
+	if err != nil || len(audit.Entries) != 2 || audit.Entries[1].KeyDisplay != "sk_live_…abcd" {
+		t.Fatalf("audit after reopen: %v %+v", err, audit)
+	}
+	peppers, err := s.ListPeppers(t.Context())
+	if err != nil || len(peppers) != 2 || !peppers[0].RetiredAt.Equal(clock.Now().Add(time.Hour)) || !peppers[1].RetiredAt.IsZero() {
+		t.Fatalf("peppers after reopen: %v %+v", err, peppers)
+	}
+	for job, want := range map[string]string{"sweep": "c2", "rotate": ""} {
+		if c, err := s.GetCheckpoint(t.Context(), job); err != nil || c != want {
+			t.Fatalf("checkpoint %s after reopen: %q %v, want %q", job, c, err, want)
+		}
 	}
 	// The per-tenant index is rebuilt too.
 	page, err := s.ListKeys(t.Context(), "acme", store.KeyQuery{Limit: 10})

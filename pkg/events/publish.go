@@ -1,0 +1,116 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	lambdaevents "github.com/aws/aws-lambda-go/events"
+
+	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/store/dynamo"
+)
+
+// Publisher sends events and reports the ids it could not send.
+type Publisher interface {
+	Publish(ctx context.Context, evs []Event) (failed []string, err error)
+}
+
+// StreamHandler is the Lambda handler of the table's stream: it publishes
+// the event of every new audit entry and reports the records whose event
+// was not accepted, so Lambda retries exactly those (with
+// ReportBatchItemFailures), at least once in all.
+type StreamHandler struct {
+	Publisher Publisher
+	Logger    *slog.Logger
+}
+
+// Handle publishes a batch of stream records.
+func (h StreamHandler) Handle(ctx context.Context, batch lambdaevents.DynamoDBEvent) (lambdaevents.DynamoDBEventResponse, error) {
+	var resp lambdaevents.DynamoDBEventResponse
+	var evs []Event
+	record := map[string]string{} // event id -> the record's sequence number
+	for _, r := range batch.Records {
+		if r.EventName != string(lambdaevents.DynamoDBOperationTypeInsert) {
+			continue
+		}
+		a, ok, err := dynamo.AuditFromStream(r.Change.NewImage)
+		if err != nil {
+			// A malformed entry can never be published; retrying it would
+			// block the shard, so it is logged for a person instead.
+			h.Logger.ErrorContext(ctx, "undecodable audit entry in the stream", "sequence", r.Change.SequenceNumber, "error", err)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		ev := FromAudit(a)
+		evs = append(evs, ev)
+		record[ev.ID] = r.Change.SequenceNumber
+	}
+	if len(evs) == 0 {
+		return resp, nil
+	}
+	failed, err := h.Publisher.Publish(ctx, evs)
+	if err != nil {
+		h.Logger.ErrorContext(ctx, "publishing events failed", "failed", len(failed), "error", err)
+	}
+	for _, id := range failed {
+		resp.BatchItemFailures = append(resp.BatchItemFailures, lambdaevents.DynamoDBBatchItemFailure{ItemIdentifier: record[id]})
+	}
+	return resp, nil
+}
+
+// File is the local stack's publisher: each event goes to the log and is
+// appended to a JSON lines file (synced before Publish returns).
+type File struct {
+	Path   string
+	Logger *slog.Logger
+
+	mu sync.Mutex
+}
+
+// Publish appends evs to the file.
+func (f *File) Publish(ctx context.Context, evs []Event) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out, err := os.OpenFile(f.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return ids(evs), fmt.Errorf("events: %w", err)
+	}
+	defer out.Close()
+	for _, ev := range evs {
+		line, err := json.Marshal(ev)
+		if err != nil {
+			return ids(evs), fmt.Errorf("events: encoding %s: %w", ev.ID, err)
+		}
+		if _, err := out.Write(append(line, '\n')); err != nil {
+			return ids(evs), fmt.Errorf("events: %w", err)
+		}
+		f.Logger.InfoContext(ctx, "event", "event_id", ev.ID, "type", ev.Type, "tenant_id", ev.TenantID, "key_id", ev.KeyID)
+	}
+	if err := out.Sync(); err != nil {
+		return ids(evs), fmt.Errorf("events: %w", err)
+	}
+	return nil, nil
+}
+
+func ids(evs []Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.ID
+	}
+	return out
+}
+
+// FromAudits is the events of audit entries, in order.
+func FromAudits(entries []store.AuditEntry) []Event {
+	evs := make([]Event, len(entries))
+	for i, a := range entries {
+		evs[i] = FromAudit(a)
+	}
+	return evs
+}
