@@ -24,7 +24,7 @@ dev:
 
 ## invoke: one function's handler on one event against the local data: make invoke FN=authorizer EVENT=events/authorizer-bearer.json TOKEN=sk_...
 invoke:
-	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin|rotation|publisher EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
 	$(GO) run ./cmd/keyward invoke -fn $(FN) -event $(EVENT)
 
 ## test: lint, then every test, with DynamoDB Local fetched (once) and started by the tests

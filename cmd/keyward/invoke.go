@@ -14,6 +14,7 @@ import (
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/keyward/keyward/pkg/admin"
+	keyevents "github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/localstack"
 )
 
@@ -24,7 +25,7 @@ import (
 func invoke(args []string) error {
 	fs := flag.NewFlagSet("invoke", flag.ExitOnError)
 	o, ttl := stackFlags(fs)
-	fn := fs.String("fn", "", "function: authorizer or admin")
+	fn := fs.String("fn", "", "function: authorizer, admin, rotation or publisher")
 	eventFile := fs.String("event", "", "event JSON file, for example events/authorizer-bearer.json")
 	_ = fs.Parse(args)
 	if *fn == "" || *eventFile == "" {
@@ -71,8 +72,33 @@ func invoke(args []string) error {
 			return err
 		}
 		out = resp
+	case "rotation":
+		var in struct {
+			Job string `json:"job"`
+		}
+		if err := json.Unmarshal(raw, &in); err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+		r, err := stack.Jobs.Run(ctx, in.Job)
+		if err != nil {
+			return err
+		}
+		out = r
+	case "publisher":
+		// The stream's events go where the local stack publishes: the log
+		// and events.jsonl in the data directory.
+		var ev events.DynamoDBEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+		h := keyevents.StreamHandler{Publisher: stack.Events, Logger: o.Logger}
+		resp, err := h.Handle(ctx, ev)
+		if err != nil {
+			return err
+		}
+		out = resp
 	default:
-		return fmt.Errorf("unknown function %q: authorizer or admin", *fn)
+		return fmt.Errorf("unknown function %q: authorizer, admin, rotation or publisher", *fn)
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")

@@ -67,6 +67,9 @@ type Stack struct {
 	// Jobs are the scheduled jobs; Serve runs them on Schedule.
 	Jobs     *jobs.Jobs
 	Schedule map[string]time.Duration
+	// Events publishes to the log and events.jsonl, as the publisher
+	// function does to EventBridge.
+	Events *events.File
 
 	store *embedded.Store
 	log   *slog.Logger
@@ -117,7 +120,7 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("localstack: %w", err)
 	}
-	s := &Stack{store: st, log: o.Logger}
+	s := &Stack{store: st, log: o.Logger, Events: publisher}
 	if err := s.build(ctx, o); err != nil {
 		_ = st.Close()
 		return nil, err
