@@ -66,10 +66,11 @@ func (b *syncBuffer) String() string {
 
 // stackOptions configure one `keyward dev` process.
 type stackOptions struct {
-	dataDir  string // default a new t.TempDir()
-	addr     string // default 127.0.0.1 and a free port
-	upstream string // UPSTREAM; empty for the built-in echo
-	opToken  string // KEYWARD_OPERATOR_TOKEN; default a random one
+	dataDir  string   // default a new t.TempDir()
+	addr     string   // default 127.0.0.1 and a free port
+	upstream string   // UPSTREAM; empty for the built-in echo
+	opToken  string   // KEYWARD_OPERATOR_TOKEN; default a random one
+	env      []string // more NAME=value settings
 }
 
 // stack is one running `keyward dev` process.
@@ -133,6 +134,7 @@ func launch(t *testing.T, o stackOptions, addr string) (*stack, error) {
 	s.client = &http.Client{Timeout: requestDeadline, Transport: &http.Transport{}}
 	s.cmd = exec.Command(keywardBin, "dev", "-addr", addr, "-data", o.dataDir)
 	s.cmd.Env = append(cleanEnv(), "KEYWARD_OPERATOR_TOKEN="+o.opToken)
+	s.cmd.Env = append(s.cmd.Env, o.env...)
 	if o.upstream != "" {
 		s.cmd.Env = append(s.cmd.Env, "UPSTREAM="+o.upstream)
 	}

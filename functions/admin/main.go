@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -17,6 +19,7 @@ import (
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apigw"
 	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
@@ -51,14 +54,26 @@ func main() {
 	if env.RestAPIID == "" || env.Stage == "" {
 		cloud.Fatal(log, "configuration", errors.New("KEYWARD_REST_API_ID and KEYWARD_STAGE must be set"))
 	}
+	policy := leaks.Policy(os.Getenv("KEYWARD_LEAK_POLICY"))
+	if policy == "" {
+		policy = leaks.Revoke
+	}
+	if policy != leaks.Revoke && policy != leaks.Flag {
+		cloud.Fatal(log, "configuration", fmt.Errorf("KEYWARD_LEAK_POLICY %q must be revoke or flag", policy))
+	}
 	apiGateway := apigateway.NewFromConfig(awsCfg)
+	svc := keys.New(st, peppers, format, keys.WithAuditRetention(keys.DefaultAuditRetention))
 	srv := admin.New(admin.Config{
-		Keys:       keys.New(st, peppers, format, keys.WithAuditRetention(keys.DefaultAuditRetention)),
+		Keys:       svc,
 		Store:      st,
 		Gateway:    gw,
 		RateLimits: apigw.NewUsagePlans(apiGateway, plans),
 		Flusher:    apigw.NewFlusher(apiGateway, env.RestAPIID, env.Stage),
-		Logger:     log,
+		Leaks: admin.Leaks{
+			Keys:      &leaks.GitHubKeys{URL: leaks.GitHubKeysURL},
+			Responder: leaks.Responder{Keys: svc, Store: st, Peppers: peppers, Format: format, Policy: policy},
+		},
+		Logger: log,
 	})
 	lambda.Start(httpadapter.New(admin.FromAPIGateway(srv)).ProxyWithContext)
 }

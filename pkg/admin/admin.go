@@ -19,6 +19,7 @@ import (
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -89,8 +90,17 @@ type Config struct {
 	// limits or caches decisions (tests of other parts).
 	RateLimits RateLimits
 	Flusher    CacheFlusher
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Leaks answers leaked-key reports (GitHub's and the tenants' own).
+	Leaks  Leaks
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Leaks is the leaked-key response: where GitHub's signing keys come from,
+// and what a reported token means.
+type Leaks struct {
+	Keys      leaks.KeySource
+	Responder leaks.Responder
 }
 
 // Server is the admin API.
@@ -107,6 +117,9 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Leaks.Keys == nil {
+		cfg.Leaks.Keys = leaks.StaticKeys{} // no key: every report is refused
+	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	tenant := func(need string, h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.Handler {
 		return s.idempotent(s.tenantRoute(need, h))
@@ -119,6 +132,8 @@ func New(cfg Config) *Server {
 	s.mux.Handle("POST /v1/keys/{id}/revoke", tenant(scopeWrite, s.revokeKey))
 	s.mux.Handle("POST /v1/members/{member_id}/revoke-keys", tenant(scopeAdmin, s.revokeMember))
 	s.mux.Handle("GET /v1/audit", tenant(scopeRead, s.listAudit))
+	s.mux.Handle("POST /v1/keys/{id}/report-leak", tenant(scopeWrite, s.reportLeak))
+	s.mux.HandleFunc("POST /v1/leaks/github", s.githubLeaks)
 	s.mux.Handle("POST /v1/tenants", s.idempotent(s.operatorRoute(s.onboard)))
 	s.mux.Handle("POST /v1/tenants/{id}/offboard", s.idempotent(s.operatorRoute(s.offboard)))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })

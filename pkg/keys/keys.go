@@ -85,6 +85,7 @@ const (
 	ActionKeyExpiring      = "key.expiring"
 	ActionKeyUnused        = "key.unused"
 	ActionPepperRotated    = "pepper.rotated"
+	ActionKeyLeaked        = "key.leaked"
 )
 
 // Rotation overlap bounds: 0 expires the old key at once; the default is
@@ -853,4 +854,47 @@ func (s *Service) RecordPepperRotation(ctx context.Context, actor Actor, version
 		return fmt.Errorf("keys: recording pepper rotation: %w", err)
 	}
 	return nil
+}
+
+// Leak records that key k (as read by the caller) was found exposed,
+// with where (details: url, source): a key.leaked event, and, if revoke is
+// set and the key still works, its revocation, in one change. It returns
+// the key as written and whether it revoked it. A report about a key that
+// changed since it was read is applied to the fresh key.
+func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke bool, details map[string]string) (store.Key, bool, error) {
+	revoked := false
+	leak := func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+		revoked = false
+		if !slices.Contains(k.Notices, store.NoticeLeaked) {
+			k.Notices = append(slices.Clone(k.Notices), store.NoticeLeaked)
+		}
+		if live := Effective(*k, now).Status; revoke && (live == store.KeyActive || live == store.KeyExpiring) {
+			if _, err := s.revokeInto(k, c, actor, now, "leaked"); err != nil {
+				return false, err
+			}
+			revoked = true
+		}
+		entry, err := s.audit(ActionKeyLeaked, *k, actor, now, details)
+		c.Audit = append(c.Audit, entry)
+		return false, err
+	}
+	// First against the key as the caller read it: one read per report.
+	now := s.now().UTC()
+	rev, written := k.Revision, k
+	var c store.Change
+	if _, err := leak(&written, &c, now); err != nil {
+		return store.Key{}, false, err
+	}
+	written.UpdatedAt = now
+	c.Keys = append([]store.KeyWrite{{Key: written, ExpectedRevision: rev}}, c.Keys...)
+	done, err := s.applyOnce(ctx, c)
+	if err != nil {
+		return store.Key{}, false, err
+	}
+	if done {
+		written.Revision = rev + 1
+		return written, revoked, nil
+	}
+	written, err = s.mutate(ctx, k.TenantID, k.ID, leak)
+	return written, revoked, err
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/keyward/keyward/pkg/gateway"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/store"
@@ -44,7 +45,13 @@ type Options struct {
 	OperatorToken string // empty: a random one per start
 	RoutesFile    string // the protected API's route table; empty for the demo table
 	GatewayFile   string // gateway settings (cache, tiers, responses); empty for the shipped ones
-	TokenPrefix   string // default "sk"
+	// GitHubKeysFile holds the keys that may sign leaked-key reports, in
+	// GitHub's format; without it every report is refused.
+	GitHubKeysFile string
+	// LeakPolicy is what happens to a live key reported leaked: revoke
+	// (the default) or flag.
+	LeakPolicy  leaks.Policy
+	TokenPrefix string // default "sk"
 	// CacheTTL overrides gateway.json's authorizer cache TTL when set.
 	CacheTTL *int
 	// Fast runs the scheduled jobs every few seconds, and rotates peppers
@@ -201,8 +208,15 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 		return fmt.Errorf("localstack: %w", err)
 	}
 	svc := keys.New(s.store, ring, format, keys.WithClock(o.Now))
+	leakResponse := admin.Leaks{Responder: leaks.Responder{Keys: svc, Store: s.store, Peppers: ring, Format: format,
+		Policy: cmp.Or(o.LeakPolicy, leaks.Revoke)}}
+	if o.GitHubKeysFile != "" {
+		if leakResponse.Keys, err = leaks.KeysFile(o.GitHubKeysFile); err != nil {
+			return fmt.Errorf("localstack: %w", err)
+		}
+	}
 	adminAPI = admin.New(admin.Config{Keys: svc, Store: s.store, Gateway: s.Gateway, RateLimits: plans, Flusher: gw,
-		Logger: o.Logger, Now: o.Now})
+		Leaks: leakResponse, Logger: o.Logger, Now: o.Now})
 	s.Handler, s.Authorizer, s.Admin = gw, authz, adminAPI
 	jc := jobs.Config{Store: s.store, Keys: svc, Peppers: kr, RateLimits: plans, Gateway: s.Gateway, Now: o.Now, Logger: o.Logger}
 	s.Schedule = Schedules

@@ -107,6 +107,7 @@ const (
 	NoticeExpiring7d = "expiring_7d"
 	NoticeExpiring1d = "expiring_1d"
 	NoticeUnused     = "unused"
+	NoticeLeaked     = "leaked"
 )
 
 // Tenant is one customer of the platform.

@@ -1,0 +1,141 @@
+package admin
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// maxLeakBody bounds GitHub's reports, as its partner program does.
+const maxLeakBody = 1 << 20
+
+// leakNamespace keeps the answers to GitHub's reports, by body digest, so
+// a replayed report changes nothing and gets the first answer back.
+const leakNamespace = "_github-secret-scanning"
+
+var errNotGitHub = &apiError{Status: http.StatusUnauthorized, Type: "unauthorized",
+	Message: "The request is not signed by a GitHub secret scanning key."}
+
+// githubLeaks is GitHub's secret scanning partner callback: public, since
+// GitHub's signature over the raw body is the credential.
+func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLeakBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeError(w, &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request", Code: "body_too_large",
+			Message: "The report is larger than 1 MiB."})
+		return
+	case err != nil:
+		writeError(w, invalidRequest("", "The request body could not be read."))
+		return
+	}
+	err = leaks.Verify(r.Context(), s.cfg.Leaks.Keys, r.Header.Get("Github-Public-Key-Identifier"), r.Header.Get("Github-Public-Key-Signature"), body)
+	switch {
+	case errors.Is(err, leaks.ErrUnsigned), errors.Is(err, leaks.ErrBadSignature), errors.Is(err, leaks.ErrUnknownKey):
+		s.cfg.Logger.WarnContext(r.Context(), "refused a secret scanning report", "reason", err.Error())
+		writeError(w, errNotGitHub)
+		return
+	case err != nil:
+		writeError(w, s.internal(r, "verifying GitHub's signature", err))
+		return
+	}
+	var reports []leaks.Report
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&reports); err != nil || dec.More() {
+		writeError(w, invalidRequest("", "The report must be a JSON array of {token, type, url, source}."))
+		return
+	}
+	sum := sha256.Sum256(body)
+	now := s.cfg.Now()
+	rec := store.Idempotency{TenantID: leakNamespace, Key: hex.EncodeToString(sum[:]), RequestHash: hex.EncodeToString(sum[:]),
+		CreatedAt: now, ExpiresAt: now.Add(idempotencyTTL)}
+	if answered := s.claim(w, r, rec); answered {
+		return
+	}
+	c, _ := callerFrom(r.Context())
+	out, err := s.cfg.Leaks.Responder.Respond(r.Context(), keys.Actor{ID: "github:secret-scanning", RequestID: c.RequestID}, reports)
+	if err != nil {
+		// Nothing to replay: GitHub retries, and the report runs again.
+		_ = s.cfg.Store.DeleteIdempotency(r.Context(), leakNamespace, rec.Key)
+		writeError(w, s.internal(r, "handling a secret scanning report", err))
+		return
+	}
+	if out.Revoked > 0 {
+		// A failed flush leaves cached decisions for at most the cache TTL;
+		// the keys are revoked, and GitHub must not retry for that.
+		if e := s.flush(r); e != nil {
+			s.cfg.Logger.ErrorContext(r.Context(), "cache flush after leaked-key revocations failed", "revoked", out.Revoked)
+		}
+	}
+	feedback := out.Feedback
+	if feedback == nil {
+		feedback = []leaks.Feedback{}
+	}
+	answer, _ := json.Marshal(feedback)
+	rec.Done, rec.StatusCode, rec.Body = true, http.StatusOK, append(answer, '\n')
+	if err := s.cfg.Store.CompleteIdempotency(r.Context(), rec); err != nil {
+		s.cfg.Logger.ErrorContext(r.Context(), "recording the answer to a secret scanning report failed", "error", err)
+	}
+	writeJSON(w, http.StatusOK, feedback)
+}
+
+type reportLeakBody struct {
+	URL    string `json:"url"`
+	Source string `json:"source"`
+}
+
+// reportLeak is a tenant reporting its own key exposed: handled as GitHub's
+// reports are, by the policy for live keys.
+func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+	id, e := keyID(r)
+	if e != nil {
+		return e
+	}
+	body, e := readBody(w, r)
+	if e != nil {
+		return e
+	}
+	var b reportLeakBody
+	if len(body) > 0 {
+		if e := decode(body, &b); e != nil {
+			return e
+		}
+	}
+	k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
+	if err != nil {
+		return s.internal(r, "reading key", err)
+	}
+	if e := mayChange(c, k); e != nil {
+		return e
+	}
+	details := map[string]string{"reporter": "tenant"}
+	if b.URL != "" {
+		details["url"] = b.URL
+	}
+	if b.Source != "" {
+		details["source"] = b.Source
+	}
+	revoke := s.cfg.Leaks.Responder.Policy != leaks.Flag && k.Environment == "live"
+	k, revoked, err := s.cfg.Keys.Leak(r.Context(), actorOf(c), k, revoke, details)
+	if err != nil {
+		return s.internal(r, "reporting a leak", err)
+	}
+	if revoked {
+		s.unprovision(r, k)
+		if e := s.flush(r); e != nil {
+			return e
+		}
+	}
+	writeJSON(w, http.StatusOK, resource(k))
+	return nil
+}
