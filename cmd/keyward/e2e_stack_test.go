@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward/internal/testenv"
 )
 
 // Deadlines: every wait of the suite is bounded by one of these.
@@ -46,24 +48,6 @@ var tokenPattern = regexp.MustCompile(`\b[a-z]{2,8}_(?:live|test)_[0-9A-Za-z]{50
 // requestIDPattern is API Gateway's request id form, a version 4 UUID.
 var requestIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
-// syncBuffer collects a subprocess's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // stackOptions configure one `keyward dev` process.
 type stackOptions struct {
 	dataDir  string   // default a new t.TempDir()
@@ -84,8 +68,8 @@ type stack struct {
 	client  *http.Client
 
 	cmd     *exec.Cmd
-	stdout  *syncBuffer // JSON logs
-	stderr  *syncBuffer // the banner
+	stdout  *testenv.SyncBuffer // JSON logs
+	stderr  *testenv.SyncBuffer // the banner
 	done    chan struct{}
 	waitErr error // set before done closes
 
@@ -129,7 +113,7 @@ var errAddrInUse = errors.New("address already in use")
 func launch(t *testing.T, o stackOptions, addr string) (*stack, error) {
 	t.Helper()
 	s := &stack{t: t, dataDir: o.dataDir, addr: addr, base: "http://" + addr, opToken: o.opToken,
-		stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), secrets: map[string]bool{}}
+		stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}, done: make(chan struct{}), secrets: map[string]bool{}}
 	s.addSecret(o.opToken)
 	s.client = &http.Client{Timeout: requestDeadline, Transport: &http.Transport{}}
 	s.cmd = exec.Command(keywardBin, "dev", "-addr", addr, "-data", o.dataDir)

@@ -6,46 +6,22 @@ import (
 	"context"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/keyward/keyward/internal/cloud"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 func main() {
-	log := cloud.Logger()
 	ctx := context.Background()
-	env, err := cloud.FromEnv()
+	rt := cloud.Start(ctx)
+	routes, err := rt.Env.Routes()
 	if err != nil {
-		cloud.Fatal(log, "configuration", err)
+		cloud.Fatal(rt.Log, "route table", err)
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	a, err := authorizer.New(authorizer.Config{Store: rt.Store, Peppers: rt.Peppers(ctx), Format: rt.Format,
+		Routes: routes, Gateway: rt.Gateway, Logger: rt.Log})
 	if err != nil {
-		cloud.Fatal(log, "aws configuration", err)
-	}
-	st := dynamo.New(dynamodb.NewFromConfig(awsCfg), env.Table)
-	peppers, err := env.Peppers(ctx, st, kms.NewFromConfig(awsCfg))
-	if err != nil {
-		cloud.Fatal(log, "loading peppers", err)
-	}
-	format, err := env.Format()
-	if err != nil {
-		cloud.Fatal(log, "token format", err)
-	}
-	routes, err := env.Routes()
-	if err != nil {
-		cloud.Fatal(log, "route table", err)
-	}
-	gw, err := env.Gateway()
-	if err != nil {
-		cloud.Fatal(log, "gateway configuration", err)
-	}
-	a, err := authorizer.New(authorizer.Config{Store: st, Peppers: peppers, Format: format, Routes: routes, Gateway: gw, Logger: log})
-	if err != nil {
-		cloud.Fatal(log, "authorizer", err)
+		cloud.Fatal(rt.Log, "authorizer", err)
 	}
 	lambda.Start(a.Authorize)
 }

@@ -6,17 +6,12 @@ import (
 	"context"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/apigateway"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/keyward/keyward/internal/cloud"
-	"github.com/keyward/keyward/pkg/apigw"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/pepper"
-	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 // input is what each schedule sends.
@@ -25,38 +20,16 @@ type input struct {
 }
 
 func main() {
-	log := cloud.Logger()
-	ctx := context.Background()
-	env, err := cloud.FromEnv()
-	if err != nil {
-		cloud.Fatal(log, "configuration", err)
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
-	if err != nil {
-		cloud.Fatal(log, "aws configuration", err)
-	}
-	format, err := env.Format()
-	if err != nil {
-		cloud.Fatal(log, "token format", err)
-	}
-	gw, err := env.Gateway()
-	if err != nil {
-		cloud.Fatal(log, "gateway configuration", err)
-	}
-	plans, err := env.Plans(gw)
-	if err != nil {
-		cloud.Fatal(log, "usage plans", err)
-	}
-	st := dynamo.New(dynamodb.NewFromConfig(awsCfg), env.Table)
+	rt := cloud.Start(context.Background())
 	j := jobs.New(jobs.Config{
-		Store: st,
+		Store: rt.Store,
 		// The jobs never mint keys, so the service gets no hasher: this
 		// function holds no kms:Decrypt and never sees a plaintext pepper.
-		Keys:       keys.New(st, nil, format, keys.WithAuditRetention(keys.DefaultAuditRetention)),
-		Peppers:    pepper.KMS{Client: kms.NewFromConfig(awsCfg), KeyID: env.PepperKeyID},
-		RateLimits: apigw.NewUsagePlans(apigateway.NewFromConfig(awsCfg), plans),
-		Gateway:    gw,
-		Logger:     log,
+		Keys:       keys.New(rt.Store, nil, rt.Format, keys.WithAuditRetention(keys.DefaultAuditRetention)),
+		Peppers:    pepper.KMS{Client: kms.NewFromConfig(rt.AWS), KeyID: rt.Env.PepperKeyID},
+		RateLimits: rt.UsagePlans(),
+		Gateway:    rt.Gateway,
+		Logger:     rt.Log,
 	})
 	lambda.Start(func(ctx context.Context, in input) (jobs.Result, error) { return j.Run(ctx, in.Job) })
 }

@@ -11,10 +11,18 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/apigateway"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/apigw"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/route"
+	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 // Env is the functions' configuration.
@@ -125,4 +133,58 @@ func Logger() *slog.Logger {
 func Fatal(l *slog.Logger, what string, err error) {
 	l.Error(what, "error", err)
 	os.Exit(1)
+}
+
+// Runtime is what the functions that use the table share, built once per
+// process in init.
+type Runtime struct {
+	Env     Env
+	Log     *slog.Logger
+	AWS     aws.Config
+	Store   *dynamo.Store
+	Format  apikey.Format
+	Gateway config.Gateway
+}
+
+// Start reads the configuration and builds the shared clients; on any
+// error it logs and exits, so Lambda reports an init failure and API
+// Gateway fails closed.
+func Start(ctx context.Context) *Runtime {
+	log := Logger()
+	env, err := FromEnv()
+	if err != nil {
+		Fatal(log, "configuration", err)
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		Fatal(log, "aws configuration", err)
+	}
+	format, err := env.Format()
+	if err != nil {
+		Fatal(log, "token format", err)
+	}
+	gw, err := env.Gateway()
+	if err != nil {
+		Fatal(log, "gateway configuration", err)
+	}
+	return &Runtime{Env: env, Log: log, AWS: awsCfg, Store: dynamo.New(dynamodb.NewFromConfig(awsCfg), env.Table), Format: format, Gateway: gw}
+}
+
+// Peppers loads the pepper ring with KMS, or exits.
+func (r *Runtime) Peppers(ctx context.Context) *pepper.Ring {
+	ring, err := r.Env.Peppers(ctx, r.Store, kms.NewFromConfig(r.AWS))
+	if err != nil {
+		Fatal(r.Log, "loading peppers", err)
+	}
+	return ring
+}
+
+// UsagePlans is the API Gateway usage plans of the rate-limit tiers, or
+// exits.
+func (r *Runtime) UsagePlans() *apigw.UsagePlans {
+	plans, err := r.Env.Plans(r.Gateway)
+	if err != nil {
+		Fatal(r.Log, "usage plans", err)
+	}
+	return apigw.NewUsagePlans(apigateway.NewFromConfig(r.AWS), plans)
 }

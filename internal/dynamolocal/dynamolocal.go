@@ -5,9 +5,7 @@ package dynamolocal
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 
+	"github.com/keyward/keyward/internal/testenv"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
@@ -44,7 +43,7 @@ var (
 type process struct {
 	cmd      *exec.Cmd
 	endpoint string
-	output   *syncBuffer
+	output   *testenv.SyncBuffer
 	exited   chan struct{}
 }
 
@@ -130,7 +129,7 @@ func start() {
 		unavailable = err
 		return
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		startErr = err
 		return
@@ -146,7 +145,7 @@ func start() {
 	p := &process{
 		cmd:      exec.Command(java, args...),
 		endpoint: "http://127.0.0.1:" + strconv.Itoa(port),
-		output:   &syncBuffer{},
+		output:   &testenv.SyncBuffer{},
 		exited:   make(chan struct{}),
 	}
 	p.cmd.Dir = dir
@@ -206,7 +205,7 @@ func jarDir() (string, error) {
 		}
 	}
 	// The script fetches the jar and installs Java where either is missing.
-	root, err := moduleRoot()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -247,56 +246,9 @@ func hasJar(dir string) bool {
 	return err == nil
 }
 
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // supportsTelemetryFlag asks the jar's usage text, since releases before
 // 1.24 reject the flag outright.
 func supportsTelemetryFlag(java, dir string) bool {
 	out, _ := exec.Command(java, "-jar", filepath.Join(dir, "DynamoDBLocal.jar"), "-help").CombinedOutput()
 	return bytes.Contains(out, []byte("-disableTelemetry"))
-}
-
-// freePort asks the kernel for a free loopback port; the tiny window before
-// java binds it is acceptable for tests.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// syncBuffer collects java's output, written by exec's copying goroutines
-// while tests may read it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -7,12 +7,10 @@ package openapitest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -22,6 +20,8 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
+
+	"github.com/keyward/keyward/internal/testenv"
 )
 
 // Spec is the loaded and validated OpenAPI document.
@@ -47,7 +47,7 @@ func Load(t testing.TB) *Spec {
 }
 
 func load() (*Spec, error) {
-	root, err := moduleRoot()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -71,25 +71,6 @@ func load() (*Spec, error) {
 		return nil, fmt.Errorf("routing %s: %w", path, err)
 	}
 	return &Spec{doc: doc, router: router}, nil
-}
-
-// moduleRoot walks up from the working directory, a package directory
-// under go test, to the directory holding go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Operations lists every operation of the document as "METHOD /path",

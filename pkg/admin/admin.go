@@ -250,6 +250,28 @@ func mayChange(c Caller, k store.Key) *apiError {
 	return nil
 }
 
+// changeable reads one of the caller's keys that it may change.
+func (s *Server) changeable(r *http.Request, c Caller, id string) (store.Key, *apiError) {
+	k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
+	if err != nil {
+		return store.Key{}, s.internal(r, "reading key", err)
+	}
+	if e := mayChange(c, k); e != nil {
+		return store.Key{}, e
+	}
+	return k, nil
+}
+
+// noBody refuses a request body other than none or an empty JSON object,
+// for routes that take no input.
+func noBody(w http.ResponseWriter, r *http.Request) *apiError {
+	body, e := readBody(w, r)
+	if e != nil || len(body) == 0 {
+		return e
+	}
+	return decode(body, &struct{}{})
+}
+
 // keyID parses the {id} path value ("key_<id>").
 func keyID(r *http.Request) (string, *apiError) {
 	id, ok := apikey.ParsePublicID(r.PathValue("id"))

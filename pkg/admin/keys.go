@@ -360,11 +360,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 			return e
 		}
 	}
-	current, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
-	}
-	if e := mayChange(c, current); e != nil {
+	if _, e := s.changeable(r, c, id); e != nil {
 		return e
 	}
 	if p.Scopes != nil {

@@ -111,11 +111,8 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 			return e
 		}
 	}
-	k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
-	}
-	if e := mayChange(c, k); e != nil {
+	k, e := s.changeable(r, c, id)
+	if e != nil {
 		return e
 	}
 	details := map[string]string{"reporter": "tenant"}

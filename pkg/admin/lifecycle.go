@@ -36,11 +36,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 			overlap = time.Duration(*b.ExpireOldIn) * time.Second
 		}
 	}
-	current, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
-	}
-	if e := mayChange(c, current); e != nil {
+	if _, e := s.changeable(r, c, id); e != nil {
 		return e
 	}
 	nk, old, err := s.cfg.Keys.Rotate(r.Context(), actorOf(c), c.TenantID, id, overlap)
@@ -69,18 +65,10 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	if e != nil {
 		return e
 	}
-	if body, e := readBody(w, r); e != nil {
+	if e := noBody(w, r); e != nil {
 		return e
-	} else if len(body) > 0 {
-		if e := decode(body, &struct{}{}); e != nil {
-			return e
-		}
 	}
-	current, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
-	}
-	if e := mayChange(c, current); e != nil {
+	if _, e := s.changeable(r, c, id); e != nil {
 		return e
 	}
 	k, err := s.cfg.Keys.Revoke(r.Context(), actorOf(c), c.TenantID, id)
@@ -101,12 +89,8 @@ type revokedCount struct {
 }
 
 func (s *Server) revokeMember(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
-	if body, e := readBody(w, r); e != nil {
+	if e := noBody(w, r); e != nil {
 		return e
-	} else if len(body) > 0 {
-		if e := decode(body, &struct{}{}); e != nil {
-			return e
-		}
 	}
 	n, err := s.cfg.Keys.RevokeMember(r.Context(), actorOf(c), c.TenantID, r.PathValue("member_id"))
 	if err != nil {

@@ -63,12 +63,8 @@ type offboarded struct {
 }
 
 func (s *Server) offboard(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
-	if body, e := readBody(w, r); e != nil {
+	if e := noBody(w, r); e != nil {
 		return e
-	} else if len(body) > 0 {
-		if e := decode(body, &struct{}{}); e != nil {
-			return e
-		}
 	}
 	id := r.PathValue("id")
 	n, err := s.cfg.Keys.Offboard(r.Context(), actorOf(c), id)
