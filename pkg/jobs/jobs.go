@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/keyward/keyward/config"
@@ -183,6 +184,18 @@ func (j *Jobs) removeIdentity(ctx context.Context, k store.Key) {
 	}
 }
 
+// releaseIdentity removes a dead key's rate-limit identity unless that was
+// done already, and records it.
+func (j *Jobs) releaseIdentity(ctx context.Context, k store.Key) (bool, error) {
+	if j.cfg.RateLimits == nil || j.cfg.Gateway.UsageIdentity != config.UsagePerKey || slices.Contains(k.Notices, store.NoticeIdentityRemoved) {
+		return false, nil
+	}
+	if err := j.cfg.RateLimits.Remove(ctx, usage.Identity(j.cfg.Gateway.UsageIdentity, k.TenantID, k.ID)); err != nil {
+		return false, fmt.Errorf("jobs: removing the rate-limit identity of %s: %w", k.ID, err)
+	}
+	return j.cfg.Keys.Mark(ctx, k, store.NoticeIdentityRemoved)
+}
+
 // Warning windows: a key.expiring event 7 days and 1 day before expiry.
 var warnings = []struct {
 	notice string
@@ -216,13 +229,18 @@ func (j *Jobs) WarnExpiring(ctx context.Context) (Result, error) {
 
 // ReportUnused sends a key.unused event, once, for each live key not used
 // for UnusedAfter (or never used since its creation that long ago), so its
-// owner can revoke it, as the seeds ask.
+// owner can revoke it, as the seeds ask. Passing over every key, it also
+// removes the rate-limit identities of dead keys that still hold one (keys
+// revoked in bulk, by member or tenant, keep theirs until then), once each.
 func (j *Jobs) ReportUnused(ctx context.Context) (Result, error) {
 	now := j.cfg.Now()
 	return j.resumable(ctx, UnusedKeys, func(cursor string) (store.KeyPage, error) {
 		return j.cfg.Store.ScanKeys(ctx, cursor, page)
 	}, func(k store.Key) (bool, error) {
-		if keys.Effective(k, now).Status != store.KeyActive {
+		switch keys.Effective(k, now).Status {
+		case store.KeyRevoked, store.KeyExpired:
+			return j.releaseIdentity(ctx, k)
+		case store.KeyExpiring:
 			return false, nil
 		}
 		last := k.LastUsedAt

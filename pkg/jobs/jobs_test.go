@@ -315,9 +315,14 @@ func TestUnusedKeysReportedOnce(t *testing.T) {
 			sk, _ := e.st.GetKey(e.ctx, k.ID)
 			got[k.ID] = len(sk.Notices) > 0
 		}
-		// The admin key, never used for 91 days, is reported too.
-		if !got[never.ID] || got[used.ID] || got[revoked.ID] || got[fresh.ID] || e.actions("acme")[keys.ActionKeyUnused] != 2 {
+		// The admin key, never used for 91 days, is reported too; the
+		// revoked key gets no event, only its identity released, once.
+		if !got[never.ID] || got[used.ID] || !got[revoked.ID] || got[fresh.ID] || e.actions("acme")[keys.ActionKeyUnused] != 2 {
 			t.Fatalf("unused notices %v, events %d", got, e.actions("acme")[keys.ActionKeyUnused])
+		}
+		rk, _ := e.st.GetKey(e.ctx, revoked.ID)
+		if fmt.Sprint(rk.Notices) != "[identity_removed]" || len(e.removed.ids) != 1 || e.removed.ids[0] != "keywardkey"+revoked.ID {
+			t.Fatalf("revoked key: notices %v, identities removed %v", rk.Notices, e.removed.ids)
 		}
 	})
 }

@@ -831,6 +831,17 @@ func (s *Service) Notify(ctx context.Context, actor Actor, k store.Key, notice, 
 	return s.applyOnce(ctx, store.Change{Keys: []store.KeyWrite{{Key: k, ExpectedRevision: rev}}, Audit: []store.AuditEntry{entry}})
 }
 
+// Mark records a bookkeeping notice on k (no audit entry, no event: the
+// key's access does not change), against its listed revision like Notify.
+func (s *Service) Mark(ctx context.Context, k store.Key, notice string) (bool, error) {
+	if slices.Contains(k.Notices, notice) {
+		return false, nil
+	}
+	rev := k.Revision
+	k.Notices = append(slices.Clone(k.Notices), notice)
+	return s.applyOnce(ctx, store.Change{Keys: []store.KeyWrite{{Key: k, ExpectedRevision: rev}}})
+}
+
 // applyOnce writes a revision-checked change; a lost race is no error.
 func (s *Service) applyOnce(ctx context.Context, c store.Change) (bool, error) {
 	err := s.store.Apply(ctx, c)

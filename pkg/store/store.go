@@ -108,6 +108,9 @@ const (
 	NoticeExpiring1d = "expiring_1d"
 	NoticeUnused     = "unused"
 	NoticeLeaked     = "leaked"
+	// NoticeIdentityRemoved marks a dead key whose rate-limit identity was
+	// removed: bookkeeping, not an event.
+	NoticeIdentityRemoved = "identity_removed"
 )
 
 // Tenant is one customer of the platform.
