@@ -40,7 +40,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -409,29 +408,26 @@ func (g *Gateway) event(c *call, params map[string]string, arn string) events.AP
 	}
 }
 
-// received returns the authorizer's response as API Gateway receives it,
-// through JSON, checked as API Gateway checks it: a principal, a policy,
-// and a context of strings, numbers and booleans only.
+// received checks the authorizer's response as API Gateway checks it: a
+// principal, a policy, and a context of strings, numbers and booleans only.
 func received(out events.APIGatewayCustomAuthorizerResponse) (events.APIGatewayCustomAuthorizerResponse, error) {
-	var resp events.APIGatewayCustomAuthorizerResponse
-	raw, err := json.Marshal(out)
-	if err == nil {
-		err = json.Unmarshal(raw, &resp)
+	if out.PrincipalID == "" || len(out.PolicyDocument.Statement) == 0 {
+		return out, errors.New("gateway: authorizer response lacks a principalId or a policy")
 	}
-	if err != nil {
-		return resp, fmt.Errorf("gateway: authorizer response: %w", err)
-	}
-	if resp.PrincipalID == "" || len(resp.PolicyDocument.Statement) == 0 {
-		return resp, errors.New("gateway: authorizer response lacks a principalId or a policy")
-	}
-	for name, v := range resp.Context {
+	// Checked as AWS checks the JSON a Lambda returns, without encoding it:
+	// this runs on every uncached request. The copy keeps a cached answer
+	// safe from whoever reads it.
+	ctx := make(map[string]any, len(out.Context))
+	for name, v := range out.Context {
 		switch v.(type) {
-		case string, float64, bool:
+		case string, bool, float64, float32, int, int32, int64, uint, uint32, uint64:
 		default:
-			return resp, fmt.Errorf("gateway: authorizer context %q is not a string, number or boolean", name)
+			return out, fmt.Errorf("gateway: authorizer context %q is not a string, number or boolean", name)
 		}
+		ctx[name] = v
 	}
-	return resp, nil
+	out.Context = ctx
+	return out, nil
 }
 
 // admit counts a request against identity's usage plan: known is false
