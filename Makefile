@@ -7,8 +7,10 @@ STATICCHECK_VERSION := v0.8.2
 FUNCTIONS := $(notdir $(wildcard functions/*))
 PACKAGES := ./...
 FUZZTIME ?= 30s
+# jsii warns about any Node.js release it has not been tested with.
+JSII_QUIET := JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION=1 JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
 
-.PHONY: build test lint bench bench-local fuzz dev invoke dynamodb-local clean
+.PHONY: build test lint bench bench-local fuzz dev invoke dynamodb-local clean synth deploy
 
 ## build: every function in functions/* as dist/<function>/bootstrap for provided.al2023 on arm64
 build:
@@ -31,6 +33,8 @@ invoke:
 test: lint
 	KEYWARD_DYNAMODB_LOCAL="$$(./scripts/dynamodb-local.sh | tail -n 1)" \
 		$(GO) test -race -count=1 -timeout 15m $(PACKAGES)
+	./scripts/ensure-node.sh
+	cd infra && $(JSII_QUIET) $(GO) test -count=1 -timeout 10m ./...
 
 ## lint: gofmt, go vet and staticcheck
 lint:
@@ -38,6 +42,7 @@ lint:
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PACKAGES)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PACKAGES)
+	cd infra && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 ## bench: the benchmarks recorded in BENCHMARKS.md, and the authorizer's bootstrap size
 bench: build
@@ -60,6 +65,15 @@ fuzz:
 ## dynamodb-local: fetch DynamoDB Local into the cache and print its directory
 dynamodb-local:
 	@./scripts/dynamodb-local.sh
+
+## synth: the CDK stack as CloudFormation in cdk.out/, offline; functions not built yet become placeholders that cdk deploy refuses (docs/deploy.md)
+synth:
+	./scripts/ensure-node.sh
+	cd infra && $(JSII_QUIET) $(GO) run ./cmd/keyward-cdk
+
+## deploy: build the functions, then deploy with the CDK CLI from npm (AWS credentials; context as CDK_ARGS='-c upstreamUrl=https://api.example.com -c stage=prod')
+deploy: build
+	$(JSII_QUIET) npx --yes aws-cdk@2 deploy $(CDK_ARGS)
 
 clean:
 	rm -rf dist cdk.out

@@ -1,0 +1,281 @@
+package stack
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigateway"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscertificatemanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/gateway"
+)
+
+// Stage-wide default method throttling: far above any one key's usage
+// plan (the highest tier is what gateway.json says), below the account's
+// default 10,000 requests per second, so that one runaway client mix
+// cannot take the whole regional quota from other APIs in the account.
+const (
+	StageRateLimit  = 5000
+	StageBurstLimit = 2500
+)
+
+// AccessLogFields are the stage's access log, one JSON object per
+// request. Never the Authorization header, the API key value or a body.
+var AccessLogFields = [][2]string{
+	{"requestId", "$context.requestId"},
+	{"extendedRequestId", "$context.extendedRequestId"},
+	{"requestTime", "$context.requestTime"},
+	{"ip", "$context.identity.sourceIp"},
+	{"userAgent", "$context.identity.userAgent"},
+	{"userArn", "$context.identity.userArn"},
+	{"httpMethod", "$context.httpMethod"},
+	{"resourcePath", "$context.resourcePath"},
+	{"path", "$context.path"},
+	{"protocol", "$context.protocol"},
+	{"status", "$context.status"},
+	{"responseLength", "$context.responseLength"},
+	{"responseLatency", "$context.responseLatency"},
+	{"principalId", "$context.authorizer.principalId"},
+	{"tenantId", "$context.authorizer.tenant_id"},
+	{"authorizerStatus", "$context.authorizer.status"},
+	{"authorizerLatency", "$context.authorizer.latency"},
+	{"authorizerError", "$context.authorizer.error"},
+	{"errorType", "$context.error.responseType"},
+	{"integrationStatus", "$context.integration.status"},
+	{"integrationLatency", "$context.integration.latency"},
+	{"integrationError", "$context.integration.error"},
+}
+
+// AccessLogFormat renders AccessLogFields as API Gateway's format string.
+func AccessLogFormat() string {
+	parts := make([]string, len(AccessLogFields))
+	for i, f := range AccessLogFields {
+		parts[i] = strconv.Quote(f[0]) + ":" + strconv.Quote(f[1])
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// pathParam matches {name} and the greedy {name+}.
+var pathParam = regexp.MustCompile(`\{([A-Za-z0-9_]+)(\+?)\}`)
+
+// restAPI builds the REST API: the protected routes and the admin
+// routes, the authorizer, the gateway responses, the usage plans, the
+// stage and the optional custom domain.
+func (k *keyward) restAPI() {
+	accessLogs := awslogs.NewLogGroup(k.stack, jsii.String("AccessLogs"), &awslogs.LogGroupProps{
+		LogGroupName:  jsii.String("/aws/apigateway/" + k.s.StackName() + "/access"),
+		Retention:     LogRetention,
+		RemovalPolicy: k.removal(),
+	})
+	k.api = awsapigateway.NewRestApi(k.stack, jsii.String("Api"), &awsapigateway.RestApiProps{
+		RestApiName: jsii.String(k.s.StackName()),
+		Description: jsii.String("keyward: the protected API and keyward's admin API (/v1)"),
+		// Usage plans count requests against the authorizer's
+		// usageIdentifierKey, not a client-sent x-api-key.
+		ApiKeySourceType: awsapigateway.ApiKeySourceType_AUTHORIZER,
+		EndpointTypes:    &[]awsapigateway.EndpointType{awsapigateway.EndpointType_REGIONAL},
+		// API Gateway writes access logs with an account-wide role.
+		CloudWatchRole: jsii.Bool(k.s.APIGatewayAccountRole),
+		DeployOptions: &awsapigateway.StageOptions{
+			StageName:            jsii.String(k.s.Stage),
+			AccessLogDestination: awsapigateway.NewLogGroupLogDestination(accessLogs),
+			AccessLogFormat:      awsapigateway.AccessLogFormat_Custom(jsii.String(AccessLogFormat())),
+			TracingEnabled:       jsii.Bool(k.s.Tracing),
+			ThrottlingRateLimit:  jsii.Number(StageRateLimit),
+			ThrottlingBurstLimit: jsii.Number(StageBurstLimit),
+		},
+	})
+
+	gw := k.s.Gateway
+	k.authorizer = awsapigateway.NewRequestAuthorizer(k.stack, jsii.String("Authorizer"), &awsapigateway.RequestAuthorizerProps{
+		AuthorizerName: jsii.String(k.s.StackName()),
+		Handler:        k.fns[FnAuthorizer],
+		// Already in API Gateway's syntax in gateway.json
+		// (method.request.header.Authorization, context.identity.sourceIp).
+		IdentitySources: jsii.Strings(gw.Authorizer.IdentitySources...),
+		ResultsCacheTtl: awscdk.Duration_Seconds(jsii.Number(gw.Authorizer.CacheTTLSeconds)),
+	})
+
+	for _, r := range k.s.Routes.Routes {
+		k.protectedRoute(r)
+	}
+	for _, r := range config.AdminRoutes().Routes {
+		k.adminRoute(r)
+	}
+	k.gatewayResponses()
+	for _, t := range gw.RateLimitTiers {
+		k.plans[t.Name] = k.api.AddUsagePlan(jsii.String("Plan"+title(t.Name)), &awsapigateway.UsagePlanProps{
+			Name:        jsii.String(k.name(t.Name)),
+			Description: jsii.String(fmt.Sprintf("keyward rate-limit tier %s: %d requests per minute, burst %d", t.Name, t.RequestsPerMinute, t.Burst)),
+			Throttle: &awsapigateway.ThrottleSettings{
+				RateLimit:  jsii.Number(RateLimit(t)),
+				BurstLimit: jsii.Number(t.Burst),
+			},
+			ApiStages: &[]*awsapigateway.UsagePlanPerApiStage{{Api: k.api, Stage: k.api.DeploymentStage()}},
+		})
+	}
+	if k.s.DomainName != "" {
+		domain := k.api.AddDomainName(jsii.String("Domain"), &awsapigateway.DomainNameOptions{
+			DomainName:     jsii.String(k.s.DomainName),
+			Certificate:    awscertificatemanager.Certificate_FromCertificateArn(k.stack, jsii.String("Certificate"), jsii.String(k.s.CertificateARN)),
+			EndpointType:   awsapigateway.EndpointType_REGIONAL,
+			SecurityPolicy: awsapigateway.SecurityPolicy_TLS_1_2,
+		})
+		awscdk.NewCfnOutput(k.stack, jsii.String(OutputDomainTarget), &awscdk.CfnOutputProps{
+			Value:       domain.DomainNameAliasDomainName(),
+			Description: jsii.String("Point " + k.s.DomainName + " here (CNAME, or a Route 53 alias with the regional hosted zone)"),
+		})
+	}
+}
+
+// resource returns the API resource for a route path.
+func (k *keyward) resource(path string) awsapigateway.IResource {
+	if path == "/" {
+		return k.api.Root()
+	}
+	return k.api.Root().ResourceForPath(jsii.String(strings.TrimPrefix(path, "/")))
+}
+
+// methodOptions authorizes a route as its auth says. A route authorized
+// by keyward's authorizer also counts against the usage plan of the
+// authorizer's usageIdentifierKey.
+func (k *keyward) methodOptions(r config.Route, params map[string]*bool) *awsapigateway.MethodOptions {
+	var o *awsapigateway.MethodOptions
+	switch r.Auth {
+	case config.AuthKey:
+		o = &awsapigateway.MethodOptions{
+			AuthorizationType: awsapigateway.AuthorizationType_CUSTOM,
+			Authorizer:        k.authorizer,
+			ApiKeyRequired:    jsii.Bool(true),
+		}
+	case config.AuthIAM:
+		o = &awsapigateway.MethodOptions{AuthorizationType: awsapigateway.AuthorizationType_IAM}
+	case config.AuthNone:
+		o = &awsapigateway.MethodOptions{AuthorizationType: awsapigateway.AuthorizationType_NONE}
+	default:
+		// Settings.Validate compiled the tables: unreachable.
+		panic(fmt.Sprintf("keyward: route %s %s: unknown auth %q", r.Method, r.Path, r.Auth))
+	}
+	if len(params) > 0 {
+		o.RequestParameters = &params
+	}
+	return o
+}
+
+// IntegrationHeaders maps the authorizer's context to the headers the
+// protected API receives, from gateway.ContextHeaders.
+func IntegrationHeaders() map[string]string {
+	m := map[string]string{}
+	for header, name := range gateway.ContextHeaders {
+		m["integration.request.header."+header] = "context.authorizer." + name
+	}
+	return m
+}
+
+// protectedRoute forwards one route to the upstream (HTTP proxy), with
+// its path parameters and, when keyward authorizes it, the authorizer's
+// context as headers.
+func (k *keyward) protectedRoute(r config.Route) {
+	methodParams := map[string]*bool{}
+	integrationParams := map[string]string{}
+	if r.Auth == config.AuthKey {
+		integrationParams = IntegrationHeaders()
+	}
+	for _, m := range pathParam.FindAllStringSubmatch(r.Path, -1) {
+		methodParams["method.request.path."+m[1]] = jsii.Bool(true)
+		integrationParams["integration.request.path."+m[1]] = "method.request.path." + m[1]
+	}
+	integration := awsapigateway.NewIntegration(&awsapigateway.IntegrationProps{
+		Type:                  awsapigateway.IntegrationType_HTTP_PROXY,
+		IntegrationHttpMethod: jsii.String(r.Method),
+		// The greedy {name+} is {name} in an integration URI.
+		Uri: jsii.String(k.s.UpstreamURL + strings.ReplaceAll(r.Path, "+}", "}")),
+		Options: &awsapigateway.IntegrationOptions{
+			ConnectionType:    awsapigateway.ConnectionType_INTERNET,
+			RequestParameters: ptr(jsiiMap(integrationParams)),
+		},
+	})
+	k.resource(r.Path).AddMethod(jsii.String(r.Method), integration, k.methodOptions(r, methodParams))
+}
+
+// adminFunctionARN is built from the admin function's fixed name rather
+// than referenced: the function's environment names the usage plans,
+// which name the stage, whose deployment includes these methods, so a
+// reference would be a cycle.
+func (k *keyward) adminFunctionARN() string {
+	return "arn:" + *awscdk.Aws_PARTITION() + ":lambda:" + *awscdk.Aws_REGION() + ":" + *awscdk.Aws_ACCOUNT_ID() + ":function:" + k.name(FnAdmin)
+}
+
+// adminRoute sends one of keyward's admin routes to the admin function
+// (Lambda proxy), authorized as config.AdminRoutes says.
+func (k *keyward) adminRoute(r config.Route) {
+	integration := awsapigateway.NewIntegration(&awsapigateway.IntegrationProps{
+		Type:                  awsapigateway.IntegrationType_AWS_PROXY,
+		IntegrationHttpMethod: jsii.String("POST"),
+		Uri: jsii.String("arn:" + *awscdk.Aws_PARTITION() + ":apigateway:" + *awscdk.Aws_REGION() +
+			":lambda:path/2015-03-31/functions/" + k.adminFunctionARN() + "/invocations"),
+	})
+	// auth "": management scopes, in the authorizer's policy and checked
+	// again by the handler; "iam": operators (SigV4); "none": GitHub's
+	// secret-scanning callback, which verifies its own signature.
+	opts := k.methodOptions(r, nil)
+	k.resource(r.Path).AddMethod(jsii.String(r.Method), integration, opts)
+}
+
+// arnPath is a route path as execute-api ARNs match it.
+func arnPath(path string) string { return pathParam.ReplaceAllString(path, "*") }
+
+// adminIntegrationPermissions lets API Gateway invoke the admin function,
+// one permission per admin route and only from this API's stage.
+func (k *keyward) adminIntegrationPermissions() {
+	for _, r := range config.AdminRoutes().Routes {
+		id := "ApiInvoke" + r.Method + regexp.MustCompile(`[^A-Za-z0-9]`).ReplaceAllString(r.Path, "")
+		k.fns[FnAdmin].AddPermission(jsii.String(id), &awslambda.Permission{
+			Principal: awsiam.NewServicePrincipal(jsii.String("apigateway.amazonaws.com"), nil),
+			Action:    jsii.String("lambda:InvokeFunction"),
+			SourceArn: k.api.ArnForExecuteApi(jsii.String(r.Method), jsii.String(arnPath(r.Path)), jsii.String(k.s.Stage)),
+		})
+	}
+}
+
+// GatewayResponseHeaders turns gateway.json's headers into API Gateway's
+// static values (quoted).
+func GatewayResponseHeaders(r config.GatewayResponse) map[string]string {
+	m := map[string]string{}
+	for name, v := range r.Headers {
+		m[name] = "'" + v + "'"
+	}
+	return m
+}
+
+// gatewayResponses renders every response type keyward defines.
+func (k *keyward) gatewayResponses() {
+	types := append([]string(nil), config.GatewayResponseTypes...)
+	sort.Strings(types)
+	for _, rt := range types {
+		r := k.s.Gateway.GatewayResponses[rt]
+		opts := &awsapigateway.GatewayResponseOptions{
+			Type:      awsapigateway.ResponseType_Of(jsii.String(rt)),
+			Templates: &map[string]*string{"application/json": jsii.String(r.Template)},
+		}
+		if r.Status != 0 {
+			opts.StatusCode = jsii.String(strconv.Itoa(r.Status))
+		}
+		if h := GatewayResponseHeaders(r); len(h) > 0 {
+			opts.ResponseHeaders = ptr(jsiiMap(h))
+		}
+		k.api.AddGatewayResponse(jsii.String("Response"+strings.ReplaceAll(title(strings.ToLower(rt)), "_", "")), opts)
+	}
+}
+
+// RateLimit is a tier's per-second rate, as a usage plan holds it.
+func RateLimit(t config.Tier) float64 { return float64(t.RequestsPerMinute) / 60 }

@@ -1,0 +1,337 @@
+// Package stack is keyward's AWS CDK stack: the DynamoDB table, the KMS
+// keys, the four Lambda functions, the REST API with its authorizer and
+// usage plans, the event bus and schedules, and the alarms and dashboard.
+//
+// Everything the functions and the local stack also read comes from the
+// main module, never from a copy: the route tables and gateway settings
+// from package config, the header mapping from gateway.ContextHeaders, the
+// table layout from package dynamo, the job schedules from
+// localstack.Schedules, the metric names from package authorizer.
+package stack
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/route"
+)
+
+// Context keys the app reads (cdk.json "context", or -c key=value).
+const (
+	CtxPrefix                = "prefix"
+	CtxStage                 = "stage"
+	CtxProduction            = "production"
+	CtxUpstreamURL           = "upstreamUrl"
+	CtxRoutesFile            = "routesFile"
+	CtxAuthorizerCacheTTL    = "authorizerCacheTtl"
+	CtxUsageIdentity         = "usageIdentity"
+	CtxRateLimitTiers        = "rateLimitTiers"
+	CtxAlarmEmail            = "alarmEmail"
+	CtxDomainName            = "domainName"
+	CtxCertificateARN        = "certificateArn"
+	CtxDistDir               = "distDir"
+	CtxTracing               = "tracing"
+	CtxAPIGatewayAccountRole = "apiGatewayCloudWatchRole"
+	CtxLeakPolicy            = "leakPolicy"
+)
+
+// ContextKeys lists every key (docs/deploy.md documents each).
+var ContextKeys = []string{
+	CtxPrefix, CtxStage, CtxProduction, CtxUpstreamURL, CtxRoutesFile, CtxAuthorizerCacheTTL,
+	CtxUsageIdentity, CtxRateLimitTiers, CtxAlarmEmail, CtxDomainName, CtxCertificateARN,
+	CtxDistDir, CtxTracing, CtxAPIGatewayAccountRole, CtxLeakPolicy,
+}
+
+// Defaults that do not come from package config.
+const (
+	DefaultStage = "dev"
+	// PlaceholderUpstream deploys, but answers nothing useful: set
+	// upstreamUrl to the protected API's own base URL.
+	PlaceholderUpstream = "https://example.com"
+)
+
+// productionStages turn on deletion protection and RETAIN when the
+// production key is not set.
+var productionStages = []string{"prod", "production"}
+
+// Functions are the Lambda functions, each built by `make build` as
+// <distDir>/<name>/bootstrap.
+var Functions = []string{FnAuthorizer, FnAdmin, FnRotation, FnPublisher}
+
+// Function names, as in functions/<name>.
+const (
+	FnAuthorizer = "authorizer"
+	FnAdmin      = "admin"
+	FnRotation   = "rotation"
+	FnPublisher  = "publisher"
+)
+
+// Settings is the stack's configuration.
+type Settings struct {
+	Prefix string // token prefix: KEYWARD_TOKEN_PREFIX
+	Stage  string // API stage, and part of every name
+	// Production turns on the table's deletion protection and RETAIN on
+	// the table, the keys and the log groups.
+	Production  bool
+	UpstreamURL string // the protected API's base URL, without a trailing slash
+	// Routes is the protected API's route table; RoutesFile the file it
+	// came from ("" for the shipped table, which the functions embed).
+	Routes     config.RouteTable
+	RoutesFile string
+	// Gateway is config/gateway.json with the deployed overrides.
+	Gateway        config.Gateway
+	AlarmEmail     string
+	DomainName     string // optional custom domain, with CertificateARN
+	CertificateARN string
+	// DistDir holds <function>/bootstrap. When a bootstrap is missing the
+	// stack still synthesizes, with a placeholder, and carries an error
+	// annotation, so that `cdk deploy` refuses it.
+	DistDir string
+	Tracing bool // X-Ray tracing on the API stage
+	// APIGatewayAccountRole creates the account-wide role API Gateway
+	// needs to write access logs (AWS::ApiGateway::Account). Turn it off
+	// when the account already has one.
+	APIGatewayAccountRole bool
+	// LeakPolicy is what a leaked live key reported by GitHub's secret
+	// scanning gets (KEYWARD_LEAK_POLICY); "" leaves the admin
+	// function's default, revoke.
+	LeakPolicy leaks.Policy
+}
+
+// StackName is the CloudFormation stack's name, and the prefix of the
+// functions' names.
+func (s Settings) StackName() string { return "keyward-" + s.Stage }
+
+// stageName: API Gateway allows [A-Za-z0-9_-]; this also keeps function
+// names ("keyward-<stage>-authorizer") within 64 characters.
+var stageName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
+
+// FromContext reads the settings. get returns a context value (nil when
+// unset): a string from -c key=value, or any JSON value from cdk.json.
+// root is the repository root, against which relative paths resolve.
+func FromContext(get func(key string) any, root string) (Settings, error) {
+	gw, err := config.LoadGateway()
+	if err != nil {
+		return Settings{}, err
+	}
+	s := Settings{
+		Prefix:                apikey.DefaultPrefix,
+		Stage:                 DefaultStage,
+		UpstreamURL:           PlaceholderUpstream,
+		Gateway:               gw,
+		DistDir:               filepath.Join(root, "dist"),
+		APIGatewayAccountRole: true,
+	}
+	str := func(key string) (string, bool, error) {
+		switch v := get(key).(type) {
+		case nil:
+			return "", false, nil
+		case string:
+			return strings.TrimSpace(v), true, nil
+		default:
+			return "", false, fmt.Errorf("context %s: want a string, got %T", key, v)
+		}
+	}
+	boolean := func(key string) (bool, bool, error) {
+		switch v := get(key).(type) {
+		case nil:
+			return false, false, nil
+		case bool:
+			return v, true, nil
+		case string:
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return false, false, fmt.Errorf("context %s: %q is not true or false", key, v)
+			}
+			return b, true, nil
+		default:
+			return false, false, fmt.Errorf("context %s: want true or false, got %T", key, v)
+		}
+	}
+	path := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(root, p)
+	}
+
+	if v, ok, err := str(CtxPrefix); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.Prefix = v
+	}
+	if v, ok, err := str(CtxStage); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.Stage = v
+	}
+	s.Production = slices.Contains(productionStages, s.Stage)
+	if v, ok, err := boolean(CtxProduction); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.Production = v
+	}
+	if v, ok, err := str(CtxUpstreamURL); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.UpstreamURL = v
+	}
+	if v, ok, err := str(CtxRoutesFile); err != nil {
+		return Settings{}, err
+	} else if ok && v != "" {
+		s.RoutesFile = path(v)
+	}
+	if s.Routes, err = config.Routes(s.RoutesFile); err != nil {
+		return Settings{}, err
+	}
+	switch v := get(CtxAuthorizerCacheTTL).(type) {
+	case nil:
+	case float64:
+		if v != float64(int(v)) {
+			return Settings{}, fmt.Errorf("context %s: %v is not a whole number of seconds", CtxAuthorizerCacheTTL, v)
+		}
+		s.Gateway.Authorizer.CacheTTLSeconds = int(v)
+	case string:
+		ttl, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return Settings{}, fmt.Errorf("context %s: %q is not a number of seconds", CtxAuthorizerCacheTTL, v)
+		}
+		s.Gateway.Authorizer.CacheTTLSeconds = ttl
+	default:
+		return Settings{}, fmt.Errorf("context %s: want seconds, got %T", CtxAuthorizerCacheTTL, v)
+	}
+	if v, ok, err := str(CtxUsageIdentity); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.Gateway.UsageIdentity = v
+	}
+	if raw := get(CtxRateLimitTiers); raw != nil {
+		tiers, err := parseTiers(raw)
+		if err != nil {
+			return Settings{}, err
+		}
+		s.Gateway.RateLimitTiers = tiers
+	}
+	for key, dst := range map[string]*string{CtxAlarmEmail: &s.AlarmEmail, CtxDomainName: &s.DomainName, CtxCertificateARN: &s.CertificateARN} {
+		if v, _, err := str(key); err != nil {
+			return Settings{}, err
+		} else {
+			*dst = v
+		}
+	}
+	if v, ok, err := str(CtxDistDir); err != nil {
+		return Settings{}, err
+	} else if ok && v != "" {
+		s.DistDir = path(v)
+	}
+	if v, ok, err := boolean(CtxTracing); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.Tracing = v
+	}
+	if v, ok, err := boolean(CtxAPIGatewayAccountRole); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.APIGatewayAccountRole = v
+	}
+	if v, _, err := str(CtxLeakPolicy); err != nil {
+		return Settings{}, err
+	} else {
+		s.LeakPolicy = leaks.Policy(v)
+	}
+	return s, s.Validate()
+}
+
+// parseTiers reads rateLimitTiers: a JSON array of config.Tier, as a
+// string (-c) or as JSON in cdk.json.
+func parseTiers(raw any) ([]config.Tier, error) {
+	data, ok := raw.(string)
+	if !ok {
+		b, err := json.Marshal(raw)
+		if err != nil {
+			return nil, fmt.Errorf("context %s: %w", CtxRateLimitTiers, err)
+		}
+		data = string(b)
+	}
+	var tiers []config.Tier
+	if err := json.Unmarshal([]byte(data), &tiers); err != nil {
+		return nil, fmt.Errorf("context %s: want a JSON array of {\"name\",\"requests_per_minute\",\"burst\"}: %w", CtxRateLimitTiers, err)
+	}
+	return tiers, nil
+}
+
+// Validate checks the settings as far as synthesis can.
+func (s Settings) Validate() error {
+	if _, err := apikey.NewFormat(s.Prefix); err != nil {
+		return fmt.Errorf("context %s: %w", CtxPrefix, err)
+	}
+	if !stageName.MatchString(s.Stage) {
+		return fmt.Errorf("context %s: %q must be 1 to 20 lowercase letters, digits and hyphens, starting with a letter", CtxStage, s.Stage)
+	}
+	u, err := url.Parse(s.UpstreamURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("context %s: %q must be an http(s) base URL without query, fragment or credentials", CtxUpstreamURL, s.UpstreamURL)
+	}
+	if strings.HasSuffix(s.UpstreamURL, "/") {
+		return fmt.Errorf("context %s: %q: drop the trailing slash (route paths start with one)", CtxUpstreamURL, s.UpstreamURL)
+	}
+	if err := s.Gateway.Validate(); err != nil {
+		return fmt.Errorf("gateway settings with the context's overrides: %w", err)
+	}
+	// The functions read the tiers from the gateway.json they embed
+	// (KEYWARD_USAGE_PLANS must name a plan for each, and the admin API
+	// accepts only their rates): deployed tiers that differ would break
+	// them. internal/cloud has no override for tiers yet.
+	shipped, err := config.LoadGateway()
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(s.Gateway.RateLimitTiers, shipped.RateLimitTiers) {
+		return fmt.Errorf("context %s: the functions read their tiers from config/gateway.json, which says %+v; edit that file (and rebuild) instead, until internal/cloud reads tiers from the environment", CtxRateLimitTiers, shipped.RateLimitTiers)
+	}
+	for _, rt := range config.GatewayResponseTypes {
+		for name, v := range s.Gateway.GatewayResponses[rt].Headers {
+			if strings.Contains(v, "'") {
+				return fmt.Errorf("gateway response %s: header %s: a single quote cannot be a static API Gateway value", rt, name)
+			}
+		}
+	}
+	if s.LeakPolicy != "" && s.LeakPolicy != leaks.Revoke && s.LeakPolicy != leaks.Flag {
+		return fmt.Errorf("context %s: %q must be %s or %s", CtxLeakPolicy, s.LeakPolicy, leaks.Revoke, leaks.Flag)
+	}
+	if (s.DomainName == "") != (s.CertificateARN == "") {
+		return fmt.Errorf("context %s and %s go together", CtxDomainName, CtxCertificateARN)
+	}
+	if s.AlarmEmail != "" && !strings.Contains(s.AlarmEmail, "@") {
+		return fmt.Errorf("context %s: %q is not an email address", CtxAlarmEmail, s.AlarmEmail)
+	}
+	// What the authorizer compiles at start, compiled now: a table it
+	// would refuse fails synthesis instead of every cold start.
+	if _, err := route.Compile(s.Routes, config.AdminRoutes()); err != nil {
+		return fmt.Errorf("route table %s: %w", cmp.Or(s.RoutesFile, "config/routes.json"), err)
+	}
+	return nil
+}
+
+// MissingBootstraps lists the functions whose <DistDir>/<fn>/bootstrap
+// does not exist.
+func (s Settings) MissingBootstraps() []string {
+	var missing []string
+	for _, fn := range Functions {
+		if _, err := os.Stat(filepath.Join(s.DistDir, fn, "bootstrap")); err != nil {
+			missing = append(missing, fn)
+		}
+	}
+	return missing
+}

@@ -1,0 +1,138 @@
+package stack_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/infra/stack"
+)
+
+// repoRoot is the main module's root, from infra/stack.
+var repoRoot = filepath.Join("..", "..")
+
+func contextOf(m map[string]any) func(string) any {
+	return func(key string) any { return m[key] }
+}
+
+func TestSettingsDefaultsComeFromConfig(t *testing.T) {
+	s, err := stack.FromContext(contextOf(nil), repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := config.Routes("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := config.LoadGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(s.Routes, routes) || s.RoutesFile != "" {
+		t.Errorf("routes = %+v from %q, want config.Routes(\"\")", s.Routes, s.RoutesFile)
+	}
+	if !reflect.DeepEqual(s.Gateway, gw) {
+		t.Errorf("gateway = %+v, want config.LoadGateway()", s.Gateway)
+	}
+	want := stack.Settings{
+		Prefix: "sk", Stage: "dev", UpstreamURL: "https://example.com", Routes: routes, Gateway: gw,
+		DistDir: filepath.Join(repoRoot, "dist"), APIGatewayAccountRole: true,
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("defaults = %+v, want %+v", s, want)
+	}
+	if s.StackName() != "keyward-dev" {
+		t.Errorf("stack name %q", s.StackName())
+	}
+}
+
+func TestSettingsOverrides(t *testing.T) {
+	dir := t.TempDir()
+	routesFile := filepath.Join(dir, "routes.json")
+	if err := os.WriteFile(routesFile, []byte(`{"routes":[{"method":"GET","path":"/things/{id}","scope":"things:read"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// As -c key=value passes them: strings.
+	s, err := stack.FromContext(contextOf(map[string]any{
+		"prefix": "acme", "stage": "prod", "upstreamUrl": "https://api.example.org/v2",
+		"routesFile": routesFile, "authorizerCacheTtl": "60", "usageIdentity": "tenant",
+		"rateLimitTiers": `[{"name":"default","requests_per_minute":60,"burst":10},{"name":"standard","requests_per_minute":600,"burst":100},{"name":"high","requests_per_minute":6000,"burst":1000}]`,
+		"alarmEmail":     "ops@example.org", "domainName": "api.example.org", "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/x",
+		"distDir": "build/out", "tracing": "true", "apiGatewayCloudWatchRole": "false", "leakPolicy": "flag",
+	}), repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Prefix != "acme" || s.Stage != "prod" || !s.Production || s.UpstreamURL != "https://api.example.org/v2" ||
+		s.RoutesFile != routesFile || len(s.Routes.Routes) != 1 || s.Gateway.Authorizer.CacheTTLSeconds != 60 ||
+		s.Gateway.UsageIdentity != "tenant" || s.AlarmEmail != "ops@example.org" || s.DomainName != "api.example.org" ||
+		s.DistDir != filepath.Join(repoRoot, "build/out") || !s.Tracing || s.APIGatewayAccountRole || s.LeakPolicy != "flag" {
+		t.Errorf("settings = %+v", s)
+	}
+	// As cdk.json holds them: JSON values.
+	s, err = stack.FromContext(contextOf(map[string]any{
+		"stage": "production", "production": false, "authorizerCacheTtl": float64(0), "tracing": true,
+	}), repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Production || s.Gateway.Authorizer.CacheTTLSeconds != 0 || !s.Tracing {
+		t.Errorf("settings = %+v", s)
+	}
+}
+
+func TestSettingsRefused(t *testing.T) {
+	dir := t.TempDir()
+	adminRoute := filepath.Join(dir, "routes.json")
+	if err := os.WriteFile(adminRoute, []byte(`{"routes":[{"method":"GET","path":"/v1/things","scope":"things:read"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badScope := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(badScope, []byte(`{"routes":[{"method":"GET","path":"/things","scope":"*"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, ctx := range map[string]map[string]any{
+		"prefix":                {"prefix": "SK"},
+		"prefix type":           {"prefix": true},
+		"stage":                 {"stage": "Prod_1"},
+		"long stage":            {"stage": "a-stage-name-that-is-too-long"},
+		"upstream scheme":       {"upstreamUrl": "ftp://example.com"},
+		"upstream slash":        {"upstreamUrl": "https://example.com/"},
+		"upstream query":        {"upstreamUrl": "https://example.com?a=b"},
+		"ttl":                   {"authorizerCacheTtl": "3601"},
+		"ttl fraction":          {"authorizerCacheTtl": 1.5},
+		"usage identity":        {"usageIdentity": "member"},
+		"tiers differ":          {"rateLimitTiers": `[{"name":"default","requests_per_minute":120,"burst":10}]`},
+		"tiers not json":        {"rateLimitTiers": "fast"},
+		"domain without cert":   {"domainName": "api.example.org"},
+		"cert without domain":   {"certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/x"},
+		"alarm email":           {"alarmEmail": "ops"},
+		"routes under /v1":      {"routesFile": adminRoute},
+		"routes compile":        {"routesFile": badScope},
+		"routes missing":        {"routesFile": filepath.Join(dir, "none.json")},
+		"production not bool":   {"production": "yes please"},
+		"tracing not bool":      {"tracing": 3.0},
+		"account role not bool": {"apiGatewayCloudWatchRole": "maybe"},
+		"leak policy":           {"leakPolicy": "ignore"},
+	} {
+		if _, err := stack.FromContext(contextOf(ctx), repoRoot); err == nil {
+			t.Errorf("%s: %v accepted", name, ctx)
+		}
+	}
+}
+
+// TestDeployDocCoversContext: every context key is documented.
+func TestDeployDocCoversContext(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range stack.ContextKeys {
+		if !strings.Contains(string(doc), "`"+key+"`") {
+			t.Errorf("docs/deploy.md does not document context key %s", key)
+		}
+	}
+}
