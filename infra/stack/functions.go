@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/keyward/keyward/config"
 )
 
 // Spec is how one function runs.
@@ -118,6 +121,12 @@ func (k *keyward) environment(fn string) map[string]string {
 		// rotation functions compute usage identities too).
 		"KEYWARD_CACHE_TTL":      strconv.Itoa(gw.Authorizer.CacheTTLSeconds),
 		"KEYWARD_USAGE_IDENTITY": gw.UsageIdentity,
+	}
+	// Tiers other than the shipped ones reach the functions too (the
+	// admin API accepts only the tiers' rates).
+	if shipped, err := config.LoadGateway(); err != nil || !slices.Equal(gw.RateLimitTiers, shipped.RateLimitTiers) {
+		tiers, _ := json.Marshal(gw.RateLimitTiers)
+		env["KEYWARD_RATE_LIMIT_TIERS"] = string(tiers)
 	}
 	switch fn {
 	case FnAuthorizer:

@@ -289,17 +289,6 @@ func (s Settings) Validate() error {
 	if err := s.Gateway.Validate(); err != nil {
 		return fmt.Errorf("gateway settings with the context's overrides: %w", err)
 	}
-	// The functions read the tiers from the gateway.json they embed
-	// (KEYWARD_USAGE_PLANS must name a plan for each, and the admin API
-	// accepts only their rates): deployed tiers that differ would break
-	// them. internal/cloud has no override for tiers yet.
-	shipped, err := config.LoadGateway()
-	if err != nil {
-		return err
-	}
-	if !slices.Equal(s.Gateway.RateLimitTiers, shipped.RateLimitTiers) {
-		return fmt.Errorf("context %s: the functions read their tiers from config/gateway.json, which says %+v; edit that file (and rebuild) instead, until internal/cloud reads tiers from the environment", CtxRateLimitTiers, shipped.RateLimitTiers)
-	}
 	for _, rt := range config.GatewayResponseTypes {
 		for name, v := range s.Gateway.GatewayResponses[rt].Headers {
 			if strings.Contains(v, "'") {

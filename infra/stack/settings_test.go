@@ -105,7 +105,6 @@ func TestSettingsRefused(t *testing.T) {
 		"ttl":                   {"authorizerCacheTtl": "3601"},
 		"ttl fraction":          {"authorizerCacheTtl": 1.5},
 		"usage identity":        {"usageIdentity": "member"},
-		"tiers differ":          {"rateLimitTiers": `[{"name":"default","requests_per_minute":120,"burst":10}]`},
 		"tiers not json":        {"rateLimitTiers": "fast"},
 		"domain without cert":   {"domainName": "api.example.org"},
 		"cert without domain":   {"certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/x"},

@@ -1049,3 +1049,47 @@ func TestMissingBootstrapBlocksDeploy(t *testing.T) {
 	// The placeholder upstream is a warning, not an error.
 	assertions.Annotations_FromStack(f.devStack).HasWarning(jsii.String("/keyward-dev"), assertions.Match_StringLikeRegexp(jsii.String("upstreamUrl is the placeholder")))
 }
+
+// TestCustomTiers: tiers other than gateway.json's get a usage plan each
+// and reach every function that reads the gateway settings, so that the
+// admin API accepts their rates and provisions into their plans.
+func TestCustomTiers(t *testing.T) {
+	f := get(t)
+	plans := f.tiers.ofType("AWS::ApiGateway::UsagePlan")
+	if len(plans) != 2 {
+		t.Fatalf("%d usage plans for 2 tiers", len(plans))
+	}
+	for _, plan := range plans {
+		props := plan["Properties"].(map[string]any)
+		name := props["UsagePlanName"].(string)
+		throttle := props["Throttle"].(map[string]any)
+		if strings.HasSuffix(name, "-bulk") && (throttle["RateLimit"] != 1000.0 || throttle["BurstLimit"] != 5000.0) {
+			t.Errorf("bulk plan throttle %v", throttle)
+		}
+	}
+	seen := 0
+	for _, fn := range f.tiers.ofType("AWS::Lambda::Function") {
+		env, _ := fn["Properties"].(map[string]any)["Environment"].(map[string]any)
+		vars, _ := env["Variables"].(map[string]any)
+		if vars["KEYWARD_EVENT_BUS"] != nil {
+			continue // the publisher reads no gateway settings
+		}
+		if v, _ := vars["KEYWARD_RATE_LIMIT_TIERS"].(string); v != "" {
+			var tiers []map[string]any
+			if err := json.Unmarshal([]byte(v), &tiers); err != nil || len(tiers) != 2 || tiers[1]["name"] != "bulk" {
+				t.Errorf("KEYWARD_RATE_LIMIT_TIERS %q", v)
+			}
+			seen++
+		}
+	}
+	if seen != 3 {
+		t.Fatalf("%d functions got the tiers, want authorizer, admin and rotation", seen)
+	}
+	// With the shipped tiers the variable is left out.
+	for _, fn := range f.dev.ofType("AWS::Lambda::Function") {
+		env, _ := fn["Properties"].(map[string]any)["Environment"].(map[string]any)
+		if vars, _ := env["Variables"].(map[string]any); vars["KEYWARD_RATE_LIMIT_TIERS"] != nil {
+			t.Fatal("the shipped tiers were passed as an override")
+		}
+	}
+}

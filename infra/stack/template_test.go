@@ -22,7 +22,7 @@ import (
 // defaults, prod with every option set, and one without binaries.
 type fixture struct {
 	base                        string
-	dev, prod                   *tmpl
+	dev, prod, tiers            *tmpl // tiers: a stack with customTiers
 	devS, prodS                 stack.Settings
 	devStack, prodStack, nodist awscdk.Stack
 	prodRoutesFile              string
@@ -30,6 +30,9 @@ type fixture struct {
 
 // fixtureBase holds the fixture's files, removed by TestMain.
 var fixtureBase string
+
+// customTiers are rate-limit tiers other than the shipped ones.
+const customTiers = `[{"name":"default","requests_per_minute":120,"burst":20},{"name":"bulk","requests_per_minute":60000,"burst":5000}]`
 
 var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 	base, err := os.MkdirTemp("", "keyward-infra-test-")
@@ -67,6 +70,10 @@ var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 	}), repoRoot); err != nil {
 		return nil, err
 	}
+	tiersS, err := stack.FromContext(contextOf(map[string]any{"stage": "tiers", "distDir": dist, "rateLimitTiers": customTiers}), repoRoot)
+	if err != nil {
+		return nil, err
+	}
 	nodistS, err := stack.FromContext(contextOf(map[string]any{"stage": "nodist", "distDir": filepath.Join(base, "missing")}), repoRoot)
 	if err != nil {
 		return nil, err
@@ -75,6 +82,7 @@ var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 	f.devStack = stack.New(app, f.devS)
 	f.prodStack = stack.New(app, f.prodS)
 	f.nodist = stack.New(app, nodistS)
+	f.tiers = newTmpl(assertions.Template_FromStack(stack.New(app, tiersS), nil))
 	f.dev = newTmpl(assertions.Template_FromStack(f.devStack, nil))
 	f.prod = newTmpl(assertions.Template_FromStack(f.prodStack, nil))
 	return f, nil

@@ -5,6 +5,7 @@ package cloud
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -31,10 +32,12 @@ type Env struct {
 	PepperKeyID string // KEYWARD_PEPPER_KEY_ID: the KMS key wrapping peppers
 	TokenPrefix string // KEYWARD_TOKEN_PREFIX, default "sk"
 	RoutesFile  string // KEYWARD_ROUTES_FILE: a route table in the bundle; empty for the shipped one
-	// KEYWARD_CACHE_TTL and KEYWARD_USAGE_IDENTITY override gateway.json
-	// with what the stack deployed.
-	CacheTTL      string
-	UsageIdentity string
+	// KEYWARD_CACHE_TTL, KEYWARD_USAGE_IDENTITY and KEYWARD_RATE_LIMIT_TIERS
+	// (a JSON array like gateway.json's) override gateway.json with what
+	// the stack deployed.
+	CacheTTL       string
+	UsageIdentity  string
+	RateLimitTiers string
 	// KEYWARD_REST_API_ID and KEYWARD_STAGE name the stage whose authorizer
 	// cache the admin function flushes; KEYWARD_USAGE_PLANS maps each rate
 	// limit tier to its usage plan ("default=abc123,standard=def456").
@@ -46,15 +49,16 @@ type Env struct {
 // FromEnv reads the environment; it fails on anything missing.
 func FromEnv() (Env, error) {
 	e := Env{
-		Table:         os.Getenv("KEYWARD_TABLE"),
-		PepperKeyID:   os.Getenv("KEYWARD_PEPPER_KEY_ID"),
-		TokenPrefix:   os.Getenv("KEYWARD_TOKEN_PREFIX"),
-		RoutesFile:    os.Getenv("KEYWARD_ROUTES_FILE"),
-		CacheTTL:      os.Getenv("KEYWARD_CACHE_TTL"),
-		UsageIdentity: os.Getenv("KEYWARD_USAGE_IDENTITY"),
-		RestAPIID:     os.Getenv("KEYWARD_REST_API_ID"),
-		Stage:         os.Getenv("KEYWARD_STAGE"),
-		UsagePlans:    os.Getenv("KEYWARD_USAGE_PLANS"),
+		Table:          os.Getenv("KEYWARD_TABLE"),
+		PepperKeyID:    os.Getenv("KEYWARD_PEPPER_KEY_ID"),
+		TokenPrefix:    os.Getenv("KEYWARD_TOKEN_PREFIX"),
+		RoutesFile:     os.Getenv("KEYWARD_ROUTES_FILE"),
+		CacheTTL:       os.Getenv("KEYWARD_CACHE_TTL"),
+		UsageIdentity:  os.Getenv("KEYWARD_USAGE_IDENTITY"),
+		RateLimitTiers: os.Getenv("KEYWARD_RATE_LIMIT_TIERS"),
+		RestAPIID:      os.Getenv("KEYWARD_REST_API_ID"),
+		Stage:          os.Getenv("KEYWARD_STAGE"),
+		UsagePlans:     os.Getenv("KEYWARD_USAGE_PLANS"),
 	}
 	if e.Table == "" || e.PepperKeyID == "" {
 		return Env{}, fmt.Errorf("cloud: KEYWARD_TABLE and KEYWARD_PEPPER_KEY_ID must be set")
@@ -92,6 +96,12 @@ func (e Env) Gateway() (config.Gateway, error) {
 	}
 	if e.UsageIdentity != "" {
 		g.UsageIdentity = e.UsageIdentity
+	}
+	if e.RateLimitTiers != "" {
+		g.RateLimitTiers = nil
+		if err := json.Unmarshal([]byte(e.RateLimitTiers), &g.RateLimitTiers); err != nil {
+			return config.Gateway{}, fmt.Errorf("cloud: KEYWARD_RATE_LIMIT_TIERS: %w", err)
+		}
 	}
 	return g, g.Validate()
 }

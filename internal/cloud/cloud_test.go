@@ -24,6 +24,17 @@ func TestFromEnv(t *testing.T) {
 	if _, err := e.Routes(); err != nil {
 		t.Fatal(err)
 	}
+	e.RateLimitTiers = `[{"name":"default","requests_per_minute":120,"burst":20}]`
+	if g, err := e.Gateway(); err != nil || len(g.RateLimitTiers) != 1 || g.RateLimitTiers[0].RequestsPerMinute != 120 {
+		t.Fatalf("tiers override: %+v %v", g.RateLimitTiers, err)
+	}
+	for _, bad := range []string{`[]`, `[{"name":"x"}]`, `nope`} {
+		e.RateLimitTiers = bad
+		if _, err := e.Gateway(); err == nil {
+			t.Errorf("tiers %q accepted", bad)
+		}
+	}
+	e.RateLimitTiers = ""
 	for _, bad := range []string{"soon", "7200"} {
 		e.CacheTTL = bad
 		if _, err := e.Gateway(); err == nil {
