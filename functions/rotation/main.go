@@ -4,6 +4,10 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -21,15 +25,24 @@ type input struct {
 
 func main() {
 	rt := cloud.Start(context.Background())
+	interval := jobs.DefaultPepperInterval
+	if v := os.Getenv("KEYWARD_PEPPER_ROTATION_DAYS"); v != "" {
+		days, err := strconv.Atoi(v)
+		if err != nil || days < 1 {
+			cloud.Fatal(rt.Log, "configuration", fmt.Errorf("KEYWARD_PEPPER_ROTATION_DAYS %q is not a number of days", v))
+		}
+		interval = time.Duration(days) * 24 * time.Hour
+	}
 	j := jobs.New(jobs.Config{
 		Store: rt.Store,
 		// The jobs never mint keys, so the service gets no hasher: this
 		// function holds no kms:Decrypt and never sees a plaintext pepper.
-		Keys:       keys.New(rt.Store, nil, rt.Format, keys.WithAuditRetention(keys.DefaultAuditRetention)),
-		Peppers:    pepper.KMS{Client: kms.NewFromConfig(rt.AWS), KeyID: rt.Env.PepperKeyID},
-		RateLimits: rt.UsagePlans(),
-		Gateway:    rt.Gateway,
-		Logger:     rt.Log,
+		Keys:           keys.New(rt.Store, nil, rt.Format, keys.WithAuditRetention(keys.DefaultAuditRetention)),
+		Peppers:        pepper.KMS{Client: kms.NewFromConfig(rt.AWS), KeyID: rt.Env.PepperKeyID},
+		RateLimits:     rt.UsagePlans(),
+		Gateway:        rt.Gateway,
+		PepperInterval: interval,
+		Logger:         rt.Log,
 	})
 	lambda.Start(func(ctx context.Context, in input) (jobs.Result, error) { return j.Run(ctx, in.Job) })
 }

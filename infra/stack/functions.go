@@ -142,6 +142,9 @@ func (k *keyward) environment(fn string) map[string]string {
 		}
 	case FnRotation:
 		env["KEYWARD_USAGE_PLANS"] = k.usagePlansEnv()
+		if k.s.PepperRotationDays != 0 {
+			env["KEYWARD_PEPPER_ROTATION_DAYS"] = strconv.Itoa(k.s.PepperRotationDays)
+		}
 	}
 	return env
 }

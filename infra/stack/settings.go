@@ -44,13 +44,14 @@ const (
 	CtxTracing               = "tracing"
 	CtxAPIGatewayAccountRole = "apiGatewayCloudWatchRole"
 	CtxLeakPolicy            = "leakPolicy"
+	CtxPepperRotationDays    = "pepperRotationDays"
 )
 
 // ContextKeys lists every key (docs/deploy.md documents each).
 var ContextKeys = []string{
 	CtxPrefix, CtxStage, CtxProduction, CtxUpstreamURL, CtxRoutesFile, CtxAuthorizerCacheTTL,
 	CtxUsageIdentity, CtxRateLimitTiers, CtxAlarmEmail, CtxDomainName, CtxCertificateARN,
-	CtxDistDir, CtxTracing, CtxAPIGatewayAccountRole, CtxLeakPolicy,
+	CtxDistDir, CtxTracing, CtxAPIGatewayAccountRole, CtxLeakPolicy, CtxPepperRotationDays,
 }
 
 // Defaults that do not come from package config.
@@ -107,6 +108,10 @@ type Settings struct {
 	// scanning gets (KEYWARD_LEAK_POLICY); "" leaves the admin
 	// function's default, revoke.
 	LeakPolicy leaks.Policy
+	// PepperRotationDays is how old the newest pepper gets before the
+	// rotation job makes another (KEYWARD_PEPPER_ROTATION_DAYS); 0 leaves
+	// the job's default, 90.
+	PepperRotationDays int
 }
 
 // StackName is the CloudFormation stack's name, and the prefix of the
@@ -195,21 +200,15 @@ func FromContext(get func(key string) any, root string) (Settings, error) {
 	if s.Routes, err = config.Routes(s.RoutesFile); err != nil {
 		return Settings{}, err
 	}
-	switch v := get(CtxAuthorizerCacheTTL).(type) {
-	case nil:
-	case float64:
-		if v != float64(int(v)) {
-			return Settings{}, fmt.Errorf("context %s: %v is not a whole number of seconds", CtxAuthorizerCacheTTL, v)
-		}
-		s.Gateway.Authorizer.CacheTTLSeconds = int(v)
-	case string:
-		ttl, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			return Settings{}, fmt.Errorf("context %s: %q is not a number of seconds", CtxAuthorizerCacheTTL, v)
-		}
-		s.Gateway.Authorizer.CacheTTLSeconds = ttl
-	default:
-		return Settings{}, fmt.Errorf("context %s: want seconds, got %T", CtxAuthorizerCacheTTL, v)
+	if v, ok, err := whole(get, CtxAuthorizerCacheTTL); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.Gateway.Authorizer.CacheTTLSeconds = v
+	}
+	if v, ok, err := whole(get, CtxPepperRotationDays); err != nil {
+		return Settings{}, err
+	} else if ok {
+		s.PepperRotationDays = v
 	}
 	if v, ok, err := str(CtxUsageIdentity); err != nil {
 		return Settings{}, err
@@ -251,6 +250,27 @@ func FromContext(get func(key string) any, root string) (Settings, error) {
 		s.LeakPolicy = leaks.Policy(v)
 	}
 	return s, s.Validate()
+}
+
+// whole reads a context value that is a whole number, given as a JSON
+// number or (with -c on the command line) a string.
+func whole(get func(string) any, key string) (int, bool, error) {
+	switch v := get(key).(type) {
+	case nil:
+		return 0, false, nil
+	case float64:
+		if v != float64(int(v)) {
+			return 0, false, fmt.Errorf("context %s: %v is not a whole number", key, v)
+		}
+		return int(v), true, nil
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return 0, false, fmt.Errorf("context %s: %q is not a whole number", key, v)
+		}
+		return n, true, nil
+	}
+	return 0, false, fmt.Errorf("context %s: want a whole number, got %T", key, get(key))
 }
 
 // parseTiers reads rateLimitTiers: a JSON array of config.Tier, as a
@@ -295,6 +315,9 @@ func (s Settings) Validate() error {
 				return fmt.Errorf("gateway response %s: header %s: a single quote cannot be a static API Gateway value", rt, name)
 			}
 		}
+	}
+	if s.PepperRotationDays < 0 || s.PepperRotationDays > 3650 {
+		return fmt.Errorf("context %s: %d must be 1 to 3650 days", CtxPepperRotationDays, s.PepperRotationDays)
 	}
 	if s.LeakPolicy != "" && s.LeakPolicy != leaks.Revoke && s.LeakPolicy != leaks.Flag {
 		return fmt.Errorf("context %s: %q must be %s or %s", CtxLeakPolicy, s.LeakPolicy, leaks.Revoke, leaks.Flag)

@@ -116,6 +116,8 @@ func TestSettingsRefused(t *testing.T) {
 		"tracing not bool":      {"tracing": 3.0},
 		"account role not bool": {"apiGatewayCloudWatchRole": "maybe"},
 		"leak policy":           {"leakPolicy": "ignore"},
+		"rotation days":         {"pepperRotationDays": "-1"},
+		"rotation days type":    {"pepperRotationDays": true},
 	} {
 		if _, err := stack.FromContext(contextOf(ctx), repoRoot); err == nil {
 			t.Errorf("%s: %v accepted", name, ctx)

@@ -1074,6 +1074,9 @@ func TestCustomTiers(t *testing.T) {
 		if vars["KEYWARD_EVENT_BUS"] != nil {
 			continue // the publisher reads no gateway settings
 		}
+		if _, rotation := vars["KEYWARD_PEPPER_ROTATION_DAYS"]; rotation && vars["KEYWARD_PEPPER_ROTATION_DAYS"] != "30" {
+			t.Errorf("KEYWARD_PEPPER_ROTATION_DAYS %v", vars["KEYWARD_PEPPER_ROTATION_DAYS"])
+		}
 		if v, _ := vars["KEYWARD_RATE_LIMIT_TIERS"].(string); v != "" {
 			var tiers []map[string]any
 			if err := json.Unmarshal([]byte(v), &tiers); err != nil || len(tiers) != 2 || tiers[1]["name"] != "bulk" {

@@ -70,7 +70,7 @@ var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 	}), repoRoot); err != nil {
 		return nil, err
 	}
-	tiersS, err := stack.FromContext(contextOf(map[string]any{"stage": "tiers", "distDir": dist, "rateLimitTiers": customTiers}), repoRoot)
+	tiersS, err := stack.FromContext(contextOf(map[string]any{"stage": "tiers", "distDir": dist, "rateLimitTiers": customTiers, "pepperRotationDays": "30"}), repoRoot)
 	if err != nil {
 		return nil, err
 	}
