@@ -122,7 +122,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	tenant := func(need string, h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.Handler {
-		return s.idempotent(s.tenantRoute(need, h))
+		return s.tenantRoute(need, s.idempotent(handle(h)))
 	}
 	s.mux.Handle("POST /v1/keys", tenant(scopeWrite, s.createKey))
 	s.mux.Handle("GET /v1/keys", tenant(scopeRead, s.listKeys))
@@ -134,8 +134,8 @@ func New(cfg Config) *Server {
 	s.mux.Handle("GET /v1/audit", tenant(scopeRead, s.listAudit))
 	s.mux.Handle("POST /v1/keys/{id}/report-leak", tenant(scopeWrite, s.reportLeak))
 	s.mux.HandleFunc("POST /v1/leaks/github", s.githubLeaks)
-	s.mux.Handle("POST /v1/tenants", s.idempotent(s.operatorRoute(s.onboard)))
-	s.mux.Handle("POST /v1/tenants/{id}/offboard", s.idempotent(s.operatorRoute(s.offboard)))
+	s.mux.Handle("POST /v1/tenants", s.operatorRoute(s.idempotent(handle(s.onboard))))
+	s.mux.Handle("POST /v1/tenants/{id}/offboard", s.operatorRoute(s.idempotent(handle(s.offboard))))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
 	return s
 }
@@ -177,11 +177,12 @@ func actorOf(c Caller) keys.Actor {
 	return keys.Actor{ID: c.KeyID, RequestID: c.RequestID}
 }
 
-// tenantRoute admits management keys holding the route's scope. The
-// authorizer has checked it already; checking again here means a
-// misconfigured gateway cannot open the API.
-func (s *Server) tenantRoute(need string, h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// tenantRoute admits management keys holding the route's scope, before
+// anything else runs (an idempotent replay included). The authorizer has
+// checked the scope already; checking again here means a misconfigured
+// gateway cannot open the API.
+func (s *Server) tenantRoute(need string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, ok := callerFrom(r.Context())
 		if !ok || c.TenantID == "" || c.KeyID == "" {
 			writeError(w, errUnauthorized)
@@ -191,23 +192,29 @@ func (s *Server) tenantRoute(need string, h func(http.ResponseWriter, *http.Requ
 			writeError(w, forbidden("This API key does not have the %s scope this route requires.", need))
 			return
 		}
-		if e := h(w, r, c); e != nil {
-			writeError(w, e)
-		}
-	}
+		next.ServeHTTP(w, r)
+	})
 }
 
-func (s *Server) operatorRoute(h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		c, ok := callerFrom(r.Context())
-		if !ok || !c.Operator {
+// operatorRoute admits the platform's operators only.
+func (s *Server) operatorRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := callerFrom(r.Context()); !ok || !c.Operator {
 			writeError(w, errNotOperator)
 			return
 		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// handle adapts a handler that answers errors with the envelope.
+func handle(h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := callerFrom(r.Context())
 		if e := h(w, r, c); e != nil {
 			writeError(w, e)
 		}
-	}
+	})
 }
 
 // internal logs an unexpected error and returns the envelope that hides it.
@@ -244,10 +251,26 @@ func mayGrant(c Caller, scopes []string) *apiError {
 // mayChange refuses changes to keys holding management scopes unless the
 // caller holds keys:admin.
 func mayChange(c Caller, k store.Key) *apiError {
-	if holdsManagement(k.Scopes) && !scope.AnyGrants(c.Scopes, scopeAdmin) {
-		return forbidden("Only a keys:admin key may change a key that holds keys:* scopes.")
+	for _, sc := range k.Scopes {
+		if isManagement(sc) && (!scope.AnyGrants(c.Scopes, scopeAdmin) || !scope.Covers(c.Scopes, sc)) {
+			return forbidden("Only a keys:admin key may change a key that holds keys:* scopes, and only one with no more power than its own.")
+		}
 	}
 	return nil
+}
+
+// vetted is the caller as the lifecycle's actor, with mayChange applied to
+// the key as read inside each change, so that a key upgraded between the
+// check and the write cannot slip through.
+func vetted(c Caller) keys.Actor {
+	a := actorOf(c)
+	a.Allow = func(k store.Key) error {
+		if e := mayChange(c, k); e != nil {
+			return e
+		}
+		return nil
+	}
+	return a
 }
 
 // changeable reads one of the caller's keys that it may change.

@@ -126,7 +126,7 @@ func newHarness(t *testing.T, st store.Store, clock *testclock.Clock) *harness {
 	h := &harness{t: t, st: st, clock: clock, gw: gw, limits: &fakeLimits{tiers: map[string]string{}},
 		flusher: &fakeFlusher{}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
 	h.svc = keys.New(st, ring, format, keys.WithClock(clock.Now))
-	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format}}
+	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format, Now: clock.Now}}
 	h.build()
 
 	operator := admin.Caller{Operator: true, OperatorID: "arn:aws:iam::111122223333:role/platform", RequestID: "req-op"}
@@ -717,4 +717,44 @@ func TestSpecCoversEveryRoute(t *testing.T) {
 	for op := range documented {
 		t.Errorf("%s is documented but not routed", op)
 	}
+}
+
+// TestNoChangeToMorePowerfulKeys: keys:admin cannot rotate, change or
+// revoke a key with more management power than its own (a * key made
+// outside the API), and a replay is not served before the route's scope
+// check.
+func TestNoChangeToMorePowerfulKeys(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		root, err := h.svc.Create(t.Context(), keys.Actor{ID: "test"}, "acme", keys.CreateParams{Name: "root", Environment: apikey.Live, Scopes: []string{"*"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := apikey.PublicID(root.Key.ID)
+		h.fails(h.admin, "POST", "/v1/keys/"+id+"/rotate", nil, 403, "insufficient_scope", "")
+		h.fails(h.admin, "PATCH", "/v1/keys/"+id, map[string]any{"name": "x"}, 403, "insufficient_scope", "")
+		h.fails(h.admin, "POST", "/v1/keys/"+id+"/revoke", nil, 403, "insufficient_scope", "")
+		if k, _ := h.st.GetKey(t.Context(), root.Key.ID); k.Status != store.KeyActive || k.Revision != 1 {
+			t.Fatalf("the * key was changed: %+v", k)
+		}
+
+		body := map[string]any{"name": "r", "environment": "live", "scopes": []string{"invoices:read"}}
+		h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "shared-1")
+		h.fails(h.reader, "POST", "/v1/keys", body, 403, "insufficient_scope", "", "Idempotency-Key", "shared-1")
+	})
+}
+
+// TestOperatorIdempotencyIsNotATenants: a tenant named like the operators'
+// namespace shares no Idempotency-Key with them.
+func TestOperatorIdempotencyIsNotATenants(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		op := admin.Caller{Operator: true, OperatorID: "arn:aws:iam::111122223333:role/platform"}
+		_, raw := h.ok(op, "POST", "/v1/tenants", map[string]string{"tenant_id": "operator", "name": "Operator Inc"}, 201)
+		var out struct {
+			Key struct{ ID string }
+		}
+		_ = json.Unmarshal(raw, &out)
+		tenant := admin.Caller{TenantID: "operator", KeyID: out.Key.ID, Scopes: []string{"keys:admin"}}
+		h.ok(tenant, "POST", "/v1/keys", map[string]any{"name": "k", "environment": "live", "scopes": []string{"invoices:read"}}, 201, "Idempotency-Key", "op-1")
+		h.ok(op, "POST", "/v1/tenants", map[string]string{"tenant_id": "delta", "name": "Delta"}, 201, "Idempotency-Key", "op-1")
+	})
 }

@@ -13,6 +13,10 @@ import (
 	"github.com/keyward/keyward/pkg/store"
 )
 
+// operatorNamespace holds the operators' Idempotency-Keys; it cannot be a
+// tenant id, which starts with a letter or digit.
+const operatorNamespace = "_operators"
+
 const (
 	// idempotencyTTL is how long a key's answer is kept for retries.
 	idempotencyTTL = 24 * time.Hour
@@ -73,7 +77,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		namespace := c.TenantID
 		if c.Operator {
-			namespace = "operator"
+			namespace = operatorNamespace
 		}
 		if namespace == "" {
 			next.ServeHTTP(w, r) // unauthenticated: the route refuses it

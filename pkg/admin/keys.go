@@ -360,15 +360,12 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 			return e
 		}
 	}
-	if _, e := s.changeable(r, c, id); e != nil {
-		return e
-	}
 	if p.Scopes != nil {
 		if e := mayGrant(c, *p.Scopes); e != nil {
 			return e
 		}
 	}
-	k, err := s.cfg.Keys.Update(r.Context(), actorOf(c), c.TenantID, id, p)
+	k, err := s.cfg.Keys.Update(r.Context(), vetted(c), c.TenantID, id, p)
 	if err != nil {
 		return s.internal(r, "updating key", err)
 	}

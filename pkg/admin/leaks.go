@@ -64,18 +64,19 @@ func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request) {
 	}
 	c, _ := callerFrom(r.Context())
 	out, err := s.cfg.Leaks.Responder.Respond(r.Context(), keys.Actor{ID: "github:secret-scanning", RequestID: c.RequestID}, reports)
+	if out.Revoked > 0 {
+		// Also when the report failed part-way: what was revoked stays
+		// revoked. A failed flush leaves cached decisions for at most the
+		// cache TTL, and GitHub must not retry for that.
+		if e := s.flush(r); e != nil {
+			s.cfg.Logger.ErrorContext(r.Context(), "cache flush after leaked-key revocations failed", "revoked", out.Revoked)
+		}
+	}
 	if err != nil {
 		// Nothing to replay: GitHub retries, and the report runs again.
 		_ = s.cfg.Store.DeleteIdempotency(r.Context(), leakNamespace, rec.Key)
 		writeError(w, s.internal(r, "handling a secret scanning report", err))
 		return
-	}
-	if out.Revoked > 0 {
-		// A failed flush leaves cached decisions for at most the cache TTL;
-		// the keys are revoked, and GitHub must not retry for that.
-		if e := s.flush(r); e != nil {
-			s.cfg.Logger.ErrorContext(r.Context(), "cache flush after leaked-key revocations failed", "revoked", out.Revoked)
-		}
 	}
 	feedback := out.Feedback
 	if feedback == nil {
@@ -123,7 +124,7 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 		details["source"] = b.Source
 	}
 	revoke := s.cfg.Leaks.Responder.Policy != leaks.Flag && k.Environment == "live"
-	k, revoked, err := s.cfg.Keys.Leak(r.Context(), actorOf(c), k, revoke, details)
+	k, revoked, err := s.cfg.Keys.Leak(r.Context(), vetted(c), k, revoke, details)
 	if err != nil {
 		return s.internal(r, "reporting a leak", err)
 	}

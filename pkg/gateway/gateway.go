@@ -45,6 +45,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -224,7 +225,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) serve(c *call) {
 	rt, params, ok := g.cfg.Routes.Match(c.r.Method, c.r.URL.Path)
-	if !ok {
+	if !ok || !cleanPath(c.r.URL) {
 		// API Gateway's answer to an unknown path, or an unknown method
 		// on a known one.
 		g.reply(c, "MISSING_AUTHENTICATION_TOKEN", nil)
@@ -462,9 +463,13 @@ func (g *Gateway) forward(c *call, caller admin.Caller, authz map[string]any) {
 	}
 	out := c.r.Clone(c.r.Context())
 	// The client must not pose as a tenant, and the backend never sees
-	// the key.
+	// the key: not under another spelling (X_Keyward_Tenant_Id reaches
+	// CGI-style backends as the same variable), and the client may not
+	// name the gateway's headers as hop-by-hop ones (Connection), which
+	// the proxy would then remove after they are set.
+	delete(out.Header, "Connection")
 	for name := range out.Header {
-		if canon := http.CanonicalHeaderKey(name); canon == "Authorization" || strings.HasPrefix(canon, "X-Keyward-") {
+		if reserved(name) {
 			delete(out.Header, name)
 		}
 	}
@@ -474,6 +479,27 @@ func (g *Gateway) forward(c *call, caller admin.Caller, authz map[string]any) {
 		}
 	}
 	g.cfg.Upstream.ServeHTTP(c.w, out)
+}
+
+// reserved reports whether a client header name stands, under any
+// spelling, for the credential or a header the gateway sets.
+func reserved(name string) bool {
+	n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	return n == "authorization" || strings.HasPrefix(n, "x-keyward-")
+}
+
+// cleanPath refuses paths that a backend could resolve to another route
+// than the one authorized: dot segments and encoded slashes.
+func cleanPath(u *url.URL) bool {
+	if strings.Contains(strings.ToLower(u.EscapedPath()), "%2f") {
+		return false
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // reply answers with a gateway response.

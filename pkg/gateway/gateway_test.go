@@ -703,3 +703,48 @@ func TestProxyUnreachableUpstream(t *testing.T) {
 		t.Fatal("the cause was not logged")
 	}
 }
+
+// TestClientCannotPoseAsTheGateway: neither another spelling of the
+// gateway's headers nor a Connection header naming them gets past it.
+func TestClientCannotPoseAsTheGateway(t *testing.T) {
+	var got http.Header
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Clone() }))
+	defer backend.Close()
+	u, _ := url.Parse(backend.URL)
+	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger) })
+	front := httptest.NewServer(h.gw)
+	defer front.Close()
+	req, _ := http.NewRequest("GET", front.URL+"/invoices", nil)
+	req.Header.Set("Authorization", "Bearer x")
+	req.Header.Set("Connection", "X-Keyward-Tenant-Id, X-Keyward-Scopes")
+	req.Header["X_Keyward_Tenant_Id"] = []string{"victim"}
+	req.Header["x-keyward-scopes"] = []string{"*"}
+	req.Header["Authorization_"] = []string{"x"}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got.Get("X-Keyward-Tenant-Id") == "" || got.Get("X-Keyward-Scopes") == "" {
+		t.Fatalf("the gateway's headers were dropped: %v", got)
+	}
+	for name, vals := range got {
+		n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+		if strings.Contains(strings.Join(vals, ","), "victim") || n == "authorization" {
+			t.Fatalf("the upstream received %s: %v", name, vals)
+		}
+	}
+}
+
+func TestDotSegmentsAndEncodedSlashesAreNoRoute(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, path := range []string{"/invoices/..", "/invoices/%2e%2e", "/invoices/a%2Fb", "/invoices/."} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("Authorization", "Bearer x")
+		h.gw.ServeHTTP(w, r)
+		if w.Code != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want the no-route 404", path, w.Code)
+		}
+	}
+}

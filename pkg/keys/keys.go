@@ -71,6 +71,10 @@ type Hasher interface {
 type Actor struct {
 	ID        string // "key_<id>" of a management key, "operator", "system:<job>"
 	RequestID string
+	// Allow, if set, vets the key as read inside each change to it, so that
+	// a permission checked against one version of a key cannot be used on
+	// a newer one (a key upgraded to keys:admin meanwhile, say).
+	Allow func(store.Key) error
 }
 
 // Audit actions.
@@ -464,7 +468,7 @@ const maxAttempts = 4
 // mutate reads a key of the tenant, lets change edit it (and add keys
 // and audit entries to the change), and writes it with a revision check,
 // retrying on a lost race. change returns done=true to write nothing.
-func (s *Service) mutate(ctx context.Context, tenant, id string, change func(k *store.Key, c *store.Change, now time.Time) (done bool, err error)) (store.Key, error) {
+func (s *Service) mutate(ctx context.Context, actor Actor, tenant, id string, change func(k *store.Key, c *store.Change, now time.Time) (done bool, err error)) (store.Key, error) {
 	for range maxAttempts {
 		k, err := s.store.GetKey(ctx, id)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && k.TenantID != tenant) {
@@ -472,6 +476,11 @@ func (s *Service) mutate(ctx context.Context, tenant, id string, change func(k *
 		}
 		if err != nil {
 			return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
+		}
+		if actor.Allow != nil {
+			if err := actor.Allow(k); err != nil {
+				return store.Key{}, err
+			}
 		}
 		now := s.now().UTC()
 		k = Effective(k, now)
@@ -508,7 +517,7 @@ func usable(k store.Key) error {
 // Update changes a key's settings; the authorizer sees the change on the
 // very next request, since it reads the key on every uncached decision.
 func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p UpdateParams) (store.Key, error) {
-	return s.mutate(ctx, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+	return s.mutate(ctx, actor, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
 		if err := usable(*k); err != nil {
 			return false, err
 		}
@@ -523,7 +532,7 @@ func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p 
 
 // Revoke ends a key at once. Revoking a revoked key changes nothing.
 func (s *Service) Revoke(ctx context.Context, actor Actor, tenant, id string) (store.Key, error) {
-	return s.mutate(ctx, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+	return s.mutate(ctx, actor, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
 		return s.revokeInto(k, c, actor, now, "")
 	})
 }
@@ -555,7 +564,7 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, ov
 		return Created{}, store.Key{}, err
 	}
 	var created Created
-	old, err := s.mutate(ctx, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+	old, err := s.mutate(ctx, actor, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
 		if err := usable(*k); err != nil {
 			return false, err
 		}
@@ -656,7 +665,7 @@ func (s *Service) revokeAll(ctx context.Context, actor Actor, tenant string, key
 	n := 0
 	for _, k := range keys {
 		var changed bool
-		_, err := s.mutate(ctx, tenant, k.ID, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+		_, err := s.mutate(ctx, actor, tenant, k.ID, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
 			done, err := s.revokeInto(k, c, actor, now, reason)
 			changed = !done
 			return done, err
@@ -890,6 +899,11 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 		return false, err
 	}
 	// First against the key as the caller read it: one read per report.
+	if actor.Allow != nil {
+		if err := actor.Allow(k); err != nil {
+			return store.Key{}, false, err
+		}
+	}
 	now := s.now().UTC()
 	rev, written := k.Revision, k
 	var c store.Change
@@ -906,6 +920,6 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 		written.Revision = rev + 1
 		return written, revoked, nil
 	}
-	written, err = s.mutate(ctx, k.TenantID, k.ID, leak)
+	written, err = s.mutate(ctx, actor, k.TenantID, k.ID, leak)
 	return written, revoked, err
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -540,6 +541,40 @@ func TestOnboardAndOffboard(t *testing.T) {
 		}
 		if _, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "nobody"); !errors.Is(err, keys.ErrNotFound) {
 			t.Fatalf("offboarding a missing tenant: %v", err)
+		}
+	})
+}
+
+// TestActorAllowVetsTheKeyAsWritten: a permission is checked against the
+// key each change reads, not against an earlier read.
+func TestActorAllowVetsTheKeyAsWritten(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		c := f.create(t, "acme", keys.CreateParams{})
+		// Someone upgrades the key after the caller looked at it.
+		upgraded := []string{"keys:admin"}
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{Scopes: &upgraded}); err != nil {
+			t.Fatal(err)
+		}
+		refuse := errors.New("may not change management keys")
+		actor := f.actor
+		actor.Allow = func(k store.Key) error {
+			if slices.Contains(k.Scopes, "keys:admin") {
+				return refuse
+			}
+			return nil
+		}
+		name := "renamed"
+		if _, err := f.svc.Update(f.ctx, actor, "acme", c.Key.ID, keys.UpdateParams{Name: &name}); !errors.Is(err, refuse) {
+			t.Fatalf("Update: %v", err)
+		}
+		if _, _, err := f.svc.Rotate(f.ctx, actor, "acme", c.Key.ID, 0); !errors.Is(err, refuse) {
+			t.Fatalf("Rotate: %v", err)
+		}
+		if _, err := f.svc.Revoke(f.ctx, actor, "acme", c.Key.ID); !errors.Is(err, refuse) {
+			t.Fatalf("Revoke: %v", err)
+		}
+		if k, _ := f.st.GetKey(f.ctx, c.Key.ID); k.Status != store.KeyActive || k.Name == name {
+			t.Fatalf("a refused change landed: %+v", k)
 		}
 	})
 }

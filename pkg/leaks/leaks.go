@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/keys"
@@ -88,6 +89,7 @@ type Responder struct {
 	// Policy applies to live keys; test keys are always only flagged, since
 	// they reach no live data.
 	Policy Policy
+	Now    func() time.Time // default time.Now
 }
 
 // Outcome is what Respond did.
@@ -110,13 +112,14 @@ func (r Responder) Respond(ctx context.Context, actor keys.Actor, reports []Repo
 			var revoked bool
 			var err error
 			label, revoked, err = r.one(ctx, actor, rep)
-			if err != nil {
-				return Outcome{}, err
-			}
-			done[rep.Token] = label
 			if revoked {
 				out.Revoked++
 			}
+			if err != nil {
+				// What was revoked stays revoked: the caller still flushes.
+				return out, err
+			}
+			done[rep.Token] = label
 		}
 		sum := sha256.Sum256([]byte(rep.Token))
 		out.Feedback = append(out.Feedback, Feedback{TokenHash: hex.EncodeToString(sum[:]), TokenType: rep.Type, Label: label})
@@ -141,10 +144,21 @@ func (r Responder) one(ctx context.Context, actor keys.Actor, rep Report) (strin
 	if err != nil {
 		return "", false, fmt.Errorf("leaks: reading key: %w", err)
 	}
+	// A dead key's pepper may be retired, so it cannot be told apart from
+	// a forgery; it opens nothing either way. For a live key, a failure to
+	// verify is an error, not an answer: GitHub retries the report.
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	if st := keys.Effective(k, now()).Status; st == store.KeyRevoked || st == store.KeyExpired {
+		return falsePositive, false, nil
+	}
 	ok, err := r.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)
-	if err != nil || !ok {
-		// A dead key's pepper may be retired: it cannot be told apart from
-		// a forgery, and it opens nothing either way.
+	if err != nil {
+		return "", false, fmt.Errorf("leaks: verifying key: %w", err)
+	}
+	if !ok {
 		return falsePositive, false, nil
 	}
 	revoke := r.Policy != Flag && tok.Environment() == apikey.Live

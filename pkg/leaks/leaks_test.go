@@ -1,0 +1,51 @@
+package leaks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/pepper"
+	"github.com/keyward/keyward/pkg/store/embedded"
+)
+
+// failingPeppers cannot verify: KMS throttled, say.
+type failingPeppers struct{}
+
+func (failingPeppers) Verify(context.Context, int, string, []byte) (bool, error) {
+	return false, errors.New("ThrottlingException")
+}
+
+// TestVerifyFailureIsNotAFalsePositive: a live key that cannot be verified
+// must make the report fail (GitHub retries), not be waved off as not ours.
+func TestVerifyFailureIsNotAFalsePositive(t *testing.T) {
+	ctx := t.Context()
+	st := embedded.NewMemory()
+	kr, _ := pepper.NewLocalKeyring(bytes.Repeat([]byte{1}, pepper.Size))
+	if _, err := pepper.Create(ctx, st, kr, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ring, _ := pepper.Load(ctx, st, kr)
+	format, _ := apikey.NewFormat("sk")
+	svc := keys.New(st, ring, format)
+	_, admin, err := svc.Onboard(ctx, keys.Actor{ID: "op"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Responder{Keys: svc, Store: st, Peppers: failingPeppers{}, Format: format}
+	if _, err := r.Respond(ctx, keys.Actor{ID: "github"}, []Report{{Token: admin.Token.Plain(), Type: "t"}}); err == nil {
+		t.Fatal("a live key that could not be verified was answered")
+	}
+	// A dead key is answered without its HMAC, whatever the peppers say.
+	if _, err := svc.Revoke(ctx, keys.Actor{ID: "op"}, "acme", admin.Key.ID); err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Respond(ctx, keys.Actor{ID: "github"}, []Report{{Token: admin.Token.Plain(), Type: "t"}})
+	if err != nil || out.Feedback[0].Label != falsePositive {
+		t.Fatalf("dead key: %+v %v", out, err)
+	}
+}
