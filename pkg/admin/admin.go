@@ -12,7 +12,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -230,8 +229,6 @@ func (s *Server) internal(r *http.Request, what string, err error) *apiError {
 func isManagement(sc string) bool {
 	return sc == scope.All || strings.HasPrefix(sc, "keys:")
 }
-
-func holdsManagement(scopes []string) bool { return slices.ContainsFunc(scopes, isManagement) }
 
 // mayGrant refuses scopes that would give a key more management power
 // than its caller: only keys:admin hands out keys:* scopes, and only those
