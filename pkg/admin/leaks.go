@@ -17,6 +17,9 @@ import (
 // maxLeakBody bounds GitHub's reports, as its partner program does.
 const maxLeakBody = 1 << 20
 
+// maxLeakField bounds a tenant's description of where its key leaked.
+const maxLeakField = 2048
+
 // leakNamespace keeps the answers to GitHub's reports, by body digest, so
 // a replayed report changes nothing and gets the first answer back.
 const leakNamespace = "_github-secret-scanning"
@@ -111,6 +114,10 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 		if e := decode(body, &b); e != nil {
 			return e
 		}
+	}
+	// Both go into the audit log and the key.leaked event.
+	if len(b.URL) > maxLeakField || len(b.Source) > maxLeakField {
+		return invalidRequest("url", "url and source must be at most %d characters.", maxLeakField)
 	}
 	k, e := s.changeable(r, c, id)
 	if e != nil {

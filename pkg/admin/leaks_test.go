@@ -253,6 +253,7 @@ func TestTenantReportsItsOwnLeak(t *testing.T) {
 			t.Fatalf("reporting a test key: %s", raw)
 		}
 		h.fails(h.beta, "POST", "/v1/keys/"+testID+"/report-leak", nil, 404, "not_found", "")
+		h.fails(h.writer, "POST", "/v1/keys/"+testID+"/report-leak", map[string]string{"url": strings.Repeat("u", 3000)}, 400, "invalid_request", "url")
 		h.fails(h.writer, "POST", "/v1/keys/"+h.admin.KeyID+"/report-leak", nil, 403, "insufficient_scope", "")
 		h.fails(h.reader, "POST", "/v1/keys/"+testID+"/report-leak", nil, 403, "insufficient_scope", "")
 	})

@@ -112,7 +112,12 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	// The directory holds the master key and every key's hash: its own
+	// mode is tightened too, not only that of a new one.
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("localstack: data directory: %w", err)
+	}
+	if err := os.Chmod(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("localstack: data directory: %w", err)
 	}
 	// Committed audit entries become events, as the table's stream and the
