@@ -77,7 +77,7 @@ type Store interface {
 	PutIdempotency(ctx context.Context, r store.Idempotency) error
 	GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error)
 	CompleteIdempotency(ctx context.Context, r store.Idempotency) error
-	DeleteIdempotency(ctx context.Context, tenantID, key string) error
+	DeleteIdempotency(ctx context.Context, r store.Idempotency) error
 }
 
 // Config configures a Server.

@@ -105,7 +105,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		next.ServeHTTP(cw, r)
 		if cw.status >= 500 || cw.status == http.StatusConflict {
 			// Nothing to replay: let a retry run again.
-			if err := s.cfg.Store.DeleteIdempotency(r.Context(), namespace, key); err != nil {
+			if err := s.cfg.Store.DeleteIdempotency(r.Context(), rec); err != nil && !errors.Is(err, store.ErrConflict) {
 				s.cfg.Logger.ErrorContext(r.Context(), "releasing an idempotency key failed", "error", err)
 			}
 			return
@@ -152,7 +152,8 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, rec store.Idempot
 			_, _ = w.Write(prev.Body)
 			return true
 		case s.cfg.Now().Sub(prev.CreatedAt) > abandonAfter:
-			if err := s.cfg.Store.DeleteIdempotency(r.Context(), rec.TenantID, rec.Key); err != nil {
+			// Another retry may take it over first; then it is in use.
+			if err := s.cfg.Store.DeleteIdempotency(r.Context(), prev); err != nil && !errors.Is(err, store.ErrConflict) {
 				writeError(w, s.internal(r, "releasing an abandoned idempotency key", err))
 				return true
 			}

@@ -77,7 +77,7 @@ func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		// Nothing to replay: GitHub retries, and the report runs again.
-		_ = s.cfg.Store.DeleteIdempotency(r.Context(), leakNamespace, rec.Key)
+		_ = s.cfg.Store.DeleteIdempotency(r.Context(), rec)
 		writeError(w, s.internal(r, "handling a secret scanning report", err))
 		return
 	}

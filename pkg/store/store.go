@@ -297,7 +297,10 @@ type Store interface {
 	// the same RequestHash (ErrNotFound if missing or expired, ErrConflict
 	// if done already or the hash differs).
 	CompleteIdempotency(ctx context.Context, r Idempotency) error
-	// DeleteIdempotency removes a record (no error if missing), so that a
-	// request that failed without effect can be retried with the same key.
-	DeleteIdempotency(ctx context.Context, tenantID, key string) error
+	// DeleteIdempotency removes the record r describes (same tenant, key,
+	// CreatedAt and RequestHash), so that a request that failed without
+	// effect, or one abandoned, can be retried with the same key. No error
+	// if it is gone; ErrConflict if another request holds the key by now,
+	// whose claim must not be removed.
+	DeleteIdempotency(ctx context.Context, r Idempotency) error
 }

@@ -821,10 +821,21 @@ func testIdempotency(t *testing.T, e *env) {
 	}
 	wantErr(t, e.s.CompleteIdempotency(e.ctx, store.Idempotency{TenantID: "acme", Key: "never", RequestHash: "h"}), store.ErrNotFound)
 
-	if err := e.s.DeleteIdempotency(e.ctx, "acme", "retry-1"); err != nil {
+	// Only the record the caller holds is removed: a newer claim of the
+	// same key (another CreatedAt or request) stays.
+	other := r
+	other.CreatedAt = r.CreatedAt.Add(time.Second)
+	wantErr(t, e.s.DeleteIdempotency(e.ctx, other), store.ErrConflict)
+	other = r
+	other.RequestHash = "h9"
+	wantErr(t, e.s.DeleteIdempotency(e.ctx, other), store.ErrConflict)
+	if _, err := e.s.GetIdempotency(e.ctx, "acme", "retry-1"); err != nil {
+		t.Fatalf("a refused delete removed the record: %v", err)
+	}
+	if err := e.s.DeleteIdempotency(e.ctx, r); err != nil {
 		t.Fatalf("DeleteIdempotency: %v", err)
 	}
-	if err := e.s.DeleteIdempotency(e.ctx, "acme", "retry-1"); err != nil {
+	if err := e.s.DeleteIdempotency(e.ctx, r); err != nil {
 		t.Fatalf("DeleteIdempotency of a missing record: %v", err)
 	}
 	_, err = e.s.GetIdempotency(e.ctx, "acme", "retry-1")
@@ -979,16 +990,18 @@ func testTenantIsolation(t *testing.T, e *env) {
 	}
 
 	// Idempotency keys are per tenant.
+	records := map[string]store.Idempotency{}
 	for _, tenant := range []string{"alpha", "bravo"} {
 		r := store.Idempotency{TenantID: tenant, Key: "shared", RequestHash: tenant, CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)}
 		if err := e.s.PutIdempotency(e.ctx, r); err != nil {
 			t.Fatalf("PutIdempotency(%s): %v", tenant, err)
 		}
+		records[tenant] = r
 	}
 	if r, err := e.s.GetIdempotency(e.ctx, "bravo", "shared"); err != nil || r.RequestHash != "bravo" {
 		t.Fatalf("bravo's idempotency record: %v %+v", err, r)
 	}
-	if err := e.s.DeleteIdempotency(e.ctx, "alpha", "shared"); err != nil {
+	if err := e.s.DeleteIdempotency(e.ctx, records["alpha"]); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.s.GetIdempotency(e.ctx, "bravo", "shared"); err != nil {

@@ -200,12 +200,22 @@ func (s *Store) CompleteIdempotency(ctx context.Context, r store.Idempotency) er
 	return fmt.Errorf("dynamo: complete idempotency record: done already or another request: %w", store.ErrConflict)
 }
 
-// DeleteIdempotency removes a record if it exists.
-func (s *Store) DeleteIdempotency(ctx context.Context, tenantID, key string) error {
+// DeleteIdempotency removes the record r describes, if it is still that one.
+func (s *Store) DeleteIdempotency(ctx context.Context, r store.Idempotency) error {
+	var x expr
+	cond := x.notExists(AttrPK) + " OR (" + x.cmp("created_at", "=", str(store.SortTime(r.CreatedAt))) +
+		" AND " + x.cmp(attrRequestHash, "=", str(r.RequestHash)) + ")"
 	_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-		TableName: s.table,
-		Key:       primaryKey(idemPK(tenantID, key), idemSK),
+		TableName:                 s.table,
+		Key:                       primaryKey(idemPK(r.TenantID, r.Key), idemSK),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  x.names,
+		ExpressionAttributeValues: x.values,
 	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return fmt.Errorf("dynamo: delete idempotency record: another request holds the key: %w", store.ErrConflict)
+	}
 	if err != nil {
 		return fmt.Errorf("dynamo: delete idempotency record: %w", err)
 	}

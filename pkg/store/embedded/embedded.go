@@ -612,14 +612,18 @@ func (s *Store) CompleteIdempotency(ctx context.Context, r store.Idempotency) er
 }
 
 // DeleteIdempotency implements store.Store.
-func (s *Store) DeleteIdempotency(ctx context.Context, tenantID, key string) error {
+func (s *Store) DeleteIdempotency(ctx context.Context, r store.Idempotency) error {
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-	id := idemID{tenantID, key}
-	if _, ok := s.idem[id]; !ok {
+	id := idemID{r.TenantID, r.Key}
+	cur, ok := s.idem[id]
+	if !ok {
 		return nil
+	}
+	if !cur.CreatedAt.Equal(r.CreatedAt) || cur.RequestHash != r.RequestHash {
+		return fmt.Errorf("embedded: delete idempotency record: another request holds the key: %w", store.ErrConflict)
 	}
 	return s.commit(entry{Forget: []idemID{id}})
 }

@@ -66,8 +66,9 @@ func populate(t *testing.T, s *Store, clock *testclock.Clock) {
 	done.StatusCode, done.Body = 201, []byte(`{"id":"k1"}`)
 	must(s.CompleteIdempotency(ctx, done))
 	must(s.PutIdempotency(ctx, store.Idempotency{TenantID: "acme", Key: "r2", RequestHash: "h2", CreatedAt: at, ExpiresAt: at.Add(48 * time.Hour)}))
-	must(s.PutIdempotency(ctx, store.Idempotency{TenantID: "acme", Key: "r3", RequestHash: "h3", CreatedAt: at, ExpiresAt: at.Add(48 * time.Hour)}))
-	must(s.DeleteIdempotency(ctx, "acme", "r3"))
+	r3 := store.Idempotency{TenantID: "acme", Key: "r3", RequestHash: "h3", CreatedAt: at, ExpiresAt: at.Add(48 * time.Hour)}
+	must(s.PutIdempotency(ctx, r3))
+	must(s.DeleteIdempotency(ctx, r3))
 
 	must(s.PutCheckpoint(ctx, "sweep", "c1"))
 	must(s.PutCheckpoint(ctx, "sweep", "c2"))
