@@ -1096,34 +1096,7 @@ func testScanKeys(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	for _, limit := range []int{1, 4, 100} {
-		seen := map[string]int{}
-		cursor := ""
-		for pages := 0; ; pages++ {
-			if pages > 40 {
-				t.Fatal("ScanKeys does not end")
-			}
-			page, err := e.s.ScanKeys(e.ctx, cursor, limit)
-			if err != nil {
-				t.Fatalf("ScanKeys: %v", err)
-			}
-			if len(page.Keys) > limit {
-				t.Fatalf("page of %d, limit %d", len(page.Keys), limit)
-			}
-			for _, k := range page.Keys {
-				seen[k.ID]++
-			}
-			if cursor = page.NextCursor; cursor == "" {
-				break
-			}
-		}
-		if len(seen) != 17 {
-			t.Fatalf("limit %d: scanned %d distinct keys, want 17", limit, len(seen))
-		}
-		for id, n := range seen {
-			if n != 1 {
-				t.Fatalf("limit %d: key %s scanned %d times", limit, id, n)
-			}
-		}
+		ScanEachOnce(t, e.s, limit, 17)
 	}
 	if _, err := e.s.ScanKeys(e.ctx, "not a cursor!", 5); !errors.Is(err, store.ErrInvalidCursor) {
 		t.Fatalf("bad cursor: %v", err)
@@ -1171,5 +1144,39 @@ func testCheckpoints(t *testing.T, e *env) {
 	}
 	if got, _ := e.s.GetCheckpoint(e.ctx, "sweep"); got != "" {
 		t.Fatalf("cleared checkpoint: %q", got)
+	}
+}
+
+// ScanEachOnce pages through every key with ScanKeys and fails unless the
+// scan ends, respects limit, and returns each of want keys exactly once.
+func ScanEachOnce(t *testing.T, s store.Store, limit, want int) {
+	t.Helper()
+	seen := map[string]int{}
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 10*want+10 {
+			t.Fatalf("limit %d: ScanKeys does not end", limit)
+		}
+		page, err := s.ScanKeys(t.Context(), cursor, limit)
+		if err != nil {
+			t.Fatalf("limit %d: ScanKeys: %v", limit, err)
+		}
+		if len(page.Keys) > limit {
+			t.Fatalf("page of %d, limit %d", len(page.Keys), limit)
+		}
+		for _, k := range page.Keys {
+			seen[k.ID]++
+		}
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if len(seen) != want {
+		t.Fatalf("limit %d: scanned %d distinct keys, want %d", limit, len(seen), want)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("limit %d: key %s scanned %d times", limit, id, n)
+		}
 	}
 }

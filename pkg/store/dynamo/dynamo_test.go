@@ -318,7 +318,6 @@ func (c *smallScans) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...f
 
 func TestScanKeysAcrossScanPages(t *testing.T) {
 	client, table := dynamolocal.NewTable(t)
-	ctx := t.Context()
 	apply(t, dynamo.New(client, table), store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
 	var writes []store.KeyWrite
 	for i := range 20 {
@@ -333,36 +332,7 @@ func TestScanKeysAcrossScanPages(t *testing.T) {
 	apply(t, dynamo.New(client, table), store.Change{Audit: audit})
 
 	for _, limit := range []int{1, 2, 3, 7, 100} {
-		c := &smallScans{API: client}
-		s := dynamo.New(c, table)
-		seen := map[string]int{}
-		cursor := ""
-		for pages := 0; ; pages++ {
-			if pages > 100 {
-				t.Fatalf("limit %d: ScanKeys does not end", limit)
-			}
-			page, err := s.ScanKeys(ctx, cursor, limit)
-			if err != nil {
-				t.Fatalf("limit %d: ScanKeys: %v", limit, err)
-			}
-			if len(page.Keys) > limit {
-				t.Fatalf("page of %d, limit %d", len(page.Keys), limit)
-			}
-			for _, k := range page.Keys {
-				seen[k.ID]++
-			}
-			if cursor = page.NextCursor; cursor == "" {
-				break
-			}
-		}
-		if len(seen) != 20 {
-			t.Fatalf("limit %d: scanned %d distinct keys, want 20", limit, len(seen))
-		}
-		for id, n := range seen {
-			if n != 1 {
-				t.Fatalf("limit %d: key %s scanned %d times", limit, id, n)
-			}
-		}
+		conformance.ScanEachOnce(t, dynamo.New(&smallScans{API: client}, table), limit, 20)
 	}
 }
 
