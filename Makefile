@@ -71,9 +71,15 @@ synth:
 	./scripts/ensure-node.sh
 	cd infra && $(JSII_QUIET) $(GO) run ./cmd/keyward-cdk
 
-## deploy: build the functions, then deploy with the CDK CLI from npm (AWS credentials; context as CDK_ARGS='-c upstreamUrl=https://api.example.com -c stage=prod')
-deploy: build
-	$(JSII_QUIET) npx --yes aws-cdk@2 deploy $(CDK_ARGS)
+## deploy: build the functions, then deploy with the CDK CLI from npm (AWS credentials; PREFIX=<your token prefix>; context as CDK_ARGS='-c upstreamUrl=https://api.example.com -c stage=prod')
+deploy:
+	@test -n "$(PREFIX)" || { \
+		echo "make deploy needs PREFIX, the prefix of your API keys (2 to 8 lowercase letters, such as your product's name)."; \
+		echo "Secret scanners and GitHub's partner program tell issuers apart by it: pick your own, or confirm keyward's"; \
+		echo "default with PREFIX=keyward (README, Tokens). Keys keep the prefix they were made with."; \
+		exit 2; }
+	$(MAKE) build
+	$(JSII_QUIET) npx --yes aws-cdk@2 deploy -c prefix=$(PREFIX) $(CDK_ARGS)
 
 clean:
 	rm -rf dist cdk.out

@@ -13,6 +13,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/keyward/keyward/pkg/store"
 )
 
 //go:embed routes.json admin-routes.json gateway.json
@@ -63,6 +65,35 @@ type Tier struct {
 	Burst             int    `json:"burst"`
 }
 
+// RateLimit is the tier's rate limit as a key holds it.
+func (t Tier) RateLimit() store.RateLimit {
+	return store.RateLimit{RequestsPerMinute: t.RequestsPerMinute, Burst: t.Burst}
+}
+
+// TierOf finds the tier of a rate limit: API Gateway enforces limits
+// through fixed usage plans, so a key's limit must be one of them. A zero
+// burst matches any tier of the rate.
+func (g Gateway) TierOf(r store.RateLimit) (Tier, bool) {
+	for _, t := range g.RateLimitTiers {
+		if t.RequestsPerMinute == r.RequestsPerMinute && (r.Burst == 0 || r.Burst == t.Burst) {
+			return t, true
+		}
+	}
+	return Tier{}, false
+}
+
+// HighestTier is the tier with the most requests per minute: what a
+// tenant's first key gets, so that the keys it makes can have any tier.
+func (g Gateway) HighestTier() Tier {
+	var top Tier
+	for _, t := range g.RateLimitTiers {
+		if t.RequestsPerMinute > top.RequestsPerMinute {
+			top = t
+		}
+	}
+	return top
+}
+
 // GatewayResponse renders one of API Gateway's own responses. Templates
 // are not VTL: API Gateway only substitutes $context variables in them.
 type GatewayResponse struct {
@@ -80,9 +111,14 @@ const (
 
 // Gateway is the content of gateway.json.
 type Gateway struct {
-	Authorizer       Authorizer                 `json:"authorizer"`
-	UsageIdentity    string                     `json:"usage_identity"`
-	RateLimitTiers   []Tier                     `json:"rate_limit_tiers"`
+	Authorizer     Authorizer `json:"authorizer"`
+	UsageIdentity  string     `json:"usage_identity"`
+	RateLimitTiers []Tier     `json:"rate_limit_tiers"`
+	// NoRoute answers a path or method the route tables do not have: in
+	// AWS a mock integration on every resource and a greedy {proxy+}
+	// child, so that API Gateway's MISSING_AUTHENTICATION_TOKEN is left
+	// to what it also means, an operator route without a signature.
+	NoRoute          GatewayResponse            `json:"no_route"`
 	GatewayResponses map[string]GatewayResponse `json:"gateway_responses"`
 }
 
@@ -90,6 +126,7 @@ type Gateway struct {
 // which gateway.json must define.
 var GatewayResponseTypes = []string{
 	"UNAUTHORIZED", "ACCESS_DENIED", "THROTTLED", "QUOTA_EXCEEDED", "MISSING_AUTHENTICATION_TOKEN",
+	"INCOMPLETE_SIGNATURE", "INVALID_SIGNATURE", "EXPIRED_TOKEN",
 	"AUTHORIZER_FAILURE", "AUTHORIZER_CONFIGURATION_ERROR", "DEFAULT_4XX", "DEFAULT_5XX",
 }
 
@@ -114,9 +151,34 @@ func Routes(path string) (RouteTable, error) {
 		if strings.HasPrefix(r.Path, "/v1/") || r.Path == "/v1" {
 			return RouteTable{}, fmt.Errorf("config: routes: %s %s: /v1 belongs to keyward's admin API", r.Method, r.Path)
 		}
+		// Only a key-authorized route gets IntegrationHeaders, which
+		// replace whatever the client sent under those names; on any other
+		// route a client could pose as a tenant to the upstream.
+		if r.Auth != AuthKey {
+			return RouteTable{}, fmt.Errorf("config: routes: %s %s: every route of the protected API is authorized by a key (a scope, no auth)", r.Method, r.Path)
+		}
 	}
 	return t, nil
 }
+
+// IntegrationHeaders are the headers the protected API receives on every
+// route, mapped by the gateway in API Gateway's parameter syntax: the
+// authorizer's context (context.authorizer.<name>) or a static value in
+// single quotes. A mapping replaces what the client sent under that name,
+// so the upstream never receives the client's Authorization header (the
+// secret key itself) nor a client's own X-Keyward-* header. The CDK stack
+// maps exactly these; the local emulation applies them alike.
+var IntegrationHeaders = map[string]string{
+	"X-Keyward-Tenant-Id":   "context.authorizer.tenant_id",
+	"X-Keyward-Key-Id":      "context.authorizer.key_id",
+	"X-Keyward-Environment": "context.authorizer.environment",
+	"X-Keyward-Scopes":      "context.authorizer.scopes",
+	"Authorization":         "'" + RedactedAuthorization + "'",
+}
+
+// RedactedAuthorization is the Authorization header the upstream receives
+// in place of the client's.
+const RedactedAuthorization = "keyward-verified"
 
 // AdminRoutes returns keyward's own admin API routes.
 func AdminRoutes() RouteTable {
@@ -196,6 +258,9 @@ func (g Gateway) Validate() error {
 		if !slices.Contains(GatewayResponseTypes, rt) {
 			return fmt.Errorf("config: gateway response %s is not one keyward renders", rt)
 		}
+	}
+	if g.NoRoute.Status < 400 || g.NoRoute.Status > 499 || !json.Valid([]byte(g.NoRoute.Template)) || strings.Contains(g.NoRoute.Template, "$") {
+		return fmt.Errorf("config: no_route needs a 4XX status and a JSON template without variables")
 	}
 	return nil
 }

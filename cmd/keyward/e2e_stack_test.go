@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/testenv"
+	"github.com/keyward/keyward/pkg/apikey"
 )
 
 // Deadlines: every wait of the suite is bounded by one of these.
@@ -43,7 +44,7 @@ const (
 
 // tokenPattern is the README's pattern for secret scanners: every keyward
 // token matches it.
-var tokenPattern = regexp.MustCompile(`\b[a-z]{2,8}_(?:live|test)_[0-9A-Za-z]{50}\b`)
+var tokenPattern = regexp.MustCompile(apikey.Pattern)
 
 // requestIDPattern is API Gateway's request id form, a version 4 UUID.
 var requestIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
@@ -439,10 +440,11 @@ func wantError(t *testing.T, what string, r response, status int, typ, code stri
 
 // echo is what the built-in echo answers.
 type echo struct {
-	Method     string              `json:"method"`
-	Path       string              `json:"path"`
-	Query      map[string][]string `json:"query"`
-	Authorizer map[string]string   `json:"authorizer"`
+	Method        string              `json:"method"`
+	Path          string              `json:"path"`
+	Query         map[string][]string `json:"query"`
+	Authorizer    map[string]string   `json:"authorizer"`
+	Authorization string              `json:"authorization"`
 }
 
 // wantEcho checks a 200 from the built-in echo and the caller it saw.
@@ -459,7 +461,9 @@ func wantEcho(t *testing.T, what string, r response, method, path string, query 
 		t.Errorf("%s: not the echo's answer: %v: %s", what, err, r.body)
 		return
 	}
-	want := echo{Method: method, Path: path, Query: query, Authorizer: authz}
+	// The upstream never sees the key: the gateway replaces the
+	// Authorization header.
+	want := echo{Method: method, Path: path, Query: query, Authorizer: authz, Authorization: "keyward-verified"}
 	if want.Query == nil {
 		want.Query = map[string][]string{}
 	}

@@ -72,6 +72,9 @@ func waitUntil(t *testing.T, when time.Time, max time.Duration) {
 
 func (s *stack) demoKey() string  { return s.banner.exports["KEYWARD_DEMO_KEY"] }
 func (s *stack) adminKey() string { return s.banner.exports["KEYWARD_ADMIN_KEY"] }
+func (s *stack) testAdminKey() string {
+	return s.banner.exports["KEYWARD_TEST_ADMIN_KEY"]
+}
 
 // demoCaller is what the echo shows for the demo key.
 func (s *stack) demoCaller() map[string]string {
@@ -87,7 +90,7 @@ func TestDemoKeyCallsEcho(t *testing.T) {
 		t.Errorf("banner's operator token %q, want the one set in KEYWARD_OPERATOR_TOKEN", s.banner.exports["KEYWARD_OPERATOR_TOKEN"])
 	}
 	for name, tok := range map[string]string{"KEYWARD_DEMO_KEY": demo, "KEYWARD_ADMIN_KEY": admin} {
-		if err := validChecksum(tok); err != nil || !strings.HasPrefix(tok, "sk_live_") {
+		if err := validChecksum(tok); err != nil || !strings.HasPrefix(tok, "keyward_live_") {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -114,7 +117,7 @@ func TestDemoKeyCallsEcho(t *testing.T) {
 	k := decode(t, "GET demo key", s.get("/v1/keys/"+s.banner.demoID, admin), http.StatusOK)
 	wantKeyShape(t, "demo key", k)
 	want := map[string]any{"id": s.banner.demoID, "name": "Demo key", "environment": "live", "scopes": []any{"invoices:read"},
-		"status": "active", "created_by": "demo_member", "display": "sk_live_…" + demo[len(demo)-4:],
+		"status": "active", "created_by": "demo_member", "display": "keyward_live_…" + demo[len(demo)-4:],
 		"rate_limit": map[string]any{"requests_per_minute": 60.0, "burst": 10.0}, "expires_at": nil, "revoked_at": nil}
 	for f, v := range want {
 		if !equalJSON(k[f], v) {
@@ -177,7 +180,7 @@ func TestUnauthorized(t *testing.T) {
 		{"empty Authorization", []string{""}},
 		{"Bearer and nothing", []string{"Bearer "}},
 		{"malformed token", []string{"Bearer not-a-key"}},
-		{"token too short", []string{"Bearer sk_live_AbCdEf"}},
+		{"token too short", []string{"Bearer keyward_live_AbCdEf"}},
 		{"unknown scheme", []string{"Token " + demo}},
 		{"Basic with a password", []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(demo+":pw"))}},
 		{"wrong checksum", []string{"Bearer " + wrongChecksum}},
@@ -229,8 +232,8 @@ func TestForbiddenAndNotFound(t *testing.T) {
 	wantGateway(t, "GET /invoices with the admin key", s.get("/invoices", admin), http.StatusForbidden, body403Scope)
 
 	// Write implies read, per resource.
-	_, writer, _ := s.createKey(admin, `{"name":"writer","environment":"test","scopes":["invoices:write"]}`)
-	wid := "key_" + writer[len("sk_test_"):len("sk_test_")+12]
+	_, writer, _ := s.createKey(s.testAdminKey(), `{"name":"writer","environment":"test","scopes":["invoices:write"]}`)
+	wid := "key_" + writer[len("keyward_test_"):len("keyward_test_")+12]
 	wantEcho(t, "POST /invoices (invoices:write)", s.post("/invoices", writer, `{"amount":100}`), "POST", "/invoices", nil,
 		caller("demo", wid, "test", "invoices:write"))
 	wantEcho(t, "GET /invoices/inv_9 (invoices:write)", s.get("/invoices/inv_9", writer), "GET", "/invoices/inv_9", nil,
@@ -452,11 +455,12 @@ func TestTenantOffboarding(t *testing.T) {
 	op, demoAdmin := s.opToken, s.adminKey()
 	onboard := `{"tenant_id":"acme","name":"Acme"}`
 
-	// The operator routes take the operator token and nothing else.
-	want401(t, "onboard without a token", s.post("/v1/tenants", "", onboard))
-	want401(t, "onboard with a wrong token", s.post("/v1/tenants", op+"x", onboard))
-	want401(t, "onboard with an API key", s.post("/v1/tenants", demoAdmin, onboard))
-	want401(t, "offboard with a wrong token", s.post("/v1/tenants/demo/offboard", "op_wrong", ""))
+	// The operator routes take the operator token and nothing else,
+	// refused as API Gateway refuses a missing or bad SigV4 signature.
+	wantError(t, "onboard without a token", s.post("/v1/tenants", "", onboard), http.StatusForbidden, "forbidden", "signature_required")
+	wantError(t, "onboard with a wrong token", s.post("/v1/tenants", op+"x", onboard), http.StatusForbidden, "forbidden", "invalid_signature")
+	wantError(t, "onboard with an API key", s.post("/v1/tenants", demoAdmin, onboard), http.StatusForbidden, "forbidden", "invalid_signature")
+	wantError(t, "offboard with a wrong token", s.post("/v1/tenants/demo/offboard", "op_wrong", ""), http.StatusForbidden, "forbidden", "invalid_signature")
 
 	got := decode(t, "onboard acme", s.post("/v1/tenants", op, onboard), http.StatusCreated)
 	tenant, _ := got["tenant"].(map[string]any)
@@ -481,7 +485,7 @@ func TestTenantOffboarding(t *testing.T) {
 
 	got = decode(t, "offboard acme", s.post("/v1/tenants/acme/offboard", op, ""), http.StatusOK)
 	tenant, _ = got["tenant"].(map[string]any)
-	if tenant["id"] != "acme" || tenant["status"] != "offboarded" || tenant["offboarded_at"] == nil || got["revoked"] != 2.0 || len(got) != 2 {
+	if tenant["id"] != "acme" || tenant["status"] != "offboarded" || tenant["offboarded_at"] == nil || got["revoked"] != 3.0 || len(got) != 2 {
 		t.Errorf("offboard answered %v", got)
 	}
 	want401(t, "acme's key (cached Allow)", s.get("/invoices", key))
@@ -500,20 +504,21 @@ func TestTenantOffboarding(t *testing.T) {
 	decode(t, "the demo admin key", s.get("/v1/keys", demoAdmin), http.StatusOK)
 	s.stop()
 
-	// Past the gateway, the admin API itself refuses to create a key in
-	// an offboarded tenant: run the admin handler on an event that
-	// carries acme's authorizer context, as API Gateway would deliver it.
+	// Past the gateway, the admin API itself reads the calling key, and
+	// refuses acme's revoked admin key even with an authorizer context
+	// that vouches for it (a stale cached decision, say): run the admin
+	// handler on such an event, as API Gateway would deliver it.
 	status, body := invokeAdminCreate(t, s.dataDir, "acme", acmeAdminID)
-	if status != http.StatusConflict {
+	if status != http.StatusUnauthorized {
 		t.Fatalf("create in offboarded acme: %d %s", status, body)
 	}
 	var env map[string]map[string]any
-	if err := json.Unmarshal([]byte(body), &env); err != nil || env["error"]["type"] != "conflict" || env["error"]["code"] != "tenant_inactive" {
+	if err := json.Unmarshal([]byte(body), &env); err != nil || env["error"]["type"] != "unauthorized" {
 		t.Errorf("create in offboarded acme: %s", body)
 	}
 	// The same event for the active demo tenant succeeds, so the 409 is
 	// acme's state, not the event.
-	demoAdminID := "key_" + demoAdmin[len("sk_live_"):len("sk_live_")+12]
+	demoAdminID := "key_" + demoAdmin[len("keyward_live_"):len("keyward_live_")+12]
 	if status, body := invokeAdminCreate(t, s.dataDir, "demo", demoAdminID); status != http.StatusCreated {
 		t.Errorf("create in demo through invoke: %d %s", status, body)
 	}
@@ -699,9 +704,9 @@ func TestBannerCurlExamples(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	newID := "key_" + newSecret[len("sk_test_"):len("sk_test_")+12]
+	newID := "key_" + newSecret[len("keyward_test_"):len("keyward_test_")+12]
 	wantEcho(t, "the created key", s.get("/invoices", newSecret), "GET", "/invoices", nil, caller("demo", newID, "test", "invoices:read customers:write"))
-	rotatedID := "key_" + rotatedSecret[len("sk_live_"):len("sk_live_")+12]
+	rotatedID := "key_" + rotatedSecret[len("keyward_live_"):len("keyward_live_")+12]
 	wantEcho(t, "the rotated demo key", s.get("/invoices", rotatedSecret), "GET", "/invoices", nil, caller("demo", rotatedID, "live", "invoices:read"))
 	decode(t, "acme's admin key", s.get("/v1/keys", acmeSecret), http.StatusOK)
 	s.stop()
@@ -776,8 +781,8 @@ func TestUpstream(t *testing.T) {
 			t.Errorf("the service got %s %q, want %q", name, c.header.Get(name), want)
 		}
 	}
-	if v, ok := c.header["Authorization"]; ok {
-		t.Errorf("the service got the Authorization header (%d values)", len(v))
+	if v := c.header.Values("Authorization"); len(v) != 1 || v[0] != "keyward-verified" {
+		t.Errorf("the service got the Authorization header %q, want only keyward-verified", v)
 	}
 	if c.header.Get("X-Trace") != "abc" || c.header.Get("X-Forwarded-For") != "127.0.0.1" {
 		t.Errorf("the service got X-Trace %q, X-Forwarded-For %q", c.header.Get("X-Trace"), c.header.Get("X-Forwarded-For"))
@@ -793,7 +798,7 @@ func TestUpstream(t *testing.T) {
 		t.Fatalf("the service got %d requests, want 2", len(calls))
 	}
 	if c := calls[1]; c.method != "POST" || c.body != `{"amount":5}` || c.header.Get("Content-Type") != "application/json" ||
-		c.header.Get("Authorization") != "" || c.header.Get("X-Keyward-Scopes") != "invoices:write" {
+		c.header.Get("Authorization") != "keyward-verified" || c.header.Get("X-Keyward-Scopes") != "invoices:write" {
 		t.Errorf("the service got %s %s %q with %v", c.method, c.path, c.body, c.header)
 	}
 
@@ -844,7 +849,7 @@ func TestLogs(t *testing.T) {
 	s := startStack(t, stackOptions{})
 	demo, admin := s.demoKey(), s.adminKey()
 	_, secret, _ := s.createKey(admin, `{"name":"logged","environment":"live","scopes":["invoices:read"]}`)
-	bogus := makeToken("sk", "live", randomBase62(t, 12), randomBase62(t, 32))
+	bogus := makeToken("keyward", "live", randomBase62(t, 12), randomBase62(t, 32))
 	s.addSecret(bogus)
 	type sent struct {
 		id     string

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/localstack"
 )
 
@@ -57,7 +58,7 @@ func stackFlags(fs *flag.FlagSet) (*localstack.Options, *string) {
 	fs.StringVar(&o.RoutesFile, "routes", os.Getenv("KEYWARD_ROUTES_FILE"), "route table of the protected API (KEYWARD_ROUTES_FILE); default the demo API")
 	fs.StringVar(&o.GatewayFile, "gateway", os.Getenv("KEYWARD_GATEWAY_FILE"), "gateway settings, like config/gateway.json (KEYWARD_GATEWAY_FILE); default the shipped ones")
 	fs.StringVar(&o.GitHubKeysFile, "github-keys", os.Getenv("KEYWARD_GITHUB_KEYS_FILE"), "keys that may sign leaked-key reports, in GitHub's format (KEYWARD_GITHUB_KEYS_FILE)")
-	fs.StringVar(&o.TokenPrefix, "prefix", env("KEYWARD_TOKEN_PREFIX", "sk"), "token prefix (KEYWARD_TOKEN_PREFIX)")
+	fs.StringVar(&o.TokenPrefix, "prefix", env("KEYWARD_TOKEN_PREFIX", apikey.DefaultPrefix), "token prefix (KEYWARD_TOKEN_PREFIX)")
 	ttl := fs.String("cache-ttl", os.Getenv("KEYWARD_CACHE_TTL"), "authorizer cache TTL in seconds (KEYWARD_CACHE_TTL); default gateway.json's")
 	return o, ttl
 }

@@ -30,7 +30,7 @@ import (
 type Env struct {
 	Table       string // KEYWARD_TABLE
 	PepperKeyID string // KEYWARD_PEPPER_KEY_ID: the KMS key wrapping peppers
-	TokenPrefix string // KEYWARD_TOKEN_PREFIX, default "sk"
+	TokenPrefix string // KEYWARD_TOKEN_PREFIX, default apikey.DefaultPrefix
 	RoutesFile  string // KEYWARD_ROUTES_FILE: a route table in the bundle; empty for the shipped one
 	// KEYWARD_CACHE_TTL, KEYWARD_USAGE_IDENTITY and KEYWARD_RATE_LIMIT_TIERS
 	// (a JSON array like gateway.json's) override gateway.json with what

@@ -1,6 +1,10 @@
 package cloud
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/keyward/keyward/pkg/apikey"
+)
 
 func TestFromEnv(t *testing.T) {
 	t.Setenv("KEYWARD_TABLE", "")
@@ -14,7 +18,7 @@ func TestFromEnv(t *testing.T) {
 	t.Setenv("KEYWARD_CACHE_TTL", "0")
 	t.Setenv("KEYWARD_USAGE_IDENTITY", "tenant")
 	e, err := FromEnv()
-	if err != nil || e.TokenPrefix != "sk" {
+	if err != nil || e.TokenPrefix != apikey.DefaultPrefix {
 		t.Fatalf("FromEnv: %+v %v", e, err)
 	}
 	g, err := e.Gateway()

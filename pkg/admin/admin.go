@@ -10,6 +10,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/scope"
@@ -25,16 +28,21 @@ import (
 
 // Caller is who makes a request, as established in front of the handler.
 type Caller struct {
-	// TenantID, KeyID and Scopes describe a management key, from the
-	// authorizer's context.
-	TenantID string
-	KeyID    string // "key_<id>"
-	Scopes   []string
+	// TenantID, KeyID, Environment and Scopes describe a management key,
+	// from the authorizer's context.
+	TenantID    string
+	KeyID       string // "key_<id>"
+	Environment string
+	Scopes      []string
 	// Operator is set for the platform's operators (IAM principal in AWS,
 	// the operator token locally); OperatorID names them for the audit.
 	Operator   bool
 	OperatorID string
 	RequestID  string
+
+	// key is the management key as stored, read by tenantRoute: its
+	// environment and restrictions bound what the request may do.
+	key store.Key
 }
 
 type callerKey struct{}
@@ -64,12 +72,6 @@ type RateLimits interface {
 	Remove(ctx context.Context, identity string) error
 }
 
-// CacheFlusher flushes the stage's authorizer cache, so that a revocation
-// or a narrowing change applies to the very next request.
-type CacheFlusher interface {
-	Flush(ctx context.Context) error
-}
-
 // Store is what the admin API reads beyond the lifecycle: the audit log
 // and idempotency records.
 type Store interface {
@@ -88,11 +90,16 @@ type Config struct {
 	// RateLimits and Flusher may be nil only where nothing enforces rate
 	// limits or caches decisions (tests of other parts).
 	RateLimits RateLimits
-	Flusher    CacheFlusher
+	// Flusher flushes the stage's authorizer cache, so that a revocation
+	// or a narrowing change applies to the very next request.
+	Flusher authorizer.Flusher
 	// Leaks answers leaked-key reports (GitHub's and the tenants' own).
 	Leaks  Leaks
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Sleep waits between the two flushes of a change (default
+	// clock.Sleep).
+	Sleep func(context.Context, time.Duration) error
 }
 
 // Leaks is the leaked-key response: where GitHub's signing keys come from,
@@ -115,6 +122,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = clock.Sleep
 	}
 	if cfg.Leaks.Keys == nil {
 		cfg.Leaks.Keys = leaks.StaticKeys{} // no key: every report is refused
@@ -173,13 +183,14 @@ func actorOf(c Caller) keys.Actor {
 		}
 		return keys.Actor{ID: id, RequestID: c.RequestID}
 	}
-	return keys.Actor{ID: c.KeyID, RequestID: c.RequestID}
+	return keys.Actor{ID: c.KeyID, RequestID: c.RequestID, Bounds: keys.BoundsOf(c.key)}
 }
 
 // tenantRoute admits management keys holding the route's scope, before
 // anything else runs (an idempotent replay included). The authorizer has
-// checked the scope already; checking again here means a misconfigured
-// gateway cannot open the API.
+// checked the key already; reading it again here means a misconfigured
+// gateway cannot open the API, and gives the request the key's current
+// scopes, environment and restrictions, which bound everything it does.
 func (s *Server) tenantRoute(need string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, ok := callerFrom(r.Context())
@@ -187,11 +198,32 @@ func (s *Server) tenantRoute(need string, next http.Handler) http.Handler {
 			writeError(w, errUnauthorized)
 			return
 		}
+		id, ok := apikey.ParsePublicID(c.KeyID)
+		if !ok {
+			writeError(w, errUnauthorized)
+			return
+		}
+		k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
+		switch {
+		case errors.Is(err, keys.ErrNotFound):
+			writeError(w, errUnauthorized)
+			return
+		case err != nil:
+			writeError(w, s.internal(r, "reading the calling key", err))
+			return
+		}
+		// The context's environment, when present, must be the key's: a
+		// mismatch means the context is not the authorizer's.
+		if st := k.Status; (st != store.KeyActive && st != store.KeyExpiring) || (c.Environment != "" && c.Environment != k.Environment) {
+			writeError(w, errUnauthorized)
+			return
+		}
+		c.key, c.Environment, c.Scopes = k, k.Environment, k.Scopes
 		if !scope.AnyGrants(c.Scopes, need) {
 			writeError(w, forbidden("This API key does not have the %s scope this route requires.", need))
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(WithCaller(r.Context(), c)))
 	})
 }
 
@@ -270,11 +302,25 @@ func vetted(c Caller) keys.Actor {
 	return a
 }
 
-// changeable reads one of the caller's keys that it may change.
-func (s *Server) changeable(r *http.Request, c Caller, id string) (store.Key, *apiError) {
+// visible reads one of the caller's keys: of its tenant and, for a
+// management key, of its environment (another's answers 404, like another
+// tenant's).
+func (s *Server) visible(r *http.Request, c Caller, id string) (store.Key, *apiError) {
 	k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
+	if err == nil && !actorOf(c).Bounds.Sees(k) {
+		err = keys.ErrNotFound
+	}
 	if err != nil {
 		return store.Key{}, s.internal(r, "reading key", err)
+	}
+	return k, nil
+}
+
+// changeable reads one of the caller's keys that it may change.
+func (s *Server) changeable(r *http.Request, c Caller, id string) (store.Key, *apiError) {
+	k, e := s.visible(r, c, id)
+	if e != nil {
+		return store.Key{}, e
 	}
 	if e := mayChange(c, k); e != nil {
 		return store.Key{}, e

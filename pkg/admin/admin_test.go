@@ -24,6 +24,7 @@ import (
 	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/pepper"
@@ -58,23 +59,42 @@ func (f *fakeLimits) Remove(_ context.Context, identity string) error {
 	return nil
 }
 
+// fakeFlusher records when the authorizer cache was flushed, and can
+// fail (recording nothing).
 type fakeFlusher struct {
+	t     *testing.T
+	clock *testclock.Clock
 	mu    sync.Mutex
-	calls int
+	at    []time.Time
 	fail  error
 }
 
 func (f *fakeFlusher) Flush(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls++
-	return f.fail
+	if f.fail != nil {
+		return f.fail
+	}
+	f.at = append(f.at, f.clock.Now())
+	return nil
 }
 
+// count is how many changes were made effective: each flushes twice, the
+// second time once a decision that read the key before the change can no
+// longer reach the cache (authorizer.Invalidate).
 func (f *fakeFlusher) count() int {
+	f.t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.calls
+	if len(f.at)%2 != 0 {
+		f.t.Fatalf("%d flushes: a change flushed once", len(f.at))
+	}
+	for i := 0; i < len(f.at); i += 2 {
+		if gap := f.at[i+1].Sub(f.at[i]); gap < authorizer.RecheckAfter {
+			f.t.Fatalf("the second flush came %v after the first, before authorizer.RecheckAfter", gap)
+		}
+	}
+	return len(f.at) / 2
 }
 
 type harness struct {
@@ -93,6 +113,7 @@ type harness struct {
 	secrets []string // every secret the API handed out
 
 	admin, writer, reader, beta admin.Caller
+	testAdmin                   admin.Caller // acme's keys:admin in the test environment
 }
 
 var start = time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
@@ -124,7 +145,7 @@ func newHarness(t *testing.T, st store.Store, clock *testclock.Clock) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, st: st, clock: clock, gw: gw, limits: &fakeLimits{tiers: map[string]string{}},
-		flusher: &fakeFlusher{}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
+		flusher: &fakeFlusher{t: t, clock: clock}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
 	h.svc = keys.New(st, ring, format, keys.WithClock(clock.Now))
 	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format, Now: clock.Now}}
 	h.build()
@@ -133,12 +154,14 @@ func newHarness(t *testing.T, st store.Store, clock *testclock.Clock) *harness {
 	for _, tenant := range []string{"acme", "beta"} {
 		_, body := h.ok(operator, "POST", "/v1/tenants", map[string]string{"tenant_id": tenant, "name": strings.ToUpper(tenant)}, 201)
 		var out struct {
-			Key struct{ ID string }
+			Key     struct{ ID string }
+			TestKey struct{ ID string } `json:"test_key"`
 		}
 		_ = json.Unmarshal(body, &out)
 		c := admin.Caller{TenantID: tenant, KeyID: out.Key.ID, Scopes: []string{"keys:admin"}, RequestID: "req-" + tenant}
 		if tenant == "acme" {
 			h.admin = c
+			h.testAdmin = admin.Caller{TenantID: tenant, KeyID: out.TestKey.ID, Scopes: []string{"keys:admin"}, RequestID: "req-acme-test"}
 		} else {
 			h.beta = c
 		}
@@ -152,14 +175,16 @@ func newHarness(t *testing.T, st store.Store, clock *testclock.Clock) *harness {
 
 func (h *harness) build() {
 	h.srv = admin.New(admin.Config{Keys: h.svc, Store: h.st, Gateway: h.gw, RateLimits: h.limits, Flusher: h.flusher,
-		Leaks: h.leaks, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Now: h.clock.Now})
+		Leaks: h.leaks, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Now: h.clock.Now,
+		Sleep: func(_ context.Context, d time.Duration) error { h.clock.Advance(d); return nil }})
 }
 
 // managementKey creates an acme key with the given management scopes and
 // returns it as a caller.
 func (h *harness) managementKey(scopes []string) admin.Caller {
 	h.t.Helper()
-	k := h.create(h.admin, map[string]any{"name": "mgmt", "environment": "live", "scopes": scopes})
+	k := h.create(h.admin, map[string]any{"name": "mgmt", "environment": "live", "scopes": scopes,
+		"rate_limit": map[string]int{"requests_per_minute": 6000}})
 	return admin.Caller{TenantID: "acme", KeyID: k.ID, Scopes: scopes, RequestID: "req-mgmt"}
 }
 
@@ -255,10 +280,13 @@ func (h *harness) fails(c admin.Caller, method, path string, body any, want int,
 	}
 }
 
-func (h *harness) count(tenant string) int {
+func (h *harness) count(tenant string) int { return h.countIn(tenant, "") }
+
+// countIn counts a tenant's keys of one environment ("" for both).
+func (h *harness) countIn(tenant, env string) int {
 	h.t.Helper()
 	n := 0
-	for q := (store.KeyQuery{Limit: 100}); ; {
+	for q := (store.KeyQuery{Environment: env, Limit: 100}); ; {
 		page, err := h.st.ListKeys(h.t.Context(), tenant, q)
 		if err != nil {
 			h.t.Fatal(err)
@@ -290,7 +318,7 @@ func (h *harness) assertNoSecretLeaked() {
 
 func TestCreateGetList(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
-		_, raw := h.ok(h.writer, "POST", "/v1/keys", map[string]any{
+		_, raw := h.ok(h.testAdmin, "POST", "/v1/keys", map[string]any{
 			"name": "billing sync", "description": "nightly", "environment": "test",
 			"scopes": []string{"invoices:read", "customers:write"}, "expires_in": 86400,
 			"allowed_ips": []string{"203.0.113.0/24"}, "allowed_origins": []string{"https://app.example.com"},
@@ -314,17 +342,18 @@ func TestCreateGetList(t *testing.T) {
 		if h.limits.tiers["keywardkey"+tok.ID()] != "standard" {
 			t.Fatalf("rate limit identities %v", h.limits.tiers)
 		}
-		_, got := h.ok(h.reader, "GET", "/v1/keys/"+out.Key.ID, nil, 200)
+		_, got := h.ok(h.testAdmin, "GET", "/v1/keys/"+out.Key.ID, nil, 200)
 		if strings.Contains(string(got), out.Secret[20:52]) || strings.Contains(string(got), "secret") || strings.Contains(string(got), "hash") {
 			t.Fatalf("GET shows more than it may: %s", got)
 		}
-		_, listed := h.ok(h.reader, "GET", "/v1/keys?environment=test&limit=10", nil, 200)
+		_, listed := h.ok(h.testAdmin, "GET", "/v1/keys?environment=test&limit=10", nil, 200)
 		var l struct {
 			Data       []keyJSON
 			NextCursor *string `json:"next_cursor"`
 		}
 		_ = json.Unmarshal(listed, &l)
-		if len(l.Data) != 1 || l.Data[0].ID != out.Key.ID || l.NextCursor != nil {
+		// The new key and the tenant's test admin key; no live key.
+		if len(l.Data) != 2 || l.Data[0].ID != out.Key.ID || l.Data[1].ID != h.testAdmin.KeyID || l.NextCursor != nil {
 			t.Fatalf("listing %s", listed)
 		}
 		// Pagination across pages.
@@ -349,8 +378,8 @@ func TestCreateGetList(t *testing.T) {
 			}
 			cursor = *l.NextCursor
 		}
-		if len(seen) != h.count("acme") {
-			t.Fatalf("paged through %d keys of %d", len(seen), h.count("acme"))
+		if live := h.countIn("acme", "live"); len(seen) != live {
+			t.Fatalf("paged through %d keys of %d", len(seen), live)
 		}
 	})
 }
@@ -383,6 +412,14 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 			{with("allowed_ips", []string{"300.1.1.1"}), 400, "invalid_request", "allowed_ips"},
 			{with("allowed_origins", []string{"*"}), 400, "invalid_request", "allowed_origins"},
 			{with("metadata", map[string]int{"n": 1}), 400, "invalid_request", "metadata"},
+			// Text that would pose as other text in a listing: direction
+			// overrides, invisible format characters, line separators.
+			{with("name", "invoices\u202efdp.exe"), 400, "invalid_request", "name"},
+			{with("name", "a\u200bb"), 400, "invalid_request", "name"},
+			{with("description", "line\u2028break"), 400, "invalid_request", "description"},
+			{with("description", "para\u2029graph"), 400, "invalid_request", "description"},
+			{with("metadata", map[string]string{"team": "bill\u202eing"}), 400, "invalid_request", "metadata"},
+			{with("metadata", map[string]string{"te\u2066am": "billing"}), 400, "invalid_request", "metadata"},
 			{nil, 400, "invalid_request", ""},
 		}
 		for _, c := range cases {
@@ -474,7 +511,9 @@ func TestNoEscalation(t *testing.T) {
 		}
 		h.create(h.admin, body("keys:write"))
 		h.fails(h.reader, "POST", "/v1/keys", body("invoices:read"), 403, "insufficient_scope", "")
-		data := admin.Caller{TenantID: "acme", KeyID: h.reader.KeyID, Scopes: []string{"invoices:*"}}
+		// The key's stored scopes decide, whatever the context says.
+		dataKey := h.create(h.admin, body("invoices:*"))
+		data := admin.Caller{TenantID: "acme", KeyID: dataKey.ID, Scopes: []string{"keys:admin"}}
 		h.fails(data, "GET", "/v1/keys", nil, 403, "insufficient_scope", "")
 
 		// keys:write cannot touch management keys, nor make one.
@@ -660,10 +699,11 @@ func TestOperatorRoutes(t *testing.T) {
 
 		flushes := h.flusher.count()
 		_, raw = h.ok(op, "POST", "/v1/tenants/beta/offboard", nil, 200)
-		if !strings.Contains(string(raw), `"status":"offboarded"`) || !strings.Contains(string(raw), `"revoked":1`) || h.flusher.count() != flushes+1 {
+		if !strings.Contains(string(raw), `"status":"offboarded"`) || !strings.Contains(string(raw), `"revoked":2`) || h.flusher.count() != flushes+1 {
 			t.Fatalf("offboarding: %s", raw)
 		}
-		h.fails(h.beta, "POST", "/v1/keys", map[string]any{"name": "x", "environment": "live", "scopes": []string{"invoices:read"}}, 409, "tenant_inactive", "")
+		// Offboarding revoked beta's keys: its own admin key is refused.
+		h.fails(h.beta, "POST", "/v1/keys", map[string]any{"name": "x", "environment": "live", "scopes": []string{"invoices:read"}}, 401, "unauthorized", "")
 		h.fails(op, "POST", "/v1/tenants/nobody/offboard", nil, 404, "not_found", "")
 		_, raw = h.ok(op, "POST", "/v1/tenants/beta/offboard", nil, 200)
 		if !strings.Contains(string(raw), `"revoked":0`) {

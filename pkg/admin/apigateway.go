@@ -25,7 +25,7 @@ func FromAPIGateway(next http.Handler) http.Handler {
 		str := func(name string) string { v, _ := rc.Authorizer[name].(string); return v }
 		switch {
 		case str("tenant_id") != "":
-			c.TenantID, c.KeyID, c.Scopes = str("tenant_id"), str("key_id"), strings.Fields(str("scopes"))
+			c.TenantID, c.KeyID, c.Environment, c.Scopes = str("tenant_id"), str("key_id"), str("environment"), strings.Fields(str("scopes"))
 		case rc.Identity.UserArn != "":
 			c.Operator, c.OperatorID = true, rc.Identity.UserArn
 		}

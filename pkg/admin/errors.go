@@ -51,9 +51,16 @@ func fromDomain(err error) *apiError {
 	var ve *keys.ValidationError
 	var ae *apiError
 	var ce *keys.ConflictError
+	var re *keys.RestrictionError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &re) && re.Field == "environment":
+		return &apiError{Status: http.StatusForbidden, Type: "forbidden", Code: "environment_mismatch",
+			Message: sentence(re.Message), Param: re.Field}
+	case errors.As(err, &re):
+		return &apiError{Status: http.StatusForbidden, Type: "forbidden", Code: "exceeds_caller_restrictions",
+			Message: sentence(re.Message), Param: re.Field}
 	case errors.As(err, &ve):
 		return invalidRequest(ve.Field, "%s %s.", ve.Field, ve.Message)
 	case errors.Is(err, keys.ErrNotFound):
@@ -67,6 +74,13 @@ func fromDomain(err error) *apiError {
 }
 
 func sentence(s string) string { return strings.ToUpper(s[:1]) + s[1:] + "." }
+
+// environmentMismatch refuses a management key's request about the other
+// environment's keys: test never touches live.
+func environmentMismatch(c Caller) *apiError {
+	return &apiError{Status: http.StatusForbidden, Type: "forbidden", Code: "environment_mismatch", Param: "environment",
+		Message: fmt.Sprintf("A %s key manages %s keys only.", c.Environment, c.Environment)}
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)

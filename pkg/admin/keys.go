@@ -12,6 +12,7 @@ import (
 
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/usage"
@@ -126,11 +127,11 @@ func (s *Server) tier(r store.RateLimit) (config.Tier, *apiError) {
 	if r.RequestsPerMinute == 0 {
 		r.RequestsPerMinute = keys.DefaultRequestsPerMinute
 	}
+	if t, ok := s.cfg.Gateway.TierOf(r); ok {
+		return t, nil
+	}
 	var allowed []string
 	for _, t := range s.cfg.Gateway.RateLimitTiers {
-		if t.RequestsPerMinute == r.RequestsPerMinute && (r.Burst == 0 || r.Burst == t.Burst) {
-			return t, nil
-		}
 		allowed = append(allowed, fmt.Sprintf("%d (burst %d)", t.RequestsPerMinute, t.Burst))
 	}
 	return config.Tier{}, invalidRequest("rate_limit.requests_per_minute",
@@ -193,12 +194,14 @@ func (s *Server) unprovision(r *http.Request, k store.Key) {
 }
 
 // flush makes a revocation or narrowing effective on the next request even
-// where the gateway caches decisions.
+// where the gateway caches decisions: at once, and again once a decision
+// that read the key before the change can no longer land in the cache
+// (authorizer.Invalidate).
 func (s *Server) flush(r *http.Request) *apiError {
 	if s.cfg.Flusher == nil || s.cfg.Gateway.Authorizer.CacheTTLSeconds == 0 {
 		return nil
 	}
-	if err := s.cfg.Flusher.Flush(r.Context()); err != nil {
+	if err := authorizer.Invalidate(r.Context(), s.cfg.Flusher, s.cfg.Now(), s.cfg.Now, s.cfg.Sleep); err != nil {
 		s.cfg.Logger.ErrorContext(r.Context(), "flushing the authorizer cache failed", "error", err)
 		return &apiError{Status: http.StatusInternalServerError, Type: "api_error", Code: "cache_flush_failed",
 			Message: "The change is saved, but the gateway's authorizer cache could not be flushed, so cached decisions may still allow the old access; retry the request."}
@@ -302,7 +305,11 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c Caller) *api
 	if e != nil {
 		return e
 	}
-	page, err := s.cfg.Keys.List(r.Context(), c.TenantID, store.KeyQuery{Environment: q.Get("environment"),
+	env := q.Get("environment")
+	if env != "" && env != c.Environment {
+		return environmentMismatch(c)
+	}
+	page, err := s.cfg.Keys.List(r.Context(), c.TenantID, store.KeyQuery{Environment: c.Environment,
 		Status: store.KeyStatus(q.Get("status")), CreatedBy: q.Get("created_by"), Limit: limit, Cursor: q.Get("cursor")})
 	if err != nil {
 		return s.internal(r, "listing keys", err)
@@ -320,9 +327,9 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c Caller) *apiEr
 	if e != nil {
 		return e
 	}
-	k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
+	k, e := s.visible(r, c, id)
+	if e != nil {
+		return e
 	}
 	writeJSON(w, http.StatusOK, resource(k))
 	return nil

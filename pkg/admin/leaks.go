@@ -130,7 +130,7 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 	if b.Source != "" {
 		details["source"] = b.Source
 	}
-	revoke := s.cfg.Leaks.Responder.Policy != leaks.Flag && k.Environment == "live"
+	revoke := s.cfg.Leaks.Responder.Policy != leaks.Flag
 	k, revoked, err := s.cfg.Keys.Leak(r.Context(), vetted(c), k, revoke, details)
 	if err != nil {
 		return s.internal(r, "reporting a leak", err)

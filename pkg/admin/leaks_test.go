@@ -104,7 +104,7 @@ func TestGitHubLeakReports(t *testing.T) {
 		g := newGitHub(t)
 		h.withGitHub(g)
 		liveID, live := h.secret(h.writer, "live")
-		testID, test := h.secret(h.writer, "test")
+		testID, test := h.secret(h.testAdmin, "test")
 		deadID, dead := h.secret(h.writer, "live")
 		h.ok(h.writer, "POST", "/v1/keys/"+deadID+"/revoke", nil, 200)
 		betaID, beta := h.secret(h.beta, "live")
@@ -138,7 +138,8 @@ func TestGitHubLeakReports(t *testing.T) {
 		if parsed[0]["token_hash"] == "" || labels != "ttftffft" {
 			t.Fatalf("labels %s: %s", labels, raw)
 		}
-		for id, want := range map[string]store.KeyStatus{liveID: store.KeyRevoked, testID: store.KeyActive, betaID: store.KeyRevoked} {
+		// Every real leaked key is revoked, test keys too.
+		for id, want := range map[string]store.KeyStatus{liveID: store.KeyRevoked, testID: store.KeyRevoked, betaID: store.KeyRevoked} {
 			status, notices := h.statusOf(id)
 			if status != want || fmt.Sprint(notices) != "[leaked]" {
 				t.Errorf("key %s after the report: %s %v, want %s [leaked]", id, status, notices, want)
@@ -242,19 +243,22 @@ func TestThousandTokens(t *testing.T) {
 func TestTenantReportsItsOwnLeak(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
 		liveID, _ := h.secret(h.writer, "live")
-		testID, _ := h.secret(h.writer, "test")
+		testID, _ := h.secret(h.testAdmin, "test")
+		otherID, _ := h.secret(h.writer, "live")
 		flushes := h.flusher.count()
 		_, raw := h.ok(h.writer, "POST", "/v1/keys/"+liveID+"/report-leak", map[string]string{"url": "https://pastebin.example/x", "source": "paste"}, 200)
 		if !strings.Contains(string(raw), `"status":"revoked"`) || h.flusher.count() != flushes+1 {
 			t.Fatalf("reporting a live key: %s", raw)
 		}
-		_, raw = h.ok(h.writer, "POST", "/v1/keys/"+testID+"/report-leak", nil, 200)
-		if !strings.Contains(string(raw), `"status":"active"`) {
+		// A test key is revoked too, and only by a key of its environment.
+		h.fails(h.writer, "POST", "/v1/keys/"+testID+"/report-leak", nil, 404, "not_found", "")
+		_, raw = h.ok(h.testAdmin, "POST", "/v1/keys/"+testID+"/report-leak", nil, 200)
+		if !strings.Contains(string(raw), `"status":"revoked"`) {
 			t.Fatalf("reporting a test key: %s", raw)
 		}
-		h.fails(h.beta, "POST", "/v1/keys/"+testID+"/report-leak", nil, 404, "not_found", "")
-		h.fails(h.writer, "POST", "/v1/keys/"+testID+"/report-leak", map[string]string{"url": strings.Repeat("u", 3000)}, 400, "invalid_request", "url")
+		h.fails(h.beta, "POST", "/v1/keys/"+otherID+"/report-leak", nil, 404, "not_found", "")
+		h.fails(h.writer, "POST", "/v1/keys/"+otherID+"/report-leak", map[string]string{"url": strings.Repeat("u", 3000)}, 400, "invalid_request", "url")
 		h.fails(h.writer, "POST", "/v1/keys/"+h.admin.KeyID+"/report-leak", nil, 403, "insufficient_scope", "")
-		h.fails(h.reader, "POST", "/v1/keys/"+testID+"/report-leak", nil, 403, "insufficient_scope", "")
+		h.fails(h.reader, "POST", "/v1/keys/"+otherID+"/report-leak", nil, 403, "insufficient_scope", "")
 	})
 }

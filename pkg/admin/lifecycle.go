@@ -117,7 +117,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	if e != nil {
 		return e
 	}
-	aq := store.AuditQuery{Limit: limit, Cursor: q.Get("cursor")}
+	aq := store.AuditQuery{Environment: c.Environment, Limit: limit, Cursor: q.Get("cursor")}
 	if v := q.Get("key_id"); v != "" {
 		id, ok := apikey.ParsePublicID(v)
 		if !ok {

@@ -29,8 +29,12 @@ type onboardBody struct {
 
 type onboarded struct {
 	Tenant tenantResource `json:"tenant"`
-	Key    keyResource    `json:"key"`
-	Secret string         `json:"secret,omitempty"`
+	// Key and Secret are the live keys:admin key; TestKey and TestSecret
+	// its test twin: a management key acts in its own environment only.
+	Key        keyResource `json:"key"`
+	Secret     string      `json:"secret,omitempty"`
+	TestKey    keyResource `json:"test_key"`
+	TestSecret string      `json:"test_secret,omitempty"`
 }
 
 func (s *Server) onboard(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
@@ -42,16 +46,20 @@ func (s *Server) onboard(w http.ResponseWriter, r *http.Request, c Caller) *apiE
 	if e := decode(body, &b); e != nil {
 		return e
 	}
-	t, k, err := s.cfg.Keys.Onboard(r.Context(), actorOf(c), keys.OnboardParams{TenantID: b.TenantID, Name: b.Name})
+	o, err := s.cfg.Keys.Onboard(r.Context(), actorOf(c), keys.OnboardParams{TenantID: b.TenantID, Name: b.Name,
+		RateLimit: s.cfg.Gateway.HighestTier().RateLimit()})
 	if err != nil {
 		return s.internal(r, "onboarding tenant", err)
 	}
-	if e := s.provisionNew(r, c, k.Key); e != nil {
-		return e
+	for _, k := range []store.Key{o.Live.Key, o.Test.Key} {
+		if e := s.provisionNew(r, c, k); e != nil {
+			return e
+		}
 	}
-	out := onboarded{Tenant: tenantOf(t), Key: resource(k.Key), Secret: k.Token.Plain()}
+	out := onboarded{Tenant: tenantOf(o.Tenant), Key: resource(o.Live.Key), Secret: o.Live.Token.Plain(),
+		TestKey: resource(o.Test.Key), TestSecret: o.Test.Token.Plain()}
 	replay := out
-	replay.Secret = ""
+	replay.Secret, replay.TestSecret = "", ""
 	setReplay(w, replay)
 	writeJSON(w, http.StatusCreated, out)
 	return nil

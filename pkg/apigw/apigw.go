@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/apigateway"
+	"github.com/keyward/keyward/pkg/clock"
 )
 
 // API is the part of the API Gateway client keyward calls.
@@ -69,24 +70,13 @@ func WithJitter(jitter func(max time.Duration) time.Duration) Option {
 func newOptions(opts []Option) options {
 	o := options{
 		now:    time.Now,
-		sleep:  sleep,
+		sleep:  clock.Sleep,
 		jitter: func(max time.Duration) time.Duration { return rand.N(max + 1) },
 	}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	return o
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // throttles recognises TooManyRequestsException and the throttling codes

@@ -359,18 +359,3 @@ func TestCancellationStopsRetries(t *testing.T) {
 		t.Errorf("%d calls, want 3: %+v", n, api.recorded())
 	}
 }
-
-func TestDefaultSleepHonoursContext(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	start := time.Now()
-	if err := sleep(ctx, time.Hour); !errors.Is(err, context.Canceled) {
-		t.Fatalf("sleep = %v, want context.Canceled", err)
-	}
-	if err := sleep(t.Context(), time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if time.Since(start) > time.Minute {
-		t.Error("sleep ignored its context")
-	}
-}

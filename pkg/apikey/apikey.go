@@ -2,7 +2,7 @@
 //
 //	<prefix>_<env>_<id><secret><checksum>
 //
-// prefix is 2 to 8 lowercase letters (default "sk"), env is "live" or
+// prefix is 2 to 8 lowercase letters (default "keyward"), env is "live" or
 // "test", id is 12 base62 characters (the key's public identifier), secret
 // is 32 base62 characters (about 190 bits) and checksum is the CRC32 (IEEE)
 // of everything before it in base62, zero-padded to 6 characters. The fixed
@@ -30,7 +30,7 @@ const (
 
 const (
 	// DefaultPrefix is the prefix of tokens when none is configured.
-	DefaultPrefix = "sk"
+	DefaultPrefix = "keyward"
 	// IDLen, SecretLen and ChecksumLen are the lengths of the token parts.
 	IDLen       = 12
 	SecretLen   = 32
@@ -43,15 +43,35 @@ const (
 	minLen = 2 + 1 + envLen + 1 + bodyLen
 )
 
-// Pattern matches every token of any prefix, for secret scanners. Documented
-// in the README; keep the two in step.
-const Pattern = `\b[a-z]{2,8}_(?:live|test)_[0-9A-Za-z]{50}\b`
+// Pattern matches every token of any prefix, for secret scanners; group 1
+// is the token. A token counts wherever a character other than [0-9A-Za-z],
+// or the start or end of the text, is on each side of it. \b alone is not
+// enough: "_" is a word character, so \b misses API_KEY_<token> and
+// _<token>_, and RE2 has no lookbehind to test the character before a token
+// without matching it; an adjacent "_" is matched instead, outside the
+// group. Documented in the README and docs/scanners; keep them in step.
+const Pattern = `(?:\b|_)([a-z]{2,8}_(?:live|test)_[0-9A-Za-z]{50})(?:\b|_)`
 
 var patternRE = regexp.MustCompile(Pattern)
 
 // FindAll returns every substring of text that looks like a token, checksum
 // unchecked, as a secret scanner would.
-func FindAll(text string) []string { return patternRE.FindAllString(text, -1) }
+func FindAll(text string) []string {
+	var found []string
+	for rest := text; ; {
+		m := patternRE.FindStringSubmatchIndex(rest)
+		if m == nil {
+			return found
+		}
+		found = append(found, rest[m[2]:m[3]])
+		// Go on from the end of the token, not of the match: the "_" that
+		// ended this token may start the next one (<token>_<token>). The
+		// text there never starts with a letter or digit, so the fresh
+		// start of text that \b sees cannot make a token out of a longer
+		// run.
+		rest = rest[m[3]:]
+	}
+}
 
 const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

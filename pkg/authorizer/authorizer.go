@@ -65,6 +65,13 @@ type Peppers interface {
 	HashVersion(ctx context.Context, version int, token string) ([]byte, error)
 }
 
+// MaxDecisionAge bounds how long a policy may take from the key read it
+// rests on to its return: a slower decision fails closed. A change that
+// takes access away flushes the gateway's cache at once and again once
+// MaxDecisionAge has passed, which clears any policy read before the
+// change and cached after the first flush.
+const MaxDecisionAge = time.Second
+
 // LastUsedInterval is how stale last_used_at may get: at most one write per
 // key per interval, so steady-state verification makes no writes.
 const LastUsedInterval = 5 * time.Minute
@@ -131,7 +138,14 @@ type decision struct {
 func (a *Authorizer) Authorize(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (events.APIGatewayCustomAuthorizerResponse, error) {
 	start := a.cfg.Now()
 	resp, d := a.decide(ctx, req, start)
-	a.record(ctx, req, d, a.cfg.Now().Sub(start))
+	took := a.cfg.Now().Sub(start)
+	if took > MaxDecisionAge && (d.outcome == "allow" || d.outcome == "deny") {
+		// The gateway caches a policy as it arrives: one read before a
+		// revocation and returned after its flushes would outlive them.
+		d = decision{outcome: "error", reason: ReasonSlow, key: d.key,
+			err: fmt.Errorf("the decision took %v, more than %v", took, MaxDecisionAge)}
+	}
+	a.record(ctx, req, d, took)
 	switch d.outcome {
 	case "unauthorized":
 		return events.APIGatewayCustomAuthorizerResponse{}, ErrUnauthorized
@@ -149,6 +163,13 @@ func failed(reason string, err error) decision {
 
 func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest, now time.Time) (events.APIGatewayCustomAuthorizerResponse, decision) {
 	var none events.APIGatewayCustomAuthorizerResponse
+	// 0. A TOKEN authorizer's event has no headers: every request would
+	// look like one without a key. That is the deployment's mistake, not
+	// the caller's.
+	if req.Type != "REQUEST" {
+		return none, failed(ReasonConfiguration, fmt.Errorf("event type %q: this authorizer must be attached as a REQUEST authorizer (identity sources %s)",
+			req.Type, strings.Join(a.cfg.Gateway.Authorizer.IdentitySources, ", ")))
+	}
 	// 1. The token, without I/O.
 	cred, reason := credential(req.Headers, req.MultiValueHeaders)
 	if reason != "" {
@@ -177,12 +198,17 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	// 3. Status and validity window. A dead key is refused before its
 	// HMAC, so that retiring the pepper it was hashed with (once no live
 	// key needs it) turns it into a 401, not a failure. The answer is the
-	// same 401 as for a wrong secret.
-	switch effective := keys.Effective(k, now); {
-	case effective.Status == store.KeyRevoked:
+	// same 401 as for a wrong secret. Only the statuses that mean usable
+	// pass: anything else is corrupt data, and fails closed.
+	switch effective := keys.Effective(k, now); effective.Status {
+	case store.KeyActive, store.KeyExpiring:
+	case store.KeyRevoked:
 		return none, refuse(ReasonRevoked)
-	case effective.Status == store.KeyExpired:
+	case store.KeyExpired:
 		return none, refuse(ReasonExpired)
+	default:
+		return none, decision{outcome: "error", reason: ReasonCorrupt, key: k,
+			err: fmt.Errorf("%w: key has unknown status %q", store.ErrCorrupt, k.Status)}
 	}
 	ok, err := a.cfg.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)
 	if err != nil {

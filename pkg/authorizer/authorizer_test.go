@@ -37,6 +37,8 @@ type countingStore struct {
 	store.Store
 	gets, touches, rehashes atomic.Int64
 	failGet, failRehash     error
+	// edit, if set, changes every key GetKey returns.
+	edit func(*store.Key)
 }
 
 func (c *countingStore) GetKey(ctx context.Context, id string) (store.Key, error) {
@@ -44,7 +46,11 @@ func (c *countingStore) GetKey(ctx context.Context, id string) (store.Key, error
 	if c.failGet != nil {
 		return store.Key{}, c.failGet
 	}
-	return c.Store.GetKey(ctx, id)
+	k, err := c.Store.GetKey(ctx, id)
+	if err == nil && c.edit != nil {
+		c.edit(&k)
+	}
+	return k, err
 }
 
 func (c *countingStore) TouchKey(ctx context.Context, id string, at time.Time, d time.Duration) (bool, error) {
@@ -114,7 +120,7 @@ func newEnv(t testing.TB, st store.Store, clock *testclock.Clock) *env {
 	e := &env{t: t, ctx: ctx, st: &countingStore{Store: st}, kr: kr, ring: ring, clock: clock,
 		logs: &bytes.Buffer{}, gw: gw, routes: routes}
 	e.svc = keys.New(st, ring, format, keys.WithClock(clock.Now))
-	if _, _, err := e.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+	if _, err := e.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
 		t.Fatal(err)
 	}
 	e.build()
@@ -447,6 +453,62 @@ func TestFailsClosed(t *testing.T) {
 		if o := e.authorize(bad); o.err == nil || o.err.Error() == "Unauthorized" {
 			t.Fatalf("bad method ARN: %v", o.err)
 		}
+	})
+}
+
+// TestUnknownStatusFailsClosed: only the statuses that mean usable pass;
+// a status the code does not know is corrupt data, never an allow.
+func TestUnknownStatusFailsClosed(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		k := e.key(keys.CreateParams{})
+		ev := event(t, "authorizer-bearer.json", k.Token.Plain(), "")
+		for _, status := range []store.KeyStatus{"revokdd", "REVOKED", "disabled", ""} {
+			e.st.edit = func(k *store.Key) { k.Status = status }
+			o := e.authorize(ev)
+			if o.err == nil || o.err.Error() == "Unauthorized" || o.allowed || !errors.Is(o.err, store.ErrCorrupt) {
+				t.Fatalf("status %q: err %v, allowed %v", status, o.err, o.allowed)
+			}
+		}
+		if !strings.Contains(e.logs.String(), `"reason":"corrupt_key"`) {
+			t.Fatalf("a corrupt key is not logged as such: %s", e.logs)
+		}
+	})
+}
+
+// TestTokenEventIsAConfigurationError: a TOKEN authorizer's event (as
+// aws-lambda-go's own sample) is the deployment's mistake: a failure that
+// says so, not a 401 for every caller.
+func TestTokenEventIsAConfigurationError(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		k := e.key(keys.CreateParams{})
+		var ev events.APIGatewayCustomAuthorizerRequestTypeRequest
+		raw := `{"type":"TOKEN","authorizationToken":"Bearer ` + k.Token.Plain() + `","methodArn":"arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/GET/invoices"}`
+		if err := json.Unmarshal([]byte(raw), &ev); err != nil {
+			t.Fatal(err)
+		}
+		o := e.authorize(ev)
+		if o.err == nil || o.err.Error() == "Unauthorized" || !strings.Contains(o.err.Error(), "REQUEST authorizer") {
+			t.Fatalf("TOKEN event: %v", o.err)
+		}
+		if !strings.Contains(e.logs.String(), `"reason":"configuration_error"`) || !strings.Contains(e.logs.String(), `"level":"ERROR"`) {
+			t.Fatalf("TOKEN event log: %s", e.logs)
+		}
+	})
+}
+
+// TestSlowDecisionFailsClosed: a policy whose key read is older than
+// MaxDecisionAge is not returned, so that the second flush after a
+// revocation catches every policy read before it.
+func TestSlowDecisionFailsClosed(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		k := e.key(keys.CreateParams{})
+		ev := event(t, "authorizer-bearer.json", k.Token.Plain(), "")
+		e.st.edit = func(*store.Key) { e.clock.Advance(authorizer.MaxDecisionAge + time.Millisecond) }
+		if o := e.authorize(ev); o.err == nil || o.err.Error() == "Unauthorized" || o.allowed {
+			t.Fatalf("slow decision: %v, allowed %v", o.err, o.allowed)
+		}
+		e.st.edit = func(*store.Key) { e.clock.Advance(authorizer.MaxDecisionAge) }
+		e.wantAllow(ev)
 	})
 }
 

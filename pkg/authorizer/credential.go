@@ -24,6 +24,14 @@ const (
 	ReasonNotYetValid = "not_yet_valid"
 	ReasonInternal    = "internal_error"
 	ReasonBadARN      = "bad_method_arn"
+	// ReasonCorrupt: the stored key does not decode to a valid key.
+	ReasonCorrupt = "corrupt_key"
+	// ReasonConfiguration: the event is not what a REQUEST authorizer
+	// receives.
+	ReasonConfiguration = "configuration_error"
+	// ReasonSlow: the decision took longer than MaxDecisionAge; a stale
+	// Allow could outlive a revocation in the gateway's cache.
+	ReasonSlow = "decision_too_slow"
 	// Reasons of a 403, also its error code.
 	ReasonScope  = "insufficient_scope"
 	ReasonIP     = "ip_not_allowed"

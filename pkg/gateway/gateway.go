@@ -9,28 +9,36 @@
 // Deliberate deviations from API Gateway:
 //
 //   - Routes with auth "iam" take "Authorization: Bearer <operator token>"
-//     instead of SigV4, and a missing or wrong token gets UNAUTHORIZED
-//     (401). API Gateway answers 403 MISSING_AUTHENTICATION_TOKEN or
-//     INVALID_SIGNATURE, which keyward renders as "No such route" or a bare
-//     "Forbidden": misleading on a machine where the token is the only
-//     credential.
+//     instead of SigV4: no Authorization header gets
+//     MISSING_AUTHENTICATION_TOKEN, another scheme INCOMPLETE_SIGNATURE and
+//     a wrong token INVALID_SIGNATURE (403 each, as AWS answers unsigned,
+//     malformed and badly signed requests), and failed attempts are
+//     throttled per client address (429).
 //   - Header names reach the authorizer in Go's canonical form
 //     ("Cloudfront-Forwarded-Proto"), since net/http does not keep the
 //     client's spelling; the authorizer looks headers up case-insensitively.
 //     API Gateway's own headers (CloudFront-*, X-Amzn-Trace-Id,
 //     X-Forwarded-*) are not added to the event.
-//   - The cache key holds every value of a repeated identity header, so a
-//     request that adds a second Authorization header never reuses a
-//     decision made for one.
+//   - A request that repeats an identity source header is never answered
+//     from the cache: the authorizer decides it (and refuses two
+//     credentials), where API Gateway would key its cache by the last value.
+//   - Paths with ';', a backslash, an encoded '%', or NUL are refused (400)
+//     before routing; API Gateway matches them to a route and forwards them
+//     decoded, so the upstream must treat path parameters as opaque values
+//     (docs/authorizer.md).
+//   - A request line and headers over 10,240 bytes get 431 in the error
+//     envelope; API Gateway refuses them too, with a status it does not
+//     document.
 //   - Only the usage plans' per-key rate and burst are enforced: no
 //     account, stage or method throttling, no quotas.
 //   - Only policies are cached: an "Unauthorized" refusal or a failure is
 //     asked again on the next request.
-//   - A flush discards decisions still being made, so a revocation cannot
-//     be undone by a request that read the key just before it.
 //
-// As in AWS, an authorizer's usageIdentifierKey in no usage plan gets
-// INVALID_API_KEY, which keyward leaves to DEFAULT_4XX: 403 "Forbidden".
+// As in AWS, a decision being made while the cache is flushed is cached
+// when it arrives (which is why a change is flushed twice, see
+// authorizer.Invalidate), and an authorizer's usageIdentifierKey in no
+// usage plan gets INVALID_API_KEY, which keyward leaves to DEFAULT_4XX: 403
+// "Forbidden".
 package gateway
 
 import (
@@ -56,6 +64,7 @@ import (
 
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/admin"
+	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 )
@@ -91,9 +100,20 @@ type Config struct {
 // token.
 const OperatorID = "operator:local"
 
-// maxCacheEntries bounds the authorizer cache; past it the cache starts
-// over, which costs only authorizer calls.
-const maxCacheEntries = 10000
+// API Gateway's limits, which the emulation enforces.
+const (
+	// MaxHead bounds the request line and headers together.
+	MaxHead = 10240
+	// MaxPayload bounds a request body (413 beyond it).
+	MaxPayload = 10 << 20
+	// IntegrationTimeout bounds the upstream's answer (504 beyond it).
+	IntegrationTimeout = 29 * time.Second
+)
+
+// maxCacheBytes bounds the authorizer cache's keys and decisions; past it
+// expired entries go, and if that is not enough the cache starts over,
+// which costs only authorizer calls.
+const maxCacheBytes = 16 << 20
 
 // Gateway is the emulated API Gateway stage, an http.Handler. It is also
 // the admin API's admin.RateLimits and admin.CacheFlusher.
@@ -103,15 +123,18 @@ type Gateway struct {
 	ttl       time.Duration
 	tiers     map[string]config.Tier
 
-	mu    sync.Mutex
-	cache map[string]cached
-	gen   uint64 // incremented by Flush
-	plans map[string]*plan
+	mu         sync.Mutex
+	cache      map[string]cached
+	cacheBytes int
+	plans      map[string]*plan
+
+	operatorFailures failures
 }
 
 type cached struct {
 	resp    events.APIGatewayCustomAuthorizerResponse
 	expires time.Time
+	size    int // bytes counted against maxCacheBytes
 }
 
 // plan is one identity's usage plan: its tier and its token bucket.
@@ -123,7 +146,7 @@ type plan struct {
 
 var (
 	_ admin.RateLimits   = (*Gateway)(nil)
-	_ admin.CacheFlusher = (*Gateway)(nil)
+	_ authorizer.Flusher = (*Gateway)(nil)
 )
 
 // New returns a Gateway.
@@ -149,6 +172,8 @@ func New(cfg Config) (*Gateway, error) {
 		tiers:     map[string]config.Tier{},
 		cache:     map[string]cached{},
 		plans:     map[string]*plan{},
+
+		operatorFailures: failures{buckets: map[string]*bucket{}},
 	}
 	for _, t := range cfg.Gateway.RateLimitTiers {
 		g.tiers[t.Name] = t
@@ -156,12 +181,13 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// Flush clears the authorizer cache, as FlushStageAuthorizersCache does.
+// Flush clears the authorizer cache, as FlushStageAuthorizersCache does:
+// decisions still being made are cached when they arrive.
 func (g *Gateway) Flush(context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	clear(g.cache)
-	g.gen++
+	g.cacheBytes = 0
 	return nil
 }
 
@@ -210,7 +236,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.cfg.Now()
 	c := &call{w: &recorder{ResponseWriter: w, status: http.StatusOK}, r: r, id: newRequestID(), sourceIP: sourceIP(r)}
 	w.Header().Set("Request-Id", c.id)
-	g.serve(c)
+	switch {
+	case headSize(r) > MaxHead:
+		g.refuse(c, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("The request line and headers are larger than %d bytes.", MaxHead))
+	case r.ContentLength > MaxPayload:
+		// API Gateway's own answer, which it does not let a deployment
+		// customize.
+		c.w.Header().Set("Content-Type", "application/json")
+		c.w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = c.w.Write([]byte(`{"message":"Request Too Long"}`))
+	case !plainPath(r.URL):
+		g.refuse(c, http.StatusBadRequest, "The request path holds a ';', a backslash, an encoded '%' or a NUL, which this API does not accept.")
+	default:
+		r.Body = http.MaxBytesReader(c.w, r.Body, MaxPayload)
+		g.serve(c)
+	}
 	var routeName string
 	if c.matched {
 		routeName = c.route.Method + " " + c.route.Path
@@ -226,9 +266,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serve(c *call) {
 	rt, params, ok := g.cfg.Routes.Match(c.r.Method, c.r.URL.Path)
 	if !ok || !cleanPath(c.r.URL) {
-		// API Gateway's answer to an unknown path, or an unknown method
-		// on a known one.
-		g.reply(c, "MISSING_AUTHENTICATION_TOKEN", nil)
+		// An unknown path, or an unknown method on a known one: the mock
+		// integrations the CDK stack puts there.
+		g.write(c, g.cfg.Gateway.NoRoute.Status, http.Header{"Content-Type": {"application/json"}}, []byte(g.cfg.Gateway.NoRoute.Template))
+		c.rendered = "NO_ROUTE"
 		return
 	}
 	c.route, c.matched = rt, true
@@ -236,8 +277,7 @@ func (g *Gateway) serve(c *call) {
 	case config.AuthNone:
 		g.forward(c, admin.Caller{RequestID: c.id}, nil)
 	case config.AuthIAM:
-		if !g.operator(c.r) {
-			g.reply(c, "UNAUTHORIZED", nil)
+		if !g.operator(c) {
 			return
 		}
 		g.forward(c, admin.Caller{Operator: true, OperatorID: OperatorID, RequestID: c.id}, nil)
@@ -246,27 +286,53 @@ func (g *Gateway) serve(c *call) {
 	}
 }
 
-// operator reports whether r carries the operator token, the local
-// stand-in for a SigV4 signature.
-func (g *Gateway) operator(r *http.Request) bool {
-	vals := r.Header.Values("Authorization")
-	if g.cfg.OperatorToken == "" || len(vals) != 1 {
+// operator checks the operator token, the local stand-in for a SigV4
+// signature, and answers the request when it is missing or wrong.
+func (g *Gateway) operator(c *call) bool {
+	now := g.cfg.Now()
+	if wait := g.operatorFailures.wait(c.sourceIP, now); wait > 0 {
+		c.w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		g.refuse(c, http.StatusTooManyRequests, "Too many requests with a wrong operator token from this address; retry after the Retry-After delay.")
 		return false
 	}
-	scheme, cred, _ := strings.Cut(vals[0], " ")
-	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(cred), []byte(g.cfg.OperatorToken)) == 1
+	vals := c.r.Header.Values("Authorization")
+	var responseType string
+	switch {
+	case len(vals) == 0 || vals[0] == "":
+		responseType = "MISSING_AUTHENTICATION_TOKEN"
+	case len(vals) > 1:
+		responseType = "INCOMPLETE_SIGNATURE"
+	default:
+		scheme, cred, _ := strings.Cut(vals[0], " ")
+		switch {
+		case !strings.EqualFold(scheme, "Bearer"):
+			responseType = "INCOMPLETE_SIGNATURE"
+		case g.cfg.OperatorToken == "" || subtle.ConstantTimeCompare([]byte(cred), []byte(g.cfg.OperatorToken)) != 1:
+			responseType = "INVALID_SIGNATURE"
+		}
+	}
+	if responseType == "" {
+		return true
+	}
+	g.operatorFailures.fail(c.sourceIP, now)
+	g.reply(c, responseType, nil)
+	return false
 }
 
 // authorize runs a key-authorized route: the cached or fresh authorizer
 // decision, the policy, the usage plan, then the target.
 func (g *Gateway) authorize(c *call, params map[string]string) {
 	arn := policy.MethodARN{Prefix: g.arnPrefix, Method: c.r.Method, Path: strings.TrimPrefix(c.r.URL.Path, "/")}.String()
-	key, present := g.cacheKey(c)
+	key, present, cacheable := g.cacheKey(c)
 	if g.ttl > 0 && !present {
 		g.reply(c, "UNAUTHORIZED", nil)
 		return
 	}
-	resp, hit, gen := g.lookup(key)
+	var resp events.APIGatewayCustomAuthorizerResponse
+	hit := false
+	if cacheable {
+		resp, hit = g.lookup(key)
+	}
 	if !hit {
 		out, err := g.cfg.Authorizer.Authorize(c.r.Context(), g.event(c, params, arn))
 		switch {
@@ -284,7 +350,9 @@ func (g *Gateway) authorize(c *call, params map[string]string) {
 			g.reply(c, "AUTHORIZER_CONFIGURATION_ERROR", nil)
 			return
 		}
-		g.remember(key, resp, gen)
+		if cacheable {
+			g.remember(key, resp)
+		}
 	}
 	c.principal = resp.PrincipalID
 	vars := map[string]string{}
@@ -304,64 +372,98 @@ func (g *Gateway) authorize(c *call, params map[string]string) {
 		return
 	}
 	str := func(name string) string { return contextString(resp.Context[name]) }
-	g.forward(c, admin.Caller{TenantID: str("tenant_id"), KeyID: str("key_id"), Scopes: strings.Fields(str("scopes")), RequestID: c.id}, resp.Context)
+	g.forward(c, admin.Caller{TenantID: str("tenant_id"), KeyID: str("key_id"), Environment: str("environment"),
+		Scopes: strings.Fields(str("scopes")), RequestID: c.id}, resp.Context)
 }
 
 // headerSource prefixes identity sources that name a request header.
 const headerSource = "method.request.header."
 
-// cacheKey returns the values of the identity sources, each length-prefixed
-// so that no two different requests share a key, and whether every source
-// is present and non-empty.
-func (g *Gateway) cacheKey(c *call) (string, bool) {
+// cacheKey returns the values of the identity sources, each
+// length-prefixed so that no two different requests share a key; whether
+// every source is present and non-empty; and whether the decision may be
+// cached under the key: only when each source has one value, which is
+// then the credential the authorizer decides on (it refuses two).
+func (g *Gateway) cacheKey(c *call) (key string, present, cacheable bool) {
 	var b strings.Builder
-	present := true
+	present, cacheable = true, g.ttl > 0
 	for _, src := range g.cfg.Gateway.Authorizer.IdentitySources {
-		var vals []string
+		v := ""
 		if name, ok := strings.CutPrefix(src, headerSource); ok {
-			vals = c.r.Header.Values(name)
+			vals := c.r.Header.Values(name)
+			if len(vals) > 1 {
+				cacheable = false
+			}
+			if len(vals) > 0 {
+				v = vals[len(vals)-1]
+			}
 		} else if src == config.IdentitySourceIP {
-			vals = []string{c.sourceIP}
+			v = c.sourceIP
 		}
-		if len(vals) == 0 || vals[len(vals)-1] == "" {
+		if v == "" {
 			present = false
 		}
-		b.WriteString(strconv.Itoa(len(vals)))
-		for _, v := range vals {
-			b.WriteString("," + strconv.Itoa(len(v)) + ":" + v)
-		}
-		b.WriteByte(';')
+		b.WriteString(strconv.Itoa(len(v)) + ":" + v + ";")
 	}
-	return b.String(), present
+	return b.String(), present, cacheable && present
 }
 
-// lookup returns a live cached decision, or the cache generation a fresh
-// decision must be remembered under.
-func (g *Gateway) lookup(key string) (events.APIGatewayCustomAuthorizerResponse, bool, uint64) {
+// lookup returns a live cached decision; an expired one is evicted.
+func (g *Gateway) lookup(key string) (events.APIGatewayCustomAuthorizerResponse, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	e, ok := g.cache[key]
-	if g.ttl == 0 || !ok || !g.cfg.Now().Before(e.expires) {
-		return events.APIGatewayCustomAuthorizerResponse{}, false, g.gen
+	if !ok {
+		return events.APIGatewayCustomAuthorizerResponse{}, false
 	}
-	return e.resp, true, g.gen
+	if !g.cfg.Now().Before(e.expires) {
+		delete(g.cache, key)
+		g.cacheBytes -= e.size
+		return events.APIGatewayCustomAuthorizerResponse{}, false
+	}
+	return e.resp, true
 }
 
-// remember caches a decision unless the cache was flushed since it was
-// asked for: that decision may predate the revocation the flush was for.
-func (g *Gateway) remember(key string, resp events.APIGatewayCustomAuthorizerResponse, gen uint64) {
-	if g.ttl == 0 {
-		return
-	}
+// remember caches a decision for the TTL, within maxCacheBytes.
+func (g *Gateway) remember(key string, resp events.APIGatewayCustomAuthorizerResponse) {
+	size := len(key) + decisionSize(resp)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.gen != gen {
-		return
+	now := g.cfg.Now()
+	if old, ok := g.cache[key]; ok {
+		delete(g.cache, key)
+		g.cacheBytes -= old.size
 	}
-	if len(g.cache) >= maxCacheEntries {
+	if g.cacheBytes+size > maxCacheBytes {
+		for k, e := range g.cache {
+			if !now.Before(e.expires) {
+				delete(g.cache, k)
+				g.cacheBytes -= e.size
+			}
+		}
+	}
+	if g.cacheBytes+size > maxCacheBytes {
 		clear(g.cache)
+		g.cacheBytes = 0
 	}
-	g.cache[key] = cached{resp: resp, expires: g.cfg.Now().Add(g.ttl)}
+	g.cache[key] = cached{resp: resp, expires: now.Add(g.ttl), size: size}
+	g.cacheBytes += size
+}
+
+// decisionSize estimates the bytes a cached decision holds, generously:
+// map and struct overheads count as a fixed amount per entry.
+func decisionSize(resp events.APIGatewayCustomAuthorizerResponse) int {
+	n := 256 + len(resp.PrincipalID) + len(resp.UsageIdentifierKey)
+	for _, st := range resp.PolicyDocument.Statement {
+		n += 64
+		for _, r := range st.Resource {
+			n += len(r) + 16
+		}
+	}
+	for k, v := range resp.Context {
+		n += len(k) + len(contextString(v)) + 32
+	}
+	return n
 }
 
 // event builds the REQUEST authorizer event as API Gateway does.
@@ -454,7 +556,8 @@ func (g *Gateway) admit(identity string) (known, ok bool) {
 
 // forward hands an admitted request to its target: the admin API, which
 // learns its caller from the context, or the upstream, which learns it from
-// the X-Keyward-* headers the CDK stack maps from the authorizer's context.
+// the headers the CDK stack maps from the authorizer's context
+// (config.IntegrationHeaders), applied alike here.
 func (g *Gateway) forward(c *call, caller admin.Caller, authz map[string]any) {
 	// config.Routes reserves /v1 for the admin API.
 	if c.route.Path == "/v1" || strings.HasPrefix(c.route.Path, "/v1/") {
@@ -473,13 +576,19 @@ func (g *Gateway) forward(c *call, caller admin.Caller, authz map[string]any) {
 			delete(out.Header, name)
 		}
 	}
-	for header, name := range ContextHeaders {
-		if v, ok := authz[name]; ok {
+	for header, source := range config.IntegrationHeaders {
+		if static, ok := strings.CutPrefix(source, "'"); ok {
+			out.Header.Set(header, strings.TrimSuffix(static, "'"))
+		} else if v, ok := authz[strings.TrimPrefix(source, contextSource)]; ok {
 			out.Header.Set(header, contextString(v))
 		}
 	}
 	g.cfg.Upstream.ServeHTTP(c.w, out)
 }
+
+// contextSource prefixes an integration header mapped from the
+// authorizer's context.
+const contextSource = "context.authorizer."
 
 // reserved reports whether a client header name stands, under any
 // spelling, for the credential or a header the gateway sets.
@@ -509,12 +618,47 @@ func (g *Gateway) reply(c *call, responseType string, vars map[string]string) {
 		all[k] = v
 	}
 	status, header, body := Render(g.cfg.Gateway, responseType, all)
+	g.write(c, status, header, body)
+	c.rendered = responseType
+}
+
+// refuse answers a request the emulation refuses before routing, in the
+// error envelope of DEFAULT_4XX with its own status and message.
+func (g *Gateway) refuse(c *call, status int, message string) {
+	_, header, body := Render(g.cfg.Gateway, "DEFAULT_4XX", map[string]string{"context.requestId": c.id, "context.error.message": message})
+	g.write(c, status, header, body)
+}
+
+func (g *Gateway) write(c *call, status int, header http.Header, body []byte) {
 	for k, v := range header {
 		c.w.Header()[k] = v
 	}
 	c.w.WriteHeader(status)
 	_, _ = c.w.Write(body)
-	c.rendered = responseType
+}
+
+// headSize is the size of the request line and headers as sent.
+func headSize(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2
+	if r.Host != "" {
+		n += len("Host: ") + len(r.Host) + 2
+	}
+	for name, vals := range r.Header {
+		for _, v := range vals {
+			n += len(name) + 2 + len(v) + 2
+		}
+	}
+	return n + 2
+}
+
+// plainPath refuses the path forms that backends resolve differently from
+// the route table (Tomcat's ";" parameters, Windows' backslashes, a second
+// decoding of "%25", C strings' NUL), so that no request authorized for one
+// route reaches another.
+func plainPath(u *url.URL) bool {
+	raw := strings.ToLower(u.EscapedPath())
+	return !strings.Contains(raw, ";") && !strings.Contains(raw, "%5c") && !strings.Contains(raw, "%25") &&
+		!strings.Contains(raw, "%00") && !strings.ContainsAny(u.Path, "\\\x00;")
 }
 
 // contextString renders an authorizer context value as API Gateway

@@ -373,7 +373,10 @@ func TestCachedDecisionIsReusedAcrossRoutesUntilTTL(t *testing.T) {
 	}
 }
 
-func TestFlushDuringADecisionDiscardsIt(t *testing.T) {
+// TestFlushDuringADecisionKeepsIt: as in API Gateway, a decision on its
+// way when the cache is flushed is cached when it arrives; only a later
+// flush clears it (see authorizer.Invalidate, which flushes twice).
+func TestFlushDuringADecisionKeepsIt(t *testing.T) {
 	h := newHarness(t, nil)
 	allow := allowAll()
 	h.authz.answer = func(ev events.APIGatewayCustomAuthorizerRequestTypeRequest) (events.APIGatewayCustomAuthorizerResponse, error) {
@@ -385,8 +388,13 @@ func TestFlushDuringADecisionDiscardsIt(t *testing.T) {
 	h.get("/invoices")
 	h.authz.answer = allow
 	h.get("/invoices")
+	if n := h.authz.calls(); n != 1 {
+		t.Fatalf("a decision made across a flush was not cached, unlike API Gateway (%d calls)", n)
+	}
+	_ = h.gw.Flush(t.Context())
+	h.get("/invoices")
 	if n := h.authz.calls(); n != 2 {
-		t.Fatalf("a decision made across a flush was cached (%d calls)", n)
+		t.Fatalf("the second flush left the decision cached (%d calls)", n)
 	}
 }
 
@@ -547,22 +555,31 @@ func TestUpstreamGetsTheCallerNeverTheKey(t *testing.T) {
 			t.Errorf("upstream %s: %q, want %q", k, got, v)
 		}
 	}
-	for _, k := range []string{"Authorization", "X-Keyward-Admin"} {
-		if _, ok := r.Header[k]; ok {
-			t.Errorf("upstream received %s", k)
-		}
+	if got := r.Header.Values("Authorization"); len(got) != 1 || got[0] != config.RedactedAuthorization {
+		t.Errorf("upstream received Authorization %q, want only %q", got, config.RedactedAuthorization)
+	}
+	if _, ok := r.Header["X-Keyward-Admin"]; ok {
+		t.Errorf("upstream received X-Keyward-Admin")
 	}
 	if r.URL.Path != "/invoices/inv_1" || r.URL.RawQuery != "limit=2" {
 		t.Errorf("upstream got %s", r.URL)
 	}
 }
 
+// TestOperatorRoutes: the operator token stands in for SigV4, and is
+// refused as API Gateway refuses unsigned (MISSING_AUTHENTICATION_TOKEN),
+// malformed (INCOMPLETE_SIGNATURE) and badly signed (INVALID_SIGNATURE)
+// requests, with a 403 that says so.
 func TestOperatorRoutes(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, auth := range []string{"", "Bearer wrong", "Basic op-secret", "Bearer op-secret "} {
-		wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.1:1234", http.Header{"Authorization": {auth}}), 401, unauthorizedBody)
+	const (
+		unsigned = `{"error":{"type":"forbidden","code":"signature_required","message":"This route is for the platform's operators: sign the request with AWS SigV4 (locally, send the operator token)."}}`
+		badToken = `{"error":{"type":"forbidden","code":"invalid_signature","message":"The request's AWS SigV4 signature (locally, the operator token) is not valid."}}`
+	)
+	for auth, body := range map[string]string{"": unsigned, "Basic op-secret": unsigned, "Bearer wrong": badToken, "Bearer op-secret ": badToken} {
+		wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.1:1234", http.Header{"Authorization": {auth}}), 403, body)
 	}
-	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.1:1234", http.Header{"Authorization": {"Bearer op-secret", "Bearer op-secret"}}), 401, unauthorizedBody)
+	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.1:1234", http.Header{"Authorization": {"Bearer op-secret", "Bearer op-secret"}}), 403, unsigned)
 	if h.admin.count() != 0 {
 		t.Fatal("a refused operator request reached the admin API")
 	}
@@ -573,7 +590,28 @@ func TestOperatorRoutes(t *testing.T) {
 
 	// No operator token configured: no operator.
 	h = newHarness(t, func(c *gateway.Config) { c.OperatorToken = "" })
-	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.1:1234", http.Header{"Authorization": {"Bearer "}}), 401, unauthorizedBody)
+	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.1:1234", http.Header{"Authorization": {"Bearer "}}), 403, badToken)
+}
+
+// TestOperatorTokenGuessesAreThrottled: failed attempts are limited per
+// client address; the right token from another address is unaffected.
+func TestOperatorTokenGuessesAreThrottled(t *testing.T) {
+	h := newHarness(t, nil)
+	guess := http.Header{"Authorization": {"Bearer guess"}}
+	for range 10 {
+		wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.9:1234", guess), 403, "")
+	}
+	w := h.do("POST", "/v1/tenants", "192.0.2.9:1234", guess)
+	wantResponse(t, w, 429, "")
+	if w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "operator token") {
+		t.Fatalf("throttled guess: %v %s", w.Header(), w.Body)
+	}
+	// The right token from the throttled address waits too: it cannot be
+	// told from a guess until it is checked.
+	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.9:1234", http.Header{"Authorization": {"Bearer op-secret"}}), 429, "")
+	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.10:1234", http.Header{"Authorization": {"Bearer op-secret"}}), 200, "")
+	h.clock.Advance(6 * time.Second)
+	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.9:1234", http.Header{"Authorization": {"Bearer op-secret"}}), 200, "")
 }
 
 func TestPublicRouteSkipsTheAuthorizer(t *testing.T) {
@@ -605,7 +643,7 @@ func TestAccessLog(t *testing.T) {
 	if _, ok := first["latency_ms"]; !ok {
 		t.Error("no latency_ms")
 	}
-	if second["status"] != float64(404) || second["gateway_response"] != "MISSING_AUTHENTICATION_TOKEN" || second["route"] != "" {
+	if second["status"] != float64(404) || second["gateway_response"] != "NO_ROUTE" || second["route"] != "" {
 		t.Errorf("route miss logged as %v", second)
 	}
 	if strings.Contains(h.logs.String(), strings.TrimPrefix(bearer, "Bearer ")) {
@@ -619,10 +657,11 @@ func TestEcho(t *testing.T) {
 	r.Header.Set("X-Keyward-Key-Id", "key_AbCdEfGhIjKl")
 	r.Header.Set("X-Keyward-Environment", "test")
 	r.Header.Set("X-Keyward-Scopes", "invoices:read")
+	r.Header.Set("Authorization", config.RedactedAuthorization)
 	w := httptest.NewRecorder()
 	gateway.Echo().ServeHTTP(w, r)
 	want := `{"method":"GET","path":"/invoices/inv_1","query":{"expand":["lines","customer"]},` +
-		`"authorizer":{"environment":"test","key_id":"key_AbCdEfGhIjKl","scopes":"invoices:read","tenant_id":"acme"}}` + "\n"
+		`"authorizer":{"environment":"test","key_id":"key_AbCdEfGhIjKl","scopes":"invoices:read","tenant_id":"acme"},"authorization":"keyward-verified"}` + "\n"
 	if w.Code != 200 || w.Body.String() != want || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("echo: %d %s", w.Code, w.Body)
 	}
@@ -663,7 +702,7 @@ func TestProxyForwardsToTheService(t *testing.T) {
 	if got.method != "POST" || got.url != "/api/invoices?draft=true" || got.body != `{"amount":100}` {
 		t.Errorf("backend got %s %s body %s", got.method, got.url, got.body)
 	}
-	if got.header.Get("Authorization") != "" || got.header.Get("X-Keyward-Tenant-Id") != "acme" || got.header.Get("X-Forwarded-For") != "127.0.0.1" {
+	if got.header.Get("Authorization") != config.RedactedAuthorization || got.header.Get("X-Keyward-Tenant-Id") != "acme" || got.header.Get("X-Forwarded-For") != "127.0.0.1" {
 		t.Errorf("backend headers %v", got.header)
 	}
 }
@@ -699,7 +738,7 @@ func TestProxyUnreachableUpstream(t *testing.T) {
 		!strings.Contains(w.Body.String(), `"type":"api_error"`) || !strings.Contains(w.Body.String(), id) {
 		t.Fatalf("unreachable upstream: %d %s", w.Code, w.Body)
 	}
-	if !strings.Contains(h.logs.String(), "upstream unreachable") {
+	if !strings.Contains(h.logs.String(), "upstream failed") {
 		t.Fatal("the cause was not logged")
 	}
 }
@@ -730,7 +769,7 @@ func TestClientCannotPoseAsTheGateway(t *testing.T) {
 	}
 	for name, vals := range got {
 		n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
-		if strings.Contains(strings.Join(vals, ","), "victim") || n == "authorization" {
+		if strings.Contains(strings.Join(vals, ","), "victim") || (n == "authorization" && (name != "Authorization" || len(vals) != 1 || vals[0] != config.RedactedAuthorization)) {
 			t.Fatalf("the upstream received %s: %v", name, vals)
 		}
 	}

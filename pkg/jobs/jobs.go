@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store"
@@ -73,7 +75,11 @@ type Config struct {
 	// kms:GenerateDataKeyWithoutPlaintext.
 	Peppers    pepper.Generator
 	RateLimits RateLimits // nil where nothing enforces rate limits
-	Gateway    config.Gateway
+	// Flusher flushes the stage's authorizer cache when keys expire, so
+	// that expiry ends cached decisions as revocation does; nil where the
+	// gateway caches nothing.
+	Flusher authorizer.Flusher
+	Gateway config.Gateway
 	// PepperInterval is how old the newest pepper must be before a rotation
 	// creates another; UnusedAfter is how long a key may go unused.
 	PepperInterval, UnusedAfter time.Duration
@@ -82,6 +88,9 @@ type Config struct {
 	// More reports whether a run may take on another page of work; by
 	// default, while the context's deadline is more than 5 s away.
 	More func(ctx context.Context) bool
+	// Sleep waits between the flushes that follow an expiry (default
+	// clock.Sleep).
+	Sleep func(context.Context, time.Duration) error
 }
 
 // Jobs runs the scheduled jobs.
@@ -100,6 +109,9 @@ func New(cfg Config) *Jobs {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = clock.Sleep
 	}
 	if cfg.More == nil {
 		cfg.More = func(ctx context.Context) bool {
@@ -142,15 +154,23 @@ func actor(job string) keys.Actor { return keys.Actor{ID: "system:" + job} }
 
 // SweepExpired expires keys past expires_at, including old keys whose
 // rotation overlap has ended, and removes their rate-limit identities.
-// Expired keys leave the work list, so a run that stops early needs no
-// checkpoint: the next one starts from what is left.
+// First it ends the gateway's cached decisions for them, as revocation
+// does: the authorizer refuses an expired key, but a decision cached
+// before the instant would otherwise live out its TTL. Expired keys leave
+// the work list, so a run that stops early needs no checkpoint: the next
+// one starts from what is left, and flushes again.
 func (j *Jobs) SweepExpired(ctx context.Context) (Result, error) {
 	var r Result
 	q := store.ExpiryQuery{Before: j.cfg.Now(), Limit: page}
-	for {
+	for first := true; ; first = false {
 		p, err := j.cfg.Store.ListExpiring(ctx, q)
 		if err != nil {
 			return r, fmt.Errorf("jobs: listing expired keys: %w", err)
+		}
+		if first {
+			if err := j.flushExpired(ctx, q, p); err != nil {
+				return r, err
+			}
 		}
 		for _, k := range p.Keys {
 			done, err := j.cfg.Keys.Expire(ctx, actor(ExpirySweep), k)
@@ -171,6 +191,27 @@ func (j *Jobs) SweepExpired(ctx context.Context) (Result, error) {
 		}
 		q.Cursor = p.NextCursor
 	}
+}
+
+// flushExpired ends the cached decisions of the keys due by q.Before,
+// whose first page is p. A decision that read a key before its instant
+// lands in the cache at most authorizer.RecheckAfter after it, and
+// Invalidate waits that out from q.Before, after every instant. A key past
+// its instant by more than the cache TTL has no cached decision left: the
+// page is soonest first, so when it holds every due key its last expired
+// latest.
+func (j *Jobs) flushExpired(ctx context.Context, q store.ExpiryQuery, p store.KeyPage) error {
+	ttl := time.Duration(j.cfg.Gateway.Authorizer.CacheTTLSeconds) * time.Second
+	if j.cfg.Flusher == nil || ttl == 0 || len(p.Keys) == 0 {
+		return nil
+	}
+	if latest := p.Keys[len(p.Keys)-1].ExpiresAt; p.NextCursor == "" && q.Before.Sub(latest) > ttl+authorizer.RecheckAfter {
+		return nil
+	}
+	if err := authorizer.Invalidate(ctx, j.cfg.Flusher, q.Before, j.cfg.Now, j.cfg.Sleep); err != nil {
+		return fmt.Errorf("jobs: flushing the authorizer cache for expired keys: %w", err)
+	}
+	return nil
 }
 
 func (j *Jobs) removeIdentity(ctx context.Context, k store.Key) {

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/pepper"
@@ -64,7 +66,7 @@ func forEachStore(t *testing.T, test func(t *testing.T, e *env)) {
 		gw, _ := config.LoadGateway()
 		e := &env{t: t, ctx: ctx, st: st, kr: kr, ring: ring, clock: clock, removed: &removals{}, gw: gw,
 			svc: keys.New(st, ring, format, keys.WithClock(clock.Now))}
-		if _, _, err := e.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+		if _, err := e.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
 			t.Fatal(err)
 		}
 		test(t, e)
@@ -158,6 +160,70 @@ func TestSweepExpiresDueKeysAndOverlapEnds(t *testing.T) {
 		}
 		if r := e.run(e.jobs(nil), jobs.ExpirySweep); r.Changed != 0 {
 			t.Fatalf("second sweep changed %d keys", r.Changed)
+		}
+	})
+}
+
+// flushes records when the authorizer cache was flushed, and can fail.
+type flushes struct {
+	clock *testclock.Clock
+	mu    sync.Mutex
+	at    []time.Time
+	fail  error
+}
+
+func (f *flushes) Flush(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.at = append(f.at, f.clock.Now())
+	return nil
+}
+
+// TestSweepFlushesAtExpiry: expiry ends cached decisions as revocation
+// does: the sweep flushes the authorizer cache before it marks keys
+// expired, and again once a decision that read a key before its instant
+// can no longer reach the cache.
+func TestSweepFlushesAtExpiry(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		f := &flushes{clock: e.clock}
+		sweep := func() (jobs.Result, error) {
+			return jobs.New(jobs.Config{Store: e.st, Keys: e.svc, Peppers: e.kr, RateLimits: e.removed, Gateway: e.gw,
+				Flusher: f, Now: e.clock.Now, Sleep: func(_ context.Context, d time.Duration) error { e.clock.Advance(d); return nil },
+			}).Run(e.ctx, jobs.ExpirySweep)
+		}
+		k := e.key(3 * time.Second)
+		if r, err := sweep(); err != nil || r.Changed != 0 || len(f.at) != 0 {
+			t.Fatalf("before the expiry: %+v %v, flushed %d times", r, err, len(f.at))
+		}
+		e.clock.Advance(3*time.Second + 100*time.Millisecond)
+		instant := e.clock.Now()
+
+		// A failed flush expires nothing, so the next run flushes again.
+		f.fail = errors.New("TooManyRequestsException")
+		if _, err := sweep(); err == nil || e.status(k.ID) != store.KeyActive {
+			t.Fatalf("a failed flush: %v, key %s", err, e.status(k.ID))
+		}
+		f.fail = nil
+		r, err := sweep()
+		if err != nil || r.Changed != 1 || e.status(k.ID) != store.KeyExpired {
+			t.Fatalf("sweep %+v %v, key %s", r, err, e.status(k.ID))
+		}
+		if len(f.at) != 2 || !f.at[0].Equal(instant) || f.at[1].Before(instant.Add(authorizer.RecheckAfter)) {
+			t.Fatalf("flushes at %v for an expiry at %v", f.at, instant)
+		}
+		if _, err := sweep(); err != nil || len(f.at) != 2 {
+			t.Fatalf("a sweep with nothing due flushed: %v", f.at)
+		}
+
+		// A key the sweep meets long after its expiry (the sweep was
+		// down) has no cached decision left to end.
+		old := e.key(time.Second)
+		e.clock.Advance(time.Hour)
+		if r, err := sweep(); err != nil || r.Changed != 1 || len(f.at) != 2 || e.status(old.ID) != store.KeyExpired {
+			t.Fatalf("an old expiry: %+v %v, %d flushes", r, err, len(f.at))
 		}
 	})
 }
@@ -315,9 +381,9 @@ func TestUnusedKeysReportedOnce(t *testing.T) {
 			sk, _ := e.st.GetKey(e.ctx, k.ID)
 			got[k.ID] = len(sk.Notices) > 0
 		}
-		// The admin key, never used for 91 days, is reported too; the
+		// The admin keys, never used for 91 days, are reported too; the
 		// revoked key gets no event, only its identity released, once.
-		if !got[never.ID] || got[used.ID] || !got[revoked.ID] || got[fresh.ID] || e.actions("acme")[keys.ActionKeyUnused] != 2 {
+		if !got[never.ID] || got[used.ID] || !got[revoked.ID] || got[fresh.ID] || e.actions("acme")[keys.ActionKeyUnused] != 3 {
 			t.Fatalf("unused notices %v, events %d", got, e.actions("acme")[keys.ActionKeyUnused])
 		}
 		rk, _ := e.st.GetKey(e.ctx, revoked.ID)

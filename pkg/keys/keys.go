@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -75,6 +76,20 @@ type Actor struct {
 	// a permission checked against one version of a key cannot be used on
 	// a newer one (a key upgraded to keys:admin meanwhile, say).
 	Allow func(store.Key) error
+	// Bounds limit what a management key sees and hands out; the zero
+	// value limits nothing.
+	Bounds Bounds
+}
+
+// vet applies the actor's bounds and Allow to a key it is about to change.
+func (a Actor) vet(k store.Key) error {
+	if !a.Bounds.Sees(k) {
+		return ErrNotFound
+	}
+	if a.Allow != nil {
+		return a.Allow(k)
+	}
+	return nil
 }
 
 // Audit actions.
@@ -133,23 +148,12 @@ const DefaultAuditRetention = 400 * 24 * time.Hour
 func New(st Store, hasher Hasher, format apikey.Format, opts ...Option) *Service {
 	s := &Service{
 		store: st, hasher: hasher, format: format, now: time.Now,
-		auditTTL: DefaultAuditRetention, offboardWait: 30 * time.Second, sleep: sleepCtx,
+		auditTTL: DefaultAuditRetention, offboardWait: 30 * time.Second, sleep: clock.Sleep,
 	}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // CreateParams describe a new key. Zero values mean "none", except
@@ -184,7 +188,7 @@ func (s *Service) entry(tenant, action string, k *store.Key, actor Actor, at tim
 	e := store.AuditEntry{TenantID: tenant, ID: id, Time: at, Actor: actor.ID, Action: action,
 		RequestID: actor.RequestID, Details: details}
 	if k != nil {
-		e.KeyID, e.KeyDisplay = k.ID, apikey.Display(k.Prefix, k.Environment, k.Last4)
+		e.KeyID, e.Environment, e.KeyDisplay = k.ID, k.Environment, apikey.Display(k.Prefix, k.Environment, k.Last4)
 	}
 	if s.auditTTL > 0 {
 		e.ExpiresAt = at.Add(s.auditTTL)
@@ -260,14 +264,21 @@ func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now
 	return Created{Key: k, Token: tok}, nil
 }
 
-// Create issues a new key in an active tenant.
+// Create issues a new key in an active tenant, in the actor's environment
+// when p names none, and within the actor's bounds.
 func (s *Service) Create(ctx context.Context, actor Actor, tenant string, p CreateParams) (Created, error) {
+	if p.Environment == "" {
+		p.Environment = apikey.Environment(actor.Bounds.Environment)
+	}
 	if err := s.requireActiveTenant(ctx, tenant); err != nil {
 		return Created{}, err
 	}
 	now := s.now().UTC()
 	c, err := s.newKey(ctx, tenant, p, now)
 	if err != nil {
+		return Created{}, err
+	}
+	if err := actor.Bounds.admit(c.Key); err != nil {
 		return Created{}, err
 	}
 	entry, err := s.audit(ActionKeyCreated, c.Key, actor, now, nil)
@@ -477,10 +488,8 @@ func (s *Service) mutate(ctx context.Context, actor Actor, tenant, id string, ch
 		if err != nil {
 			return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
 		}
-		if actor.Allow != nil {
-			if err := actor.Allow(k); err != nil {
-				return store.Key{}, err
-			}
+		if err := actor.vet(k); err != nil {
+			return store.Key{}, err
 		}
 		now := s.now().UTC()
 		k = Effective(k, now)
@@ -521,7 +530,11 @@ func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p 
 		if err := usable(*k); err != nil {
 			return false, err
 		}
+		old := *k
 		if err := p.apply(k, now); err != nil {
+			return false, err
+		}
+		if err := actor.Bounds.admitUpdate(p, old, *k); err != nil {
 			return false, err
 		}
 		entry, err := s.audit(ActionKeyUpdated, *k, actor, now, map[string]string{"fields": p.changedFields()})
@@ -570,6 +583,10 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, ov
 		}
 		if k.Status == store.KeyExpiring {
 			return false, conflict("the key was already replaced by key_%s", k.ReplacedBy)
+		}
+		// The replacement inherits the key's restrictions.
+		if err := actor.Bounds.admit(*k); err != nil {
+			return false, err
 		}
 		nk, err := s.newKey(ctx, tenant, CreateParams{
 			Name: k.Name, Description: k.Description, Environment: apikey.Environment(k.Environment),
@@ -680,13 +697,15 @@ func (s *Service) revokeAll(ctx context.Context, actor Actor, tenant string, key
 	return n, nil
 }
 
-// RevokeMember revokes every key the member created, so that a removed
-// member's keys die with their access. It returns how many it revoked.
+// RevokeMember revokes every key the member created (in the actor's
+// environment, for a bounded actor), so that a removed member's keys die
+// with their access. It returns how many it revoked.
 func (s *Service) RevokeMember(ctx context.Context, actor Actor, tenant, member string) (int, error) {
 	if err := validMemberID("member_id", member); err != nil {
 		return 0, err
 	}
-	n, _, err := s.revokeMatching(ctx, actor, tenant, store.KeyQuery{CreatedBy: member}, "member removed")
+	q := store.KeyQuery{CreatedBy: member, Environment: actor.Bounds.Environment}
+	n, _, err := s.revokeMatching(ctx, actor, tenant, q, "member removed")
 	return n, err
 }
 
@@ -696,46 +715,63 @@ var tenantIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{1,62}$`)
 type OnboardParams struct {
 	TenantID string
 	Name     string
+	// RateLimit is the first key's: the highest tier the deployment has,
+	// since every key the tenant makes with it stays within its bounds.
+	RateLimit store.RateLimit
 }
 
-// Onboard creates a tenant together with its first management key (scope
-// keys:admin, live environment) and returns the key's token once.
-func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (store.Tenant, Created, error) {
+// Onboarded is a new tenant with its first management keys, whose tokens
+// exist nowhere else.
+type Onboarded struct {
+	Tenant store.Tenant
+	Live   Created // keys:admin in the live environment
+	Test   Created // keys:admin in the test environment
+}
+
+// Onboard creates a tenant together with its first management keys, one
+// per environment (a management key acts in its own environment only):
+// scope keys:admin, no expiry or address restriction. Their tokens are
+// returned once.
+func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (Onboarded, error) {
 	if !tenantIDPattern.MatchString(p.TenantID) {
-		return store.Tenant{}, Created{}, invalid("tenant_id", "must be 2 to 63 lowercase letters, digits, '_' or '-', starting with a letter or digit")
+		return Onboarded{}, invalid("tenant_id", "must be 2 to 63 lowercase letters, digits, '_' or '-', starting with a letter or digit")
 	}
 	if err := validText("name", p.Name, 1, maxNameLen); err != nil {
-		return store.Tenant{}, Created{}, err
+		return Onboarded{}, err
 	}
 	now := s.now().UTC()
-	t := store.Tenant{ID: p.TenantID, Name: p.Name, Status: store.TenantActive, CreatedAt: now}
-	c, err := s.newKey(ctx, p.TenantID, CreateParams{
-		Name: "Admin key", Environment: apikey.Live, Scopes: []string{AdminScope},
-	}, now)
+	o := Onboarded{Tenant: store.Tenant{ID: p.TenantID, Name: p.Name, Status: store.TenantActive, CreatedAt: now}}
+	created, err := s.entry(o.Tenant.ID, ActionTenantCreated, nil, actor, now, nil)
 	if err != nil {
-		return store.Tenant{}, Created{}, err
+		return Onboarded{}, err
 	}
-	created, err := s.entry(t.ID, ActionTenantCreated, nil, actor, now, nil)
-	if err != nil {
-		return store.Tenant{}, Created{}, err
+	c := store.Change{Tenant: &store.TenantWrite{Tenant: o.Tenant}, Audit: []store.AuditEntry{created}}
+	for _, first := range []struct {
+		env apikey.Environment
+		dst *Created
+	}{{apikey.Live, &o.Live}, {apikey.Test, &o.Test}} {
+		dst := first.dst
+		if *dst, err = s.newKey(ctx, p.TenantID, CreateParams{
+			Name: "Admin key", Environment: first.env, Scopes: []string{AdminScope}, RateLimit: p.RateLimit,
+		}, now); err != nil {
+			return Onboarded{}, err
+		}
+		entry, err := s.audit(ActionKeyCreated, dst.Key, actor, now, nil)
+		if err != nil {
+			return Onboarded{}, err
+		}
+		c.Keys = append(c.Keys, store.KeyWrite{Key: dst.Key})
+		c.Audit = append(c.Audit, entry)
 	}
-	keyEntry, err := s.audit(ActionKeyCreated, c.Key, actor, now, nil)
-	if err != nil {
-		return store.Tenant{}, Created{}, err
-	}
-	err = s.store.Apply(ctx, store.Change{
-		Tenant: &store.TenantWrite{Tenant: t},
-		Keys:   []store.KeyWrite{{Key: c.Key}},
-		Audit:  []store.AuditEntry{created, keyEntry},
-	})
+	err = s.store.Apply(ctx, c)
 	if errors.Is(err, store.ErrAlreadyExists) {
-		return store.Tenant{}, Created{}, conflict("tenant %s exists", t.ID)
+		return Onboarded{}, conflict("tenant %s exists", o.Tenant.ID)
 	}
 	if err != nil {
-		return store.Tenant{}, Created{}, s.writeError("onboarding tenant", err)
+		return Onboarded{}, s.writeError("onboarding tenant", err)
 	}
-	t.Revision, t.KeyCount, c.Key.Revision = 1, 1, 1
-	return t, c, nil
+	o.Tenant.Revision, o.Tenant.KeyCount, o.Live.Key.Revision, o.Test.Key.Revision = 1, 2, 1, 1
+	return o, nil
 }
 
 // Tenant returns a tenant.
@@ -899,10 +935,8 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 		return false, err
 	}
 	// First against the key as the caller read it: one read per report.
-	if actor.Allow != nil {
-		if err := actor.Allow(k); err != nil {
-			return store.Key{}, false, err
-		}
+	if err := actor.vet(k); err != nil {
+		return store.Key{}, false, err
 	}
 	now := s.now().UTC()
 	rev, written := k.Revision, k

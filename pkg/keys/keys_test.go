@@ -55,11 +55,11 @@ func run(t *testing.T, test func(t *testing.T, f *fixture)) {
 			svc: keys.New(st, ring, format, keys.WithClock(c.Now)), st: st, ring: ring, format: format,
 			clock: c, ctx: ctx, actor: keys.Actor{ID: "key_admin0000001", RequestID: "req-1"},
 		}
-		_, admin, err := f.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+		o, err := f.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.tokens = append(f.tokens, admin.Token.Plain())
+		f.tokens = append(f.tokens, o.Live.Token.Plain(), o.Test.Token.Plain())
 		c.Advance(time.Second) // the admin key is older than any the test makes
 		test(t, f)
 		f.assertNoSecretPersisted(t)
@@ -223,8 +223,8 @@ func TestCreateValidation(t *testing.T) {
 			}
 		}
 		page, _ := f.st.ListKeys(f.ctx, "acme", store.KeyQuery{Limit: 100})
-		if len(page.Keys) != 1 { // the admin key only
-			t.Fatalf("refused creates left %d keys", len(page.Keys)-1)
+		if len(page.Keys) != 2 { // the admin keys only
+			t.Fatalf("refused creates left %d keys", len(page.Keys)-2)
 		}
 		if _, err := f.svc.Create(f.ctx, f.actor, "nobody", keys.CreateParams{Name: "x", Environment: apikey.Live, Scopes: []string{"*"}}); !errors.Is(err, keys.ErrTenantInactive) {
 			t.Fatalf("create in a missing tenant: %v", err)
@@ -234,7 +234,7 @@ func TestCreateValidation(t *testing.T) {
 
 func TestGetAndListAreTenantScoped(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		if _, _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"}); err != nil {
+		if _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"}); err != nil {
 			t.Fatal(err)
 		}
 		a := f.create(t, "acme", keys.CreateParams{})
@@ -252,7 +252,7 @@ func TestGetAndListAreTenantScoped(t *testing.T) {
 			t.Fatalf("beta rotated acme's key: %v", err)
 		}
 		page, err := f.svc.List(f.ctx, "beta", store.KeyQuery{Limit: 100})
-		if err != nil || len(page.Keys) != 1 || page.Keys[0].TenantID != "beta" {
+		if err != nil || len(page.Keys) != 2 || page.Keys[0].TenantID != "beta" || page.Keys[1].TenantID != "beta" {
 			t.Fatalf("beta's listing: %v %+v", err, page.Keys)
 		}
 		if got, _ := f.svc.Get(f.ctx, "acme", a.Key.ID); got.Status != store.KeyActive || got.Name != "integration" {
@@ -485,8 +485,8 @@ func TestRevokeMember(t *testing.T) {
 				t.Fatalf("bob's key %s survived", k.ID)
 			}
 		}
-		if len(page.Keys) != 31 { // carol's 30 and the admin key
-			t.Fatalf("%d active keys remain, want 31", len(page.Keys))
+		if len(page.Keys) != 32 { // carol's 30 and the admin keys
+			t.Fatalf("%d active keys remain, want 32", len(page.Keys))
 		}
 		if n, err := f.svc.RevokeMember(f.ctx, f.actor, "acme", "mem_bob"); n != 0 || err != nil {
 			t.Fatalf("second RevokeMember = %d, %v", n, err)
@@ -500,20 +500,25 @@ func TestRevokeMember(t *testing.T) {
 
 func TestOnboardAndOffboard(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		tn, admin, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"})
+		o, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.tokens = append(f.tokens, admin.Token.Plain())
-		if tn.Status != store.TenantActive || fmt.Sprint(admin.Key.Scopes) != "[keys:admin]" || admin.Key.TenantID != "beta" {
+		tn, admin := o.Tenant, o.Live
+		f.tokens = append(f.tokens, admin.Token.Plain(), o.Test.Token.Plain())
+		if tn.Status != store.TenantActive || fmt.Sprint(admin.Key.Scopes) != "[keys:admin]" || admin.Key.TenantID != "beta" ||
+			admin.Key.Environment != "live" || tn.KeyCount != 2 {
 			t.Fatalf("onboarded %+v with key %+v", tn, admin.Key)
 		}
-		if _, _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Again"}); !errors.Is(err, keys.ErrConflict) {
+		if k := o.Test.Key; k.Environment != "test" || fmt.Sprint(k.Scopes) != "[keys:admin]" || k.TenantID != "beta" || o.Test.Token.Environment() != "test" {
+			t.Fatalf("onboarded test key %+v", k)
+		}
+		if _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Again"}); !errors.Is(err, keys.ErrConflict) {
 			t.Fatalf("second onboarding: %v", err)
 		}
 		for _, bad := range []string{"", "B", "x", "has space", strings.Repeat("a", 64), "-lead"} {
 			var ve *keys.ValidationError
-			if _, _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: bad, Name: "n"}); !errors.As(err, &ve) {
+			if _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: bad, Name: "n"}); !errors.As(err, &ve) {
 				t.Errorf("tenant id %q: %v", bad, err)
 			}
 		}
@@ -523,8 +528,8 @@ func TestOnboardAndOffboard(t *testing.T) {
 		survivor := f.create(t, "acme", keys.CreateParams{})
 
 		n, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "beta")
-		if err != nil || n != 131 {
-			t.Fatalf("Offboard = %d, %v; want 131", n, err)
+		if err != nil || n != 132 { // and both admin keys
+			t.Fatalf("Offboard = %d, %v; want 132", n, err)
 		}
 		page, _ := f.svc.List(f.ctx, "beta", store.KeyQuery{Status: store.KeyActive, Limit: 100})
 		if len(page.Keys) != 0 {

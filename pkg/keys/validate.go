@@ -61,8 +61,11 @@ func validText(field, s string, minLen, maxLen int) error {
 		return invalid(field, "must be at most %d characters", maxLen)
 	}
 	for _, r := range s {
-		if unicode.IsControl(r) {
-			return invalid(field, "must not contain control characters")
+		if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			// Format characters (U+202E RIGHT-TO-LEFT OVERRIDE, zero-width
+			// joiners) and line separators let a name that a console or
+			// terminal lists pose as another.
+			return invalid(field, "must not contain control, format or line separator characters")
 		}
 	}
 	return nil
@@ -248,10 +251,10 @@ func validMetadata(m map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(m))
 	for k, v := range m {
 		if err := validText("metadata", k, 1, maxMetadataKeyLen); err != nil {
-			return nil, invalid("metadata", "key %q must be 1 to %d characters without control characters", k, maxMetadataKeyLen)
+			return nil, invalid("metadata", "key %q must be 1 to %d characters without control, format or line separator characters", k, maxMetadataKeyLen)
 		}
 		if err := validText("metadata", v, 0, maxMetadataValLen); err != nil {
-			return nil, invalid("metadata", "value of %q must be at most %d characters without control characters", k, maxMetadataValLen)
+			return nil, invalid("metadata", "value of %q must be at most %d characters without control, format or line separator characters", k, maxMetadataValLen)
 		}
 		out[k] = v
 	}

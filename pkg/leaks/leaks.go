@@ -59,11 +59,11 @@ type Feedback struct {
 	Label     string `json:"label"` // true_positive or false_positive
 }
 
-// Policy is what happens to an exposed live key.
+// Policy is what happens to an exposed key, of either environment.
 type Policy string
 
 const (
-	// Revoke ends exposed live keys at once, as Stripe may on its users'
+	// Revoke ends exposed keys at once, as Stripe may on its users'
 	// behalf; the default.
 	Revoke Policy = "revoke"
 	// Flag only records the exposure (a key.leaked event) for the owner.
@@ -95,7 +95,7 @@ type Responder struct {
 // Outcome is what Respond did.
 type Outcome struct {
 	Feedback []Feedback
-	Revoked  int // live keys revoked: the caller flushes the authorizer cache
+	Revoked  int // keys revoked: the caller flushes the authorizer cache
 }
 
 // Respond handles the reports: a token that fails the format or checksum,
@@ -161,7 +161,9 @@ func (r Responder) one(ctx context.Context, actor keys.Actor, rep Report) (strin
 	if !ok {
 		return falsePositive, false, nil
 	}
-	revoke := r.Policy != Flag && tok.Environment() == apikey.Live
+	// Test keys too: one reaches the tenant's test data and, with
+	// management scopes, mints and revokes its test keys.
+	revoke := r.Policy != Flag
 	details := map[string]string{"url": rep.URL, "source": rep.Source, "reporter": "github"}
 	_, revoked, err := r.Keys.Leak(ctx, actor, k, revoke, details)
 	if err != nil {

@@ -32,10 +32,11 @@ func TestVerifyFailureIsNotAFalsePositive(t *testing.T) {
 	ring, _ := pepper.Load(ctx, st, kr)
 	format, _ := apikey.NewFormat("sk")
 	svc := keys.New(st, ring, format)
-	_, admin, err := svc.Onboard(ctx, keys.Actor{ID: "op"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+	o, err := svc.Onboard(ctx, keys.Actor{ID: "op"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	admin := o.Live
 	r := Responder{Keys: svc, Store: st, Peppers: failingPeppers{}, Format: format}
 	if _, err := r.Respond(ctx, keys.Actor{ID: "github"}, []Report{{Token: admin.Token.Plain(), Type: "t"}}); err == nil {
 		t.Fatal("a live key that could not be verified was answered")

@@ -13,9 +13,10 @@ func (s *Stack) PrintSecrets(w io.Writer) {
 	if s.Bootstrap == nil {
 		return
 	}
-	adminKey, demo := s.Bootstrap.AdminKey, s.Bootstrap.DemoKey
+	adminKey, testAdmin, demo := s.Bootstrap.AdminKey, s.Bootstrap.TestAdminKey, s.Bootstrap.DemoKey
 	fmt.Fprintf(w, "Created tenant %q. These secrets are shown once and stored nowhere:\n\n", DemoTenant)
-	fmt.Fprintf(w, "  export KEYWARD_ADMIN_KEY=%s   # keys:admin, manages the tenant's keys\n", adminKey.Token.Plain())
+	fmt.Fprintf(w, "  export KEYWARD_ADMIN_KEY=%s   # keys:admin, manages the tenant's live keys\n", adminKey.Token.Plain())
+	fmt.Fprintf(w, "  export KEYWARD_TEST_ADMIN_KEY=%s   # keys:admin, manages its test keys\n", testAdmin.Token.Plain())
 	fmt.Fprintf(w, "  export KEYWARD_DEMO_KEY=%s    # invoices:read, %s\n\n", demo.Token.Plain(), apikey.PublicID(demo.Key.ID))
 }
 
@@ -41,7 +42,7 @@ func (s *Stack) PrintBanner(w io.Writer, base, dataDir string) {
 		line("  curl -s -X POST %s/invoices -H \"Authorization: Bearer $KEYWARD_DEMO_KEY\"", base)
 		line("")
 		line("Create a key:")
-		line("  curl -s -X POST %s/v1/keys -H \"Authorization: Bearer $KEYWARD_ADMIN_KEY\" \\", base)
+		line("  curl -s -X POST %s/v1/keys -H \"Authorization: Bearer $KEYWARD_TEST_ADMIN_KEY\" \\", base)
 		line("    -H 'Content-Type: application/json' \\")
 		line("    -d '{\"name\":\"my integration\",\"environment\":\"test\",\"scopes\":[\"invoices:read\",\"customers:write\"]}'")
 		line("")

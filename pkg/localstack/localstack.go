@@ -51,7 +51,7 @@ type Options struct {
 	// LeakPolicy is what happens to a live key reported leaked: revoke
 	// (the default) or flag.
 	LeakPolicy  leaks.Policy
-	TokenPrefix string // default "sk"
+	TokenPrefix string // default apikey.DefaultPrefix
 	// CacheTTL overrides gateway.json's authorizer cache TTL when set.
 	CacheTTL *int
 	// Fast runs the scheduled jobs every few seconds, and rotates peppers
@@ -82,23 +82,30 @@ type Stack struct {
 	log   *slog.Logger
 }
 
-// Schedules of the jobs: as deployed (the CDK stack uses the same), and
-// fast for trying things out.
+// Schedules of the jobs: as deployed (the CDK stack uses the same), as
+// the local stack runs them, and fast for trying things out. The expiry
+// sweep ends the cached decisions of expired keys, so it runs as often as
+// EventBridge allows in AWS (once a minute) and twice a second locally.
 var (
 	Schedules = map[string]time.Duration{
-		jobs.ExpirySweep: 5 * time.Minute, jobs.ExpiryWarnings: time.Hour,
+		jobs.ExpirySweep: time.Minute, jobs.ExpiryWarnings: time.Hour,
+		jobs.UnusedKeys: 24 * time.Hour, jobs.PepperRotation: 24 * time.Hour,
+	}
+	LocalSchedules = map[string]time.Duration{
+		jobs.ExpirySweep: 500 * time.Millisecond, jobs.ExpiryWarnings: time.Hour,
 		jobs.UnusedKeys: 24 * time.Hour, jobs.PepperRotation: 24 * time.Hour,
 	}
 	FastSchedules = map[string]time.Duration{
-		jobs.ExpirySweep: 2 * time.Second, jobs.ExpiryWarnings: 5 * time.Second,
+		jobs.ExpirySweep: 500 * time.Millisecond, jobs.ExpiryWarnings: 5 * time.Second,
 		jobs.UnusedKeys: 10 * time.Second, jobs.PepperRotation: 10 * time.Second,
 	}
 )
 
 // Bootstrap is what the first start created.
 type Bootstrap struct {
-	AdminKey keys.Created // keys:admin
-	DemoKey  keys.Created // invoices:read, for trying the protected API
+	AdminKey     keys.Created // keys:admin, live
+	TestAdminKey keys.Created // keys:admin, test
+	DemoKey      keys.Created // invoices:read, for trying the protected API
 }
 
 // Open opens (creating on first use) the data directory and builds the
@@ -223,8 +230,8 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	adminAPI = admin.New(admin.Config{Keys: svc, Store: s.store, Gateway: s.Gateway, RateLimits: plans, Flusher: gw,
 		Leaks: leakResponse, Logger: o.Logger, Now: o.Now})
 	s.Handler, s.Authorizer, s.Admin = gw, authz, adminAPI
-	jc := jobs.Config{Store: s.store, Keys: svc, Peppers: kr, RateLimits: plans, Gateway: s.Gateway, Now: o.Now, Logger: o.Logger}
-	s.Schedule = Schedules
+	jc := jobs.Config{Store: s.store, Keys: svc, Peppers: kr, RateLimits: plans, Flusher: gw, Gateway: s.Gateway, Now: o.Now, Logger: o.Logger}
+	s.Schedule = LocalSchedules
 	if o.Fast {
 		s.Schedule = FastSchedules
 		jc.PepperInterval, jc.UnusedAfter = time.Minute, 5*time.Minute
@@ -249,7 +256,8 @@ func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.Ra
 		return fmt.Errorf("localstack: %w", err)
 	}
 	actor := keys.Actor{ID: "local:bootstrap"}
-	_, adminKey, err := svc.Onboard(ctx, actor, keys.OnboardParams{TenantID: DemoTenant, Name: "Demo tenant"})
+	o, err := svc.Onboard(ctx, actor, keys.OnboardParams{TenantID: DemoTenant, Name: "Demo tenant",
+		RateLimit: s.Gateway.HighestTier().RateLimit()})
 	if err != nil {
 		return fmt.Errorf("localstack: creating the demo tenant: %w", err)
 	}
@@ -258,16 +266,19 @@ func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.Ra
 	if err != nil {
 		return fmt.Errorf("localstack: creating the demo key: %w", err)
 	}
-	tier := s.Gateway.RateLimitTiers[0].Name // the default tier: what keys get when created with no limit
-	for _, k := range []store.Key{adminKey.Key, demo.Key} {
-		if err := plans.Provision(ctx, usage.Identity(s.Gateway.UsageIdentity, k.TenantID, k.ID), tier); err != nil {
+	for _, k := range []store.Key{o.Live.Key, o.Test.Key, demo.Key} {
+		tier, ok := s.Gateway.TierOf(k.RateLimit)
+		if !ok {
+			return fmt.Errorf("localstack: key %s has a rate limit of no tier", k.ID)
+		}
+		if err := plans.Provision(ctx, usage.Identity(s.Gateway.UsageIdentity, k.TenantID, k.ID), tier.Name); err != nil {
 			return fmt.Errorf("localstack: %w", err)
 		}
 	}
 	if err := os.WriteFile(marker, nil, 0o600); err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
-	s.Bootstrap = &Bootstrap{AdminKey: adminKey, DemoKey: demo}
+	s.Bootstrap = &Bootstrap{AdminKey: o.Live, TestAdminKey: o.Test, DemoKey: demo}
 	return nil
 }
 
@@ -297,7 +308,20 @@ func (s *Stack) Close() error { return s.store.Close() }
 // Serve serves the stack on ln until ctx ends, then shuts down gracefully:
 // requests in flight finish (up to 10 s) before the store closes.
 func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	srv := &http.Server{
+		Handler: s.Handler,
+		// A client gets as long as API Gateway gives it: its headers
+		// within seconds, its whole request (up to 10 MB) within 30 s, and
+		// the answer may take the integration's 29 s. Go refuses headers
+		// well past the gateway's 10,240-byte limit before the gateway
+		// sees them, so a hostile client costs little memory.
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      gateway.IntegrationTimeout + 5*time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    gateway.MaxHead,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	jobsCtx, stopJobs := context.WithCancel(ctx)

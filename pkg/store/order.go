@@ -118,6 +118,9 @@ func (c Change) Validate() error {
 		if w.Key.ID == "" {
 			return fmt.Errorf("store: key write without id")
 		}
+		if err := CheckKey(w.Key); err != nil {
+			return err
+		}
 		if err := CheckTenantID(w.Key.TenantID); err != nil {
 			return err
 		}
@@ -141,4 +144,18 @@ func (c Change) Validate() error {
 		entries[at] = true
 	}
 	return nil
+}
+
+// InEnvironment reports whether an audit entry belongs in a listing of
+// environment env (AuditQuery.Environment): entries about a key of env,
+// and entries about no key. Entries written before audit entries carried
+// their environment are placed by their key's display form.
+func InEnvironment(e AuditEntry, env string) bool {
+	switch {
+	case env == "" || e.KeyID == "":
+		return true
+	case e.Environment != "":
+		return e.Environment == env
+	}
+	return strings.Contains(e.KeyDisplay, "_"+env+"_")
 }

@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -46,6 +47,29 @@ const (
 	KeyRevoked  KeyStatus = "revoked"
 	KeyExpired  KeyStatus = "expired"
 )
+
+// Known reports whether s is one of the statuses above. Anything else is
+// corrupt data: stores refuse to write or return it, and the authorizer
+// refuses a key whose status it does not recognise.
+func (s KeyStatus) Known() bool {
+	switch s {
+	case KeyActive, KeyExpiring, KeyRevoked, KeyExpired:
+		return true
+	}
+	return false
+}
+
+// ErrCorrupt: a stored item does not decode to a valid value (an unknown
+// key status, say). It is never served as if it were valid.
+var ErrCorrupt = errors.New("store: corrupt item")
+
+// CheckKey refuses a key a store must neither write nor return.
+func CheckKey(k Key) error {
+	if !k.Status.Known() {
+		return fmt.Errorf("%w: key %s has unknown status %q", ErrCorrupt, k.ID, k.Status)
+	}
+	return nil
+}
 
 // TenantStatus is the lifecycle state of a tenant.
 type TenantStatus string
@@ -146,6 +170,9 @@ type AuditEntry struct {
 	Actor    string    `json:"actor"`
 	Action   string    `json:"action"`
 	KeyID    string    `json:"key_id,omitempty"`
+	// Environment is the key's environment, for entries about a key: a
+	// management key sees only its own environment's entries.
+	Environment string `json:"environment,omitempty"`
 	// KeyDisplay is the key's display form (sk_live_…abcd), so that an
 	// event built from the entry names the key as people see it.
 	KeyDisplay string            `json:"key_display,omitempty"`
@@ -220,11 +247,13 @@ type KeyPage struct {
 
 // AuditQuery pages a tenant's audit entries, newest first (Time descending,
 // then ID descending), optionally those of one key. Expired entries are
-// never returned.
+// never returned. A non-empty Environment keeps the entries about keys of
+// that environment and those about no key (the tenant's own).
 type AuditQuery struct {
-	KeyID  string
-	Limit  int // 1 to MaxPageSize
-	Cursor string
+	KeyID       string
+	Environment string
+	Limit       int // 1 to MaxPageSize
+	Cursor      string
 }
 
 // AuditPage is one page of audit entries; NextCursor is empty on the last page.

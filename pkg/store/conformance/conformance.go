@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		{"ListKeysFilters", testListKeysFilters},
 		{"ListKeysCursor", testListKeysCursor},
 		{"Audit", testAudit},
+		{"AuditEnvironment", testAuditEnvironment},
 		{"AuditTTL", testAuditTTL},
 		{"TouchKey", testTouchKey},
 		{"RehashKey", testRehashKey},
@@ -399,6 +400,12 @@ func testChangeValidation(t *testing.T, e *env) {
 	if err := e.s.Apply(e.ctx, store.Change{Audit: []store.AuditEntry{a, a}}); err == nil {
 		t.Fatal("change writing one audit entry twice accepted")
 	}
+	// A status no reader would recognise is corrupt data, never stored.
+	for _, status := range []store.KeyStatus{"", "revokdd", "REVOKED", "disabled"} {
+		bad := k
+		bad.Status = status
+		wantErr(t, e.s.Apply(e.ctx, store.Change{Keys: []store.KeyWrite{{Key: bad}}}), store.ErrCorrupt)
+	}
 	// Backends compose item keys from tenant ids with '#'.
 	hashed := store.Tenant{ID: "ac#me", Status: store.TenantActive, CreatedAt: e.clock.Now()}
 	if err := e.s.Apply(e.ctx, store.Change{Tenant: &store.TenantWrite{Tenant: hashed}}); err == nil {
@@ -677,6 +684,64 @@ func testAudit(t *testing.T, e *env) {
 
 	_, err := e.s.ListAudit(e.ctx, "acme", store.AuditQuery{Limit: 1, Cursor: "!"})
 	wantErr(t, err, store.ErrInvalidCursor)
+}
+
+// testAuditEnvironment: a listing for one environment holds the entries
+// about its keys and those about no key, also entries written without an
+// environment (placed by their key's display form).
+func testAuditEnvironment(t *testing.T, e *env) {
+	e.tenant(t, "acme")
+	for _, edit := range []func() store.AuditEntry{
+		func() store.AuditEntry {
+			a := e.audit("acme", "live1", "k00000000001")
+			a.Environment = "live"
+			return a
+		},
+		func() store.AuditEntry {
+			a := e.audit("acme", "test1", "k00000000002")
+			a.Environment, a.KeyDisplay = "test", "sk_test_…abcd"
+			return a
+		},
+		func() store.AuditEntry {
+			a := e.audit("acme", "tenant", "")
+			a.KeyDisplay = ""
+			return a
+		},
+		func() store.AuditEntry {
+			a := e.audit("acme", "legacy", "k00000000003")
+			a.KeyDisplay = "sk_test_…wxyz" // written before entries carried their environment
+			return a
+		},
+	} {
+		e.apply(t, store.Change{Audit: []store.AuditEntry{edit()}})
+		e.clock.Advance(time.Second)
+	}
+	for env, want := range map[string][]string{
+		"live": {"tenant", "live1"},
+		"test": {"legacy", "tenant", "test1"},
+		"":     {"legacy", "tenant", "test1", "live1"},
+	} {
+		var got []string
+		q := store.AuditQuery{Environment: env, Limit: 1}
+		for {
+			page, err := e.s.ListAudit(e.ctx, "acme", q)
+			if err != nil {
+				t.Fatalf("ListAudit(%q): %v", env, err)
+			}
+			for _, a := range page.Entries {
+				got = append(got, a.ID)
+			}
+			if page.NextCursor == "" {
+				break
+			}
+			q.Cursor = page.NextCursor
+		}
+		wantEqual(t, "audit of environment "+env, got, want)
+	}
+	page, err := e.s.ListAudit(e.ctx, "acme", store.AuditQuery{Environment: "test", KeyID: "k00000000002", Limit: 10})
+	if err != nil || len(page.Entries) != 1 || page.Entries[0].Environment != "test" {
+		t.Fatalf("audit of a test key in the test environment: %v, %+v", err, page.Entries)
+	}
 }
 
 func testAuditTTL(t *testing.T, e *env) {

@@ -236,6 +236,30 @@ func rawKey(t *testing.T, client *dynamodb.Client, table, id string) map[string]
 	return out.Item
 }
 
+// A stored status the code does not know is corrupt data, never a key
+// that readers would treat as usable.
+func TestUnknownStatusRefused(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table)
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
+	k := key("acme", 1)
+	apply(t, s, store.Change{Keys: []store.KeyWrite{{Key: k}}})
+	for _, status := range []string{"revokdd", "REVOKED", "disabled", ""} {
+		it := rawKey(t, client, table, k.ID)
+		if status == "" {
+			delete(it, "status")
+		} else {
+			it["status"] = &types.AttributeValueMemberS{Value: status}
+		}
+		if _, err := client.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: aws.String(table), Item: it}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetKey(t.Context(), k.ID); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("status %q: GetKey = %v, want ErrCorrupt", status, err)
+		}
+	}
+}
+
 // gsi2 is sparse, and ListExpiring's own check would hide a key left in it:
 // the attributes themselves must follow the status and expiry.
 func TestExpiryIndexAttributes(t *testing.T) {

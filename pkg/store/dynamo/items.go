@@ -32,6 +32,9 @@ const (
 	attrNotices       = "notices"
 	attrRetiredAt     = "retired_at"
 	attrCursor        = "cursor"
+	attrKeyID         = "key_id"
+	attrEnvironment   = "environment"
+	attrKeyDisplay    = "key_display"
 )
 
 // keyMutable and tenantMutable are what an update through Apply may change;
@@ -327,7 +330,10 @@ func decodeKey(it item) (store.Key, error) {
 		Notices:    d.list(attrNotices),
 		Revision:   d.int(attrRevision),
 	}
-	return k, d.err
+	if d.err != nil {
+		return k, d.err
+	}
+	return k, store.CheckKey(k)
 }
 
 func tenantItem(t store.Tenant) item {
@@ -390,8 +396,9 @@ func auditItem(a store.AuditEntry) item {
 	e.time("time", a.Time)
 	e.str("actor", a.Actor)
 	e.str("action", a.Action)
-	e.str("key_id", a.KeyID)
-	e.str("key_display", a.KeyDisplay)
+	e.str(attrKeyID, a.KeyID)
+	e.str(attrEnvironment, a.Environment)
+	e.str(attrKeyDisplay, a.KeyDisplay)
 	e.str("request_id", a.RequestID)
 	e.strMap("details", a.Details)
 	e.time(attrExpiresAt, a.ExpiresAt)
@@ -404,16 +411,17 @@ func auditItem(a store.AuditEntry) item {
 func decodeAudit(it item) (store.AuditEntry, error) {
 	d := decoder{it: it}
 	a := store.AuditEntry{
-		TenantID:   d.str(attrTenantID),
-		ID:         d.str("id"),
-		Time:       d.time("time"),
-		Actor:      d.str("actor"),
-		Action:     d.str("action"),
-		KeyID:      d.str("key_id"),
-		KeyDisplay: d.str("key_display"),
-		RequestID:  d.str("request_id"),
-		Details:    d.strMap("details"),
-		ExpiresAt:  d.time(attrExpiresAt),
+		TenantID:    d.str(attrTenantID),
+		ID:          d.str("id"),
+		Time:        d.time("time"),
+		Actor:       d.str("actor"),
+		Action:      d.str("action"),
+		KeyID:       d.str(attrKeyID),
+		Environment: d.str(attrEnvironment),
+		KeyDisplay:  d.str(attrKeyDisplay),
+		RequestID:   d.str("request_id"),
+		Details:     d.strMap("details"),
+		ExpiresAt:   d.time(attrExpiresAt),
 	}
 	return a, d.err
 }

@@ -67,7 +67,7 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 	l := listing{index: IndexGSI1, partition: tenantKeysPK(tenantID)}
 	var filters []string
 	for _, f := range []struct{ attr, value string }{
-		{"environment", q.Environment},
+		{attrEnvironment, q.Environment},
 		{attrStatus, string(q.Status)},
 		{"created_by", q.CreatedBy},
 	} {
@@ -90,7 +90,13 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQue
 	if q.KeyID != "" {
 		l.index, l.partition = IndexGSI1, auditKeyPK(tenantID, q.KeyID)
 	}
-	l.filter = l.notExists(attrExpiresAt) + " OR " + l.cmp(attrExpiresAt, ">", str(store.SortTime(s.now())))
+	l.filter = "(" + l.notExists(attrExpiresAt) + " OR " + l.cmp(attrExpiresAt, ">", str(store.SortTime(s.now()))) + ")"
+	if env := q.Environment; env != "" {
+		// store.InEnvironment, including its fallback for entries written
+		// before they carried their environment.
+		l.filter += " AND (" + l.notExists(attrKeyID) + " OR " + l.cmp(attrEnvironment, "=", str(env)) +
+			" OR (" + l.notExists(attrEnvironment) + " AND contains(" + l.name(attrKeyDisplay) + ", " + l.value(str("_"+env+"_")) + ")))"
+	}
 	entries, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeAudit, store.AuditOrder, nil)
 	if err != nil {
 		return store.AuditPage{}, fmt.Errorf("dynamo: list audit of tenant %s: %w", tenantID, err)

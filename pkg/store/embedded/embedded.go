@@ -191,7 +191,7 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQue
 	now := s.now()
 	var match []store.AuditEntry
 	for _, e := range s.audit[tenantID] {
-		if !expired(e.ExpiresAt, now) && (q.KeyID == "" || e.KeyID == q.KeyID) {
+		if !expired(e.ExpiresAt, now) && (q.KeyID == "" || e.KeyID == q.KeyID) && store.InEnvironment(e, q.Environment) {
 			match = append(match, e)
 		}
 	}

@@ -95,7 +95,7 @@ func TestWritesAreCopied(t *testing.T) {
 	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
 		ctx := t.Context()
 		tn := store.Tenant{ID: "acme", Status: store.TenantActive, CreatedAt: clock.Now()}
-		k := store.Key{ID: "k1", TenantID: "acme", Scopes: []string{"a"}, Hash: []byte{1}, Metadata: map[string]string{"m": "1"}, Notices: []string{"n"}}
+		k := store.Key{ID: "k1", TenantID: "acme", Scopes: []string{"a"}, Hash: []byte{1}, Metadata: map[string]string{"m": "1"}, Notices: []string{"n"}, Status: store.KeyActive}
 		a := store.AuditEntry{TenantID: "acme", ID: "a1", Details: map[string]string{"d": "1"}}
 		if err := s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: tn}, Keys: []store.KeyWrite{{Key: k}}, Audit: []store.AuditEntry{a}}); err != nil {
 			t.Fatalf("Apply: %v", err)

@@ -161,6 +161,11 @@ func decodeEntry(line []byte) (entry, error) {
 	if dec.InputOffset() != int64(len(line)) {
 		return entry{}, errors.New("data after the entry")
 	}
+	for _, k := range e.Keys {
+		if err := store.CheckKey(k); err != nil {
+			return entry{}, err
+		}
+	}
 	return e, nil
 }
 

@@ -258,6 +258,10 @@ func TestCorruptJournalRefused(t *testing.T) {
 		"trailing data":              {func(s, c string) string { return s + `{"peppers":[]} {}` + "\n" + c }, 2},
 		// A whole line this version cannot decode may come from a newer one.
 		"unknown field as last line": {func(s, c string) string { return s + c + `{"widgets":[]}` + "\n" }, 3},
+		// A key no reader would recognise is never served.
+		"unknown key status": {func(s, c string) string {
+			return s + c + `{"keys":[{"id":"k9","tenant_id":"acme","status":"disabled"}]}` + "\n"
+		}, 3},
 		// Compaction renames the snapshot into place whole: it is never torn.
 		"torn snapshot": {func(s, c string) string { return s[:len(s)/2] }, 1},
 	} {
