@@ -67,7 +67,7 @@ func invoke(args []string) error {
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return fmt.Errorf("event: %w", err)
 		}
-		resp, err := httpadapter.New(admin.FromAPIGateway(stack.Admin)).ProxyWithContext(ctx, ev)
+		resp, err := httpadapter.New(admin.FromAPIGateway(localstack.OperatorRole, stack.Admin)).ProxyWithContext(ctx, ev)
 		if err != nil {
 			return err
 		}

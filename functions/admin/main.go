@@ -9,12 +9,10 @@ import (
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/apigateway"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/keyward/keyward/internal/cloud"
 	"github.com/keyward/keyward/pkg/admin"
-	"github.com/keyward/keyward/pkg/apigw"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/leaks"
 )
@@ -22,8 +20,8 @@ import (
 func main() {
 	ctx := context.Background()
 	rt := cloud.Start(ctx)
-	if rt.Env.RestAPIID == "" || rt.Env.Stage == "" {
-		cloud.Fatal(rt.Log, "configuration", errors.New("KEYWARD_REST_API_ID and KEYWARD_STAGE must be set"))
+	if rt.Env.OperatorRole == "" {
+		cloud.Fatal(rt.Log, "configuration", errors.New("KEYWARD_OPERATOR_ROLE_ARN must be set"))
 	}
 	policy := leaks.Policy(os.Getenv("KEYWARD_LEAK_POLICY"))
 	if policy == "" {
@@ -39,12 +37,12 @@ func main() {
 		Store:      rt.Store,
 		Gateway:    rt.Gateway,
 		RateLimits: rt.UsagePlans(),
-		Flusher:    apigw.NewFlusher(apigateway.NewFromConfig(rt.AWS), rt.Env.RestAPIID, rt.Env.Stage),
+		Flusher:    rt.Flusher(),
 		Leaks: admin.Leaks{
 			Keys:      &leaks.GitHubKeys{URL: leaks.GitHubKeysURL},
 			Responder: leaks.Responder{Keys: svc, Store: rt.Store, Peppers: peppers, Format: rt.Format, Policy: policy},
 		},
 		Logger: rt.Log,
 	})
-	lambda.Start(httpadapter.New(admin.FromAPIGateway(srv)).ProxyWithContext)
+	lambda.Start(httpadapter.New(admin.FromAPIGateway(rt.Env.OperatorRole, srv)).ProxyWithContext)
 }

@@ -40,6 +40,7 @@ func main() {
 		Keys:           keys.New(rt.Store, nil, rt.Format, keys.WithAuditRetention(keys.DefaultAuditRetention)),
 		Peppers:        pepper.KMS{Client: kms.NewFromConfig(rt.AWS), KeyID: rt.Env.PepperKeyID},
 		RateLimits:     rt.UsagePlans(),
+		Flusher:        rt.Flusher(),
 		Gateway:        rt.Gateway,
 		PepperInterval: interval,
 		Logger:         rt.Log,

@@ -16,7 +16,6 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/keyward/keyward/config"
-	"github.com/keyward/keyward/pkg/gateway"
 )
 
 // Stage-wide default method throttling: far above any one key's usage
@@ -85,6 +84,24 @@ func (k *keyward) restAPI() {
 		EndpointTypes:    &[]awsapigateway.EndpointType{awsapigateway.EndpointType_REGIONAL},
 		// API Gateway writes access logs with an account-wide role.
 		CloudWatchRole: jsii.Bool(k.s.APIGatewayAccountRole),
+		// Every route may be invoked: the public route needs this
+		// explicit Allow once any resource policy exists, key routes are
+		// decided by the authorizer, and operator routes by the SigV4
+		// signature and then by the admin function, which admits only
+		// sessions of the operator role (KEYWARD_OPERATOR_ROLE_ARN) and
+		// tells any other principal of the account so in the error
+		// envelope; an IAM denial here would be API Gateway's
+		// ACCESS_DENIED, whose template cannot tell it from an
+		// authorizer's (gateway response templates are not VTL).
+		Policy: awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{Statements: &[]awsiam.PolicyStatement{
+			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+				Sid:        jsii.String("InvokeAnyRoute"),
+				Effect:     awsiam.Effect_ALLOW,
+				Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+				Actions:    jsii.Strings("execute-api:Invoke"),
+				Resources:  jsii.Strings("execute-api:/*"),
+			}),
+		}}),
 		DeployOptions: &awsapigateway.StageOptions{
 			StageName:            jsii.String(k.s.Stage),
 			AccessLogDestination: awsapigateway.NewLogGroupLogDestination(accessLogs),
@@ -111,6 +128,7 @@ func (k *keyward) restAPI() {
 	for _, r := range config.AdminRoutes().Routes {
 		k.adminRoute(r)
 	}
+	k.noRoutes()
 	k.gatewayResponses()
 	for _, t := range gw.RateLimitTiers {
 		k.plans[t.Name] = k.api.AddUsagePlan(jsii.String("Plan"+title(t.Name)), &awsapigateway.UsagePlanProps{
@@ -171,25 +189,23 @@ func (k *keyward) methodOptions(r config.Route, params map[string]*bool) *awsapi
 	return o
 }
 
-// IntegrationHeaders maps the authorizer's context to the headers the
-// protected API receives, from gateway.ContextHeaders.
+// IntegrationHeaders are config.IntegrationHeaders as integration request
+// parameters: the authorizer's context as X-Keyward-* headers, and a static
+// Authorization header in place of the client's, which is the key itself.
 func IntegrationHeaders() map[string]string {
 	m := map[string]string{}
-	for header, name := range gateway.ContextHeaders {
-		m["integration.request.header."+header] = "context.authorizer." + name
+	for header, source := range config.IntegrationHeaders {
+		m["integration.request.header."+header] = source
 	}
 	return m
 }
 
 // protectedRoute forwards one route to the upstream (HTTP proxy), with
-// its path parameters and, when keyward authorizes it, the authorizer's
-// context as headers.
+// its path parameters and the integration headers (config.Routes admits
+// only key-authorized routes to the protected API).
 func (k *keyward) protectedRoute(r config.Route) {
 	methodParams := map[string]*bool{}
-	integrationParams := map[string]string{}
-	if r.Auth == config.AuthKey {
-		integrationParams = IntegrationHeaders()
-	}
+	integrationParams := IntegrationHeaders()
 	for _, m := range pathParam.FindAllStringSubmatch(r.Path, -1) {
 		methodParams["method.request.path."+m[1]] = jsii.Bool(true)
 		integrationParams["integration.request.path."+m[1]] = "method.request.path." + m[1]
@@ -229,6 +245,69 @@ func (k *keyward) adminRoute(r config.Route) {
 	// secret-scanning callback, which verifies its own signature.
 	opts := k.methodOptions(r, nil)
 	k.resource(r.Path).AddMethod(jsii.String(r.Method), integration, opts)
+}
+
+// ProxyResource is the greedy child noRoutes adds to a resource.
+const ProxyResource = "{proxy+}"
+
+// NoRoutePaths are the resources noRoutes answers ANY on: every resource
+// of the route tables and their prefixes, and a greedy ProxyResource child
+// of each that has no variable child already (API Gateway allows one
+// variable child among siblings) and is not greedy itself.
+func NoRoutePaths(routes ...config.RouteTable) []string {
+	nodes := map[string]bool{"/": true}
+	variableChild := map[string]bool{}
+	for _, t := range routes {
+		for _, r := range t.Routes {
+			segs := strings.Split(strings.TrimPrefix(r.Path, "/"), "/")
+			for i, seg := range segs {
+				parent := "/" + strings.Join(segs[:i], "/")
+				nodes["/"+strings.Join(segs[:i+1], "/")] = true
+				if strings.HasPrefix(seg, "{") {
+					variableChild[parent] = true
+				}
+			}
+		}
+	}
+	var paths []string
+	for p := range nodes {
+		paths = append(paths, p)
+		if !variableChild[p] && !strings.HasSuffix(p, "+}") {
+			paths = append(paths, strings.TrimSuffix(p, "/")+"/"+ProxyResource)
+		}
+	}
+	sort.Strings(paths)
+	return paths
+}
+
+// noRoutes answers every method a route table lacks, on every resource and
+// every path below one that names no route, with config.Gateway's NoRoute:
+// a mock integration, so no Lambda or upstream runs. API Gateway prefers
+// an explicit method to ANY and a literal or variable segment to a greedy
+// one, so no route changes. Without them API Gateway would answer
+// MISSING_AUTHENTICATION_TOKEN (or, for a request with a non-SigV4
+// Authorization header, INCOMPLETE_SIGNATURE), which keyward keeps for
+// what they also mean: an operator route called without a signature.
+func (k *keyward) noRoutes() {
+	nr := k.s.Gateway.NoRoute
+	status := jsii.String(strconv.Itoa(nr.Status))
+	integration := awsapigateway.NewMockIntegration(&awsapigateway.IntegrationOptions{
+		// The mock's status; a request of another content type gets API
+		// Gateway's 415.
+		RequestTemplates:    &map[string]*string{"application/json": jsii.String(fmt.Sprintf(`{"statusCode": %d}`, nr.Status))},
+		PassthroughBehavior: awsapigateway.PassthroughBehavior_WHEN_NO_TEMPLATES,
+		IntegrationResponses: &[]*awsapigateway.IntegrationResponse{{
+			StatusCode:        status,
+			ResponseTemplates: &map[string]*string{"application/json": jsii.String(nr.Template)},
+		}},
+	})
+	opts := &awsapigateway.MethodOptions{
+		AuthorizationType: awsapigateway.AuthorizationType_NONE,
+		MethodResponses:   &[]*awsapigateway.MethodResponse{{StatusCode: status}},
+	}
+	for _, p := range NoRoutePaths(k.s.Routes, config.AdminRoutes()) {
+		k.resource(p).AddMethod(jsii.String("ANY"), integration, opts)
+	}
 }
 
 // arnPath is a route path as execute-api ARNs match it.

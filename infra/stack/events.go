@@ -15,7 +15,6 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/keyward/keyward/pkg/jobs"
-	"github.com/keyward/keyward/pkg/localstack"
 )
 
 // Publisher stream settings (the event source mapping from the table's
@@ -89,7 +88,7 @@ func (k *keyward) publisherStream() {
 // ScheduleNames are the jobs in a stable order.
 func ScheduleNames() []string {
 	var names []string
-	for name := range localstack.Schedules {
+	for name := range jobs.Schedules {
 		names = append(names, name)
 	}
 	sort.Strings(names)
@@ -109,14 +108,14 @@ func RateDuration(d time.Duration) awscdk.Duration {
 	}
 }
 
-// schedules runs each job on the interval the local stack uses too, with
-// the input functions/rotation reads.
+// schedules runs each job on its interval (jobs.Schedules), with the
+// input functions/rotation reads.
 func (k *keyward) schedules() {
 	for _, name := range ScheduleNames() {
 		awsevents.NewRule(k.stack, jsii.String("Schedule"+title(camel(name))), &awsevents.RuleProps{
 			RuleName:    jsii.String(k.name(name)),
 			Description: jsii.String("keyward job " + name),
-			Schedule:    awsevents.Schedule_Rate(RateDuration(localstack.Schedules[name])),
+			Schedule:    awsevents.Schedule_Rate(RateDuration(jobs.Schedules[name])),
 			Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(k.fns[FnRotation], &awseventstargets.LambdaFunctionProps{
 				Event: awsevents.RuleTargetInput_FromObject(map[string]any{"job": name}),
 				// The next run comes soon enough: a failed run is not

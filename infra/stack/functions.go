@@ -18,6 +18,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/jobs"
 )
 
 // Spec is how one function runs.
@@ -49,12 +50,12 @@ var Specs = map[string]Spec{
 	// 2-minute lease is longer still).
 	FnAdmin: {MemoryMB: 256, Timeout: 25 * time.Second},
 	// The jobs page through their work and stop 5 s before the deadline
-	// (pkg/jobs); 5 minutes is one expiry-sweep period. Reserved
-	// concurrency 1: overlapping runs are safe (revision-checked writes)
-	// but pointless, and one run at a time bounds the Scan and Query load
-	// the jobs put on the table; an invocation that finds the function
-	// busy waits in Lambda's asynchronous queue.
-	FnRotation: {MemoryMB: 256, Timeout: 5 * time.Minute, Reserved: 1},
+	// (pkg/jobs). Reserved concurrency of one run per job: overlapping
+	// runs of a job are safe (revision-checked writes), and the cap
+	// bounds the Scan and Query load the jobs put on the table, but the
+	// expiry sweep, which ends the cached decisions of expired keys every
+	// minute, must never wait behind a daily scan of every key.
+	FnRotation: {MemoryMB: 256, Timeout: 5 * time.Minute, Reserved: len(jobs.Names)},
 	// A batch of up to 100 stream records is at most 10 PutEvents calls.
 	// Reserved concurrency 5 bounds the PutEvents rate a backlog can
 	// produce (EventBridge's per-account PutEvents quota is shared); a
@@ -137,11 +138,15 @@ func (k *keyward) environment(fn string) map[string]string {
 		env["KEYWARD_REST_API_ID"] = *k.api.RestApiId()
 		env["KEYWARD_STAGE"] = k.s.Stage
 		env["KEYWARD_USAGE_PLANS"] = k.usagePlansEnv()
+		env["KEYWARD_OPERATOR_ROLE_ARN"] = *k.operator.RoleArn()
 		if k.s.LeakPolicy != "" {
 			env["KEYWARD_LEAK_POLICY"] = string(k.s.LeakPolicy)
 		}
 	case FnRotation:
 		env["KEYWARD_USAGE_PLANS"] = k.usagePlansEnv()
+		// The expiry sweep flushes the stage's authorizer cache.
+		env["KEYWARD_REST_API_ID"] = *k.api.RestApiId()
+		env["KEYWARD_STAGE"] = k.s.Stage
 		if k.s.PepperRotationDays != 0 {
 			env["KEYWARD_PEPPER_ROTATION_DAYS"] = strconv.Itoa(k.s.PepperRotationDays)
 		}

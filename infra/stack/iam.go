@@ -34,6 +34,12 @@ func apigatewayARN(path string) string {
 	return "arn:" + *awscdk.Aws_PARTITION() + ":apigateway:" + *awscdk.Aws_REGION() + "::" + path
 }
 
+// flushStatement allows FlushStageAuthorizersCache on the stage.
+func (k *keyward) flushStatement() awsiam.PolicyStatement {
+	return statement("FlushAuthorizerCache", []string{"apigateway:DELETE"},
+		[]string{apigatewayARN("/restapis/" + *k.api.RestApiId() + "/stages/" + k.s.Stage + "/cache/authorizers")}, nil)
+}
+
 // permissions gives each function exactly the calls its code makes
 // (functions/*/main.go and the packages they wire), on its resources
 // only. The pepper key's permissions are in its key policy (keys()).
@@ -89,15 +95,14 @@ func (k *keyward) permissions() {
 		statement("UsagePlanKeys", []string{"apigateway:GET", "apigateway:POST"}, planKeys, nil),
 		// DeleteUsagePlanKey.
 		statement("UsagePlanKey", []string{"apigateway:DELETE"}, planKey, nil),
-		// FlushStageAuthorizersCache.
-		statement("FlushAuthorizerCache", []string{"apigateway:DELETE"},
-			[]string{apigatewayARN("/restapis/" + *k.api.RestApiId() + "/stages/" + k.s.Stage + "/cache/authorizers")}, nil),
+		k.flushStatement(),
 	)
 
 	// rotation: ListPeppers (Query), CreatePepper (PutItem), RetirePepper
 	// and key changes (UpdateItem, PutItem), ScanKeys (Scan), job
 	// checkpoints (GetItem, PutItem, and DeleteItem when a run finishes);
-	// gsi2 for the keys due to expire; deleting dead keys' API keys.
+	// gsi2 for the keys due to expire; deleting dead keys' API keys; the
+	// stage's authorizer cache, which the expiry sweep flushes.
 	add(FnRotation,
 		statement("Table", []string{"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, []string{table}, nil),
 		statement("ExpiryIndex", []string{"dynamodb:Query"}, []string{k.indexARN(indexExpiry)}, nil),
@@ -106,6 +111,7 @@ func (k *keyward) permissions() {
 		statement("ApiKeys", []string{"apigateway:GET"}, []string{apigatewayARN("/apikeys")}, nil),
 		// DeleteApiKey.
 		statement("ApiKey", []string{"apigateway:DELETE"}, []string{apigatewayARN("/apikeys/*")}, nil),
+		k.flushStatement(),
 	)
 
 	// publisher: what Lambda's event source mapping reads the stream

@@ -69,10 +69,11 @@ func TestAlarmsAndDashboardUseTheAuthorizersMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, admin, err := keys.New(st, peppers, format).Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+	o, err := keys.New(st, peppers, format).Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	admin := o.Live
 	var logs bytes.Buffer
 	newAuthorizer := func(s authorizer.Store) *authorizer.Authorizer {
 		a, err := authorizer.New(authorizer.Config{Store: s, Peppers: peppers, Format: format, Routes: routes, Gateway: gw,

@@ -4,9 +4,9 @@
 //
 // Everything the functions and the local stack also read comes from the
 // main module, never from a copy: the route tables and gateway settings
-// from package config, the header mapping from gateway.ContextHeaders, the
-// table layout from package dynamo, the job schedules from
-// localstack.Schedules, the metric names from package authorizer.
+// from package config (with the integration headers), the table layout
+// from package dynamo, the job schedules from jobs.Schedules, the metric
+// names from package authorizer.
 package stack
 
 import (

@@ -38,7 +38,7 @@ func TestSettingsDefaultsComeFromConfig(t *testing.T) {
 		t.Errorf("gateway = %+v, want config.LoadGateway()", s.Gateway)
 	}
 	want := stack.Settings{
-		Prefix: "sk", Stage: "dev", UpstreamURL: "https://example.com", Routes: routes, Gateway: gw,
+		Prefix: "keyward", Stage: "dev", UpstreamURL: "https://example.com", Routes: routes, Gateway: gw,
 		DistDir: filepath.Join(repoRoot, "dist"), APIGatewayAccountRole: true,
 	}
 	if !reflect.DeepEqual(s, want) {

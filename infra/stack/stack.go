@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+	"github.com/keyward/keyward/config"
 )
 
 // Output names.
@@ -29,6 +30,7 @@ const (
 	OutputAlarmTopicARN         = "AlarmTopicArn"
 	OutputRotationFunctionName  = "RotationFunctionName"
 	OutputDomainTarget          = "CustomDomainTarget"
+	OutputOperatorRoleARN       = "OperatorRoleArn"
 )
 
 // keyward holds the constructs while the stack is built; each part is one
@@ -46,6 +48,7 @@ type keyward struct {
 	table     awsdynamodb.Table
 
 	api        awsapigateway.RestApi
+	operator   awsiam.Role
 	authorizer awsapigateway.RequestAuthorizer
 	plans      map[string]awsapigateway.UsagePlan // by tier
 
@@ -82,6 +85,7 @@ func New(scope constructs.Construct, s Settings) awscdk.Stack {
 	k.eventBus()
 	k.function(FnAuthorizer)
 	k.restAPI()
+	k.operatorRole()
 	k.function(FnAdmin)
 	k.function(FnRotation)
 	k.function(FnPublisher)
@@ -118,4 +122,25 @@ func (k *keyward) outputs() {
 	out(OutputPepperKeyARN, *k.pepperKey.KeyArn(), "The KMS key that wraps the peppers")
 	out(OutputAlarmTopicARN, *k.topic.TopicArn(), "The SNS topic every alarm notifies")
 	out(OutputRotationFunctionName, *k.fns[FnRotation].FunctionName(), "The scheduled jobs' function")
+	out(OutputOperatorRoleARN, *k.operator.RoleArn(), "The role whose sessions onboard and offboard tenants (SigV4 on /v1/tenants)")
+}
+
+// operatorRole creates the platform operators' role: principals of the
+// account that may assume it (sts:AssumeRole in their own policies) call
+// the /v1/tenants routes with its sessions, and the admin function admits
+// no other principal there.
+func (k *keyward) operatorRole() {
+	k.operator = awsiam.NewRole(k.stack, jsii.String("OperatorRole"), &awsiam.RoleProps{
+		RoleName:           jsii.String(k.name("operator")),
+		AssumedBy:          awsiam.NewAccountRootPrincipal(),
+		Description:        jsii.String("keyward " + k.s.Stage + ": onboards and offboards tenants (POST /v1/tenants...)"),
+		MaxSessionDuration: awscdk.Duration_Hours(jsii.Number(1)),
+	})
+	var routes []string
+	for _, r := range config.AdminRoutes().Routes {
+		if r.Auth == config.AuthIAM {
+			routes = append(routes, *k.api.ArnForExecuteApi(jsii.String(r.Method), jsii.String(arnPath(r.Path)), jsii.String(k.s.Stage)))
+		}
+	}
+	k.operator.AddToPolicy(statement("InvokeOperatorRoutes", []string{"execute-api:Invoke"}, routes, nil))
 }

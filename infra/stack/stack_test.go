@@ -22,7 +22,7 @@ import (
 	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/infra/stack"
 	"github.com/keyward/keyward/pkg/gateway"
-	"github.com/keyward/keyward/pkg/localstack"
+	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
@@ -39,14 +39,14 @@ func TestMain(m *testing.M) {
 
 func TestResourceCounts(t *testing.T) {
 	f := get(t)
-	routes := len(f.devS.Routes.Routes) + len(config.AdminRoutes().Routes)
+	routes := len(f.devS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(stack.NoRoutePaths(f.devS.Routes, config.AdminRoutes()))
 	for typ, n := range map[string]int{
 		"AWS::DynamoDB::Table":             1,
 		"AWS::KMS::Key":                    2,
 		"AWS::KMS::Alias":                  1,
 		"AWS::Lambda::Function":            5, // the four, and the first-pepper custom resource's handler
 		"AWS::Lambda::EventSourceMapping":  1,
-		"AWS::IAM::Role":                   6, // four functions, the first-pepper handler, API Gateway's logging role
+		"AWS::IAM::Role":                   7, // four functions, the first-pepper handler, API Gateway's logging role, the operators
 		"AWS::Logs::LogGroup":              6, // four functions, access logs, the first-pepper handler
 		"AWS::ApiGateway::RestApi":         1,
 		"AWS::ApiGateway::Stage":           1,
@@ -57,7 +57,7 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::ApiGateway::Account":         1,
 		"AWS::ApiGateway::DomainName":      0,
 		"AWS::Events::EventBus":            1,
-		"AWS::Events::Rule":                len(localstack.Schedules),
+		"AWS::Events::Rule":                len(jobs.Schedules),
 		"AWS::SQS::Queue":                  1,
 		"AWS::SNS::Topic":                  1,
 		"AWS::SNS::Subscription":           0,
@@ -74,12 +74,12 @@ func TestResourceCounts(t *testing.T) {
 	f.dev.raw.ResourceCountIs(jsii.String("AWS::ApiGateway::Method"), jsii.Number(routes))
 	for typ, n := range map[string]int{
 		"AWS::ApiGateway::Account":         0,
-		"AWS::IAM::Role":                   5,
+		"AWS::IAM::Role":                   6,
 		"AWS::ApiGateway::DomainName":      1,
 		"AWS::ApiGateway::BasePathMapping": 1,
 		"AWS::SNS::Subscription":           1,
 		"AWS::Lambda::LayerVersion":        1,
-		"AWS::ApiGateway::Method":          len(f.prodS.Routes.Routes) + len(config.AdminRoutes().Routes),
+		"AWS::ApiGateway::Method":          len(f.prodS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(stack.NoRoutePaths(f.prodS.Routes, config.AdminRoutes())),
 	} {
 		if got := len(f.prod.ofType(typ)); got != n {
 			t.Errorf("prod %s: %d, want %d", typ, got, n)
@@ -223,7 +223,7 @@ func TestFunctions(t *testing.T) {
 		}
 		plans := strings.Join(pairs, ",")
 		common := map[string]string{
-			"KEYWARD_TABLE": ref(x.table), "KEYWARD_PEPPER_KEY_ID": arn(x.pepperKey), "KEYWARD_TOKEN_PREFIX": "sk",
+			"KEYWARD_TABLE": ref(x.table), "KEYWARD_PEPPER_KEY_ID": arn(x.pepperKey), "KEYWARD_TOKEN_PREFIX": "keyward",
 			"KEYWARD_CACHE_TTL": c.ttl, "KEYWARD_USAGE_IDENTITY": c.uid,
 		}
 		with := func(extra map[string]string) map[string]string {
@@ -237,7 +237,8 @@ func TestFunctions(t *testing.T) {
 			return m
 		}
 		authzEnv := with(nil)
-		adminEnv := with(map[string]string{"KEYWARD_REST_API_ID": ref(x.api), "KEYWARD_STAGE": c.s.Stage, "KEYWARD_USAGE_PLANS": plans})
+		adminEnv := with(map[string]string{"KEYWARD_REST_API_ID": ref(x.api), "KEYWARD_STAGE": c.s.Stage, "KEYWARD_USAGE_PLANS": plans,
+			"KEYWARD_OPERATOR_ROLE_ARN": att(x.operator, "Arn")})
 		if c.s.RoutesFile != "" { // prod
 			authzEnv = with(map[string]string{"KEYWARD_ROUTES_FILE": "/opt/keyward/routes.json"})
 			adminEnv["KEYWARD_LEAK_POLICY"] = "flag"
@@ -248,8 +249,9 @@ func TestFunctions(t *testing.T) {
 		}{
 			stack.FnAuthorizer: {256, 5, 0, authzEnv},
 			stack.FnAdmin:      {256, 25, 0, adminEnv},
-			stack.FnRotation:   {256, 300, 1, with(map[string]string{"KEYWARD_USAGE_PLANS": plans})},
-			stack.FnPublisher:  {256, 30, 5, map[string]string{"KEYWARD_EVENT_BUS": ref(x.bus)}},
+			stack.FnRotation: {256, 300, float64(len(jobs.Names)), with(map[string]string{"KEYWARD_USAGE_PLANS": plans,
+				"KEYWARD_REST_API_ID": ref(x.api), "KEYWARD_STAGE": c.s.Stage})},
+			stack.FnPublisher: {256, 30, 5, map[string]string{"KEYWARD_EVENT_BUS": ref(x.bus)}},
 		}
 		for _, fn := range stack.Functions {
 			p := props(c.m.res[x.fn[fn]])
@@ -352,6 +354,9 @@ func routesOf(t *testing.T, m *tmpl) map[string]deployedRoute {
 	for id, r := range m.ofType("AWS::ApiGateway::Method") {
 		p := props(r)
 		d := deployedRoute{Method: p["HttpMethod"].(string), Path: path(flat(p["ResourceId"]))}
+		if d.Path == "" {
+			d.Path = "/"
+		}
 		switch p["AuthorizationType"] {
 		case "CUSTOM":
 			if flat(p["AuthorizerId"]) != ref(authzID) {
@@ -367,6 +372,9 @@ func routesOf(t *testing.T, m *tmpl) map[string]deployedRoute {
 		}
 		d.APIKey, _ = p["ApiKeyRequired"].(bool)
 		d.Integration, _ = p["Integration"].(map[string]any)
+		if d.Integration["Type"] == "MOCK" {
+			continue // noRoutes', checked by TestNoRoutes
+		}
 		d.MethodParams, _ = p["RequestParameters"].(map[string]any)
 		key := d.Method + " " + d.Path
 		if _, dup := out[key]; dup {
@@ -407,8 +415,8 @@ func TestRouteTableIsConfigs(t *testing.T) {
 
 		x := c.m.ids(t, c.s)
 		headers := map[string]any{}
-		for header, name := range gateway.ContextHeaders {
-			headers["integration.request.header."+header] = "context.authorizer." + name
+		for header, source := range config.IntegrationHeaders {
+			headers["integration.request.header."+header] = source
 		}
 		for _, r := range protected.Routes {
 			d := deployed[r.Method+" "+r.Path]
@@ -465,12 +473,18 @@ func TestRouteTableIsConfigs(t *testing.T) {
 	}
 }
 
-func TestIntegrationMapsContextHeaders(t *testing.T) {
-	want := map[string]string{}
-	for header, name := range gateway.ContextHeaders {
-		want["integration.request.header."+header] = "context.authorizer." + name
+// TestIntegrationHeaders: the upstream gets the authorizer's context and,
+// in place of the client's Authorization header (the secret key), a
+// static value, exactly as the local gateway applies them.
+func TestIntegrationHeaders(t *testing.T) {
+	want := map[string]string{
+		"integration.request.header.X-Keyward-Tenant-Id":   "context.authorizer.tenant_id",
+		"integration.request.header.X-Keyward-Key-Id":      "context.authorizer.key_id",
+		"integration.request.header.X-Keyward-Environment": "context.authorizer.environment",
+		"integration.request.header.X-Keyward-Scopes":      "context.authorizer.scopes",
+		"integration.request.header.Authorization":         "'" + config.RedactedAuthorization + "'",
 	}
-	if got := stack.IntegrationHeaders(); !reflect.DeepEqual(got, want) || len(got) != 4 {
+	if got := stack.IntegrationHeaders(); !reflect.DeepEqual(got, want) {
 		t.Errorf("integration headers %v, want %v", got, want)
 	}
 }
@@ -698,14 +712,15 @@ func TestSchedules(t *testing.T) {
 		return fmt.Sprintf("rate(%d %s)", n, unit)
 	}
 	want := map[string]string{}
-	for job, d := range localstack.Schedules {
+	for job, d := range jobs.Schedules {
 		want[job] = rate(d)
 	}
-	// The schedules the design promises.
+	// The schedules the design promises: the expiry sweep, which ends
+	// expired keys' cached decisions, as often as EventBridge allows.
 	if !reflect.DeepEqual(want, map[string]string{
-		"expiry-sweep": "rate(5 minutes)", "expiry-warnings": "rate(1 hour)", "unused-keys": "rate(1 day)", "pepper-rotation": "rate(1 day)",
+		"expiry-sweep": "rate(1 minute)", "expiry-warnings": "rate(1 hour)", "unused-keys": "rate(1 day)", "pepper-rotation": "rate(1 day)",
 	}) {
-		t.Errorf("localstack.Schedules are %v", want)
+		t.Errorf("jobs.Schedules are %v", want)
 	}
 	got := map[string]string{}
 	for id, r := range f.dev.ofType("AWS::Events::Rule") {
@@ -847,6 +862,7 @@ func TestLeastPrivilege(t *testing.T) {
 			"TableKeyThroughDynamoDB": tableKey,
 			"ApiKeys":                 {Actions: []string{"apigateway:GET"}, Resources: []string{apigw("/apikeys")}},
 			"ApiKey":                  {Actions: []string{"apigateway:DELETE"}, Resources: []string{apigw("/apikeys/*")}},
+			"FlushAuthorizerCache":    {Actions: []string{"apigateway:DELETE"}, Resources: []string{apigw("/restapis/" + ref(x.api) + "/stages/dev/cache/authorizers")}},
 		},
 		stack.FnPublisher: {
 			"Logs":                    logs(stack.FnPublisher),
@@ -1028,6 +1044,7 @@ func TestOutputs(t *testing.T) {
 		stack.OutputPepperKeyARN:          arn(x.pepperKey),
 		stack.OutputAlarmTopicARN:         ref(x.topic),
 		stack.OutputRotationFunctionName:  ref(x.fn[stack.FnRotation]),
+		stack.OutputOperatorRoleARN:       arn(x.operator),
 	}
 	if !reflect.DeepEqual(out, want) {
 		t.Errorf("outputs\n got %v\nwant %v", out, want)
@@ -1094,5 +1111,101 @@ func TestCustomTiers(t *testing.T) {
 		if vars, _ := env["Variables"].(map[string]any); vars["KEYWARD_RATE_LIMIT_TIERS"] != nil {
 			t.Fatal("the shipped tiers were passed as an override")
 		}
+	}
+}
+
+// TestNoRoutes: every method a route table lacks, on every resource and
+// below each, gets the no-route mock (no authorizer, no Lambda, the
+// envelope of gateway.json's no_route), so that API Gateway's
+// MISSING_AUTHENTICATION_TOKEN only ever means an operator route without
+// a signature.
+func TestNoRoutes(t *testing.T) {
+	f := get(t)
+	for _, c := range []struct {
+		name string
+		m    *tmpl
+		s    stack.Settings
+	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+		apiID, _ := c.m.only(t, "AWS::ApiGateway::RestApi")
+		var path func(r string) string
+		path = func(r string) string {
+			if r == att(apiID, "RootResourceId") {
+				return ""
+			}
+			p := props(c.m.res[strings.TrimSuffix(strings.TrimPrefix(r, "${"), "}")])
+			return path(flat(p["ParentId"])) + "/" + p["PathPart"].(string)
+		}
+		got := map[string]bool{}
+		for _, r := range c.m.ofType("AWS::ApiGateway::Method") {
+			p := props(r)
+			in, _ := p["Integration"].(map[string]any)
+			if in["Type"] != "MOCK" {
+				continue
+			}
+			at := path(flat(p["ResourceId"]))
+			if at == "" {
+				at = "/"
+			}
+			got[at] = true
+			resp := in["IntegrationResponses"].([]any)[0].(map[string]any)
+			if p["HttpMethod"] != "ANY" || p["AuthorizationType"] != "NONE" || resp["StatusCode"] != "404" ||
+				flat(resp["ResponseTemplates"]) != flat(map[string]any{"application/json": c.s.Gateway.NoRoute.Template}) ||
+				flat(in["RequestTemplates"]) != flat(map[string]any{"application/json": `{"statusCode": 404}`}) {
+				t.Errorf("%s no-route method on %s: %s", c.name, at, flat(p))
+			}
+		}
+		want := map[string]bool{}
+		for _, p := range stack.NoRoutePaths(c.s.Routes, config.AdminRoutes()) {
+			want[p] = true
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s no-route resources:\n got %v\nwant %v", c.name, got, want)
+		}
+		// Every resource a route has, and the root, answers ANY; a greedy
+		// child is added only where no variable child is already.
+		for _, p := range []string{"/", "/v1", "/v1/keys/{id}", "/v1/{proxy+}", "/v1/keys/{id}/rotate/{proxy+}", "/{proxy+}"} {
+			if !want[p] {
+				t.Errorf("%s: no no-route mock on %s", c.name, p)
+			}
+		}
+		for _, p := range []string{"/v1/keys/{proxy+}", "/invoices/{proxy+}"} {
+			if want[p] {
+				t.Errorf("%s: a greedy child beside a variable one on %s", c.name, p)
+			}
+		}
+	}
+	if paths := stack.NoRoutePaths(f.prodS.Routes); slices.Contains(paths, "/files/{path+}/{proxy+}") {
+		t.Errorf("a greedy child below a greedy resource: %v", paths)
+	}
+}
+
+// TestOperatorRoute: only sessions of the stack's operator role onboard
+// and offboard tenants: the role may invoke exactly those routes, the
+// admin function is told its ARN, and the API's resource policy lets every
+// signed request reach the function, which refuses other principals in
+// the error envelope.
+func TestOperatorRole(t *testing.T) {
+	f := get(t)
+	x := f.dev.ids(t, f.devS)
+	role := props(f.dev.res[x.operator])
+	trust := flat(role["AssumeRolePolicyDocument"])
+	if !strings.Contains(trust, `"Principal":{"AWS":"arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}`) || role["MaxSessionDuration"] != 3600.0 {
+		t.Errorf("operator role %s", flat(role))
+	}
+	var want []string
+	for _, r := range config.AdminRoutes().Routes {
+		if r.Auth == config.AuthIAM {
+			path := strings.ReplaceAll(r.Path, "{id}", "*")
+			want = append(want, "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"+ref(x.api)+"/dev/"+r.Method+path)
+		}
+	}
+	got := f.dev.rolePolicy(t, x.operator)
+	if w := (statement{Actions: []string{"execute-api:Invoke"}, Resources: sorted(want...)}); len(got) != 1 || !reflect.DeepEqual(got["InvokeOperatorRoutes"], w) {
+		t.Errorf("operator role policy %v, want %v", got, w)
+	}
+	api := props(f.dev.res[x.api])
+	policy := flat(api["Policy"])
+	if !strings.Contains(policy, `"Action":"execute-api:Invoke","Effect":"Allow","Principal":{"AWS":"*"},"Resource":"execute-api:/*","Sid":"InvokeAnyRoute"`) {
+		t.Errorf("API resource policy %s", policy)
 	}
 }

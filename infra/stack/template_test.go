@@ -54,7 +54,7 @@ var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 	if err := os.WriteFile(routesFile, []byte(`{"routes":[
 		{"method":"GET","path":"/files/{path+}","scope":"files:read"},
 		{"method":"POST","path":"/orders/{order_id}/items","scope":"orders:write"},
-		{"method":"GET","path":"/status","auth":"none"}
+		{"method":"GET","path":"/status","scope":"status:read"}
 	]}`), 0o644); err != nil {
 		return nil, err
 	}
@@ -299,9 +299,9 @@ func (m *tmpl) rolePolicy(t *testing.T, roleID string) map[string]statement {
 
 // ids are the logical ids the tests refer to, found by what they are.
 type ids struct {
-	table, tableKey, pepperKey, api, authorizer, bus, dlq, topic string
-	fn, role, logs                                               map[string]string
-	plans                                                        map[string]string
+	table, tableKey, pepperKey, api, authorizer, bus, dlq, topic, operator string
+	fn, role, logs                                                         map[string]string
+	plans                                                                  map[string]string
 }
 
 func (m *tmpl) ids(t *testing.T, s stack.Settings) ids {
@@ -331,6 +331,7 @@ func (m *tmpl) ids(t *testing.T, s stack.Settings) ids {
 	for _, tier := range s.Gateway.RateLimitTiers {
 		x.plans[tier.Name], _ = m.find(t, "AWS::ApiGateway::UsagePlan", "UsagePlanName", s.StackName()+"-"+tier.Name)
 	}
+	x.operator, _ = m.find(t, "AWS::IAM::Role", "RoleName", s.StackName()+"-operator")
 	return x
 }
 

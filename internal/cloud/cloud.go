@@ -44,6 +44,9 @@ type Env struct {
 	RestAPIID  string
 	Stage      string
 	UsagePlans string
+	// OperatorRole is KEYWARD_OPERATOR_ROLE_ARN: the role whose sessions
+	// the admin function takes as the platform's operators.
+	OperatorRole string
 }
 
 // FromEnv reads the environment; it fails on anything missing.
@@ -59,6 +62,7 @@ func FromEnv() (Env, error) {
 		RestAPIID:      os.Getenv("KEYWARD_REST_API_ID"),
 		Stage:          os.Getenv("KEYWARD_STAGE"),
 		UsagePlans:     os.Getenv("KEYWARD_USAGE_PLANS"),
+		OperatorRole:   os.Getenv("KEYWARD_OPERATOR_ROLE_ARN"),
 	}
 	if e.Table == "" || e.PepperKeyID == "" {
 		return Env{}, fmt.Errorf("cloud: KEYWARD_TABLE and KEYWARD_PEPPER_KEY_ID must be set")
@@ -187,6 +191,16 @@ func (r *Runtime) Peppers(ctx context.Context) *pepper.Ring {
 		Fatal(r.Log, "loading peppers", err)
 	}
 	return ring
+}
+
+// Flusher flushes the stage's authorizer cache (KEYWARD_REST_API_ID and
+// KEYWARD_STAGE), or exits: a function that takes access away must be
+// able to end cached decisions.
+func (r *Runtime) Flusher() *apigw.Flusher {
+	if r.Env.RestAPIID == "" || r.Env.Stage == "" {
+		Fatal(r.Log, "configuration", fmt.Errorf("KEYWARD_REST_API_ID and KEYWARD_STAGE must be set"))
+	}
+	return apigw.NewFlusher(apigateway.NewFromConfig(r.AWS), r.Env.RestAPIID, r.Env.Stage)
 }
 
 // UsagePlans is the API Gateway usage plans of the rate-limit tiers, or

@@ -34,10 +34,13 @@ type Caller struct {
 	KeyID       string // "key_<id>"
 	Environment string
 	Scopes      []string
-	// Operator is set for the platform's operators (IAM principal in AWS,
-	// the operator token locally); OperatorID names them for the audit.
+	// Operator is set for the platform's operators (the operator role in
+	// AWS, the operator token locally); OperatorID names them for the
+	// audit. Principal is the IAM identity API Gateway verified, operator
+	// or not.
 	Operator   bool
 	OperatorID string
+	Principal  string
 	RequestID  string
 
 	// key is the management key as stored, read by tenantRoute: its
@@ -230,11 +233,16 @@ func (s *Server) tenantRoute(need string, next http.Handler) http.Handler {
 // operatorRoute admits the platform's operators only.
 func (s *Server) operatorRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, ok := callerFrom(r.Context()); !ok || !c.Operator {
+		c, ok := callerFrom(r.Context())
+		switch {
+		case ok && c.Operator:
+			next.ServeHTTP(w, r)
+		case ok && c.Principal != "":
+			writeError(w, &apiError{Status: http.StatusForbidden, Type: "forbidden", Code: "not_operator",
+				Message: "This route is for the platform's operator role; the signing identity is not it."})
+		default:
 			writeError(w, errNotOperator)
-			return
 		}
-		next.ServeHTTP(w, r)
 	})
 }
 

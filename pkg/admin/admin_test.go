@@ -690,6 +690,10 @@ func TestRateLimitProvisioningFailureTakesTheKeyBack(t *testing.T) {
 func TestOperatorRoutes(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
 		op := admin.Caller{Operator: true, OperatorID: "arn:aws:iam::111122223333:role/platform"}
+		// A verified IAM identity that is not the operator role is told so.
+		notOp := admin.Caller{Principal: "arn:aws:sts::111122223333:assumed-role/Admin/alice"}
+		h.fails(notOp, "POST", "/v1/tenants", map[string]string{"tenant_id": "gamma", "name": "Gamma"}, 403, "not_operator", "")
+		h.fails(notOp, "POST", "/v1/tenants/beta/offboard", nil, 403, "not_operator", "")
 		_, raw := h.ok(op, "POST", "/v1/tenants", map[string]string{"tenant_id": "gamma", "name": "Gamma"}, 201)
 		if !strings.Contains(string(raw), `"secret":"sk_live_`) || !strings.Contains(string(raw), `"keys:admin"`) {
 			t.Fatalf("onboarding: %s", raw)
@@ -788,6 +792,10 @@ func TestNoChangeToMorePowerfulKeys(t *testing.T) {
 func TestOperatorIdempotencyIsNotATenants(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
 		op := admin.Caller{Operator: true, OperatorID: "arn:aws:iam::111122223333:role/platform"}
+		// A verified IAM identity that is not the operator role is told so.
+		notOp := admin.Caller{Principal: "arn:aws:sts::111122223333:assumed-role/Admin/alice"}
+		h.fails(notOp, "POST", "/v1/tenants", map[string]string{"tenant_id": "gamma", "name": "Gamma"}, 403, "not_operator", "")
+		h.fails(notOp, "POST", "/v1/tenants/beta/offboard", nil, 403, "not_operator", "")
 		_, raw := h.ok(op, "POST", "/v1/tenants", map[string]string{"tenant_id": "operator", "name": "Operator Inc"}, 201)
 		var out struct {
 			Key struct{ ID string }

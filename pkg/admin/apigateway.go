@@ -12,9 +12,11 @@ import (
 // adapter, which puts the event's request context in the request's
 // context). A management key's identity comes from keyward's authorizer
 // context; an operator's from the IAM identity API Gateway verified
-// (SigV4) on the /v1/tenants routes. Nothing the client sends in headers,
-// query or body can set either.
-func FromAPIGateway(next http.Handler) http.Handler {
+// (SigV4) on the /v1/tenants routes, which must be operatorRole: any other
+// principal of the account is refused by the operator routes with a 403
+// that names the role. Nothing the client sends in headers, query or body
+// can set either.
+func FromAPIGateway(operatorRole string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc, ok := core.GetAPIGatewayContextFromContext(r.Context())
 		if !ok {
@@ -27,8 +29,28 @@ func FromAPIGateway(next http.Handler) http.Handler {
 		case str("tenant_id") != "":
 			c.TenantID, c.KeyID, c.Environment, c.Scopes = str("tenant_id"), str("key_id"), str("environment"), strings.Fields(str("scopes"))
 		case rc.Identity.UserArn != "":
-			c.Operator, c.OperatorID = true, rc.Identity.UserArn
+			c.Principal = rc.Identity.UserArn
+			c.Operator = IsRole(rc.Identity.UserArn, operatorRole)
+			if c.Operator {
+				c.OperatorID = rc.Identity.UserArn
+			}
 		}
 		next.ServeHTTP(w, r.WithContext(WithCaller(r.Context(), c)))
 	})
+}
+
+// IsRole reports whether principal, a caller's ARN as API Gateway reports
+// it (arn:aws:sts::<account>:assumed-role/<name>/<session>), is a session
+// of role (arn:aws:iam::<account>:role/<path/><name>). An empty role
+// matches nothing.
+func IsRole(principal, role string) bool {
+	rp, pp := strings.SplitN(role, ":", 6), strings.SplitN(principal, ":", 6)
+	if len(rp) != 6 || len(pp) != 6 || rp[0] != "arn" || pp[0] != "arn" || rp[2] != "iam" || pp[2] != "sts" ||
+		rp[1] != pp[1] || rp[4] == "" || rp[4] != pp[4] {
+		return false
+	}
+	name, ok := strings.CutPrefix(rp[5], "role/")
+	name = name[strings.LastIndexByte(name, '/')+1:] // assumed-role ARNs carry no path
+	session, isSession := strings.CutPrefix(pp[5], "assumed-role/"+name+"/")
+	return ok && name != "" && isSession && session != "" && !strings.Contains(session, "/")
 }

@@ -18,7 +18,7 @@ import (
 func callerEcho(t *testing.T, ev events.APIGatewayProxyRequest) (int, map[string]any) {
 	t.Helper()
 	var seen map[string]any
-	h := admin.FromAPIGateway(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := admin.FromAPIGateway(operatorRole, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = admin.DescribeCaller(r.Context())
 	}))
 	var accessor core.RequestAccessor
@@ -30,6 +30,9 @@ func callerEcho(t *testing.T, ev events.APIGatewayProxyRequest) (int, map[string
 	h.ServeHTTP(rec, req)
 	return rec.Code, seen
 }
+
+// operatorRole is the stack's operator role, with a path.
+const operatorRole = "arn:aws:iam::111122223333:role/ops/keyward-prod-operator"
 
 func TestFromAPIGateway(t *testing.T) {
 	base := events.APIGatewayProxyRequest{HTTPMethod: "GET", Path: "/v1/keys", Resource: "/v1/keys",
@@ -44,10 +47,26 @@ func TestFromAPIGateway(t *testing.T) {
 	}
 
 	iam := base
-	iam.RequestContext.Identity.UserArn = "arn:aws:iam::111122223333:role/platform"
+	iam.RequestContext.Identity.UserArn = "arn:aws:sts::111122223333:assumed-role/keyward-prod-operator/deploy-pipeline"
 	_, c = callerEcho(t, iam)
-	if c["operator"] != true || c["tenant"] != "" {
+	if c["operator"] != true || c["tenant"] != "" || c["principal"] != iam.RequestContext.Identity.UserArn {
 		t.Fatalf("IAM caller: %v", c)
+	}
+	// Any other principal of the account is no operator.
+	for _, arn := range []string{
+		"arn:aws:iam::111122223333:user/admin",
+		"arn:aws:sts::111122223333:assumed-role/AdministratorAccess/alice",
+		"arn:aws:sts::111122223333:assumed-role/keyward-prod-operator-2/x",
+		"arn:aws:sts::444455556666:assumed-role/keyward-prod-operator/x",
+		"arn:aws-cn:sts::111122223333:assumed-role/keyward-prod-operator/x",
+		"arn:aws:sts::111122223333:assumed-role/keyward-prod-operator/",
+		"arn:aws:iam::111122223333:role/platform/keyward-prod-operator",
+	} {
+		other := base
+		other.RequestContext.Identity.UserArn = arn
+		if _, c = callerEcho(t, other); c["operator"] != false || c["principal"] != arn {
+			t.Errorf("%s: %v", arn, c)
+		}
 	}
 
 	// A client cannot claim an identity with the adapter's own header.
@@ -61,7 +80,7 @@ func TestFromAPIGateway(t *testing.T) {
 
 	// Without the adapter's context, nothing is served.
 	rec := httptest.NewRecorder()
-	admin.FromAPIGateway(http.NotFoundHandler()).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/keys", nil))
+	admin.FromAPIGateway(operatorRole, http.NotFoundHandler()).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/keys", nil))
 	if rec.Code != http.StatusUnauthorized {
 		t.Fatalf("request without API Gateway context: %d", rec.Code)
 	}

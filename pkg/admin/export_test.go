@@ -9,5 +9,5 @@ import (
 func DescribeCaller(ctx context.Context) map[string]any {
 	c, _ := callerFrom(ctx)
 	return map[string]any{"tenant": c.TenantID, "key": c.KeyID, "scopes": strings.Join(c.Scopes, " "),
-		"operator": c.Operator, "request": c.RequestID}
+		"operator": c.Operator, "principal": c.Principal, "request": c.RequestID}
 }

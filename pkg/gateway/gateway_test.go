@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -682,7 +683,9 @@ func TestProxyForwardsToTheService(t *testing.T) {
 	}))
 	defer backend.Close()
 	u, _ := url.Parse(backend.URL + "/api")
-	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger) })
+	h := newHarness(t, func(c *gateway.Config) {
+		c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger, gateway.IntegrationTimeout)
+	})
 	front := httptest.NewServer(h.gw)
 	defer front.Close()
 
@@ -728,7 +731,9 @@ func TestProxyUnreachableUpstream(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())
 	u, _ := url.Parse(down.URL)
 	down.Close() // nothing listens there now
-	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger) })
+	h := newHarness(t, func(c *gateway.Config) {
+		c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger, gateway.IntegrationTimeout)
+	})
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest("GET", "/invoices", nil)
 	r.Header.Set("Authorization", "Bearer x")
@@ -750,7 +755,9 @@ func TestClientCannotPoseAsTheGateway(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Clone() }))
 	defer backend.Close()
 	u, _ := url.Parse(backend.URL)
-	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger) })
+	h := newHarness(t, func(c *gateway.Config) {
+		c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger, gateway.IntegrationTimeout)
+	})
 	front := httptest.NewServer(h.gw)
 	defer front.Close()
 	req, _ := http.NewRequest("GET", front.URL+"/invoices", nil)
@@ -785,5 +792,134 @@ func TestDotSegmentsAndEncodedSlashesAreNoRoute(t *testing.T) {
 		if w.Code != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want the no-route 404", path, w.Code)
 		}
+	}
+}
+
+// TestRepeatedIdentityHeadersAreNeverCached: a credential sent twice is
+// decided afresh (the authorizer refuses two), never keyed by every value.
+func TestRepeatedIdentityHeadersAreNeverCached(t *testing.T) {
+	h := newHarness(t, nil)
+	for k := 1; k <= 40; k++ {
+		vals := make([]string, k)
+		for i := range vals {
+			vals[i] = bearer
+		}
+		h.do("GET", "/invoices", "192.0.2.1:1234", http.Header{"Authorization": vals})
+	}
+	// One decision cached for the single header; every repeated one asked.
+	if entries, _ := h.gw.CacheSize(); entries != 1 || h.authz.calls() != 40 {
+		t.Fatalf("%d cache entries, %d authorizer calls; want 1 and 40", entries, h.authz.calls())
+	}
+}
+
+// TestRequestHeadLimit: API Gateway's 10,240 bytes of request line and
+// headers, refused in the envelope before anything runs.
+func TestRequestHeadLimit(t *testing.T) {
+	h := newHarness(t, nil)
+	vals := make([]string, 200) // 200 × 80 bytes
+	for i := range vals {
+		vals[i] = bearer
+	}
+	w := h.do("GET", "/invoices", "192.0.2.1:1234", http.Header{"Authorization": vals})
+	if w.Code != http.StatusRequestHeaderFieldsTooLarge || !strings.Contains(w.Body.String(), `"type":"invalid_request"`) || !strings.Contains(w.Body.String(), "10240") {
+		t.Fatalf("oversized head: %d %s", w.Code, w.Body)
+	}
+	w = h.do("GET", "/invoices", "192.0.2.1:1234", http.Header{"X-Pad": {strings.Repeat("p", gateway.MaxHead-300)}})
+	if w.Code != http.StatusOK {
+		t.Fatalf("a head just within the limit: %d %s", w.Code, w.Body)
+	}
+	if h.authz.calls() != 1 {
+		t.Fatalf("%d authorizer calls, want only the one within the limit", h.authz.calls())
+	}
+}
+
+// TestCacheIsBoundedInBytes: many distinct credentials, each as large as
+// the head limit allows, never hold more than the cache's byte bound;
+// expired entries go first.
+func TestCacheIsBoundedInBytes(t *testing.T) {
+	h := newHarness(t, nil)
+	long := strings.Repeat("x", gateway.MaxHead-500)
+	for i := range 3000 {
+		h.do("GET", "/invoices", "192.0.2.1:1234", http.Header{"Authorization": {fmt.Sprintf("Bearer %d%s", i, long)}})
+		if _, bytes := h.gw.CacheSize(); bytes > gateway.MaxCacheBytes {
+			t.Fatalf("cache holds %d bytes after %d requests, over %d", bytes, i+1, gateway.MaxCacheBytes)
+		}
+	}
+	// Once the cache is full of expired entries, the next decision
+	// evicts them and keeps the live ones.
+	h.clock.Advance(time.Duration(loadGateway(t).Authorizer.CacheTTLSeconds) * time.Second)
+	fresh := func(i int) http.Header {
+		return http.Header{"Authorization": {fmt.Sprintf("Bearer fresh%d%s", i, long)}}
+	}
+	for i := range 5 {
+		h.do("GET", "/invoices", "192.0.2.1:1234", fresh(i))
+	}
+	for i := range 3000 {
+		before, _ := h.gw.CacheSize()
+		h.do("GET", "/invoices", "192.0.2.1:1234", http.Header{"Authorization": {fmt.Sprintf("Bearer later%d%s", i, long)}})
+		if after, _ := h.gw.CacheSize(); after < before {
+			break
+		}
+	}
+	calls := h.authz.calls()
+	for i := range 5 {
+		h.do("GET", "/invoices", "192.0.2.1:1234", fresh(i))
+	}
+	if h.authz.calls() != calls {
+		t.Fatalf("evicting expired entries dropped live ones: %d authorizer calls for 5 cached decisions", h.authz.calls()-calls)
+	}
+}
+
+// TestAmbiguousPathsAreRefused: path forms a backend could resolve to
+// another route than the one authorized never get past the gateway.
+func TestAmbiguousPathsAreRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, path := range []string{"/invoices/..%5ccustomers", "/invoices/..;", "/invoices/a;b", "/invoices/a%252F..%252Fcustomers",
+		"/invoices/%00", "/invoices/a%5Cb", "/invoices/%25"} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("Authorization", bearer)
+		h.gw.ServeHTTP(w, r)
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `"type":"invalid_request"`) {
+			t.Errorf("GET %s: %d %s, want 400 in the envelope", path, w.Code, w.Body)
+		}
+	}
+	if h.authz.calls() != 0 || h.upstream.count() != 0 {
+		t.Fatalf("an ambiguous path reached the authorizer (%d) or the upstream (%d)", h.authz.calls(), h.upstream.count())
+	}
+}
+
+// TestPayloadLimit: a body over API Gateway's 10 MB gets its 413.
+func TestPayloadLimit(t *testing.T) {
+	h := newHarness(t, nil)
+	r := httptest.NewRequest("POST", "/invoices", strings.NewReader("{}"))
+	r.ContentLength = gateway.MaxPayload + 1
+	r.Header.Set("Authorization", bearer)
+	w := httptest.NewRecorder()
+	h.gw.ServeHTTP(w, r)
+	if w.Code != http.StatusRequestEntityTooLarge || h.upstream.count() != 0 {
+		t.Fatalf("oversized body: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestProxyTimesOut: an upstream slower than the integration timeout gets
+// INTEGRATION_TIMEOUT, not a hung client.
+func TestProxyTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	u, _ := url.Parse(slow.URL)
+	const timeout = 100 * time.Millisecond
+	h := newHarness(t, func(c *gateway.Config) { c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger, timeout) })
+	start := time.Now()
+	w := h.get("/invoices")
+	if w.Code != http.StatusGatewayTimeout || time.Since(start) < timeout || !strings.Contains(h.logs.String(), "INTEGRATION_TIMEOUT") {
+		t.Fatalf("slow upstream: %d %s after %v", w.Code, w.Body, time.Since(start))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward/config"
 )
@@ -38,11 +39,11 @@ func Echo() http.Handler {
 // Proxy forwards to the user's own service at upstream, as an HTTP proxy
 // integration does: upstream's path prefixes the request's, and the client
 // address is appended to X-Forwarded-For. Connections are kept alive and
-// reused. When the service cannot be reached, or takes longer than
-// IntegrationTimeout, the client gets the INTEGRATION_FAILURE or
-// INTEGRATION_TIMEOUT gateway response (504), in the error envelope, and
+// reused. When the service cannot be reached, or takes longer than timeout
+// (IntegrationTimeout, as in AWS), the client gets the INTEGRATION_FAILURE
+// or INTEGRATION_TIMEOUT gateway response (504), in the error envelope, and
 // the cause goes to the log.
-func Proxy(upstream *url.URL, cfg config.Gateway, log *slog.Logger) http.Handler {
+func Proxy(upstream *url.URL, cfg config.Gateway, log *slog.Logger, timeout time.Duration) http.Handler {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	// Every request goes to one host: keep as many idle connections to it
 	// as a busy local stack has requests in flight, not the default two.
@@ -70,7 +71,7 @@ func Proxy(upstream *url.URL, cfg config.Gateway, log *slog.Logger) http.Handler
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), IntegrationTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		proxy.ServeHTTP(w, r.WithContext(ctx))
 	})

@@ -37,6 +37,14 @@ const (
 // Names lists every job.
 var Names = []string{PepperRotation, ExpirySweep, ExpiryWarnings, UnusedKeys}
 
+// Schedules are how often each job runs, as the CDK stack deploys them on
+// EventBridge. The expiry sweep ends the cached decisions of expired keys,
+// so it runs as often as EventBridge schedules allow, once a minute.
+var Schedules = map[string]time.Duration{
+	ExpirySweep: time.Minute, ExpiryWarnings: time.Hour,
+	UnusedKeys: 24 * time.Hour, PepperRotation: 24 * time.Hour,
+}
+
 // Defaults of the schedule-independent settings.
 const (
 	DefaultPepperInterval = 90 * 24 * time.Hour

@@ -38,6 +38,12 @@ import (
 // DemoTenant is the tenant the first start creates.
 const DemoTenant = "demo"
 
+// OperatorRole stands in for the stack's operator role when `keyward
+// invoke` runs the admin handler on an event: a session of it, such as
+// arn:aws:sts::000000000000:assumed-role/keyward-local-operator/me, is an
+// operator. The served stack takes the operator token instead.
+const OperatorRole = "arn:aws:iam::000000000000:role/keyward-local-operator"
+
 // Options configure the local stack.
 type Options struct {
 	DataDir       string // default ".keyward"
@@ -82,15 +88,11 @@ type Stack struct {
 	log   *slog.Logger
 }
 
-// Schedules of the jobs: as deployed (the CDK stack uses the same), as
-// the local stack runs them, and fast for trying things out. The expiry
-// sweep ends the cached decisions of expired keys, so it runs as often as
-// EventBridge allows in AWS (once a minute) and twice a second locally.
+// Schedules of the jobs as the local stack runs them (jobs.Schedules are
+// the deployed ones), and fast for trying things out. The expiry sweep ends
+// the cached decisions of expired keys: locally it runs twice a second,
+// with no minute granularity to respect.
 var (
-	Schedules = map[string]time.Duration{
-		jobs.ExpirySweep: time.Minute, jobs.ExpiryWarnings: time.Hour,
-		jobs.UnusedKeys: 24 * time.Hour, jobs.PepperRotation: 24 * time.Hour,
-	}
 	LocalSchedules = map[string]time.Duration{
 		jobs.ExpirySweep: 500 * time.Millisecond, jobs.ExpiryWarnings: time.Hour,
 		jobs.UnusedKeys: 24 * time.Hour, jobs.PepperRotation: 24 * time.Hour,
@@ -191,7 +193,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("localstack: UPSTREAM %q is not an http(s)://host:port URL", o.Upstream)
 		}
-		upstream = gateway.Proxy(u, s.Gateway, o.Logger)
+		upstream = gateway.Proxy(u, s.Gateway, o.Logger, gateway.IntegrationTimeout)
 	}
 	s.OperatorToken = o.OperatorToken
 	if s.OperatorToken == "" {
@@ -302,26 +304,31 @@ func (s *Stack) schedule(ctx context.Context, name string, every time.Duration) 
 	}
 }
 
+// newServer is the local stack's HTTP server. A client gets as long as
+// API Gateway gives it: its headers within seconds, its whole request (up
+// to 10 MB) within 30 s, and the answer may take the integration's 29 s.
+// Go refuses headers well past the gateway's 10,240-byte limit before the
+// gateway sees them, and idle or slow connections are closed, so a hostile
+// client costs little memory or time.
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      gateway.IntegrationTimeout + 5*time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    gateway.MaxHead,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 // Close closes the store; every acknowledged write is already on disk.
 func (s *Stack) Close() error { return s.store.Close() }
 
 // Serve serves the stack on ln until ctx ends, then shuts down gracefully:
 // requests in flight finish (up to 10 s) before the store closes.
 func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler: s.Handler,
-		// A client gets as long as API Gateway gives it: its headers
-		// within seconds, its whole request (up to 10 MB) within 30 s, and
-		// the answer may take the integration's 29 s. Go refuses headers
-		// well past the gateway's 10,240-byte limit before the gateway
-		// sees them, so a hostile client costs little memory.
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      gateway.IntegrationTimeout + 5*time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    gateway.MaxHead,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := newServer(s.Handler, s.log)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	jobsCtx, stopJobs := context.WithCancel(ctx)
