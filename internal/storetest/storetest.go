@@ -4,10 +4,12 @@
 package storetest
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward/internal/dynamolocal"
+	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 	"github.com/keyward/keyward/pkg/store/embedded"
@@ -25,4 +27,22 @@ func ForEach(t *testing.T, now func() time.Time, test func(t *testing.T, s store
 		client, table := dynamolocal.NewTable(t)
 		test(t, dynamo.New(client, table, dynamo.WithClock(now)))
 	})
+}
+
+// Peppers gives st a first pepper version, made at now under a local key
+// ring, and loads the ring that hashes and verifies with it.
+func Peppers(t testing.TB, st store.Store, now time.Time, opts ...pepper.Option) (*pepper.LocalKeyring, *pepper.Ring) {
+	t.Helper()
+	kr, err := pepper.NewLocalKeyring(bytes.Repeat([]byte{7}, pepper.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pepper.Create(t.Context(), st, kr, now); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := pepper.Load(t.Context(), st, kr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr, ring
 }

@@ -22,12 +22,12 @@ import (
 	"github.com/keyward/keyward/internal/openapitest"
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/internal/testflush"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/leaks"
-	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -59,24 +59,10 @@ func (f *fakeLimits) Remove(_ context.Context, identity string) error {
 	return nil
 }
 
-// fakeFlusher records when the authorizer cache was flushed, and can
-// fail (recording nothing).
+// fakeFlusher records the authorizer cache's flushes.
 type fakeFlusher struct {
-	t     *testing.T
-	clock *testclock.Clock
-	mu    sync.Mutex
-	at    []time.Time
-	fail  error
-}
-
-func (f *fakeFlusher) Flush(context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
-	}
-	f.at = append(f.at, f.clock.Now())
-	return nil
+	testflush.Recorder
+	t *testing.T
 }
 
 // count is how many changes were made effective: each flushes twice, the
@@ -84,17 +70,16 @@ func (f *fakeFlusher) Flush(context.Context) error {
 // longer reach the cache (authorizer.Invalidate).
 func (f *fakeFlusher) count() int {
 	f.t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.at)%2 != 0 {
-		f.t.Fatalf("%d flushes: a change flushed once", len(f.at))
+	at := f.At()
+	if len(at)%2 != 0 {
+		f.t.Fatalf("%d flushes: a change flushed once", len(at))
 	}
-	for i := 0; i < len(f.at); i += 2 {
-		if gap := f.at[i+1].Sub(f.at[i]); gap < authorizer.RecheckAfter {
+	for i := 0; i < len(at); i += 2 {
+		if gap := at[i+1].Sub(at[i]); gap < authorizer.RecheckAfter {
 			f.t.Fatalf("the second flush came %v after the first, before authorizer.RecheckAfter", gap)
 		}
 	}
-	return len(f.at) / 2
+	return len(at) / 2
 }
 
 type harness struct {
@@ -130,22 +115,14 @@ func forEachStore(t *testing.T, test func(t *testing.T, h *harness)) {
 
 func newHarness(t *testing.T, st store.Store, clock *testclock.Clock) *harness {
 	t.Helper()
-	ctx := t.Context()
-	kr, _ := pepper.NewLocalKeyring(bytes.Repeat([]byte{8}, pepper.Size))
-	if _, err := pepper.Create(ctx, st, kr, clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := pepper.Load(ctx, st, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ring := storetest.Peppers(t, st, clock.Now())
 	format, _ := apikey.NewFormat("sk")
 	gw, err := config.LoadGateway()
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, st: st, clock: clock, gw: gw, limits: &fakeLimits{tiers: map[string]string{}},
-		flusher: &fakeFlusher{t: t, clock: clock}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
+		flusher: &fakeFlusher{Recorder: testflush.Recorder{Clock: clock}, t: t}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
 	h.svc = keys.New(st, ring, format, keys.WithClock(clock.Now))
 	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format, Now: clock.Now}}
 	h.build()
@@ -589,9 +566,9 @@ func TestIdempotency(t *testing.T) {
 
 		// A server-side failure releases the key for a retry.
 		k := h.create(h.writer, map[string]any{"name": "r", "environment": "live", "scopes": []string{"invoices:read"}})
-		h.flusher.fail = errors.New("TooManyRequestsException")
+		h.flusher.Fail(errors.New("TooManyRequestsException"))
 		h.fails(h.writer, "POST", "/v1/keys/"+k.ID+"/revoke", nil, 500, "cache_flush_failed", "", "Idempotency-Key", "revoke-1")
-		h.flusher.fail = nil
+		h.flusher.Fail(nil)
 		hdr, _ = h.ok(h.writer, "POST", "/v1/keys/"+k.ID+"/revoke", nil, 200, "Idempotency-Key", "revoke-1")
 		if hdr.Get("Idempotent-Replayed") != "" {
 			t.Fatal("a failed request was replayed instead of retried")
@@ -654,9 +631,9 @@ func TestRotateRevokeAndCacheFlush(t *testing.T) {
 		// A rotation that ends the old key at once hands out the new secret
 		// even when the flush fails, and says so.
 		last := h.create(h.writer, map[string]any{"name": "l", "environment": "live", "scopes": []string{"invoices:read"}})
-		h.flusher.fail = errors.New("TooManyRequestsException")
+		h.flusher.Fail(errors.New("TooManyRequestsException"))
 		hdr, raw := h.ok(h.writer, "POST", "/v1/keys/"+last.ID+"/rotate", map[string]int{"expire_old_in": 0}, 201)
-		h.flusher.fail = nil
+		h.flusher.Fail(nil)
 		if !strings.Contains(string(raw), `"secret":"sk_live_`) || !strings.Contains(hdr.Get("Warning"), "cache") {
 			t.Fatalf("rotation with a failed flush: %v %s", hdr, raw)
 		}

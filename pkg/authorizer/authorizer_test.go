@@ -96,17 +96,7 @@ func forEachStore(t *testing.T, test func(t *testing.T, e *env)) {
 func newEnv(t testing.TB, st store.Store, clock *testclock.Clock) *env {
 	t.Helper()
 	ctx := t.Context()
-	kr, err := pepper.NewLocalKeyring(bytes.Repeat([]byte{5}, pepper.Size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pepper.Create(ctx, st, kr, clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := pepper.Load(ctx, st, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kr, ring := storetest.Peppers(t, st, clock.Now())
 	format, _ := apikey.NewFormat("sk")
 	rt, _ := config.Routes("")
 	routes, err := route.Compile(rt, config.AdminRoutes())

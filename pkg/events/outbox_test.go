@@ -1,7 +1,6 @@
 package events_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,10 +18,10 @@ import (
 	streamtypes "github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
 	"github.com/keyward/keyward/internal/dynamolocal"
+	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keys"
-	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
@@ -63,14 +62,7 @@ func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 	ctx := t.Context()
 	client, table := dynamolocal.NewTable(t)
 	st := dynamo.New(client, table)
-	kr, _ := pepper.NewLocalKeyring(bytes.Repeat([]byte{6}, pepper.Size))
-	if _, err := pepper.Create(ctx, st, kr, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := pepper.Load(ctx, st, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
 	svc := keys.New(st, ring, format)
 	actor := keys.Actor{ID: "operator", RequestID: "req-1"}

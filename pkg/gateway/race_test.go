@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/gateway"
 	"github.com/keyward/keyward/pkg/keys"
-	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/embedded"
 	"github.com/keyward/keyward/pkg/usage"
@@ -51,14 +51,7 @@ func (h *holdingStore) GetKey(ctx context.Context, id string) (store.Key, error)
 func TestRevocationRaceIsClosedByTheSecondFlush(t *testing.T) {
 	ctx := t.Context()
 	st := embedded.NewMemory()
-	kr, _ := pepper.NewLocalKeyring(bytes.Repeat([]byte{3}, pepper.Size))
-	if _, err := pepper.Create(ctx, st, kr, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ring, err := pepper.Load(ctx, st, kr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
 	svc := keys.New(st, ring, format)
 	gwCfg := loadGateway(t)

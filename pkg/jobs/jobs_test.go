@@ -1,7 +1,6 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/internal/testflush"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/jobs"
@@ -54,14 +54,7 @@ func forEachStore(t *testing.T, test func(t *testing.T, e *env)) {
 	storetest.ForEach(t, func() time.Time { return clock.Now() }, func(t *testing.T, st store.Store) {
 		clock = testclock.New(start)
 		ctx := t.Context()
-		kr, _ := pepper.NewLocalKeyring(bytes.Repeat([]byte{4}, pepper.Size))
-		if _, err := pepper.Create(ctx, st, kr, clock.Now()); err != nil {
-			t.Fatal(err)
-		}
-		ring, err := pepper.Load(ctx, st, kr, pepper.WithClock(clock.Now))
-		if err != nil {
-			t.Fatal(err)
-		}
+		kr, ring := storetest.Peppers(t, st, clock.Now(), pepper.WithClock(clock.Now))
 		format, _ := apikey.NewFormat("sk")
 		gw, _ := config.LoadGateway()
 		e := &env{t: t, ctx: ctx, st: st, kr: kr, ring: ring, clock: clock, removed: &removals{}, gw: gw,
@@ -164,66 +157,48 @@ func TestSweepExpiresDueKeysAndOverlapEnds(t *testing.T) {
 	})
 }
 
-// flushes records when the authorizer cache was flushed, and can fail.
-type flushes struct {
-	clock *testclock.Clock
-	mu    sync.Mutex
-	at    []time.Time
-	fail  error
-}
-
-func (f *flushes) Flush(context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
-	}
-	f.at = append(f.at, f.clock.Now())
-	return nil
-}
-
 // TestSweepFlushesAtExpiry: expiry ends cached decisions as revocation
 // does: the sweep flushes the authorizer cache before it marks keys
 // expired, and again once a decision that read a key before its instant
 // can no longer reach the cache.
 func TestSweepFlushesAtExpiry(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		f := &flushes{clock: e.clock}
+		f := &testflush.Recorder{Clock: e.clock}
 		sweep := func() (jobs.Result, error) {
 			return jobs.New(jobs.Config{Store: e.st, Keys: e.svc, Peppers: e.kr, RateLimits: e.removed, Gateway: e.gw,
 				Flusher: f, Now: e.clock.Now, Sleep: func(_ context.Context, d time.Duration) error { e.clock.Advance(d); return nil },
 			}).Run(e.ctx, jobs.ExpirySweep)
 		}
 		k := e.key(3 * time.Second)
-		if r, err := sweep(); err != nil || r.Changed != 0 || len(f.at) != 0 {
-			t.Fatalf("before the expiry: %+v %v, flushed %d times", r, err, len(f.at))
+		if r, err := sweep(); err != nil || r.Changed != 0 || len(f.At()) != 0 {
+			t.Fatalf("before the expiry: %+v %v, flushed %d times", r, err, len(f.At()))
 		}
 		e.clock.Advance(3*time.Second + 100*time.Millisecond)
 		instant := e.clock.Now()
 
 		// A failed flush expires nothing, so the next run flushes again.
-		f.fail = errors.New("TooManyRequestsException")
+		f.Fail(errors.New("TooManyRequestsException"))
 		if _, err := sweep(); err == nil || e.status(k.ID) != store.KeyActive {
 			t.Fatalf("a failed flush: %v, key %s", err, e.status(k.ID))
 		}
-		f.fail = nil
+		f.Fail(nil)
 		r, err := sweep()
 		if err != nil || r.Changed != 1 || e.status(k.ID) != store.KeyExpired {
 			t.Fatalf("sweep %+v %v, key %s", r, err, e.status(k.ID))
 		}
-		if len(f.at) != 2 || !f.at[0].Equal(instant) || f.at[1].Before(instant.Add(authorizer.RecheckAfter)) {
-			t.Fatalf("flushes at %v for an expiry at %v", f.at, instant)
+		if at := f.At(); len(at) != 2 || !at[0].Equal(instant) || at[1].Before(instant.Add(authorizer.RecheckAfter)) {
+			t.Fatalf("flushes at %v for an expiry at %v", at, instant)
 		}
-		if _, err := sweep(); err != nil || len(f.at) != 2 {
-			t.Fatalf("a sweep with nothing due flushed: %v", f.at)
+		if _, err := sweep(); err != nil || len(f.At()) != 2 {
+			t.Fatalf("a sweep with nothing due flushed: %v", f.At())
 		}
 
 		// A key the sweep meets long after its expiry (the sweep was
 		// down) has no cached decision left to end.
 		old := e.key(time.Second)
 		e.clock.Advance(time.Hour)
-		if r, err := sweep(); err != nil || r.Changed != 1 || len(f.at) != 2 || e.status(old.ID) != store.KeyExpired {
-			t.Fatalf("an old expiry: %+v %v, %d flushes", r, err, len(f.at))
+		if r, err := sweep(); err != nil || r.Changed != 1 || len(f.At()) != 2 || e.status(old.ID) != store.KeyExpired {
+			t.Fatalf("an old expiry: %+v %v, %d flushes", r, err, len(f.At()))
 		}
 	})
 }

@@ -39,17 +39,7 @@ func run(t *testing.T, test func(t *testing.T, f *fixture)) {
 	c := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
 	storetest.ForEach(t, c.Now, func(t *testing.T, st store.Store) {
 		ctx := t.Context()
-		kr, err := pepper.NewLocalKeyring(bytes.Repeat([]byte{3}, pepper.Size))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pepper.Create(ctx, st, kr, c.Now()); err != nil {
-			t.Fatal(err)
-		}
-		ring, err := pepper.Load(ctx, st, kr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, ring := storetest.Peppers(t, st, c.Now())
 		format, _ := apikey.NewFormat("sk")
 		f := &fixture{
 			svc: keys.New(st, ring, format, keys.WithClock(c.Now)), st: st, ring: ring, format: format,

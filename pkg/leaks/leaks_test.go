@@ -1,15 +1,14 @@
 package leaks
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/keys"
-	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store/embedded"
 )
 
@@ -25,11 +24,7 @@ func (failingPeppers) Verify(context.Context, int, string, []byte) (bool, error)
 func TestVerifyFailureIsNotAFalsePositive(t *testing.T) {
 	ctx := t.Context()
 	st := embedded.NewMemory()
-	kr, _ := pepper.NewLocalKeyring(bytes.Repeat([]byte{1}, pepper.Size))
-	if _, err := pepper.Create(ctx, st, kr, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ring, _ := pepper.Load(ctx, st, kr)
+	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
 	svc := keys.New(st, ring, format)
 	o, err := svc.Onboard(ctx, keys.Actor{ID: "op"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
