@@ -63,6 +63,44 @@ func AccessLogFormat() string {
 	return "{" + strings.Join(parts, ",") + "}"
 }
 
+// apiResourcePolicy lets any route be invoked: the public route needs an
+// explicit Allow once any resource policy exists, key routes are decided
+// by the authorizer, and operator routes by the SigV4 signature and then
+// by the admin function, which admits only sessions of the operator role
+// (KEYWARD_OPERATOR_ROLE_ARN) and tells any other principal of the
+// account so in the error envelope; an IAM denial of those would be API
+// Gateway's ACCESS_DENIED, whose template cannot tell it from an
+// authorizer's (gateway response templates are not VTL). Principals of
+// other accounts are denied the operator routes here, though: with the
+// Allow above, their own policies would otherwise be all a cross-account
+// call needs (API Gateway's "IAM authentication and resource policy"
+// flow), and the admin function's check should not be the only wall.
+func (k *keyward) apiResourcePolicy() awsiam.PolicyDocument {
+	var operatorRoutes []string
+	for _, r := range config.AdminRoutes().Routes {
+		if r.Auth == config.AuthIAM {
+			operatorRoutes = append(operatorRoutes, "execute-api:/*/"+r.Method+arnPath(r.Path))
+		}
+	}
+	return awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{Statements: &[]awsiam.PolicyStatement{
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String("InvokeAnyRoute"),
+			Effect:     awsiam.Effect_ALLOW,
+			Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+			Actions:    jsii.Strings("execute-api:Invoke"),
+			Resources:  jsii.Strings("execute-api:/*"),
+		}),
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String("DenyOperatorRoutesToOtherAccounts"),
+			Effect:     awsiam.Effect_DENY,
+			Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+			Actions:    jsii.Strings("execute-api:Invoke"),
+			Resources:  jsii.Strings(operatorRoutes...),
+			Conditions: &map[string]any{"StringNotEquals": map[string]any{"aws:PrincipalAccount": awscdk.Aws_ACCOUNT_ID()}},
+		}),
+	}})
+}
+
 // pathParam matches {name} and the greedy {name+}.
 var pathParam = regexp.MustCompile(`\{([A-Za-z0-9_]+)(\+?)\}`)
 
@@ -84,24 +122,7 @@ func (k *keyward) restAPI() {
 		EndpointTypes:    &[]awsapigateway.EndpointType{awsapigateway.EndpointType_REGIONAL},
 		// API Gateway writes access logs with an account-wide role.
 		CloudWatchRole: jsii.Bool(k.s.APIGatewayAccountRole),
-		// Every route may be invoked: the public route needs this
-		// explicit Allow once any resource policy exists, key routes are
-		// decided by the authorizer, and operator routes by the SigV4
-		// signature and then by the admin function, which admits only
-		// sessions of the operator role (KEYWARD_OPERATOR_ROLE_ARN) and
-		// tells any other principal of the account so in the error
-		// envelope; an IAM denial here would be API Gateway's
-		// ACCESS_DENIED, whose template cannot tell it from an
-		// authorizer's (gateway response templates are not VTL).
-		Policy: awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{Statements: &[]awsiam.PolicyStatement{
-			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-				Sid:        jsii.String("InvokeAnyRoute"),
-				Effect:     awsiam.Effect_ALLOW,
-				Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
-				Actions:    jsii.Strings("execute-api:Invoke"),
-				Resources:  jsii.Strings("execute-api:/*"),
-			}),
-		}}),
+		Policy:         k.apiResourcePolicy(),
 		DeployOptions: &awsapigateway.StageOptions{
 			StageName:            jsii.String(k.s.Stage),
 			AccessLogDestination: awsapigateway.NewLogGroupLogDestination(accessLogs),

@@ -41,7 +41,11 @@ func (failingStore) GetKey(context.Context, string) (store.Key, error) {
 // stack alarms on and graphs are the ones it emits.
 func TestAlarmsAndDashboardUseTheAuthorizersMetrics(t *testing.T) {
 	ctx := context.Background()
-	st := embedded.NewMemory()
+	st, err := embedded.OpenTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
 	ring, err := pepper.NewLocalKeyring(bytes.Repeat([]byte{7}, pepper.Size))
 	if err != nil {
 		t.Fatal(err)

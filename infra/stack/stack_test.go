@@ -1179,11 +1179,11 @@ func TestNoRoutes(t *testing.T) {
 	}
 }
 
-// TestOperatorRoute: only sessions of the stack's operator role onboard
+// TestOperatorRole: only sessions of the stack's operator role onboard
 // and offboard tenants: the role may invoke exactly those routes, the
 // admin function is told its ARN, and the API's resource policy lets every
-// signed request reach the function, which refuses other principals in
-// the error envelope.
+// signed request of the account reach the function, which refuses other
+// principals in the error envelope, and denies other accounts outright.
 func TestOperatorRole(t *testing.T) {
 	f := get(t)
 	x := f.dev.ids(t, f.devS)
@@ -1207,5 +1207,16 @@ func TestOperatorRole(t *testing.T) {
 	policy := flat(api["Policy"])
 	if !strings.Contains(policy, `"Action":"execute-api:Invoke","Effect":"Allow","Principal":{"AWS":"*"},"Resource":"execute-api:/*","Sid":"InvokeAnyRoute"`) {
 		t.Errorf("API resource policy %s", policy)
+	}
+	var operatorRoutes []string
+	for _, r := range config.AdminRoutes().Routes {
+		if r.Auth == config.AuthIAM {
+			operatorRoutes = append(operatorRoutes, strconv.Quote("execute-api:/*/"+r.Method+strings.ReplaceAll(r.Path, "{id}", "*")))
+		}
+	}
+	deny := `{"Action":"execute-api:Invoke","Condition":{"StringNotEquals":{"aws:PrincipalAccount":"${AWS::AccountId}"}},"Effect":"Deny","Principal":{"AWS":"*"},"Resource":[` +
+		strings.Join(operatorRoutes, ",") + `],"Sid":"DenyOperatorRoutesToOtherAccounts"}`
+	if len(operatorRoutes) == 0 || !strings.Contains(policy, deny) {
+		t.Errorf("API resource policy %s\nwants %s", policy, deny)
 	}
 }

@@ -19,14 +19,24 @@ import (
 // with a fresh, empty store whose TTL filtering reads time from now.
 func ForEach(t *testing.T, now func() time.Time, test func(t *testing.T, s store.Store)) {
 	t.Run("embedded", func(t *testing.T) {
-		s := embedded.NewMemory(embedded.WithClock(now))
-		t.Cleanup(func() { _ = s.Close() })
-		test(t, s)
+		test(t, Temp(t, embedded.WithClock(now)))
 	})
 	t.Run("dynamodb", func(t *testing.T) {
 		client, table := dynamolocal.NewTable(t)
 		test(t, dynamo.New(client, table, dynamo.WithClock(now)))
 	})
+}
+
+// Temp is an embedded store in a temporary file, closed (and removed)
+// when the test ends.
+func Temp(t testing.TB, opts ...embedded.Option) *embedded.Store {
+	t.Helper()
+	s, err := embedded.OpenTemp(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // Peppers gives st a first pepper version, made at now under a local key

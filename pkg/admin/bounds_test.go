@@ -74,6 +74,25 @@ func TestEnvironmentIsolation(t *testing.T) {
 	})
 }
 
+// TestIdempotencyKeysArePerEnvironment: a test key neither replays a live
+// key's answer nor learns from a 422 that a live request used the key.
+func TestIdempotencyKeysArePerEnvironment(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		live := h.create(h.admin, map[string]any{"name": "live billing", "environment": "live", "scopes": []string{"invoices:read"},
+			"metadata": map[string]string{"owner": "cfo"}})
+		patch := map[string]any{"description": "prod key"}
+		h.ok(h.admin, "PATCH", "/v1/keys/"+live.ID, patch, 200, "Idempotency-Key", "upd-1")
+		h.ok(h.admin, "PATCH", "/v1/keys/"+live.ID, patch, 200, "Idempotency-Key", "upd-2")
+		h.fails(h.testAdmin, "PATCH", "/v1/keys/"+live.ID, patch, 404, "not_found", "", "Idempotency-Key", "upd-1")
+		// Not 422: the live request is not the test key's to know of.
+		h.fails(h.testAdmin, "PATCH", "/v1/keys/"+live.ID, map[string]any{"description": "x"}, 404, "not_found", "", "Idempotency-Key", "upd-2")
+		_, raw := h.ok(h.testAdmin, "POST", "/v1/keys", map[string]any{"name": "t", "scopes": []string{"invoices:read"}}, 201, "Idempotency-Key", "upd-3")
+		if strings.Contains(string(raw), "cfo") || !strings.Contains(string(raw), `"environment":"test"`) {
+			t.Fatalf("the test key's own request: %s", raw)
+		}
+	})
+}
+
 // TestRestrictionsBoundWhatAKeyMakes: no request produces a key less
 // restricted than its caller, in expiry, addresses, origins or rate.
 func TestRestrictionsBoundWhatAKeyMakes(t *testing.T) {
@@ -141,6 +160,14 @@ func TestRestrictionsBoundWhatAKeyMakes(t *testing.T) {
 			"allowed_ips": []string{"192.0.2.0/24"}})
 		h.ok(writer, "PATCH", "/v1/keys/"+wide.ID, map[string]any{"allowed_ips": []string{"192.0.2.7"}}, 200)
 		h.ok(writer, "PATCH", "/v1/keys/"+wide.ID, map[string]any{"name": "renamed"}, 200)
+
+		// Granting an unrestricted key more power would make it a key the
+		// caller could not have created: refused, whatever the fields.
+		h.fails(boss, "PATCH", "/v1/keys/"+wide.ID, map[string]any{"scopes": []string{"keys:admin"}}, 403, "exceeds_caller_restrictions", "expires_at")
+		h.fails(writer, "PATCH", "/v1/keys/"+wide.ID, map[string]any{"scopes": []string{"invoices:read", "customers:write"}}, 403, "exceeds_caller_restrictions", "expires_at")
+		// Narrowing scopes is taking power away: always allowed.
+		narrow := h.create(h.admin, map[string]any{"name": "narrow", "environment": "live", "scopes": []string{"invoices:write", "customers:read"}})
+		h.ok(writer, "PATCH", "/v1/keys/"+narrow.ID, map[string]any{"scopes": []string{"invoices:read"}}, 200)
 
 		// Rotation: the replacement inherits the old key's restrictions,
 		// so a key outside the caller's bounds cannot be rotated by it.

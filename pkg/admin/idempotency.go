@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -32,7 +34,6 @@ type capture struct {
 	http.ResponseWriter
 	status int
 	body   bytes.Buffer
-	replay []byte // what a replay answers instead of body, if set
 }
 
 func (c *capture) WriteHeader(code int) {
@@ -50,23 +51,48 @@ func (c *capture) Write(b []byte) (int, error) {
 	return c.ResponseWriter.Write(b)
 }
 
-// setReplay records what an idempotent replay of this request answers, so
-// that a replayed create returns the key but never its secret.
-func setReplay(w http.ResponseWriter, v any) {
-	if c, ok := w.(*capture); ok {
-		body, err := json.Marshal(v)
-		if err == nil {
-			c.replay = append(body, '\n')
-		}
+// held is the Idempotency-Key claim a request holds, in its context.
+type held struct {
+	claim store.Idempotency
+	// answered is set when a change was written with the claim's receipt:
+	// the change completed the record itself.
+	answered bool
+}
+
+type heldKey struct{}
+
+// receipt lets the change a request makes complete its Idempotency-Key
+// record in the change's own transaction (keys.Receipt), with the answer
+// answer renders from what the change writes: a replay of a create or
+// rotate returns the key, never its secret, and never makes another. Nil
+// when the request holds no Idempotency-Key.
+func (s *Server) receipt(r *http.Request, answer func(keys.Outcome) (int, any)) *keys.Receipt {
+	h, ok := r.Context().Value(heldKey{}).(*held)
+	if !ok {
+		return nil
 	}
+	return &keys.Receipt{Claim: h.claim, Answer: func(o keys.Outcome) (int, []byte, error) {
+		status, v := answer(o)
+		body, err := json.Marshal(v)
+		if err != nil {
+			return 0, nil, err
+		}
+		h.answered = true
+		return status, append(body, '\n'), nil
+	}}
 }
 
 // idempotent makes POST and PATCH requests that carry an Idempotency-Key
 // safe to retry: the same key and body get the first answer back with
 // Idempotent-Replayed: true; the same key with another body gets 422; the
 // same key while the first request runs gets 409. Keys are per tenant and
-// kept 24 hours. A request that failed on the server's side (5xx) releases
-// its key, since it changed nothing a retry would repeat.
+// kept 24 hours. A request that makes keys (create, rotate, onboard)
+// completes its record in the transaction of its change, so a retry finds
+// the answer or no change, whatever failed in between; other requests
+// record their answer after it. A request that failed on the server's side
+// (5xx) releases its key unless its change completed the record, so a
+// retry runs again; the changes of those requests are idempotent in
+// effect.
 func (s *Server) idempotent(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
@@ -75,11 +101,13 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		namespace := c.TenantID
+		// Per tenant and environment, as the management key sees keys: a
+		// test key never replays, nor learns of, a live key's request.
+		namespace := c.TenantID + ":" + c.Environment
 		if c.Operator {
 			namespace = operatorNamespace
 		}
-		if namespace == "" {
+		if !c.Operator && (c.TenantID == "" || c.Environment == "") {
 			next.ServeHTTP(w, r) // unauthenticated: the route refuses it
 			return
 		}
@@ -102,18 +130,20 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			return
 		}
 		cw := &capture{ResponseWriter: w}
-		next.ServeHTTP(cw, r)
+		h := &held{claim: rec}
+		next.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), heldKey{}, h)))
+		if h.answered && cw.status < 300 {
+			return // the change completed the record
+		}
 		if cw.status >= 500 || cw.status == http.StatusConflict {
-			// Nothing to replay: let a retry run again.
+			// Nothing to replay: let a retry run again. A record its change
+			// completed stays: that change happened.
 			if err := s.cfg.Store.DeleteIdempotency(r.Context(), rec); err != nil && !errors.Is(err, store.ErrConflict) {
 				s.cfg.Logger.ErrorContext(r.Context(), "releasing an idempotency key failed", "error", err)
 			}
 			return
 		}
 		rec.Done, rec.StatusCode, rec.Body = true, cw.status, cw.body.Bytes()
-		if cw.replay != nil {
-			rec.Body = cw.replay
-		}
 		if err := s.cfg.Store.CompleteIdempotency(r.Context(), rec); err != nil {
 			s.cfg.Logger.ErrorContext(r.Context(), "recording an idempotent answer failed", "error", err)
 		}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -166,18 +167,29 @@ func (s *Server) provision(r *http.Request, k store.Key) error {
 	return s.cfg.RateLimits.Provision(r.Context(), s.identity(k), t.Name)
 }
 
-// provisionNew gives a new key its rate-limit identity. A key without one
-// would be refused by the gateway, so it is revoked rather than handed out.
-func (s *Server) provisionNew(r *http.Request, c Caller, k store.Key) *apiError {
-	err := s.provision(r, k)
-	if err == nil {
+// prepareIdentities provisions the rate-limit identities of the keys a
+// change creates before it is written (keys.Prepare), so that a key never
+// exists without one; if the write fails, they are removed again.
+func (s *Server) prepareIdentities(r *http.Request) keys.Prepare {
+	if s.cfg.RateLimits == nil {
 		return nil
 	}
-	if _, rerr := s.cfg.Keys.Revoke(r.Context(), keys.Actor{ID: "system:admin", RequestID: c.RequestID}, k.TenantID, k.ID); rerr != nil {
-		s.cfg.Logger.ErrorContext(r.Context(), "revoking a key whose rate limit could not be provisioned failed",
-			"key_id", apikey.PublicID(k.ID), "error", rerr)
+	return func(ctx context.Context, created []store.Key) (func(), error) {
+		var done []store.Key
+		undo := func() {
+			for _, k := range done {
+				s.unprovision(r, k)
+			}
+		}
+		for _, k := range created {
+			if err := s.provision(r, k); err != nil {
+				undo()
+				return nil, err
+			}
+			done = append(done, k)
+		}
+		return undo, nil
 	}
-	return s.internal(r, "provisioning rate limit", err)
 }
 
 // unprovision removes a dead key's rate-limit identity. Per-tenant
@@ -193,6 +205,10 @@ func (s *Server) unprovision(r *http.Request, k store.Key) {
 	}
 }
 
+// flushTimeout bounds making a change effective: two coalesced flushes,
+// retried on throttling, and the wait between them.
+const flushTimeout = 20 * time.Second
+
 // flush makes a revocation or narrowing effective on the next request even
 // where the gateway caches decisions: at once, and again once a decision
 // that read the key before the change can no longer land in the cache
@@ -201,7 +217,10 @@ func (s *Server) flush(r *http.Request) *apiError {
 	if s.cfg.Flusher == nil || s.cfg.Gateway.Authorizer.CacheTTLSeconds == 0 {
 		return nil
 	}
-	if err := authorizer.Invalidate(r.Context(), s.cfg.Flusher, s.cfg.Now(), s.cfg.Now, s.cfg.Sleep); err != nil {
+	// Both flushes run even if the client hangs up: the change is made.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flushTimeout)
+	defer cancel()
+	if err := authorizer.Invalidate(ctx, s.cfg.Flusher, s.cfg.Now(), s.cfg.Now, s.cfg.Sleep); err != nil {
 		s.cfg.Logger.ErrorContext(r.Context(), "flushing the authorizer cache failed", "error", err)
 		return &apiError{Status: http.StatusInternalServerError, Type: "api_error", Code: "cache_flush_failed",
 			Message: "The change is saved, but the gateway's authorizer cache could not be flushed, so cached decisions may still allow the old access; retry the request."}
@@ -242,24 +261,17 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	if e := mayGrant(c, b.Scopes); e != nil {
 		return e
 	}
-	k, err := s.cfg.Keys.Create(r.Context(), actorOf(c), c.TenantID, p)
+	actor := actorOf(c)
+	actor.Prepare = s.prepareIdentities(r)
+	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+		return http.StatusCreated, created{Key: resource(o.Keys[0])}
+	})
+	k, err := s.cfg.Keys.Create(r.Context(), actor, c.TenantID, p)
 	if err != nil {
 		return s.internal(r, "creating key", err)
 	}
-	if e := s.provisionNew(r, c, k.Key); e != nil {
-		return e
-	}
-	s.answerCreated(w, created{Key: resource(k.Key), Secret: k.Token.Plain()})
+	writeJSON(w, http.StatusCreated, created{Key: resource(k.Key), Secret: k.Token.Plain()})
 	return nil
-}
-
-// answerCreated writes a 201 with the secret, and records for idempotent
-// replays the same answer without it.
-func (s *Server) answerCreated(w http.ResponseWriter, body created) {
-	replay := body
-	replay.Secret = ""
-	setReplay(w, replay)
-	writeJSON(w, http.StatusCreated, body)
 }
 
 // query reads the allowed query parameters, refusing any other.
@@ -372,14 +384,34 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 			return e
 		}
 	}
+	// A new rate limit is provisioned before it is written, and put back
+	// if the write fails, so that the gateway never enforces another limit
+	// than the key holds.
+	var undo func()
+	if p.RateLimit != nil {
+		old, e := s.visible(r, c, id)
+		if e != nil {
+			return e
+		}
+		if old.Status == store.KeyActive || old.Status == store.KeyExpiring {
+			next := old
+			next.RateLimit = *p.RateLimit
+			if err := s.provision(r, next); err != nil {
+				return s.internal(r, "provisioning rate limit", err)
+			}
+			undo = func() {
+				if err := s.provision(r, old); err != nil {
+					s.cfg.Logger.ErrorContext(r.Context(), "putting back a rate limit failed", "key_id", apikey.PublicID(id), "error", err)
+				}
+			}
+		}
+	}
 	k, err := s.cfg.Keys.Update(r.Context(), vetted(c), c.TenantID, id, p)
 	if err != nil {
-		return s.internal(r, "updating key", err)
-	}
-	if p.RateLimit != nil && k.Status != store.KeyRevoked {
-		if err := s.provision(r, k); err != nil {
-			return s.internal(r, "provisioning rate limit", err)
+		if undo != nil {
+			undo()
 		}
+		return s.internal(r, "updating key", err)
 	}
 	for _, f := range narrowing {
 		if _, ok := raw[f]; ok {

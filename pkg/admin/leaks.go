@@ -119,9 +119,14 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 	if len(b.URL) > maxLeakField || len(b.Source) > maxLeakField {
 		return invalidRequest("url", "url and source must be at most %d characters.", maxLeakField)
 	}
-	k, e := s.changeable(r, c, id)
-	if e != nil {
+	if _, e := s.changeable(r, c, id); e != nil {
 		return e
+	}
+	// The key as stored: the status only the clock changed is not
+	// written back.
+	k, err := s.cfg.Keys.Stored(r.Context(), c.TenantID, id)
+	if err != nil {
+		return s.internal(r, "reading key", err)
 	}
 	details := map[string]string{"reporter": "tenant"}
 	if b.URL != "" {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
@@ -260,5 +261,26 @@ func TestTenantReportsItsOwnLeak(t *testing.T) {
 		h.fails(h.writer, "POST", "/v1/keys/"+otherID+"/report-leak", map[string]string{"url": strings.Repeat("u", 3000)}, 400, "invalid_request", "url")
 		h.fails(h.writer, "POST", "/v1/keys/"+h.admin.KeyID+"/report-leak", nil, 403, "insufficient_scope", "")
 		h.fails(h.reader, "POST", "/v1/keys/"+otherID+"/report-leak", nil, 403, "insufficient_scope", "")
+	})
+}
+
+// TestReportLeakAfterExpiryKeepsItDue: a report about a key past its
+// expiry, before the sweep came, leaves the stored status alone: the sweep
+// still finds the key and ends its cached decisions.
+func TestReportLeakAfterExpiryKeepsItDue(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		h.leaks.Responder.Policy = leaks.Flag
+		h.build()
+		k := h.create(h.writer, map[string]any{"name": "short", "environment": "live", "scopes": []string{"invoices:read"}, "expires_in": 3})
+		h.clock.Advance(4 * time.Second)
+		_, raw := h.ok(h.writer, "POST", "/v1/keys/"+k.ID+"/report-leak", nil, 200)
+		if !strings.Contains(string(raw), `"status":"expired"`) {
+			t.Fatalf("the report shows %s", raw)
+		}
+		id, _ := apikey.ParsePublicID(k.ID)
+		page, err := h.st.ListExpiring(t.Context(), store.ExpiryQuery{Before: h.clock.Now(), Limit: 10})
+		if err != nil || len(page.Keys) != 1 || page.Keys[0].ID != id || page.Keys[0].Status != store.KeyActive {
+			t.Fatalf("after the report the sweep sees %v %+v", err, page.Keys)
+		}
 	})
 }

@@ -36,12 +36,15 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 			overlap = time.Duration(*b.ExpireOldIn) * time.Second
 		}
 	}
-	nk, old, err := s.cfg.Keys.Rotate(r.Context(), vetted(c), c.TenantID, id, overlap)
+	actor := vetted(c)
+	actor.Prepare = s.prepareIdentities(r)
+	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+		prev := resource(o.Keys[0])
+		return http.StatusCreated, created{Key: resource(o.Keys[1]), PreviousKey: &prev}
+	})
+	nk, old, err := s.cfg.Keys.Rotate(r.Context(), actor, c.TenantID, id, overlap)
 	if err != nil {
 		return s.internal(r, "rotating key", err)
-	}
-	if e := s.provisionNew(r, c, nk.Key); e != nil {
-		return e
 	}
 	if overlap == 0 {
 		// The old key ends now: cached decisions must not outlive it. The
@@ -53,7 +56,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 		}
 	}
 	prev := resource(old)
-	s.answerCreated(w, created{Key: resource(nk.Key), Secret: nk.Token.Plain(), PreviousKey: &prev})
+	writeJSON(w, http.StatusCreated, created{Key: resource(nk.Key), Secret: nk.Token.Plain(), PreviousKey: &prev})
 	return nil
 }
 

@@ -46,22 +46,18 @@ func (s *Server) onboard(w http.ResponseWriter, r *http.Request, c Caller) *apiE
 	if e := decode(body, &b); e != nil {
 		return e
 	}
-	o, err := s.cfg.Keys.Onboard(r.Context(), actorOf(c), keys.OnboardParams{TenantID: b.TenantID, Name: b.Name,
+	actor := actorOf(c)
+	actor.Prepare = s.prepareIdentities(r)
+	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+		return http.StatusCreated, onboarded{Tenant: tenantOf(*o.Tenant), Key: resource(o.Keys[0]), TestKey: resource(o.Keys[1])}
+	})
+	o, err := s.cfg.Keys.Onboard(r.Context(), actor, keys.OnboardParams{TenantID: b.TenantID, Name: b.Name,
 		RateLimit: s.cfg.Gateway.HighestTier().RateLimit()})
 	if err != nil {
 		return s.internal(r, "onboarding tenant", err)
 	}
-	for _, k := range []store.Key{o.Live.Key, o.Test.Key} {
-		if e := s.provisionNew(r, c, k); e != nil {
-			return e
-		}
-	}
-	out := onboarded{Tenant: tenantOf(o.Tenant), Key: resource(o.Live.Key), Secret: o.Live.Token.Plain(),
-		TestKey: resource(o.Test.Key), TestSecret: o.Test.Token.Plain()}
-	replay := out
-	replay.Secret, replay.TestSecret = "", ""
-	setReplay(w, replay)
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, onboarded{Tenant: tenantOf(o.Tenant), Key: resource(o.Live.Key), Secret: o.Live.Token.Plain(),
+		TestKey: resource(o.Test.Key), TestSecret: o.Test.Token.Plain()})
 	return nil
 }
 

@@ -211,12 +211,17 @@ func (f Format) Parse(s string) (Token, error) {
 	if len(s) < minLen || f.prefix == "" {
 		return Token{}, ErrMalformed
 	}
-	p := len(f.prefix)
-	if len(s) != p+1+envLen+1+bodyLen {
+	// Any valid prefix: a key keeps the prefix it was made with when the
+	// deployment's changes, and the key itself (its stored prefix and its
+	// HMAC over the whole token) decides whether it is one.
+	p := len(s) - (1 + envLen + 1 + bodyLen)
+	if p < 2 || p > 8 || s[p] != '_' {
 		return Token{}, ErrMalformed
 	}
-	if s[:p] != f.prefix || s[p] != '_' {
-		return Token{}, ErrPrefix
+	for i := 0; i < p; i++ {
+		if s[i] < 'a' || s[i] > 'z' {
+			return Token{}, ErrPrefix
+		}
 	}
 	var env Environment
 	switch s[p+1 : p+1+envLen] {
@@ -244,7 +249,7 @@ func (f Format) Parse(s string) (Token, error) {
 	if uint64(crc32String(s[:len(s)-ChecksumLen])) != want {
 		return Token{}, ErrChecksum
 	}
-	return Token{plain: s, prefix: f.prefix, env: env}, nil
+	return Token{plain: s, prefix: s[:p], env: env}, nil
 }
 
 // crc32String is crc32.ChecksumIEEE over a string's bytes in place:

@@ -91,8 +91,8 @@ func TestParseRejects(t *testing.T) {
 		{"too long", good + "x", ErrMalformed},
 		{"far too long", strings.Repeat("a", 10000), ErrTooLong},
 		{"short", good[:len(good)-1], ErrMalformed},
-		{"other prefix", other.Plain(), ErrPrefix},
 		{"upper prefix", "SK" + good[2:], ErrPrefix},
+		{"prefix too short", "k" + good[2:], ErrMalformed},
 		{"unknown env", strings.Replace(good, "_live_", "_prod_", 1), ErrEnvironment},
 		{"missing separator", strings.Replace(good, "_live_", "_live-", 1), ErrMalformed},
 		{"id typo", flip(10), ErrChecksum},
@@ -110,6 +110,11 @@ func TestParseRejects(t *testing.T) {
 	}
 	if _, err := (Format{}).Parse(good); err == nil {
 		t.Error("zero Format accepted a token")
+	}
+	// Another valid prefix parses as such: keys keep the prefix they were
+	// made with when a deployment changes its own.
+	if tok, err := f.Parse(other.Plain()); err != nil || tok.Prefix() != "pk" || tok.ID() != other.ID() {
+		t.Errorf("a token of another prefix: %v %q", err, tok.Prefix())
 	}
 }
 

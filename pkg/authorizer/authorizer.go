@@ -18,10 +18,13 @@
 //     a key restricted to origins is allowed only when the cache is off or
 //     keyed by Origin; otherwise it is refused (fail closed), never cached
 //     as allowed.
-//   - Revocation, expiry and narrowing updates: the admin API flushes the
-//     stage's authorizer cache on revoke and on any update that narrows
-//     access; expiry can only happen within the cache TTL of a decision, a
-//     bound the operator chooses (and states in docs/authorizer.md).
+//   - Revocation and narrowing updates: the admin API flushes the stage's
+//     authorizer cache on revoke and on any update that narrows access,
+//     twice (see Invalidate), so a decision in flight during the change is
+//     not cached past it either.
+//   - Expiry: the expiry sweep (pkg/jobs) flushes the same way when keys
+//     come due, before it marks them expired; docs/authorizer.md states the
+//     bound its schedule gives.
 package authorizer
 
 import (

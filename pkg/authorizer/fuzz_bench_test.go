@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
@@ -21,7 +22,6 @@ import (
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
-	"github.com/keyward/keyward/pkg/store/embedded"
 )
 
 // FuzzAuthorize feeds arbitrary Authorization headers and arbitrary event
@@ -39,7 +39,7 @@ func FuzzAuthorize(f *testing.F) {
 	f.Add("Basic ${BASIC}", []byte(`{}`))
 	f.Add("bearer  x", []byte(`{"headers":{"authorization":"x"},"multiValueHeaders":{"AUTHORIZATION":["a","b"]}}`))
 
-	e := newEnv(f, embedded.NewMemory(), testclock.New(start))
+	e := newEnv(f, storetest.Temp(f), testclock.New(start))
 	valid := e.key(keys.CreateParams{Scopes: []string{"*"}}).Token.Plain()
 	e.logs = &bytes.Buffer{}
 	e.build()
@@ -72,7 +72,7 @@ func FuzzAuthorize(f *testing.F) {
 // logging JSON to nowhere: the whole decision, minus the network.
 func benchAuthorizer(b *testing.B, log *slog.Logger) (*authorizer.Authorizer, events.APIGatewayCustomAuthorizerRequestTypeRequest) {
 	b.Helper()
-	e := newEnv(b, embedded.NewMemory(), testclock.New(start))
+	e := newEnv(b, storetest.Temp(b), testclock.New(start))
 	k := e.key(keys.CreateParams{Scopes: []string{"invoices:read", "customers:read"}, AllowedIPs: []string{"203.0.113.0/24"}})
 	e.logs = &bytes.Buffer{}
 	format, _ := apikey.NewFormat("sk")
@@ -118,7 +118,7 @@ func benchmarkAuthorize(b *testing.B, log *slog.Logger) {
 // in memory: configuration, route table, pepper load and unwrap.
 func BenchmarkInit(b *testing.B) {
 	kr, _ := pepper.NewLocalKeyring(bytes.Repeat([]byte{5}, pepper.Size))
-	st := embedded.NewMemory()
+	st := storetest.Temp(b)
 	if _, err := pepper.Create(context.Background(), st, kr, time.Now()); err != nil {
 		b.Fatal(err)
 	}

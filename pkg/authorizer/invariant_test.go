@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/scope"
-	"github.com/keyward/keyward/pkg/store/embedded"
 )
 
 // concretePath turns a route's pattern into a request path it matches.
@@ -34,7 +34,7 @@ func concretePath(r route.Route) string {
 // for the same identity sources, so for every key and every pair of
 // routes, the cached answer must be the fresh answer.
 func TestCachedDecisionNeverWidensAccess(t *testing.T) {
-	e := newEnv(t, embedded.NewMemory(), testclock.New(start))
+	e := newEnv(t, storetest.Temp(t), testclock.New(start))
 	// The shipped tables plus routes whose ARN patterns overlap: "*" in
 	// GET/invoices/* also matches GET/invoices/x1/refunds.
 	extra := config.RouteTable{Routes: []config.Route{

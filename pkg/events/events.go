@@ -13,6 +13,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -63,46 +65,140 @@ type PutEventsAPI interface {
 type EventBridge struct {
 	Client PutEventsAPI
 	Bus    string
+	// Sleep waits between attempts; clock.Sleep when nil.
+	Sleep func(context.Context, time.Duration) error
 }
 
-// maxBatch is PutEvents' limit of entries per call.
-const maxBatch = 10
+// PutEvents' limits: entries per call, and bytes per call counted as
+// EventBridge counts them (entrySize).
+const (
+	maxBatch        = 10
+	maxRequestBytes = 256 * 1024
+)
 
-// Publish sends events in batches and returns the ids of those EventBridge
-// did not accept, with the first failure's reason, so the caller can retry
-// exactly those.
+// putAttempts is how many times one invocation offers an event to
+// EventBridge; the SDK retries each call's errors on its own, but not the
+// entries a successful call refused (FailedEntryCount), which are often
+// throttling or an internal failure that passes in moments. Lambda's
+// retries of the stream records, and then the dead-letter queue, take over
+// after the last attempt.
+const putAttempts = 3
+
+// retryAfter is the wait before the second attempt; it doubles after.
+const retryAfter = 200 * time.Millisecond
+
+// entry is one event ready for PutEvents.
+type entry struct {
+	id   string
+	req  ebtypes.PutEventsRequestEntry
+	size int
+}
+
+// entrySize is an entry's size as EventBridge computes it against its
+// 256 KB limit: 14 bytes for the time, and the UTF-8 bytes of the source,
+// the detail type and the detail ("Calculating PutEvents event entry
+// size", EventBridge User Guide).
+func entrySize(source, detailType, detail string) int {
+	return 14 + len(source) + len(detailType) + len(detail)
+}
+
+// Publish sends events in calls of at most ten entries and 256 KB,
+// offers the entries EventBridge refused again (putAttempts in all), and
+// returns the ids of those never accepted, with the reasons, so the
+// caller can retry exactly those. An event that cannot be sent at all (it
+// does not encode, or is larger than an entry may be) is among them: it is
+// never dropped here.
 func (b EventBridge) Publish(ctx context.Context, evs []Event) ([]string, error) {
 	var failed []string
-	var firstErr error
-	for start := 0; start < len(evs); start += maxBatch {
-		batch := evs[start:min(start+maxBatch, len(evs))]
-		entries := make([]ebtypes.PutEventsRequestEntry, len(batch))
-		for i, ev := range batch {
-			detail, err := json.Marshal(ev)
-			if err != nil {
-				return nil, fmt.Errorf("events: encoding %s: %w", ev.ID, err)
-			}
-			entries[i] = ebtypes.PutEventsRequestEntry{EventBusName: aws.String(b.Bus), Source: aws.String(Source),
-				DetailType: aws.String(ev.Type), Detail: aws.String(string(detail)), Time: aws.Time(ev.Time)}
-		}
-		out, err := b.Client.PutEvents(ctx, &eventbridge.PutEventsInput{Entries: entries})
+	var errs []error
+	pending := make([]entry, 0, len(evs))
+	for _, ev := range evs {
+		detail, err := json.Marshal(ev)
 		if err != nil {
-			for _, ev := range batch {
-				failed = append(failed, ev.ID)
-			}
-			if firstErr == nil {
-				firstErr = fmt.Errorf("events: put events: %w", err)
-			}
+			failed, errs = append(failed, ev.ID), append(errs, fmt.Errorf("events: encoding %s: %w", ev.ID, err))
 			continue
 		}
-		for i, res := range out.Entries {
-			if res.ErrorCode != nil && i < len(batch) {
-				failed = append(failed, batch[i].ID)
-				if firstErr == nil {
-					firstErr = fmt.Errorf("events: %s refused: %s %s", batch[i].ID, aws.ToString(res.ErrorCode), aws.ToString(res.ErrorMessage))
-				}
+		e := entry{id: ev.ID, size: entrySize(Source, ev.Type, string(detail)), req: ebtypes.PutEventsRequestEntry{
+			EventBusName: aws.String(b.Bus), Source: aws.String(Source),
+			DetailType: aws.String(ev.Type), Detail: aws.String(string(detail)), Time: aws.Time(ev.Time)}}
+		if e.size > maxRequestBytes {
+			failed, errs = append(failed, ev.ID), append(errs, fmt.Errorf("events: %s is %d bytes, more than an EventBridge entry may be (%d)", ev.ID, e.size, maxRequestBytes))
+			continue
+		}
+		pending = append(pending, e)
+	}
+	sleep := b.Sleep
+	if sleep == nil {
+		sleep = clock.Sleep
+	}
+	var lastErr error
+	for attempt := 0; attempt < putAttempts && len(pending) > 0; attempt++ {
+		if attempt > 0 {
+			if err := sleep(ctx, retryAfter<<(attempt-1)); err != nil {
+				break
+			}
+		}
+		var refused []entry
+		for _, batch := range batches(pending) {
+			r, err := b.put(ctx, batch)
+			refused = append(refused, r...)
+			if err != nil {
+				lastErr = err
+			}
+		}
+		pending = refused
+	}
+	for _, e := range pending {
+		failed = append(failed, e.id)
+	}
+	if len(pending) > 0 {
+		errs = append(errs, fmt.Errorf("events: %d events not accepted after %d attempts: %w", len(pending), putAttempts, lastErr))
+	}
+	return failed, errors.Join(errs...)
+}
+
+// batches splits entries into PutEvents calls within both limits.
+func batches(entries []entry) [][]entry {
+	var out [][]entry
+	start, size := 0, 0
+	for i, e := range entries {
+		if i-start == maxBatch || size+e.size > maxRequestBytes {
+			out = append(out, entries[start:i])
+			start, size = i, 0
+		}
+		size += e.size
+	}
+	if start < len(entries) {
+		out = append(out, entries[start:])
+	}
+	return out
+}
+
+// put makes one PutEvents call and returns the entries it did not accept:
+// all of them when the call failed, else those with an error code.
+func (b EventBridge) put(ctx context.Context, batch []entry) ([]entry, error) {
+	reqs := make([]ebtypes.PutEventsRequestEntry, len(batch))
+	for i, e := range batch {
+		reqs[i] = e.req
+	}
+	out, err := b.Client.PutEvents(ctx, &eventbridge.PutEventsInput{Entries: reqs})
+	if err != nil {
+		return batch, fmt.Errorf("events: put events: %w", err)
+	}
+	if len(out.Entries) != len(batch) {
+		// The results are matched to entries by position; without one
+		// each, nothing is known to be accepted.
+		return batch, fmt.Errorf("events: put events answered %d results for %d entries", len(out.Entries), len(batch))
+	}
+	var refused []entry
+	var first error
+	for i, res := range out.Entries {
+		if res.ErrorCode != nil || res.EventId == nil {
+			refused = append(refused, batch[i])
+			if first == nil {
+				first = fmt.Errorf("events: %s refused: %s %s", batch[i].id, aws.ToString(res.ErrorCode), aws.ToString(res.ErrorMessage))
 			}
 		}
 	}
-	return failed, firstErr
+	return refused, first
 }

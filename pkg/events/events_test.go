@@ -1,9 +1,11 @@
 package events_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -12,12 +14,14 @@ import (
 	"testing"
 	"time"
 
+	lambdaevents "github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 var at = time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
@@ -43,10 +47,12 @@ func must(b []byte, err error) []byte {
 	return b
 }
 
-// recordingBus records PutEvents calls and refuses the entries it is told to.
+// recordingBus records PutEvents calls and refuses entries: those of the
+// detail types it is told to, for as many calls as it is told to (or
+// always, when negative).
 type recordingBus struct {
 	calls  [][]ebtypes.PutEventsRequestEntry
-	refuse map[string]bool // detail types to refuse
+	refuse map[string]int // detail type -> calls left to refuse it in
 	fail   error
 }
 
@@ -55,10 +61,18 @@ func (b *recordingBus) PutEvents(_ context.Context, in *eventbridge.PutEventsInp
 	if b.fail != nil {
 		return nil, b.fail
 	}
+	size := 0
+	for _, e := range in.Entries {
+		size += 14 + len(aws.ToString(e.Source)) + len(aws.ToString(e.DetailType)) + len(aws.ToString(e.Detail))
+	}
+	if len(in.Entries) > 10 || size > 256*1024 {
+		return nil, fmt.Errorf("ValidationException: %d entries, %d bytes", len(in.Entries), size)
+	}
 	out := &eventbridge.PutEventsOutput{}
 	for _, e := range in.Entries {
 		res := ebtypes.PutEventsResultEntry{EventId: aws.String("eb-1")}
-		if b.refuse[aws.ToString(e.DetailType)] {
+		if left := b.refuse[aws.ToString(e.DetailType)]; left != 0 {
+			b.refuse[aws.ToString(e.DetailType)] = left - 1
 			res = ebtypes.PutEventsResultEntry{ErrorCode: aws.String("InternalFailure"), ErrorMessage: aws.String("try again")}
 			out.FailedEntryCount++
 		}
@@ -67,32 +81,116 @@ func (b *recordingBus) PutEvents(_ context.Context, in *eventbridge.PutEventsInp
 	return out, nil
 }
 
-func TestEventBridgeBatchesAndReportsFailures(t *testing.T) {
-	bus := &recordingBus{refuse: map[string]bool{"key.revoked": true}}
+// publisher is an EventBridge publisher on bus that records its waits
+// instead of waiting.
+func publisher(bus *recordingBus, waits *[]time.Duration) events.EventBridge {
+	return events.EventBridge{Client: bus, Bus: "keyward-events", Sleep: func(_ context.Context, d time.Duration) error {
+		*waits = append(*waits, d)
+		return nil
+	}}
+}
+
+func someEvents(n int, typeAt map[int]string) []events.Event {
 	var evs []events.Event
-	for i := range 23 {
-		typ := "key.created"
-		if i == 12 {
-			typ = "key.revoked"
-		}
-		evs = append(evs, events.Event{ID: "evt_" + string(rune('a'+i)), Type: typ, Time: at, Actor: "x"})
+	for i := range n {
+		evs = append(evs, events.Event{ID: fmt.Sprintf("evt_%02d", i), Type: cmp.Or(typeAt[i], "key.created"), Time: at, Actor: "x"})
 	}
-	failed, err := events.EventBridge{Client: bus, Bus: "keyward-events"}.Publish(t.Context(), evs)
-	if len(bus.calls) != 3 || len(bus.calls[0]) != 10 || len(bus.calls[2]) != 3 {
-		t.Fatalf("batches %d", len(bus.calls))
+	return evs
+}
+
+// TestEventBridgeRetriesRefusedEntries: entries a successful PutEvents
+// call refused (its FailedEntryCount) are offered again within the
+// invocation, and only those never accepted are reported.
+func TestEventBridgeRetriesRefusedEntries(t *testing.T) {
+	evs := someEvents(23, map[int]string{12: "key.revoked"})
+	bus := &recordingBus{refuse: map[string]int{"key.revoked": 2}}
+	var waits []time.Duration
+	failed, err := publisher(bus, &waits).Publish(t.Context(), evs)
+	if err != nil || failed != nil {
+		t.Fatalf("refused twice, then accepted: %v %v", failed, err)
 	}
-	if err == nil || len(failed) != 1 || failed[0] != evs[12].ID {
-		t.Fatalf("failed %v, %v", failed, err)
+	if len(bus.calls) != 5 || len(bus.calls[0]) != 10 || len(bus.calls[2]) != 3 || len(bus.calls[3]) != 1 || len(bus.calls[4]) != 1 ||
+		aws.ToString(bus.calls[4][0].DetailType) != "key.revoked" || len(waits) != 2 || waits[1] != 2*waits[0] {
+		t.Fatalf("calls %d, waits %v", len(bus.calls), waits)
 	}
 	e := bus.calls[0][0]
 	if aws.ToString(e.Source) != "keyward" || aws.ToString(e.EventBusName) != "keyward-events" || aws.ToString(e.DetailType) != "key.created" ||
-		!strings.Contains(aws.ToString(e.Detail), `"id":"evt_a"`) {
+		!strings.Contains(aws.ToString(e.Detail), `"id":"evt_00"`) {
 		t.Fatalf("entry %+v", e)
 	}
+
+	bus = &recordingBus{refuse: map[string]int{"key.revoked": -1}}
+	failed, err = publisher(bus, &waits).Publish(t.Context(), evs)
+	if err == nil || len(failed) != 1 || failed[0] != evs[12].ID || !strings.Contains(err.Error(), "InternalFailure") {
+		t.Fatalf("always refused: %v, %v", failed, err)
+	}
+
 	bus = &recordingBus{fail: errors.New("AccessDenied")}
-	failed, err = events.EventBridge{Client: bus, Bus: "b"}.Publish(t.Context(), evs[:3])
-	if err == nil || len(failed) != 3 {
-		t.Fatalf("a failed call: %v %v", failed, err)
+	failed, err = publisher(bus, &waits).Publish(t.Context(), evs[:3])
+	if err == nil || len(failed) != 3 || len(bus.calls) != 3 {
+		t.Fatalf("failed calls: %v %v after %d calls", failed, err, len(bus.calls))
+	}
+}
+
+// TestEventBridgeEntrySizes: calls stay within PutEvents' 256 KB, and an
+// event larger than an entry may be is reported, never sent nor dropped.
+func TestEventBridgeEntrySizes(t *testing.T) {
+	evs := someEvents(6, nil)
+	for i := range evs {
+		evs[i].Data = map[string]string{"note": strings.Repeat("x", 100_000)}
+	}
+	evs[3].Data = map[string]string{"note": strings.Repeat("x", 300_000)}
+	bus := &recordingBus{}
+	var waits []time.Duration
+	failed, err := publisher(bus, &waits).Publish(t.Context(), evs)
+	if len(failed) != 1 || failed[0] != evs[3].ID || err == nil || !strings.Contains(err.Error(), "more than an EventBridge entry may be") {
+		t.Fatalf("failed %v, %v", failed, err)
+	}
+	sent := 0
+	for _, c := range bus.calls {
+		sent += len(c)
+	}
+	if sent != 5 || len(bus.calls) != 3 {
+		t.Fatalf("%d entries in %d calls", sent, len(bus.calls))
+	}
+}
+
+// failingPublisher fails without naming any event.
+type failingPublisher struct{}
+
+func (failingPublisher) Publish(context.Context, []events.Event) ([]string, error) {
+	return nil, errors.New("encoding")
+}
+
+// TestStreamHandlerDropsNothing: an undecodable audit entry and a failure
+// that names no event are batch item failures, so Lambda retries them and
+// then sends them to the dead-letter queue.
+func TestStreamHandlerDropsNothing(t *testing.T) {
+	s := lambdaevents.NewStringAttribute
+	audit := func(seq, id string) lambdaevents.DynamoDBEventRecord {
+		return lambdaevents.DynamoDBEventRecord{EventName: "INSERT", Change: lambdaevents.DynamoDBStreamRecord{SequenceNumber: seq,
+			NewImage: map[string]lambdaevents.DynamoDBAttributeValue{dynamo.AttrPK: s("AUDIT#acme"), "id": s(id), "action": s("key.created"),
+				"tenant_id": s("acme"), "actor": s("x"), "time": s(at.Format(time.RFC3339Nano))}}}
+	}
+	broken := audit("2", "a2")
+	broken.Change.NewImage["time"] = lambdaevents.NewBooleanAttribute(true)
+	other := lambdaevents.DynamoDBEventRecord{EventName: "INSERT", Change: lambdaevents.DynamoDBStreamRecord{SequenceNumber: "4",
+		NewImage: map[string]lambdaevents.DynamoDBAttributeValue{dynamo.AttrPK: s("KEY#abc")}}}
+	batch := lambdaevents.DynamoDBEvent{Records: []lambdaevents.DynamoDBEventRecord{audit("1", "a1"), broken, audit("3", "a3"), other}}
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+
+	bus := &recordingBus{}
+	resp, err := events.StreamHandler{Publisher: events.EventBridge{Client: bus, Bus: "b"}, Logger: quiet}.Handle(t.Context(), batch)
+	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "2" || len(bus.calls) != 1 || len(bus.calls[0]) != 2 {
+		t.Fatalf("an undecodable entry: %+v %v, %d calls", resp, err, len(bus.calls))
+	}
+	resp, err = events.StreamHandler{Publisher: failingPublisher{}, Logger: quiet}.Handle(t.Context(), batch)
+	var got []string
+	for _, f := range resp.BatchItemFailures {
+		got = append(got, f.ItemIdentifier)
+	}
+	if err != nil || strings.Join(got, ",") != "2,1,3" {
+		t.Fatalf("a failure naming no event: %v %v", got, err)
 	}
 }
 

@@ -22,7 +22,9 @@ type Publisher interface {
 // StreamHandler is the Lambda handler of the table's stream: it publishes
 // the event of every new audit entry and reports the records whose event
 // was not accepted, so Lambda retries exactly those (with
-// ReportBatchItemFailures), at least once in all.
+// ReportBatchItemFailures), at least once in all. A record that still
+// fails when Lambda's retries run out goes to the mapping's dead-letter
+// queue, which has an alarm: nothing is dropped without a person told.
 type StreamHandler struct {
 	Publisher Publisher
 	Logger    *slog.Logger
@@ -31,6 +33,9 @@ type StreamHandler struct {
 // Handle publishes a batch of stream records.
 func (h StreamHandler) Handle(ctx context.Context, batch lambdaevents.DynamoDBEvent) (lambdaevents.DynamoDBEventResponse, error) {
 	var resp lambdaevents.DynamoDBEventResponse
+	fail := func(sequence string) {
+		resp.BatchItemFailures = append(resp.BatchItemFailures, lambdaevents.DynamoDBBatchItemFailure{ItemIdentifier: sequence})
+	}
 	var evs []Event
 	record := map[string]string{} // event id -> the record's sequence number
 	for _, r := range batch.Records {
@@ -39,9 +44,11 @@ func (h StreamHandler) Handle(ctx context.Context, batch lambdaevents.DynamoDBEv
 		}
 		a, ok, err := dynamo.AuditFromStream(r.Change.NewImage)
 		if err != nil {
-			// A malformed entry can never be published; retrying it would
-			// block the shard, so it is logged for a person instead.
+			// Reported, not skipped: Lambda retries it, bisecting the
+			// batch, and then sends it to the dead-letter queue, so a
+			// person sees it while the stream still holds the record.
 			h.Logger.ErrorContext(ctx, "undecodable audit entry in the stream", "sequence", r.Change.SequenceNumber, "error", err)
+			fail(r.Change.SequenceNumber)
 			continue
 		}
 		if !ok {
@@ -57,9 +64,15 @@ func (h StreamHandler) Handle(ctx context.Context, batch lambdaevents.DynamoDBEv
 	failed, err := h.Publisher.Publish(ctx, evs)
 	if err != nil {
 		h.Logger.ErrorContext(ctx, "publishing events failed", "failed", len(failed), "error", err)
+		if len(failed) == 0 {
+			// A failure that names no event leaves none known to be sent.
+			failed = ids(evs)
+		}
 	}
 	for _, id := range failed {
-		resp.BatchItemFailures = append(resp.BatchItemFailures, lambdaevents.DynamoDBBatchItemFailure{ItemIdentifier: record[id]})
+		// An id that is not the batch's is answered with an empty
+		// identifier, which Lambda takes as the whole batch failing.
+		fail(record[id])
 	}
 	return resp, nil
 }

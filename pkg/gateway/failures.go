@@ -56,8 +56,10 @@ func (f *failures) fail(addr string, now time.Time) {
 	b, ok := f.buckets[addr]
 	if !ok {
 		if len(f.buckets) >= maxFailureBuckets {
+			// Forget the refilled buckets, and if too few are, any half:
+			// a flood of addresses then costs some guesses, never memory.
 			for a, old := range f.buckets {
-				if old.refill(now).tokens >= failureBurst {
+				if old.refill(now).tokens >= failureBurst || len(f.buckets) > maxFailureBuckets/2 {
 					delete(f.buckets, a)
 				}
 			}

@@ -59,6 +59,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/aws/aws-lambda-go/events"
 
@@ -652,13 +654,26 @@ func headSize(r *http.Request) int {
 }
 
 // plainPath refuses the path forms that backends resolve differently from
-// the route table (Tomcat's ";" parameters, Windows' backslashes, a second
-// decoding of "%25", C strings' NUL), so that no request authorized for one
-// route reaches another.
+// the route table (Tomcat's ";" parameters, Windows' backslashes and its
+// trailing dots and spaces, a second decoding of "%25", C strings' NUL,
+// overlong or invalid UTF-8, control characters), so that no request
+// authorized for one route reaches another.
 func plainPath(u *url.URL) bool {
 	raw := strings.ToLower(u.EscapedPath())
-	return !strings.Contains(raw, ";") && !strings.Contains(raw, "%5c") && !strings.Contains(raw, "%25") &&
-		!strings.Contains(raw, "%00") && !strings.ContainsAny(u.Path, "\\\x00;")
+	if strings.Contains(raw, ";") || strings.Contains(raw, "%5c") || strings.Contains(raw, "%25") || !utf8.ValidString(u.Path) {
+		return false
+	}
+	for _, r := range u.Path {
+		if r == '\\' || unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return false
+		}
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg != "" && strings.TrimRight(seg, ". ") == "" {
+			return false // ".", "..", "...", ". ", which some servers read as ".."
+		}
+	}
+	return true
 }
 
 // contextString renders an authorizer context value as API Gateway

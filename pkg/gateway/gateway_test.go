@@ -782,16 +782,22 @@ func TestClientCannotPoseAsTheGateway(t *testing.T) {
 	}
 }
 
-func TestDotSegmentsAndEncodedSlashesAreNoRoute(t *testing.T) {
+// TestDotSegmentsAndEncodedSlashesAreRefused: dot segments are refused as
+// ambiguous (400), an encoded slash matches no route (404); neither reaches
+// the authorizer.
+func TestDotSegmentsAndEncodedSlashesAreRefused(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, path := range []string{"/invoices/..", "/invoices/%2e%2e", "/invoices/a%2Fb", "/invoices/."} {
+	for path, want := range map[string]int{"/invoices/..": 400, "/invoices/%2e%2e": 400, "/invoices/.": 400, "/invoices/a%2Fb": 404} {
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest("GET", path, nil)
 		r.Header.Set("Authorization", "Bearer x")
 		h.gw.ServeHTTP(w, r)
-		if w.Code != http.StatusNotFound {
-			t.Errorf("GET %s: %d, want the no-route 404", path, w.Code)
+		if w.Code != want {
+			t.Errorf("GET %s: %d, want %d", path, w.Code, want)
 		}
+	}
+	if h.authz.calls() != 0 {
+		t.Fatal("a refused path reached the authorizer")
 	}
 }
 
@@ -875,7 +881,8 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 func TestAmbiguousPathsAreRefused(t *testing.T) {
 	h := newHarness(t, nil)
 	for _, path := range []string{"/invoices/..%5ccustomers", "/invoices/..;", "/invoices/a;b", "/invoices/a%252F..%252Fcustomers",
-		"/invoices/%00", "/invoices/a%5Cb", "/invoices/%25"} {
+		"/invoices/%00", "/invoices/a%5Cb", "/invoices/%25", "/invoices/%c0%ae%c0%ae", "/invoices/..%c0%af", "/invoices/..%20",
+		"/invoices/...", "/invoices/.%20", "/invoices/a%0ab", "/invoices/a%09b", "/invoices/a%e2%80%a8b", "/invoices/..%ff", "/invoices/a%7fb"} {
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest("GET", path, nil)
 		r.Header.Set("Authorization", bearer)

@@ -18,7 +18,6 @@ import (
 	"github.com/keyward/keyward/pkg/gateway"
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/store"
-	"github.com/keyward/keyward/pkg/store/embedded"
 	"github.com/keyward/keyward/pkg/usage"
 )
 
@@ -50,7 +49,7 @@ func (h *holdingStore) GetKey(ctx context.Context, id string) (store.Key, error)
 // no request with the key gets through.
 func TestRevocationRaceIsClosedByTheSecondFlush(t *testing.T) {
 	ctx := t.Context()
-	st := embedded.NewMemory()
+	st := storetest.Temp(t)
 	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
 	svc := keys.New(st, ring, format)

@@ -154,7 +154,16 @@ func (j *Jobs) Run(ctx context.Context, name string) (Result, error) {
 		return Result{}, fmt.Errorf("jobs: unknown job %q", name)
 	}
 	r.Job = name
-	j.cfg.Logger.InfoContext(ctx, "job run", "job", name, "changed", r.Changed, "more", r.More, "error", err)
+	// A run that changed nothing is logged at debug level: the local
+	// stack sweeps twice a second.
+	level := slog.LevelDebug
+	switch {
+	case err != nil:
+		level = slog.LevelError
+	case r.Changed > 0 || r.More:
+		level = slog.LevelInfo
+	}
+	j.cfg.Logger.Log(ctx, level, "job run", "job", name, "changed", r.Changed, "more", r.More, "error", err)
 	return r, err
 }
 

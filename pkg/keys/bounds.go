@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -76,8 +77,17 @@ func (b Bounds) admit(k store.Key) error {
 
 // admitUpdate checks the restrictions an update changes. A change that
 // narrows the key's own restriction is always admitted: taking access
-// away never exceeds anyone's bounds.
+// away never exceeds anyone's bounds. An update that grants the key a
+// scope it did not cover makes it as powerful as a new key, so the key
+// must then lie within the caller's bounds whole, as a new key would.
 func (b Bounds) admitUpdate(p UpdateParams, old, k store.Key) error {
+	if p.Scopes != nil {
+		for _, sc := range k.Scopes {
+			if !scope.Covers(old.Scopes, sc) {
+				return b.admit(k)
+			}
+		}
+	}
 	checks := []struct {
 		set   bool
 		check func(store.Key, *store.Key) error

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strconv"
@@ -55,12 +56,15 @@ func conflict(format string, args ...any) error {
 	return &ConflictError{Reason: fmt.Sprintf(format, args...)}
 }
 
-// Store is what the lifecycle reads and writes.
+// Store is what the lifecycle reads and writes: keys and tenants, and the
+// idempotency records of the changes it writes with a Receipt.
 type Store interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	GetKey(ctx context.Context, id string) (store.Key, error)
 	ListKeys(ctx context.Context, tenantID string, q store.KeyQuery) (store.KeyPage, error)
 	Apply(ctx context.Context, c store.Change) error
+	GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error)
+	DeleteIdempotency(ctx context.Context, r store.Idempotency) error
 }
 
 // Hasher computes the stored hash of a new token under the current pepper.
@@ -79,6 +83,12 @@ type Actor struct {
 	// Bounds limit what a management key sees and hands out; the zero
 	// value limits nothing.
 	Bounds Bounds
+	// Receipt, if set, completes the request's Idempotency-Key record in
+	// the transaction of the change it makes: Create, Rotate and Onboard,
+	// whose effect a retry must never repeat.
+	Receipt *Receipt
+	// Prepare, if set, runs before a change that creates keys is written.
+	Prepare Prepare
 }
 
 // vet applies the actor's bounds and Allow to a key it is about to change.
@@ -128,10 +138,15 @@ type Service struct {
 	// to show every key the tenant's counter says exists.
 	offboardWait time.Duration
 	sleep        func(context.Context, time.Duration) error
+	log          *slog.Logger
 }
 
 // Option configures a Service.
 type Option func(*Service)
+
+// WithLogger sets where the lifecycle reports what it passed over (a key
+// that does not decode); default slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
 
 // WithClock sets the clock (tests use a fake one).
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
@@ -148,7 +163,7 @@ const DefaultAuditRetention = 400 * 24 * time.Hour
 func New(st Store, hasher Hasher, format apikey.Format, opts ...Option) *Service {
 	s := &Service{
 		store: st, hasher: hasher, format: format, now: time.Now,
-		auditTTL: DefaultAuditRetention, offboardWait: 30 * time.Second, sleep: clock.Sleep,
+		auditTTL: DefaultAuditRetention, offboardWait: 30 * time.Second, sleep: clock.Sleep, log: slog.Default(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -285,7 +300,7 @@ func (s *Service) Create(ctx context.Context, actor Actor, tenant string, p Crea
 	if err != nil {
 		return Created{}, err
 	}
-	err = s.store.Apply(ctx, store.Change{Keys: []store.KeyWrite{{Key: c.Key}}, Audit: []store.AuditEntry{entry}})
+	err = s.write(ctx, actor, store.Change{Keys: []store.KeyWrite{{Key: c.Key}}, Audit: []store.AuditEntry{entry}})
 	if err != nil {
 		return Created{}, s.writeError("creating key", err)
 	}
@@ -329,6 +344,19 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (store.Key, error)
 		return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
 	}
 	return Effective(k, s.now()), nil
+}
+
+// Stored returns one of the tenant's keys as stored, for a change the
+// caller makes from it (Leak): Get shows the status the key has at now.
+func (s *Service) Stored(ctx context.Context, tenant, id string) (store.Key, error) {
+	k, err := s.store.GetKey(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && k.TenantID != tenant) {
+		return store.Key{}, ErrNotFound
+	}
+	if err != nil {
+		return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
+	}
+	return k, nil
 }
 
 // Effective returns k with the status it has at now: a key past its expiry
@@ -491,20 +519,23 @@ func (s *Service) mutate(ctx context.Context, actor Actor, tenant, id string, ch
 		if err := actor.vet(k); err != nil {
 			return store.Key{}, err
 		}
+		// The key as stored: a status that only the clock has changed
+		// (Effective) is for decisions, never written back, or an expired
+		// key would leave the expiry sweep's list before the sweep ends its
+		// cached decisions.
 		now := s.now().UTC()
-		k = Effective(k, now)
 		rev := k.Revision
 		var c store.Change
 		done, err := change(&k, &c, now)
 		if err != nil || done {
-			return k, err
+			return Effective(k, now), err
 		}
 		k.UpdatedAt = now
 		c.Keys = append([]store.KeyWrite{{Key: k, ExpectedRevision: rev}}, c.Keys...)
-		err = s.store.Apply(ctx, c)
+		err = s.write(ctx, actor, c)
 		if err == nil {
 			k.Revision = rev + 1
-			return k, nil
+			return Effective(k, now), nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			return store.Key{}, s.writeError("writing key", err)
@@ -513,8 +544,8 @@ func (s *Service) mutate(ctx context.Context, actor Actor, tenant, id string, ch
 	return store.Key{}, conflict("key_%s changed concurrently; retry", id)
 }
 
-func usable(k store.Key) error {
-	switch k.Status {
+func usable(k store.Key, now time.Time) error {
+	switch Effective(k, now).Status {
 	case store.KeyRevoked:
 		return conflict("the key is revoked")
 	case store.KeyExpired:
@@ -527,7 +558,7 @@ func usable(k store.Key) error {
 // very next request, since it reads the key on every uncached decision.
 func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p UpdateParams) (store.Key, error) {
 	return s.mutate(ctx, actor, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
-		if err := usable(*k); err != nil {
+		if err := usable(*k, now); err != nil {
 			return false, err
 		}
 		old := *k
@@ -578,7 +609,7 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, ov
 	}
 	var created Created
 	old, err := s.mutate(ctx, actor, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
-		if err := usable(*k); err != nil {
+		if err := usable(*k, now); err != nil {
 			return false, err
 		}
 		if k.Status == store.KeyExpiring {
@@ -639,7 +670,12 @@ func (s *Service) revokeMatching(ctx context.Context, actor Actor, tenant string
 		if err != nil {
 			return revoked, seen, fmt.Errorf("keys: listing keys to revoke: %w", err)
 		}
-		seen += len(page.Keys)
+		// A key that does not decode is passed over, not a reason to leave
+		// the others working; the authorizer refuses it anyway.
+		seen += len(page.Keys) + len(page.Skipped)
+		for _, id := range page.Skipped {
+			s.log.ErrorContext(ctx, "a key that does not decode was passed over while revoking", "key_id", apikey.PublicID(id), "tenant_id", tenant, "reason", reason)
+		}
 		var live []store.Key
 		for _, k := range page.Keys {
 			if k.Status == store.KeyActive || k.Status == store.KeyExpiring {
@@ -763,7 +799,7 @@ func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (On
 		c.Keys = append(c.Keys, store.KeyWrite{Key: dst.Key})
 		c.Audit = append(c.Audit, entry)
 	}
-	err = s.store.Apply(ctx, c)
+	err = s.write(ctx, actor, c)
 	if errors.Is(err, store.ErrAlreadyExists) {
 		return Onboarded{}, conflict("tenant %s exists", o.Tenant.ID)
 	}
@@ -912,7 +948,8 @@ func (s *Service) RecordPepperRotation(ctx context.Context, actor Actor, version
 	return nil
 }
 
-// Leak records that key k (as read by the caller) was found exposed,
+// Leak records that key k (as stored: store.GetKey or Stored, never Get's
+// effective view, whose status is not written back) was found exposed,
 // with where (details: url, source): a key.leaked event, and, if revoke is
 // set and the key still works, its revocation, in one change. It returns
 // the key as written and whether it revoked it. A report about a key that
@@ -952,7 +989,7 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 	}
 	if done {
 		written.Revision = rev + 1
-		return written, revoked, nil
+		return Effective(written, now), revoked, nil
 	}
 	written, err = s.mutate(ctx, actor, k.TenantID, k.ID, leak)
 	return written, revoked, err

@@ -9,7 +9,6 @@ import (
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/keys"
-	"github.com/keyward/keyward/pkg/store/embedded"
 )
 
 // failingPeppers cannot verify: KMS throttled, say.
@@ -23,7 +22,7 @@ func (failingPeppers) Verify(context.Context, int, string, []byte) (bool, error)
 // must make the report fail (GitHub retries), not be waved off as not ours.
 func TestVerifyFailureIsNotAFalsePositive(t *testing.T) {
 	ctx := t.Context()
-	st := embedded.NewMemory()
+	st := storetest.Temp(t)
 	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
 	svc := keys.New(st, ring, format)

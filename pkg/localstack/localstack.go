@@ -129,19 +129,14 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	if err := os.Chmod(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("localstack: data directory: %w", err)
 	}
-	// Committed audit entries become events, as the table's stream and the
-	// publisher function do in AWS: to the log and events.jsonl.
-	publisher := &events.File{Path: filepath.Join(o.DataDir, "events.jsonl"), Logger: o.Logger}
-	publish := func(entries []store.AuditEntry) {
-		if _, err := publisher.Publish(context.Background(), events.FromAudits(entries)); err != nil {
-			o.Logger.Error("publishing events failed", "error", err)
-		}
-	}
-	st, err := embedded.Open(filepath.Join(o.DataDir, "keyward.journal"), embedded.WithClock(o.Now), embedded.WithAuditHook(publish))
+	st, err := openStore(ctx, o.DataDir, o.Now, o.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("localstack: %w", err)
 	}
-	s := &Stack{store: st, log: o.Logger, Events: publisher}
+	// Committed audit entries become events, as the table's stream and the
+	// publisher function do in AWS: to the log and events.jsonl, from the
+	// store's outbox (runPublisher).
+	s := &Stack{store: st, log: o.Logger, Events: &events.File{Path: filepath.Join(o.DataDir, "events.jsonl"), Logger: o.Logger}}
 	if err := s.build(ctx, o); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -217,7 +212,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
-	plans, err := openPlans(filepath.Join(o.DataDir, "usage-plans.json"), gw)
+	plans, err := loadPlans(ctx, s.store, gw)
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
@@ -295,10 +290,9 @@ func (s *Stack) schedule(ctx context.Context, name string, every time.Duration) 
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// Run logs its outcome, failures included.
 			runCtx, cancel := context.WithTimeout(ctx, every)
-			if _, err := s.Jobs.Run(runCtx, name); err != nil && ctx.Err() == nil {
-				s.log.Error("job failed", "job", name, "error", err)
-			}
+			_, _ = s.Jobs.Run(runCtx, name)
 			cancel()
 		}
 	}
@@ -322,6 +316,23 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// dropExpired deletes expired audit entries and idempotency records at
+// once and then hourly, so that the database holds only what reads return.
+func (s *Stack) dropExpired(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if _, err := s.store.DropExpired(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("deleting expired records failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Close closes the store; every acknowledged write is already on disk.
 func (s *Stack) Close() error { return s.store.Close() }
 
@@ -331,15 +342,22 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	srv := newServer(s.Handler, s.log)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
+	// The background work: the jobs on their schedules, the publisher of
+	// the outbox, and the deletion of expired records.
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	var jobsDone sync.WaitGroup
-	for name, every := range s.Schedule {
+	background := func(fn func(context.Context)) {
 		jobsDone.Add(1)
 		go func() {
 			defer jobsDone.Done()
-			s.schedule(jobsCtx, name, every)
+			fn(jobsCtx)
 		}()
 	}
+	for name, every := range s.Schedule {
+		background(func(ctx context.Context) { s.schedule(ctx, name, every) })
+	}
+	background(s.runPublisher)
+	background(s.dropExpired)
 	defer jobsDone.Wait()
 	defer stopJobs()
 	select {
@@ -355,6 +373,13 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	// Publish what the last requests committed, so that a graceful stop
+	// leaves nothing in the outbox; a crash leaves it for the next start.
+	stopJobs()
+	jobsDone.Wait()
+	if err := s.PublishEvents(shutdownCtx); err != nil {
+		s.log.Error("publishing the last events failed; they are published at the next start", "error", err)
 	}
 	return nil
 }

@@ -136,6 +136,36 @@ func TestRestart(t *testing.T) {
 	sender(t, s.Handler)("GET", "/invoices", demo, nil, 200)
 }
 
+// TestPrefixChange: keys keep the prefix they were made with when the
+// deployment's prefix changes; new keys get the new one.
+func TestPrefixChange(t *testing.T) {
+	dir, clock := t.TempDir(), testclock.New(t0)
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	s, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, TokenPrefix: "sk", Logger: quiet, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo, admin := s.Bootstrap.DemoKey.Token.Plain(), s.Bootstrap.AdminKey.Token.Plain()
+	if !strings.HasPrefix(demo, "sk_live_") {
+		t.Fatalf("demo key %.12s… under prefix sk", demo)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = open(t, dir, clock)
+	defer s.Close()
+	send := sender(t, s.Handler)
+	send("GET", "/invoices", demo, nil, 200)
+	created, _ := send("POST", "/v1/keys", admin, map[string]any{"name": "new", "scopes": []string{"invoices:read"}}, 201)
+	if secret := created["secret"].(string); !strings.HasPrefix(secret, "keyward_live_") {
+		t.Fatalf("a key made after the change: %.16s…", secret)
+	}
+	// The prefix is part of the key: the same id and secret under another
+	// prefix is not the key.
+	send("GET", "/invoices", "keyward"+strings.TrimPrefix(demo, "sk"), nil, 401)
+}
+
 // TestInterruptedFirstStart: a first start that died before showing the
 // demo secrets is reported, not silently reused.
 func TestInterruptedFirstStart(t *testing.T) {
@@ -166,6 +196,9 @@ func TestEventsAndJobs(t *testing.T) {
 	clock.Advance(2 * time.Minute)
 	if r, err := s.Jobs.Run(t.Context(), jobs.ExpirySweep); err != nil || r.Changed != 1 {
 		t.Fatalf("sweep: %+v %v", r, err)
+	}
+	if err := s.PublishEvents(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "events.jsonl"))
 	if err != nil {

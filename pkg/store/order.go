@@ -96,6 +96,15 @@ func (c Change) CreatesByTenant() map[string]int64 {
 // audit entry written twice (which a DynamoDB transaction refuses too).
 func (c Change) Validate() error {
 	items := len(c.Keys) + len(c.Audit)
+	if r := c.Idempotency; r != nil {
+		items++
+		if err := CheckTenantID(r.TenantID); err != nil {
+			return err
+		}
+		if r.Key == "" || !r.Done {
+			return fmt.Errorf("store: an idempotency record completed by a change needs a key and Done")
+		}
+	}
 	if c.Tenant != nil {
 		items++
 		if err := CheckTenantID(c.Tenant.Tenant.ID); err != nil {

@@ -223,10 +223,19 @@ type TenantWrite struct {
 // are created: ErrAlreadyExists if an unexpired entry of the tenant has the
 // same Time and ID (an expired one counts as absent, as everywhere). IDs are
 // random, so in practice the ID alone identifies an entry.
+//
+// Idempotency, if set, completes the record of the request making the
+// change (Done, StatusCode and Body), in the same transaction: the stored
+// record must be unexpired, in progress and the same claim (same CreatedAt
+// and RequestHash), or the change fails with ErrConflict and writes nothing.
+// So a retry of the request finds either the finished record, or no change
+// at all, whatever failed in between; and a claim taken over or released
+// meanwhile can never be completed by the request that lost it.
 type Change struct {
-	Keys   []KeyWrite
-	Tenant *TenantWrite
-	Audit  []AuditEntry
+	Keys        []KeyWrite
+	Tenant      *TenantWrite
+	Audit       []AuditEntry
+	Idempotency *Idempotency
 }
 
 // KeyQuery filters and pages a tenant's keys, newest first (CreatedAt
@@ -240,9 +249,16 @@ type KeyQuery struct {
 }
 
 // KeyPage is one page of keys; NextCursor is empty on the last page.
+//
+// Skipped are the ids of keys the page would have held that do not decode
+// to a valid key (ErrCorrupt): they are left out, so that one corrupt item
+// cannot stop a listing, or the revocation of a tenant's other keys, and
+// are named for the caller to report. (GetKey still fails on them, and the
+// authorizer refuses them.)
 type KeyPage struct {
 	Keys       []Key
 	NextCursor string
+	Skipped    []string
 }
 
 // AuditQuery pages a tenant's audit entries, newest first (Time descending,
@@ -327,9 +343,11 @@ type Store interface {
 	// if done already or the hash differs).
 	CompleteIdempotency(ctx context.Context, r Idempotency) error
 	// DeleteIdempotency removes the record r describes (same tenant, key,
-	// CreatedAt and RequestHash), so that a request that failed without
-	// effect, or one abandoned, can be retried with the same key. No error
-	// if it is gone; ErrConflict if another request holds the key by now,
-	// whose claim must not be removed.
+	// CreatedAt and RequestHash) while it is in progress, so that a request
+	// that failed without effect, or one abandoned, can be retried with the
+	// same key. No error if it is gone; ErrConflict if another request holds
+	// the key by now, whose claim must not be removed, or if the record is
+	// done: a change that completed it (Change.Idempotency) happened, and
+	// its answer must be replayed, not its effect repeated.
 	DeleteIdempotency(ctx context.Context, r Idempotency) error
 }

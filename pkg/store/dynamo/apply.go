@@ -2,6 +2,9 @@ package dynamo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -40,10 +43,17 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 	for i, o := range ops {
 		writes[i] = o.write
 	}
+	token, err := requestToken(c)
+	if err != nil {
+		return fmt.Errorf("dynamo: apply: %w", err)
+	}
 	for attempt := 1; ; attempt++ {
 		// A fresh input each time: the SDK stores its idempotency token in
-		// the input, and a retried transaction must not replay the first.
-		_, err := s.client.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: writes})
+		// the input. Without a request token of its own, a retried
+		// transaction must not replay the first; with one, the same
+		// transaction is retried under the same token, and DynamoDB
+		// applies it once.
+		_, err := s.client.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: writes, ClientRequestToken: token})
 		if err == nil {
 			return nil
 		}
@@ -107,7 +117,58 @@ func (s *Store) changeOps(c store.Change) ([]op, error) {
 	for _, a := range c.Audit {
 		ops = append(ops, s.auditCreate(a))
 	}
+	if r := c.Idempotency; r != nil {
+		ops = append(ops, s.idemComplete(*r))
+	}
 	return ops, nil
+}
+
+// requestToken is the ClientRequestToken of a change that completes an
+// idempotency record: derived from the record (tenant, Idempotency-Key and
+// the claim) and the change itself, so that the SDK's retries, and
+// Apply's own, of a transaction whose answer was lost cannot apply it
+// twice within DynamoDB's ten-minute window, and a different transaction
+// never meets IdempotentParameterMismatch. Nil for other changes, which
+// the SDK gives a token per call.
+// https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html#DDB-TransactWriteItems-request-ClientRequestToken
+func requestToken(c store.Change) (*string, error) {
+	r := c.Idempotency
+	if r == nil {
+		return nil, nil
+	}
+	content, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(r.TenantID + "\x00" + r.Key + "\x00" + store.SortTime(r.CreatedAt) + "\x00" + string(content)))
+	// At most 36 characters.
+	return aws.String(base64.RawURLEncoding.EncodeToString(sum[:27])), nil
+}
+
+// idemComplete completes an in-progress, unexpired idempotency record of
+// the same claim (store.Change.Idempotency).
+func (s *Store) idemComplete(r store.Idempotency) op {
+	e := encoder{}
+	e.bool(attrDone, true)
+	e.int(attrStatusCode, int64(r.StatusCode))
+	e.bytes(attrBody, r.Body)
+	var u update
+	u.copyFrom(item(e), []string{attrDone, attrStatusCode, attrBody})
+	cond := u.exists(AttrPK) + " AND " + u.cmp(attrDone, "=", &types.AttributeValueMemberBOOL{Value: false}) +
+		" AND " + u.cmp(attrCreatedAt, "=", str(store.SortTime(r.CreatedAt))) +
+		" AND " + u.cmp(attrRequestHash, "=", str(r.RequestHash)) + " AND " + s.unexpired(&u.expr)
+	return op{
+		write: types.TransactWriteItem{Update: s.update(primaryKey(idemPK(r.TenantID, r.Key), idemSK), &u, cond)},
+		failed: func(item) error {
+			return fmt.Errorf("dynamo: complete idempotency record %s/%s: not this request's claim, in progress: %w", r.TenantID, r.Key, store.ErrConflict)
+		},
+	}
+}
+
+// unexpired is the condition that an item with an expires_at attribute
+// has not expired; one without it never does (store.Idempotency).
+func (s *Store) unexpired(x *expr) string {
+	return "(" + x.notExists(attrExpiresAt) + " OR " + x.cmp(attrExpiresAt, ">", str(store.SortTime(s.now()))) + ")"
 }
 
 // put is a conditional Put that reports the existing item on failure.

@@ -15,6 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/keyward/keyward/internal/dynamolocal"
+	"github.com/keyward/keyward/internal/storetest"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/conformance"
 	"github.com/keyward/keyward/pkg/store/dynamo"
@@ -388,6 +391,82 @@ func TestScanKeysCursor(t *testing.T) {
 	} {
 		if _, err := s.ScanKeys(ctx, bad, 1); !errors.Is(err, store.ErrInvalidCursor) {
 			t.Fatalf("cursor %q: %v, want ErrInvalidCursor", bad, err)
+		}
+	}
+}
+
+// TestRepeatedTransactionAppliesOnce: a change that completes an
+// idempotency record carries a ClientRequestToken derived from the record
+// and the change, so the same change applied again (a retry after its
+// answer was lost, with a fresh input) succeeds without applying twice,
+// rather than failing on its own first write.
+func TestRepeatedTransactionAppliesOnce(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table, dynamo.WithClock(func() time.Time { return t0 }))
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
+	claim := store.Idempotency{TenantID: "acme", Key: "idem-1", RequestHash: "h", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if err := s.PutIdempotency(t.Context(), claim); err != nil {
+		t.Fatal(err)
+	}
+	done := claim
+	done.Done, done.StatusCode, done.Body = true, 201, []byte("{}")
+	change := store.Change{Keys: []store.KeyWrite{{Key: key("acme", 1)}}, Idempotency: &done}
+	for i := range 2 {
+		if err := s.Apply(t.Context(), change); err != nil {
+			t.Fatalf("apply %d of the same change: %v", i+1, err)
+		}
+	}
+	if tn, err := s.GetTenant(t.Context(), "acme"); err != nil || tn.KeyCount != 1 {
+		t.Fatalf("the key was counted %d times: %v", tn.KeyCount, err)
+	}
+	// Without an idempotency record, each Apply is a transaction of its
+	// own, which the conditions of the first refuse.
+	plain := store.Change{Keys: []store.KeyWrite{{Key: key("acme", 2)}}}
+	apply(t, s, plain)
+	if err := s.Apply(t.Context(), plain); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("the same change without a record, again: %v", err)
+	}
+}
+
+// TestCorruptKeyDoesNotStopRevocation: a key whose stored status no reader
+// recognises is left out of listings (and named), so offboarding still
+// revokes the tenant's other keys.
+func TestCorruptKeyDoesNotStopRevocation(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table)
+	ctx := t.Context()
+	_, ring := storetest.Peppers(t, s, t0)
+	format, _ := apikey.NewFormat("sk")
+	svc := keys.New(s, ring, format)
+	if _, err := svc.Onboard(ctx, keys.Actor{ID: "op"}, keys.OnboardParams{TenantID: "acme", Name: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		c, err := svc.Create(ctx, keys.Actor{ID: "op"}, "acme", keys.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, c.Key.ID)
+	}
+	it := rawKey(t, client, table, ids[1])
+	it["status"] = &types.AttributeValueMemberS{Value: "disabled"}
+	if _, err := client.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table), Item: it}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.ListKeys(ctx, "acme", store.KeyQuery{Limit: 100})
+	if err != nil || len(page.Keys) != 4 || len(page.Skipped) != 1 || page.Skipped[0] != ids[1] {
+		t.Fatalf("listing with a corrupt key: %v, %d keys, skipped %v", err, len(page.Keys), page.Skipped)
+	}
+	if scan, err := s.ScanKeys(ctx, "", 100); err != nil || len(scan.Skipped) != 1 {
+		t.Fatalf("scan with a corrupt key: %v %+v", err, scan.Skipped)
+	}
+	if _, err := svc.Offboard(ctx, keys.Actor{ID: "op"}, "acme"); err != nil {
+		t.Fatalf("offboarding: %v", err)
+	}
+	for _, id := range []string{ids[0], ids[2]} {
+		if k, err := s.GetKey(ctx, id); err != nil || k.Status != store.KeyRevoked {
+			t.Errorf("key %s after offboarding: %s %v", id, k.Status, err)
 		}
 	}
 }

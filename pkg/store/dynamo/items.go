@@ -33,6 +33,7 @@ const (
 	attrRetiredAt     = "retired_at"
 	attrCursor        = "cursor"
 	attrKeyID         = "key_id"
+	attrCreatedAt     = "created_at"
 	attrEnvironment   = "environment"
 	attrKeyDisplay    = "key_display"
 )
@@ -331,7 +332,7 @@ func decodeKey(it item) (store.Key, error) {
 		Revision:   d.int(attrRevision),
 	}
 	if d.err != nil {
-		return k, d.err
+		return k, fmt.Errorf("%w: key %s: %v", store.ErrCorrupt, k.ID, d.err)
 	}
 	return k, store.CheckKey(k)
 }
@@ -434,9 +435,11 @@ func idemItem(r store.Idempotency) item {
 	e.bool(attrDone, r.Done)
 	e.int(attrStatusCode, int64(r.StatusCode))
 	e.bytes(attrBody, r.Body)
-	e.time("created_at", r.CreatedAt)
+	e.time(attrCreatedAt, r.CreatedAt)
 	e.time(attrExpiresAt, r.ExpiresAt)
-	e[AttrTTL] = ttl(r.ExpiresAt)
+	if !r.ExpiresAt.IsZero() {
+		e[AttrTTL] = ttl(r.ExpiresAt)
+	}
 	return item(e)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -76,11 +77,11 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 		}
 	}
 	l.filter = strings.Join(filters, " AND ")
-	keys, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.KeyOrder, nil)
+	keys, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.KeyOrder, nil)
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("dynamo: list keys of tenant %s: %w", tenantID, err)
 	}
-	return store.KeyPage{Keys: keys, NextCursor: next}, nil
+	return store.KeyPage{Keys: keys, NextCursor: next, Skipped: skipped}, nil
 }
 
 // ListAudit pages through a tenant's unexpired audit entries, newest first:
@@ -97,7 +98,10 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQue
 		l.filter += " AND (" + l.notExists(attrKeyID) + " OR " + l.cmp(attrEnvironment, "=", str(env)) +
 			" OR (" + l.notExists(attrEnvironment) + " AND contains(" + l.name(attrKeyDisplay) + ", " + l.value(str("_"+env+"_")) + ")))"
 	}
-	entries, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeAudit, store.AuditOrder, nil)
+	entries, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeAudit, store.AuditOrder, nil)
+	if err == nil && len(skipped) > 0 {
+		err = fmt.Errorf("%w: audit entries %v", store.ErrCorrupt, skipped)
+	}
 	if err != nil {
 		return store.AuditPage{}, fmt.Errorf("dynamo: list audit of tenant %s: %w", tenantID, err)
 	}
@@ -117,11 +121,11 @@ func (s *Store) ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.Ke
 	// since left it or moved. The index's copy is at least checked against
 	// the query; callers' revision-checked writes catch the rest.
 	due := func(k store.Key) bool { return expiryDue(k) && store.SortTime(k.ExpiresAt) <= before }
-	keys, next, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.ExpiryOrder, due)
+	keys, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.ExpiryOrder, due)
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("dynamo: list expiring keys: %w", err)
 	}
-	return store.KeyPage{Keys: keys, NextCursor: next}, nil
+	return store.KeyPage{Keys: keys, NextCursor: next, Skipped: skipped}, nil
 }
 
 // listing is a query of one partition of the table or of an index, whose
@@ -146,10 +150,11 @@ var indexKeys = map[string][2]string{
 
 // list returns up to limit items of l past cursor's position (strictly
 // before it, or after it if ascending) that keep accepts (nil accepts all),
-// and a cursor for the rest if any remain.
-func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor string, decode func(item) (T, error), order func(T) string, keep func(T) bool) ([]T, string, error) {
+// a cursor for the rest if any remain, and the ids of the items it left out
+// because they do not decode (store.ErrCorrupt).
+func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor string, decode func(item) (T, error), order func(T) string, keep func(T) bool) ([]T, string, []string, error) {
 	if err := store.CheckLimit(limit); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	in := &dynamodb.QueryInput{
 		TableName:        s.table,
@@ -159,7 +164,7 @@ func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor str
 	}
 	keys, ok := indexKeys[l.index]
 	if !ok {
-		return nil, "", fmt.Errorf("unknown index %q", l.index)
+		return nil, "", nil, fmt.Errorf("unknown index %q", l.index)
 	}
 	pk, sk := keys[0], keys[1]
 	if l.index != "" {
@@ -171,7 +176,7 @@ func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor str
 	if cursor != "" {
 		var err error
 		if position, err = store.DecodeCursor(cursor); err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 	}
 	cond := l.cmp(pk, "=", str(l.partition))
@@ -180,7 +185,7 @@ func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor str
 	switch {
 	case l.ascending && l.upper != "" && position != "":
 		if position >= l.upper {
-			return nil, "", nil
+			return nil, "", nil, nil
 		}
 		// A key condition has one sort key test, and BETWEEN includes
 		// both ends: the cursor's own item is skipped below, and read on
@@ -205,30 +210,36 @@ func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor str
 	in.ExpressionAttributeNames, in.ExpressionAttributeValues = l.names, l.values
 
 	var out []T
+	var skipped []string
 	pages := dynamodb.NewQueryPaginator(s.client, in)
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		for _, it := range page.Items {
 			if at, ok := it[sk].(*types.AttributeValueMemberS); skip != "" && ok && at.Value == skip {
 				continue
 			}
 			v, err := decode(it)
+			if errors.Is(err, store.ErrCorrupt) {
+				d := decoder{it: it}
+				skipped = append(skipped, d.str("id"))
+				continue
+			}
 			if err != nil {
-				return nil, "", err
+				return nil, "", nil, err
 			}
 			if keep != nil && !keep(v) {
 				continue
 			}
 			if len(out) == limit {
-				return out, store.EncodeCursor(order(out[limit-1])), nil
+				return out, store.EncodeCursor(order(out[limit-1])), skipped, nil
 			}
 			out = append(out, v)
 		}
 	}
-	return out, "", nil
+	return out, "", skipped, nil
 }
 
 // ListPeppers reads every pepper version, oldest first.
@@ -280,6 +291,7 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 	var x expr
 	filter := x.cmp(AttrSK, "=", str(keySK))
 	var keys []store.Key
+	var skipped []string
 	for range scanRequests {
 		out, err := s.client.Scan(ctx, &dynamodb.ScanInput{
 			TableName:                 s.table,
@@ -293,6 +305,10 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 		}
 		for i, it := range out.Items {
 			k, err := decodeKey(it)
+			if errors.Is(err, store.ErrCorrupt) {
+				skipped = append(skipped, (&decoder{it: it}).str("id"))
+				continue
+			}
 			if err != nil {
 				return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
 			}
@@ -301,7 +317,7 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 				continue
 			}
 			if i == len(out.Items)-1 && len(out.LastEvaluatedKey) == 0 {
-				return store.KeyPage{Keys: keys}, nil
+				return store.KeyPage{Keys: keys, Skipped: skipped}, nil
 			}
 			// The next page starts after this key, not after the end of
 			// this Scan page, whose other keys it has yet to return.
@@ -309,10 +325,10 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 			if err != nil {
 				return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
 			}
-			return store.KeyPage{Keys: keys, NextCursor: next}, nil
+			return store.KeyPage{Keys: keys, NextCursor: next, Skipped: skipped}, nil
 		}
 		if len(out.LastEvaluatedKey) == 0 {
-			return store.KeyPage{Keys: keys}, nil
+			return store.KeyPage{Keys: keys, Skipped: skipped}, nil
 		}
 		start = out.LastEvaluatedKey
 	}
@@ -320,7 +336,7 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("dynamo: scan keys: %w", err)
 	}
-	return store.KeyPage{Keys: keys, NextCursor: next}, nil
+	return store.KeyPage{Keys: keys, NextCursor: next, Skipped: skipped}, nil
 }
 
 // scanPosition is a ScanKeys cursor: the table's primary key of the item

@@ -136,9 +136,8 @@ func (s *Store) PutCheckpoint(ctx context.Context, job, cursor string) error {
 func (s *Store) PutIdempotency(ctx context.Context, r store.Idempotency) error {
 	var x expr
 	// expires_at, not the TTL's whole seconds, decides expiry exactly as
-	// GetIdempotency does; a record without it has expired.
-	cond := x.notExists(AttrPK) + " OR " + x.notExists(attrExpiresAt) + " OR " +
-		x.cmp(attrExpiresAt, "<=", str(store.SortTime(s.now())))
+	// GetIdempotency does; a record without it never expires.
+	cond := x.notExists(AttrPK) + " OR " + x.cmp(attrExpiresAt, "<=", str(store.SortTime(s.now())))
 	failed, err := s.putItem(ctx, idemItem(r), &x, cond)
 	switch {
 	case err != nil:
@@ -162,7 +161,7 @@ func (s *Store) GetIdempotency(ctx context.Context, tenantID, key string) (store
 	if err != nil {
 		return store.Idempotency{}, fmt.Errorf("dynamo: get idempotency record: %w", err)
 	}
-	if !r.ExpiresAt.After(s.now()) {
+	if !r.ExpiresAt.IsZero() && !r.ExpiresAt.After(s.now()) {
 		return store.Idempotency{}, fmt.Errorf("dynamo: get idempotency record: expired: %w", store.ErrNotFound)
 	}
 	return r, nil
@@ -177,7 +176,7 @@ func (s *Store) CompleteIdempotency(ctx context.Context, r store.Idempotency) er
 	var u update
 	u.copyFrom(item(e), []string{attrDone, attrStatusCode, attrBody})
 	now := s.now()
-	cond := u.exists(AttrPK) + " AND " + u.cmp(attrExpiresAt, ">", str(store.SortTime(now))) +
+	cond := u.exists(AttrPK) + " AND " + s.unexpired(&u.expr) +
 		" AND " + u.cmp(attrDone, "=", &types.AttributeValueMemberBOOL{Value: false}) +
 		" AND " + u.cmp(attrRequestHash, "=", str(r.RequestHash))
 	failed, old, err := s.updateItem(ctx, primaryKey(idemPK(r.TenantID, r.Key), idemSK), &u, cond)
@@ -194,17 +193,18 @@ func (s *Store) CompleteIdempotency(ctx context.Context, r store.Idempotency) er
 	if err != nil {
 		return fmt.Errorf("dynamo: complete idempotency record: %w", err)
 	}
-	if !stored.ExpiresAt.After(now) {
+	if !stored.ExpiresAt.IsZero() && !stored.ExpiresAt.After(now) {
 		return fmt.Errorf("dynamo: complete idempotency record: expired: %w", store.ErrNotFound)
 	}
 	return fmt.Errorf("dynamo: complete idempotency record: done already or another request: %w", store.ErrConflict)
 }
 
-// DeleteIdempotency removes the record r describes, if it is still that one.
+// DeleteIdempotency removes the record r describes, if it is still that
+// one and in progress.
 func (s *Store) DeleteIdempotency(ctx context.Context, r store.Idempotency) error {
 	var x expr
-	cond := x.notExists(AttrPK) + " OR (" + x.cmp("created_at", "=", str(store.SortTime(r.CreatedAt))) +
-		" AND " + x.cmp(attrRequestHash, "=", str(r.RequestHash)) + ")"
+	cond := x.notExists(AttrPK) + " OR (" + x.cmp(attrCreatedAt, "=", str(store.SortTime(r.CreatedAt))) +
+		" AND " + x.cmp(attrRequestHash, "=", str(r.RequestHash)) + " AND " + x.cmp(attrDone, "=", &types.AttributeValueMemberBOOL{Value: false}) + ")"
 	_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:                 s.table,
 		Key:                       primaryKey(idemPK(r.TenantID, r.Key), idemSK),
@@ -214,7 +214,7 @@ func (s *Store) DeleteIdempotency(ctx context.Context, r store.Idempotency) erro
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		return fmt.Errorf("dynamo: delete idempotency record: another request holds the key: %w", store.ErrConflict)
+		return fmt.Errorf("dynamo: delete idempotency record: another request holds the key, or the request is done: %w", store.ErrConflict)
 	}
 	if err != nil {
 		return fmt.Errorf("dynamo: delete idempotency record: %w", err)

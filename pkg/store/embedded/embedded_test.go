@@ -1,37 +1,44 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/conformance"
 )
 
-func TestConformanceMemory(t *testing.T) {
+func TestConformanceTemp(t *testing.T) {
 	conformance.Run(t, func(t *testing.T, now func() time.Time) store.Store {
-		s := NewMemory(WithClock(now))
-		t.Cleanup(func() { s.Close() })
-		return s
+		return openTemp(t, now)
 	})
 }
 
 func TestConformanceFile(t *testing.T) {
 	conformance.Run(t, func(t *testing.T, now func() time.Time) store.Store {
-		return openFile(t, filepath.Join(t.TempDir(), "keyward.journal"), now)
+		return openFile(t, filepath.Join(t.TempDir(), "keyward.db"), now)
 	})
 }
 
 // openFile opens a file store that the test closes at its end if the test
 // has not closed it already.
-func openFile(t *testing.T, path string, now func() time.Time) *Store {
+func openFile(t *testing.T, path string, now func() time.Time, opts ...Option) *Store {
 	t.Helper()
-	s, err := Open(path, WithClock(now))
+	s, err := Open(path, append([]Option{WithClock(now)}, opts...)...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -39,15 +46,25 @@ func openFile(t *testing.T, path string, now func() time.Time) *Store {
 	return s
 }
 
-// eachMode runs fn against a memory store and a file store.
+func openTemp(t *testing.T, now func() time.Time, opts ...Option) *Store {
+	t.Helper()
+	s, err := OpenTemp(append([]Option{WithClock(now)}, opts...)...)
+	if err != nil {
+		t.Fatalf("OpenTemp: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// eachMode runs fn against a temporary store and a file store.
 func eachMode(t *testing.T, fn func(t *testing.T, s *Store, clock *testclock.Clock)) {
-	t.Run("memory", func(t *testing.T) {
+	t.Run("temp", func(t *testing.T) {
 		clock := newClock()
-		fn(t, NewMemory(WithClock(clock.Now)), clock)
+		fn(t, openTemp(t, clock.Now), clock)
 	})
 	t.Run("file", func(t *testing.T) {
 		clock := newClock()
-		fn(t, openFile(t, filepath.Join(t.TempDir(), "keyward.journal"), clock.Now), clock)
+		fn(t, openFile(t, filepath.Join(t.TempDir(), "keyward.db"), clock.Now), clock)
 	})
 }
 
@@ -151,23 +168,538 @@ func TestRetirePepperRefusesZeroTime(t *testing.T) {
 	})
 }
 
-func TestAuditHookSeesCommittedEntriesOnly(t *testing.T) {
-	var seen []string
-	s := NewMemory(WithAuditHook(func(entries []store.AuditEntry) {
-		for _, a := range entries {
-			seen = append(seen, a.ID)
-		}
-	}))
+// populate makes every kind of write. Times are in a non-UTC zone with
+// nanoseconds, so that round trips check normalisation and precision.
+func populate(t *testing.T, s *Store, clock *testclock.Clock) {
+	t.Helper()
 	ctx := t.Context()
-	a := store.AuditEntry{TenantID: "acme", ID: "a1", Time: time.Unix(1, 0), Action: "key.created"}
-	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{a}}); err != nil {
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := clock.Now().In(time.FixedZone("CET", 3600))
+	must(s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: store.Tenant{ID: "acme", Name: "Acme", Status: store.TenantActive, CreatedAt: at}}}))
+	gone := store.Tenant{ID: "gone", Name: "Gone", Status: store.TenantActive, CreatedAt: at}
+	must(s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: gone}}))
+	gone.Status, gone.OffboardedAt = store.TenantOffboarded, at.Add(time.Hour)
+	must(s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: gone, ExpectedRevision: 1}}))
+
+	full := store.Key{
+		ID: "k1", TenantID: "acme", Name: "full", Description: "every field", Prefix: "sk", Environment: "live",
+		Last4: "abcd", Scopes: []string{"invoices:read"}, Status: store.KeyActive, Hash: []byte{1, 1}, PepperVersion: 1,
+		CreatedAt: at, CreatedBy: "mem_alice", UpdatedAt: at, NotBefore: at.Add(-time.Minute), ExpiresAt: at.Add(24 * time.Hour),
+		AllowedIPs: []string{"203.0.113.0/24"}, AllowedOrigins: []string{"https://app.example.com"},
+		RateLimit: store.RateLimit{RequestsPerMinute: 60, Burst: 5}, Replaces: "k0", Metadata: map[string]string{"team": "billing"},
+		Notices: []string{store.NoticeExpiring7d},
+	}
+	minimal := store.Key{ID: "k2", TenantID: "acme", Name: "minimal", Status: store.KeyActive, Hash: []byte{2}, PepperVersion: 1, CreatedAt: at.Add(time.Second)}
+	forever := store.AuditEntry{TenantID: "acme", ID: "a1", Time: at, Actor: "mem_alice", Action: "key.created", KeyID: "k1", KeyDisplay: "sk_live_…abcd", RequestID: "req-1", Details: map[string]string{"name": "full"}}
+	hour := store.AuditEntry{TenantID: "acme", ID: "a2", Time: at, Actor: "mem_alice", Action: "key.created", KeyID: "k2", ExpiresAt: at.Add(time.Hour)}
+	must(s.Apply(ctx, store.Change{Keys: []store.KeyWrite{{Key: full}, {Key: minimal}}, Audit: []store.AuditEntry{forever, hour}}))
+	full.Status, full.RevokedAt, full.ReplacedBy = store.KeyRevoked, at.Add(2*time.Minute), "k2"
+	full.Notices = append(full.Notices, store.NoticeExpiring1d)
+	days := store.AuditEntry{TenantID: "acme", ID: "a3", Time: at.Add(2 * time.Minute), Actor: "mem_bob", Action: "key.revoked", KeyID: "k1", ExpiresAt: at.Add(48 * time.Hour)}
+	must(s.Apply(ctx, store.Change{Keys: []store.KeyWrite{{Key: full, ExpectedRevision: 1}}, Audit: []store.AuditEntry{days}}))
+	if _, err := s.TouchKey(ctx, "k1", at.Add(time.Minute), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	// A refused change reaches no one.
-	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{a}}); err == nil {
-		t.Fatal("duplicate entry accepted")
+	must(s.RehashKey(ctx, "k2", 1, []byte{2, 2}, 2))
+
+	must(s.CreatePepper(ctx, store.Pepper{Version: 1, Ciphertext: []byte("c1"), KeyID: "local", CreatedAt: at}))
+	must(s.RetirePepper(ctx, 1, at.Add(time.Hour)))
+	must(s.CreatePepper(ctx, store.Pepper{Version: 2, Ciphertext: []byte("c2"), KeyID: "local", CreatedAt: at.Add(time.Hour)}))
+
+	done := store.Idempotency{TenantID: "acme", Key: "r1", RequestHash: "h1", CreatedAt: at, ExpiresAt: at.Add(time.Hour)}
+	must(s.PutIdempotency(ctx, done))
+	done.StatusCode, done.Body = 201, []byte(`{"id":"k1"}`)
+	must(s.CompleteIdempotency(ctx, done))
+	must(s.PutIdempotency(ctx, store.Idempotency{TenantID: "acme", Key: "r2", RequestHash: "h2", CreatedAt: at, ExpiresAt: at.Add(48 * time.Hour)}))
+	r3 := store.Idempotency{TenantID: "acme", Key: "r3", RequestHash: "h3", CreatedAt: at, ExpiresAt: at.Add(48 * time.Hour)}
+	must(s.PutIdempotency(ctx, r3))
+	must(s.DeleteIdempotency(ctx, r3))
+
+	must(s.PutCheckpoint(ctx, "sweep", "c1"))
+	must(s.PutCheckpoint(ctx, "sweep", "c2"))
+	must(s.PutCheckpoint(ctx, "rotate", "r1"))
+	must(s.PutCheckpoint(ctx, "rotate", ""))
+}
+
+// state is every bucket's content as stored, values by key: two stores
+// with the same state answer every query alike.
+type state map[string]map[string]string
+
+func dump(t *testing.T, s *Store) state {
+	t.Helper()
+	st := state{}
+	err := s.view(t.Context(), func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			m := map[string]string{}
+			if err := tx.Bucket(b).ForEach(func(k, v []byte) error { m[string(k)] = string(v); return nil }); err != nil {
+				return err
+			}
+			st[string(b)] = m
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("dump: %v", err)
 	}
-	if len(seen) != 1 || seen[0] != "a1" {
-		t.Fatalf("hook saw %v", seen)
+	return st
+}
+
+func wantState(t *testing.T, got, want state) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		for b := range want {
+			if !reflect.DeepEqual(got[b], want[b]) {
+				t.Fatalf("bucket %s:\n got %q\nwant %q", b, got[b], want[b])
+			}
+		}
+		t.Fatalf("state differs")
 	}
+}
+
+func TestReopenRestoresEverything(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "keyward.db")
+	clock := newClock()
+	s := openFile(t, path, clock.Now)
+	populate(t, s, clock)
+	before := dump(t, s)
+	k1, err := s.GetKey(t.Context(), "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700 | os.ModeDir} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode() != want {
+			t.Fatalf("%s: mode %v (%v), want %v", p, fi.Mode(), err, want)
+		}
+	}
+
+	s = openFile(t, path, clock.Now)
+	wantState(t, dump(t, s), before)
+	got, err := s.GetKey(t.Context(), "k1")
+	if err != nil || !reflect.DeepEqual(got, k1) {
+		t.Fatalf("key after reopen: %v\n got %+v\nwant %+v", err, got, k1)
+	}
+	if got.CreatedAt.Location() != time.UTC || got.CreatedAt.Nanosecond() != 987654321 {
+		t.Fatalf("CreatedAt %v: want UTC with nanoseconds", got.CreatedAt)
+	}
+	if !reflect.DeepEqual(got.Notices, []string{store.NoticeExpiring7d, store.NoticeExpiring1d}) {
+		t.Fatalf("notices after reopen: %q", got.Notices)
+	}
+	audit, err := s.ListAudit(t.Context(), "acme", store.AuditQuery{KeyID: "k1", Limit: 10})
+	if err != nil || len(audit.Entries) != 2 || audit.Entries[1].KeyDisplay != "sk_live_…abcd" {
+		t.Fatalf("audit after reopen: %v %+v", err, audit)
+	}
+	peppers, err := s.ListPeppers(t.Context())
+	if err != nil || len(peppers) != 2 || !peppers[0].RetiredAt.Equal(clock.Now().Add(time.Hour)) || !peppers[1].RetiredAt.IsZero() {
+		t.Fatalf("peppers after reopen: %v %+v", err, peppers)
+	}
+	for job, want := range map[string]string{"sweep": "c2", "rotate": ""} {
+		if c, err := s.GetCheckpoint(t.Context(), job); err != nil || c != want {
+			t.Fatalf("checkpoint %s after reopen: %q %v, want %q", job, c, err, want)
+		}
+	}
+	page, err := s.ListKeys(t.Context(), "acme", store.KeyQuery{Limit: 10})
+	if err != nil || len(page.Keys) != 2 || page.Keys[0].ID != "k2" {
+		t.Fatalf("ListKeys after reopen: %v %+v", err, page)
+	}
+	// A temporary store reaches the same state by the same writes.
+	clock = newClock()
+	temp := openTemp(t, clock.Now)
+	populate(t, temp, clock)
+	wantState(t, dump(t, temp), before)
+}
+
+const crashEnv = "EMBEDDED_CRASH_DB"
+
+// TestCrashKeepsAcknowledgedWrites runs populate in a child process that
+// then kills itself with SIGKILL, without Close.
+func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
+	if path := os.Getenv(crashEnv); path != "" {
+		clock := newClock()
+		s, err := Open(path, WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		populate(t, s, clock)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal ends the process
+	}
+	path := filepath.Join(t.TempDir(), "keyward.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashKeepsAcknowledgedWrites$")
+	cmd.Env = append(os.Environ(), crashEnv+"="+path)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child did not die by SIGKILL: %v\n%s", err, out)
+	}
+
+	clock := newClock()
+	want := openTemp(t, clock.Now)
+	populate(t, want, clock)
+	s := openFile(t, path, clock.Now) // also shows the dead process's lock is gone
+	wantState(t, dump(t, s), dump(t, want))
+}
+
+// readAll reads everything the store holds through its API, stopping at
+// the first error.
+func readAll(ctx context.Context, s *Store) error {
+	for _, id := range []string{"acme", "gone"} {
+		if _, err := s.GetTenant(ctx, id); err != nil {
+			return err
+		}
+		if _, err := s.ListKeys(ctx, id, store.KeyQuery{Limit: 100}); err != nil {
+			return err
+		}
+		if _, err := s.ListAudit(ctx, id, store.AuditQuery{Limit: 100}); err != nil {
+			return err
+		}
+	}
+	for _, id := range []string{"k1", "k2"} {
+		if _, err := s.GetKey(ctx, id); err != nil {
+			return err
+		}
+	}
+	if _, err := s.ScanKeys(ctx, "", 100); err != nil {
+		return err
+	}
+	if _, err := s.ListExpiring(ctx, store.ExpiryQuery{Before: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 100}); err != nil {
+		return err
+	}
+	if _, err := s.ListPeppers(ctx); err != nil {
+		return err
+	}
+	if _, err := s.GetIdempotency(ctx, "acme", "r2"); err != nil {
+		return err
+	}
+	_, err := s.GetCheckpoint(ctx, "sweep")
+	return err
+}
+
+// TestDamageIsDetectedNeverServed damages a database file as disks and
+// crashes do (a truncated file, a zeroed tail, flipped bytes anywhere) and
+// opens it: every outcome is an error that says the file is damaged, or a
+// store that reads back exactly what was written; never a changed key,
+// never a panic.
+func TestDamageIsDetectedNeverServed(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keyward.db")
+	clock := newClock()
+	s := openFile(t, path, clock.Now)
+	populate(t, s, clock)
+	want := dump(t, s)
+	s.Close()
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damages := map[string]func([]byte) []byte{
+		"truncated to half":  func(b []byte) []byte { return b[:len(b)/2] },
+		"truncated by 737":   func(b []byte) []byte { return b[:len(b)-737] },
+		"truncated to 1 KiB": func(b []byte) []byte { return b[:1024] },
+		"zeroed tail":        func(b []byte) []byte { clear(b[len(b)-4096:]); return b },
+		"zeroed first page":  func(b []byte) []byte { clear(b[:4096]); return b },
+		"zeroed both metas":  func(b []byte) []byte { clear(b[:8192]); return b },
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 60 {
+		at, bit := rng.IntN(len(good)), byte(1)<<rng.IntN(8)
+		damages[fmt.Sprintf("bit %d of byte %d", bit, at)] = func(b []byte) []byte { b[at] ^= bit; return b }
+	}
+	served, refused := 0, 0
+	for name, damage := range damages {
+		damaged := damage(bytes.Clone(good))
+		p := filepath.Join(dir, "damaged.db")
+		if err := os.WriteFile(p, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(p, WithClock(clock.Now))
+		if err != nil {
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), p) {
+				t.Errorf("%s: Open: %v, want ErrDamaged naming the file", name, err)
+			}
+			refused++
+			continue
+		}
+		err = readAll(t.Context(), d)
+		if err == nil {
+			if got := dump(t, d); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: served a changed database", name)
+			}
+			served++
+		} else if !errors.Is(err, ErrDamaged) {
+			t.Errorf("%s: reading: %v, want ErrDamaged", name, err)
+		} else {
+			refused++
+		}
+		d.Close()
+	}
+	t.Logf("%d damaged files refused, %d read back whole (damage in unused space)", refused, served)
+}
+
+func TestSecondOpenRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keyward.db")
+	s := openFile(t, path, time.Now)
+	if other, err := Open(path); err == nil || !strings.Contains(err.Error(), "open in another process") {
+		if err == nil {
+			other.Close()
+		}
+		t.Fatalf("second Open: %v, want it refused as locked", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	openFile(t, path, time.Now)
+}
+
+func TestNewerFormatRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keyward.db")
+	s := openFile(t, path, time.Now)
+	if err := s.update(t.Context(), func(tx *bolt.Tx) error { return s.put(tx, bMeta, metaFormat, formatVersion+1) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "newer keyward") {
+		t.Fatalf("Open of a newer format: %v", err)
+	}
+}
+
+// TestFailedWriteChangesNothing: a write the disk refuses (a full disk,
+// here the file's size limit) changes nothing, and the store goes on.
+func TestFailedWriteChangesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keyward.db")
+	clock := newClock()
+	s := openFile(t, path, clock.Now)
+	populate(t, s, clock)
+	s.Close()
+	s = openFile(t, path, clock.Now, withBoltOptions(func(o *bolt.Options) { o.MaxSize, o.InitialMmapSize = 256<<10, 0 }))
+	want := dump(t, s)
+	big := store.Key{ID: "k3", TenantID: "acme", Status: store.KeyActive, Description: strings.Repeat("x", 1<<20)}
+	if err := s.Apply(t.Context(), store.Change{Keys: []store.KeyWrite{{Key: big}}}); err == nil {
+		t.Fatal("a write past the disk's room succeeded")
+	}
+	wantState(t, dump(t, s), want)
+	if err := s.PutCheckpoint(t.Context(), "small", "fits"); err != nil {
+		t.Fatalf("a small write after the failure: %v", err)
+	}
+}
+
+func TestDropExpired(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
+		populate(t, s, clock)
+		ctx := t.Context()
+		if n, err := s.DropExpired(ctx); err != nil || n != 0 {
+			t.Fatalf("DropExpired before anything expired: %d %v", n, err)
+		}
+		clock.Advance(2 * time.Hour) // a2 and r1 expire after one hour
+		if n, err := s.DropExpired(ctx); err != nil || n != 2 {
+			t.Fatalf("DropExpired: %d %v, want 2", n, err)
+		}
+		st := dump(t, s)
+		for b, k := range map[string]string{"audit": "a2", "idempotency": "r1", "audit_keys": "k2"} {
+			for key := range st[b] {
+				if strings.Contains(key, k) {
+					t.Errorf("%s still holds %q", b, key)
+				}
+			}
+		}
+		if len(st["ttl"]) != 2 { // a3 and r2
+			t.Errorf("TTL index %q", st["ttl"])
+		}
+		// What has not expired reads as before.
+		if err := readAll(ctx, s); err != nil {
+			t.Fatalf("reading after DropExpired: %v", err)
+		}
+	})
+}
+
+func TestOutbox(t *testing.T) {
+	clock := newClock()
+	s := openTemp(t, clock.Now, WithOutbox())
+	ctx := t.Context()
+	entry := func(id string) store.AuditEntry {
+		return store.AuditEntry{TenantID: "acme", ID: id, Time: clock.Now(), Action: "key.created"}
+	}
+	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{entry("a1"), entry("a2")}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Committed():
+	default:
+		t.Fatal("a commit with audit entries signalled nothing")
+	}
+	// A refused change adds nothing.
+	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{entry("a3"), entry("a1")}}); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatal(err)
+	}
+	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{entry("a4")}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Outbox(ctx, 10)
+	if err != nil || len(out) != 3 || out[0].Entry.ID != "a1" || out[1].Entry.ID != "a2" || out[2].Entry.ID != "a4" {
+		t.Fatalf("outbox %v %+v", err, out)
+	}
+	if err := s.Published(ctx, []uint64{out[0].Seq, out[1].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = s.Outbox(ctx, 10); err != nil || len(out) != 1 || out[0].Entry.ID != "a4" {
+		t.Fatalf("outbox after publishing: %v %+v", err, out)
+	}
+	// Without WithOutbox nothing is kept.
+	plain := openTemp(t, clock.Now)
+	if err := plain.Apply(ctx, store.Change{Audit: []store.AuditEntry{entry("a1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := plain.Outbox(ctx, 10); err != nil || len(out) != 0 {
+		t.Fatalf("outbox of a store without one: %v %+v", err, out)
+	}
+}
+
+func TestUsagePlans(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, _ *testclock.Clock) {
+		ctx := t.Context()
+		for id, tier := range map[string]string{"a": "default", "b": "high"} {
+			if err := s.SetUsagePlan(ctx, id, tier); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.SetUsagePlan(ctx, "a", "standard"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteUsagePlan(ctx, "b"); err != nil {
+			t.Fatal(err)
+		}
+		if plans, err := s.UsagePlans(ctx); err != nil || !reflect.DeepEqual(plans, map[string]string{"a": "standard"}) {
+			t.Fatalf("plans %v %v", plans, err)
+		}
+	})
+}
+
+// TestReleaseClaims: unfinished Idempotency-Key records go, with their
+// TTL index entries; completed ones stay.
+func TestReleaseClaims(t *testing.T) {
+	clock := newClock()
+	s := openTemp(t, clock.Now)
+	ctx := t.Context()
+	rec := func(key string) store.Idempotency {
+		return store.Idempotency{TenantID: "acme:live", Key: key, RequestHash: "h", CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+	}
+	for _, k := range []string{"running", "done"} {
+		if err := s.PutIdempotency(ctx, rec(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := rec("done")
+	done.Done, done.StatusCode, done.Body = true, 201, []byte("{}")
+	if err := s.CompleteIdempotency(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.ReleaseClaims(ctx); err != nil || n != 1 {
+		t.Fatalf("ReleaseClaims: %d %v, want 1", n, err)
+	}
+	if _, err := s.GetIdempotency(ctx, "acme:live", "running"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the unfinished claim: %v", err)
+	}
+	if r, err := s.GetIdempotency(ctx, "acme:live", "done"); err != nil || !r.Done {
+		t.Fatalf("the completed record: %+v %v", r, err)
+	}
+	if st := dump(t, s); len(st["ttl"]) != 1 {
+		t.Fatalf("TTL index %q", st["ttl"])
+	}
+	if err := s.PutIdempotency(ctx, rec("running")); err != nil {
+		t.Fatalf("claiming the released key again: %v", err)
+	}
+}
+
+// TestImportJournal: a data directory of an earlier version, whose store
+// was a JSON-lines journal, is carried over whole.
+func TestImportJournal(t *testing.T) {
+	dir := t.TempDir()
+	journal := filepath.Join(dir, "keyward.journal")
+	lines := []string{
+		`{"tenants":[{"id":"acme","name":"Acme","status":"active","created_at":"2026-03-01T12:00:00Z","key_count":1,"revision":1}],` +
+			`"keys":[{"id":"k1","tenant_id":"acme","name":"n","prefix":"sk","environment":"live","last4":"abcd","scopes":["a:read"],"status":"active","hash":"AQI=","pepper_version":1,"created_at":"2026-03-01T12:00:00Z","updated_at":"2026-03-01T12:00:00Z","rate_limit":{"requests_per_minute":60},"revision":1}],` +
+			`"audit":[{"tenant_id":"acme","id":"a1","time":"2026-03-01T12:00:00Z","actor":"op","action":"key.created","key_id":"k1"}],` +
+			`"peppers":[{"version":1,"ciphertext":"Yw==","key_id":"local","created_at":"2026-03-01T12:00:00Z"}],` +
+			`"idempotency":[{"tenant_id":"acme","key":"r1","request_hash":"h","done":true,"status_code":201,"body":"e30=","created_at":"2026-03-01T12:00:00Z","expires_at":"2026-03-02T12:00:00Z"}],` +
+			`"checkpoints":{"sweep":"c1"}}`,
+		`{"keys":[{"id":"k1","tenant_id":"acme","name":"renamed","prefix":"sk","environment":"live","last4":"abcd","scopes":["a:read"],"status":"revoked","hash":"AQI=","pepper_version":1,"created_at":"2026-03-01T12:00:00Z","updated_at":"2026-03-01T12:01:00Z","rate_limit":{"requests_per_minute":60},"revision":2}]}`,
+		`{"keys":[{"id":"k9","tenant_id":"ac`, // torn: never acknowledged
+	}
+	if err := os.WriteFile(journal, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := newClock()
+	s := openFile(t, filepath.Join(dir, "keyward.db"), clock.Now)
+	if err := ImportJournal(t.Context(), journal, s); err != nil {
+		t.Fatalf("ImportJournal: %v", err)
+	}
+	k, err := s.GetKey(t.Context(), "k1")
+	if err != nil || k.Name != "renamed" || k.Status != store.KeyRevoked || k.Revision != 2 {
+		t.Fatalf("imported key: %v %+v", err, k)
+	}
+	if _, err := s.GetKey(t.Context(), "k9"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the torn line was imported: %v", err)
+	}
+	if page, err := s.ListAudit(t.Context(), "acme", store.AuditQuery{KeyID: "k1", Limit: 10}); err != nil || len(page.Entries) != 1 {
+		t.Fatalf("imported audit: %v %+v", err, page)
+	}
+	if r, err := s.GetIdempotency(t.Context(), "acme", "r1"); err != nil || !r.Done {
+		t.Fatalf("imported record: %v %+v", err, r)
+	}
+	if c, _ := s.GetCheckpoint(t.Context(), "sweep"); c != "c1" {
+		t.Fatalf("imported checkpoint %q", c)
+	}
+	if err := ImportJournal(t.Context(), journal, s); err == nil {
+		t.Fatal("imported twice")
+	}
+	// A line in the middle that does not decode is refused whole.
+	lines[1] = `{"keys":[{"id":`
+	if err := os.WriteFile(journal, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fresh := openTemp(t, clock.Now)
+	if err := ImportJournal(t.Context(), journal, fresh); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("import of a corrupt journal: %v", err)
+	}
+	if got := dump(t, fresh)["keys"]; len(got) != 0 {
+		t.Fatal("a refused import wrote keys")
+	}
+}
+
+// TestCorruptKeyIsSkippedInListings: a key whose status no reader
+// recognises (the file itself intact) is left out of listings and named,
+// and GetKey refuses it.
+func TestCorruptKeyIsSkippedInListings(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
+		populate(t, s, clock)
+		ctx := t.Context()
+		err := s.update(ctx, func(tx *bolt.Tx) error {
+			k, _, err := s.getKey(tx, "k2")
+			if err != nil {
+				return err
+			}
+			k.Status = "disabled"
+			return s.put(tx, bKeys, []byte("k2"), k)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetKey(ctx, "k2"); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("GetKey of a corrupt key: %v", err)
+		}
+		page, err := s.ListKeys(ctx, "acme", store.KeyQuery{Limit: 10})
+		if err != nil || len(page.Keys) != 1 || page.Keys[0].ID != "k1" || len(page.Skipped) != 1 || page.Skipped[0] != "k2" {
+			t.Fatalf("listing: %v %+v", err, page)
+		}
+		if scan, err := s.ScanKeys(ctx, "", 10); err != nil || len(scan.Keys) != 1 || len(scan.Skipped) != 1 {
+			t.Fatalf("scan: %v %+v", err, scan)
+		}
+	})
 }

@@ -1,0 +1,174 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/internal/storetest"
+	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// faultyStore fails the next Apply as a lost answer does: after the
+// change was written (committed), or before.
+type faultyStore struct {
+	store.Store
+	mu              sync.Mutex
+	commitThenFail  int
+	failWithoutWork int
+}
+
+var errAmbiguous = errors.New("RequestTimeout: the connection was reset")
+
+func (f *faultyStore) Apply(ctx context.Context, c store.Change) error {
+	f.mu.Lock()
+	commit, fail := f.commitThenFail > 0, f.failWithoutWork > 0
+	if commit {
+		f.commitThenFail--
+	} else if fail {
+		f.failWithoutWork--
+	}
+	f.mu.Unlock()
+	switch {
+	case commit:
+		if err := f.Store.Apply(ctx, c); err != nil {
+			return err
+		}
+		return errAmbiguous
+	case fail:
+		return errAmbiguous
+	}
+	return f.Store.Apply(ctx, c)
+}
+
+func (f *faultyStore) set(commitThenFail, failWithoutWork int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commitThenFail, f.failWithoutWork = commitThenFail, failWithoutWork
+}
+
+// forEachFaultyStore runs test against both backends behind a faultyStore.
+func forEachFaultyStore(t *testing.T, test func(t *testing.T, h *harness, f *faultyStore)) {
+	var clock *testclock.Clock
+	storetest.ForEach(t, func() time.Time { return clock.Now() }, func(t *testing.T, st store.Store) {
+		clock = testclock.New(start)
+		f := &faultyStore{Store: st}
+		test(t, newHarness(t, f, clock), f)
+	})
+}
+
+type createAnswer struct {
+	Key struct {
+		ID         string
+		ReplacedBy *string `json:"replaced_by"`
+		Status     string
+	}
+	Secret      string
+	PreviousKey *struct{ ID, Status string } `json:"previous_key"`
+}
+
+func decodeCreated(t *testing.T, raw []byte) createAnswer {
+	t.Helper()
+	var a createAnswer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		t.Fatalf("answer %s: %v", raw, err)
+	}
+	return a
+}
+
+// TestLostCommitAnswerMakesOneKey: a create whose transaction committed
+// but whose answer was lost is settled through its Idempotency-Key record:
+// the caller gets its key and secret, and a retry gets the same key, never
+// a second one; a create that failed without effect is retried cleanly.
+func TestLostCommitAnswerMakesOneKey(t *testing.T) {
+	forEachFaultyStore(t, func(t *testing.T, h *harness, f *faultyStore) {
+		body := map[string]any{"name": "once", "environment": "live", "scopes": []string{"invoices:read"}}
+		before := h.count("acme")
+
+		f.set(1, 0)
+		_, raw := h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "lost-answer")
+		first := decodeCreated(t, raw)
+		if first.Secret == "" {
+			t.Fatalf("the settled create handed out no secret: %s", raw)
+		}
+		hdr, again := h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "lost-answer")
+		if hdr.Get("Idempotent-Replayed") != "true" || decodeCreated(t, again).Key.ID != first.Key.ID || decodeCreated(t, again).Secret != "" {
+			t.Fatalf("retry: %v %s", hdr, again)
+		}
+		if n := h.count("acme") - before; n != 1 {
+			t.Fatalf("%d keys for one Idempotency-Key", n)
+		}
+
+		// Failed before anything was written: the claim is released, and
+		// the retry makes the key.
+		f.set(0, 1)
+		h.fails(h.writer, "POST", "/v1/keys", body, 500, "api_error", "", "Idempotency-Key", "no-effect")
+		_, raw = h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "no-effect")
+		if decodeCreated(t, raw).Secret == "" {
+			t.Fatalf("retry after a failure without effect: %s", raw)
+		}
+		if n := h.count("acme") - before; n != 2 {
+			t.Fatalf("%d keys after two Idempotency-Keys", n)
+		}
+	})
+}
+
+// TestFailedCreateOrRotateLeavesNothing: a create or rotate that answers
+// 5xx leaves no visible change (no key, no rate-limit identity, no old key
+// marked replaced), and its retry succeeds.
+func TestFailedCreateOrRotateLeavesNothing(t *testing.T) {
+	forEachFaultyStore(t, func(t *testing.T, h *harness, f *faultyStore) {
+		body := map[string]any{"name": "x", "environment": "live", "scopes": []string{"invoices:read"}}
+		before := h.count("acme")
+		identities := len(h.limits.tiers)
+
+		// Provisioning the rate limit fails: nothing is written.
+		h.limits.fail = errors.New("TooManyRequestsException")
+		h.fails(h.writer, "POST", "/v1/keys", body, 500, "api_error", "", "Idempotency-Key", "c1")
+		h.limits.fail = nil
+		if h.count("acme") != before || len(h.limits.tiers) != identities {
+			t.Fatalf("a failed create left %d keys, %d identities", h.count("acme")-before, len(h.limits.tiers)-identities)
+		}
+		if !strings.Contains(h.logs.String(), "TooManyRequestsException") {
+			t.Fatal("the cause was not logged")
+		}
+		// The store refuses the write (a full disk): the identity made for
+		// it is removed again.
+		f.set(0, 1)
+		h.fails(h.writer, "POST", "/v1/keys", body, 500, "api_error", "")
+		if h.count("acme") != before || len(h.limits.tiers) != identities {
+			t.Fatalf("a refused write left %d keys, %d identities", h.count("acme")-before, len(h.limits.tiers)-identities)
+		}
+		k := decodeCreated(t, func() []byte {
+			_, raw := h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "c1")
+			return raw
+		}())
+
+		h.limits.fail = errors.New("TooManyRequestsException")
+		h.fails(h.writer, "POST", "/v1/keys/"+k.Key.ID+"/rotate", nil, 500, "api_error", "", "Idempotency-Key", "r1")
+		h.limits.fail = nil
+		_, raw := h.ok(h.writer, "GET", "/v1/keys/"+k.Key.ID, nil, 200)
+		if got := decodeCreated(t, []byte(`{"key":`+string(raw)+`}`)); got.Key.Status != "active" || got.Key.ReplacedBy != nil {
+			t.Fatalf("a failed rotation changed the old key: %s", raw)
+		}
+		_, raw = h.ok(h.writer, "POST", "/v1/keys/"+k.Key.ID+"/rotate", nil, 201, "Idempotency-Key", "r1")
+		if rot := decodeCreated(t, raw); rot.Secret == "" || rot.PreviousKey == nil || rot.PreviousKey.Status != "expiring" {
+			t.Fatalf("retried rotation: %s", raw)
+		}
+
+		// A rate-limit change that cannot be written leaves the gateway on
+		// the old limit.
+		other := decodeCreated(t, func() []byte { _, raw := h.ok(h.writer, "POST", "/v1/keys", body, 201); return raw }())
+		id := strings.TrimPrefix(other.Key.ID, "key_")
+		f.set(0, 1)
+		h.fails(h.writer, "PATCH", "/v1/keys/"+other.Key.ID, map[string]any{"rate_limit": map[string]int{"requests_per_minute": 600}}, 500, "api_error", "")
+		if tier := h.limits.tiers["keywardkey"+id]; tier != "default" {
+			t.Fatalf("after a failed rate-limit change the gateway enforces %q", tier)
+		}
+	})
+}

@@ -1,0 +1,315 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// GetTenant implements store.Store.
+func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
+	var t store.Tenant
+	var ok bool
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		ok, err = s.get(tx, bTenants, []byte(id), &t)
+		return err
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("embedded: tenant %s: %w", id, store.ErrNotFound)
+	}
+	return normalTenant(t), err
+}
+
+// GetKey implements store.Store.
+func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
+	var k store.Key
+	var ok bool
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		k, ok, err = s.getKey(tx, id)
+		return err
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("embedded: key %s: %w", id, store.ErrNotFound)
+	}
+	return k, err
+}
+
+// descend positions c on the last key below from (or, without from, the
+// last key with prefix) and returns it.
+func descend(c *bolt.Cursor, prefix, from []byte) ([]byte, []byte) {
+	if from == nil {
+		from = append(bytes.Clone(prefix[:len(prefix)-1]), prefix[len(prefix)-1]+1)
+	}
+	if k, _ := c.Seek(from); k == nil {
+		return c.Last()
+	}
+	return c.Prev()
+}
+
+// ascend positions c on the first key above from (or, without from, the
+// first key with prefix) and returns it.
+func ascend(c *bolt.Cursor, prefix, from []byte) ([]byte, []byte) {
+	if from == nil {
+		return c.Seek(prefix)
+	}
+	k, v := c.Seek(from)
+	if bytes.Equal(k, from) {
+		return c.Next()
+	}
+	return k, v
+}
+
+// position is a page's cursor as the position of its last item in its
+// order, within prefix; nil for no cursor.
+func position(prefix []byte, cursor string) ([]byte, error) {
+	if cursor == "" {
+		return nil, nil
+	}
+	pos, err := store.DecodeCursor(cursor)
+	if err != nil {
+		return nil, err
+	}
+	return append(bytes.Clone(prefix), pos...), nil
+}
+
+// ListKeys implements store.Store: a reverse range read of the tenant's
+// index, newest first.
+func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery) (store.KeyPage, error) {
+	if err := store.CheckLimit(q.Limit); err != nil {
+		return store.KeyPage{}, fmt.Errorf("embedded: list keys of %s: %w", tenantID, err)
+	}
+	prefix := join(tenantID, "")
+	from, err := position(prefix, q.Cursor)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("embedded: list keys of %s: %w", tenantID, err)
+	}
+	var page store.KeyPage
+	err = s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bTenantKeys).Cursor()
+		for ik, id := descend(c, prefix, from); ik != nil && bytes.HasPrefix(ik, prefix); ik, id = c.Prev() {
+			k, ok, err := s.getKey(tx, string(id))
+			if errors.Is(err, store.ErrCorrupt) {
+				page.Skipped = append(page.Skipped, string(id))
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !ok || k.TenantID != tenantID || store.KeyOrder(k) != string(ik[len(prefix):]) {
+				return s.damagedFile(fmt.Sprintf("tenant index entry %q does not name its key", ik))
+			}
+			if (q.Environment != "" && k.Environment != q.Environment) || (q.Status != "" && k.Status != q.Status) ||
+				(q.CreatedBy != "" && k.CreatedBy != q.CreatedBy) {
+				continue
+			}
+			if len(page.Keys) == q.Limit {
+				page.NextCursor = store.EncodeCursor(store.KeyOrder(page.Keys[q.Limit-1]))
+				return nil
+			}
+			page.Keys = append(page.Keys, k)
+		}
+		return nil
+	})
+	return page, err
+}
+
+// ListAudit implements store.Store: a reverse range read of the tenant's
+// entries, or of one key's through its index.
+func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQuery) (store.AuditPage, error) {
+	if err := store.CheckLimit(q.Limit); err != nil {
+		return store.AuditPage{}, fmt.Errorf("embedded: list audit of %s: %w", tenantID, err)
+	}
+	bucket, prefix := bAudit, join(tenantID, "")
+	if q.KeyID != "" {
+		bucket, prefix = bAuditKeys, join(tenantID, q.KeyID, "")
+	}
+	from, err := position(prefix, q.Cursor)
+	if err != nil {
+		return store.AuditPage{}, fmt.Errorf("embedded: list audit of %s: %w", tenantID, err)
+	}
+	now := s.now()
+	var page store.AuditPage
+	err = s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucket).Cursor()
+		for ik, _ := descend(c, prefix, from); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Prev() {
+			order := string(ik[len(prefix):])
+			var e store.AuditEntry
+			ok, err := s.get(tx, bAudit, join(tenantID, order), &e)
+			if err != nil {
+				return err
+			}
+			if !ok || e.TenantID != tenantID || store.AuditOrder(e) != order || (q.KeyID != "" && e.KeyID != q.KeyID) {
+				return s.damagedFile(fmt.Sprintf("audit entry %q is not where its index says", ik))
+			}
+			if expired(e.ExpiresAt, now) || !store.InEnvironment(e, q.Environment) {
+				continue
+			}
+			if len(page.Entries) == q.Limit {
+				page.NextCursor = store.EncodeCursor(store.AuditOrder(page.Entries[q.Limit-1]))
+				return nil
+			}
+			page.Entries = append(page.Entries, normalAudit(e))
+		}
+		return nil
+	})
+	return page, err
+}
+
+// expiryDue reports whether k belongs in the expiry index: it is active or
+// expiring and has an expiry.
+func expiryDue(k store.Key) bool {
+	return (k.Status == store.KeyActive || k.Status == store.KeyExpiring) && !k.ExpiresAt.IsZero()
+}
+
+// ListExpiring implements store.Store: a range read of the expiry index,
+// soonest first, up to Before.
+func (s *Store) ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.KeyPage, error) {
+	if err := store.CheckLimit(q.Limit); err != nil {
+		return store.KeyPage{}, fmt.Errorf("embedded: list expiring keys: %w", err)
+	}
+	from, err := position(nil, q.Cursor)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("embedded: list expiring keys: %w", err)
+	}
+	// Every position at Before sorts below it: '$' follows '#'.
+	upper := []byte(store.SortTime(q.Before) + "$")
+	var page store.KeyPage
+	err = s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bExpiry).Cursor()
+		for ik, id := ascend(c, nil, from); ik != nil && bytes.Compare(ik, upper) < 0; ik, id = c.Next() {
+			k, ok, err := s.getKey(tx, string(id))
+			if errors.Is(err, store.ErrCorrupt) {
+				page.Skipped = append(page.Skipped, string(id))
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !ok || !expiryDue(k) || store.ExpiryOrder(k) != string(ik) {
+				return s.damagedFile(fmt.Sprintf("expiry index entry %q does not name its key", ik))
+			}
+			if len(page.Keys) == q.Limit {
+				page.NextCursor = store.EncodeCursor(store.ExpiryOrder(page.Keys[q.Limit-1]))
+				return nil
+			}
+			page.Keys = append(page.Keys, k)
+		}
+		return nil
+	})
+	return page, err
+}
+
+// ScanKeys implements store.Store: keys in id order, a cursor being the id
+// of the last key returned.
+func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.KeyPage, error) {
+	if err := store.CheckLimit(limit); err != nil {
+		return store.KeyPage{}, fmt.Errorf("embedded: scan keys: %w", err)
+	}
+	var from []byte
+	if cursor != "" {
+		id, err := decodeScanCursor(cursor)
+		if err != nil {
+			return store.KeyPage{}, fmt.Errorf("embedded: scan keys: %w", err)
+		}
+		from = []byte(id)
+	}
+	var page store.KeyPage
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bKeys).Cursor()
+		for id, _ := ascend(c, nil, from); id != nil; id, _ = c.Next() {
+			k, _, err := s.getKey(tx, string(id))
+			if errors.Is(err, store.ErrCorrupt) {
+				page.Skipped = append(page.Skipped, string(id))
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if len(page.Keys) == limit {
+				page.NextCursor = encodeScanCursor(page.Keys[limit-1].ID)
+				return nil
+			}
+			page.Keys = append(page.Keys, k)
+		}
+		return nil
+	})
+	return page, err
+}
+
+// maxScanID bounds the key id a scan cursor may carry, as store.DecodeCursor
+// bounds the id of a position.
+const maxScanID = 64
+
+// encodeScanCursor turns the id of the last key of a scan page into a cursor.
+func encodeScanCursor(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// decodeScanCursor is the inverse of encodeScanCursor. It accepts only a key
+// id of the charset of store.DecodeCursor (that of generated key ids), so
+// that it refuses what ScanKeys did not issue, another query's cursor
+// included.
+func decodeScanCursor(cursor string) (string, error) {
+	if cursor == "" || len(cursor) > base64.RawURLEncoding.EncodedLen(maxScanID) {
+		return "", store.ErrInvalidCursor
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return "", store.ErrInvalidCursor
+	}
+	for _, c := range raw {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-') {
+			return "", store.ErrInvalidCursor
+		}
+	}
+	return string(raw), nil
+}
+
+// ListPeppers implements store.Store.
+func (s *Store) ListPeppers(ctx context.Context) ([]store.Pepper, error) {
+	var peppers []store.Pepper
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bPeppers).ForEach(func(k, v []byte) error {
+			var p store.Pepper
+			if err := s.decode(bPeppers, k, v, &p); err != nil {
+				return err
+			}
+			peppers = append(peppers, normalPepper(p))
+			return nil
+		})
+	})
+	return peppers, err
+}
+
+// GetCheckpoint implements store.Store.
+func (s *Store) GetCheckpoint(ctx context.Context, job string) (string, error) {
+	var cursor string
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		_, err := s.get(tx, bCheckpoints, []byte(job), &cursor)
+		return err
+	})
+	return cursor, err
+}
+
+// GetIdempotency implements store.Store.
+func (s *Store) GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error) {
+	var r store.Idempotency
+	var ok bool
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		ok, err = s.get(tx, bIdempotency, join(tenantID, key), &r)
+		return err
+	})
+	if err != nil {
+		return store.Idempotency{}, err
+	}
+	if !ok || expired(r.ExpiresAt, s.now()) {
+		return store.Idempotency{}, fmt.Errorf("embedded: idempotency %s/%s: %w", tenantID, key, store.ErrNotFound)
+	}
+	return normalIdem(r), nil
+}
