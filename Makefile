@@ -29,10 +29,10 @@ invoke:
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin|rotation|publisher EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
 	$(GO) run ./cmd/keyward invoke -fn $(FN) -event $(EVENT)
 
-## test: lint, then every test, with DynamoDB Local fetched (once) and started by the tests
+## test: lint, then every test, with DynamoDB Local fetched (once) and one instance shared by every test binary
 test: lint
 	KEYWARD_DYNAMODB_LOCAL="$$(./scripts/dynamodb-local.sh | tail -n 1)" \
-		$(GO) test -race -count=1 -timeout 15m $(PACKAGES)
+		$(GO) run ./cmd/with-dynamodb-local -- $(GO) test -race -count=1 -timeout 15m $(PACKAGES)
 	./scripts/ensure-node.sh
 	cd infra && $(JSII_QUIET) $(GO) test -count=1 -timeout 10m ./...
 

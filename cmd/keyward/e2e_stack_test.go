@@ -28,7 +28,7 @@ import (
 
 // Deadlines: every wait of the suite is bounded by one of these.
 const (
-	startDeadline   = 20 * time.Second // the process answers and has printed its banner
+	startDeadline   = 60 * time.Second // the process answers and has printed its banner (generous: 2 busy cores)
 	stopDeadline    = 15 * time.Second // graceful shutdown waits up to 10 s for requests in flight
 	requestDeadline = 10 * time.Second // one HTTP request
 )

@@ -92,7 +92,7 @@ func dev(args []string) error {
 
 	stack, err := localstack.Open(ctx, *o)
 	if err != nil {
-		return fmt.Errorf("%w (is another keyward already running on %s?)", err, o.DataDir)
+		return err
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

@@ -1,10 +1,12 @@
-// Package dynamolocal runs DynamoDB Local for tests: one java process per
-// test binary, started on first use and stopped by Main.
+// Package dynamolocal runs DynamoDB Local for tests: the one `make test`
+// shares between all test binaries (EndpointEnv), or else one java process
+// per test binary, started on first use and stopped by Main.
 package dynamolocal
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,11 +30,22 @@ import (
 // version must match scripts/dynamodb-local.sh, which fetches it.
 const version = "2.9.30"
 
-const startTimeout = 60 * time.Second
+// EndpointEnv names a DynamoDB Local that is already running, such as the
+// one `make test` starts for the whole run (cmd/with-dynamodb-local); without
+// it each test binary starts its own.
+const EndpointEnv = "KEYWARD_DYNAMODB_ENDPOINT"
+
+// startTimeout is how long a JVM may take to answer: seconds on an idle
+// machine, but a minute was seen on two busy cores while other test
+// binaries compiled and ran.
+const startTimeout = 3 * time.Minute
+
+// ErrUnavailable: Java or the jar cannot be had.
+var ErrUnavailable = errors.New("dynamolocal: DynamoDB Local unavailable")
 
 var (
 	once   sync.Once
-	server *process
+	server *Server
 	// unavailable is set when Java or the jar cannot be had, which skips
 	// tests outside CI; startErr is set when they were there but failed.
 	unavailable error
@@ -40,9 +53,10 @@ var (
 	tables      atomic.Int64
 )
 
-type process struct {
-	cmd      *exec.Cmd
-	endpoint string
+// Server is a DynamoDB Local that answers on Endpoint.
+type Server struct {
+	Endpoint string
+	cmd      *exec.Cmd // nil for one started by another process
 	output   *testenv.SyncBuffer
 	exited   chan struct{}
 }
@@ -52,8 +66,7 @@ type process struct {
 func Main(m *testing.M) {
 	code := m.Run()
 	if server != nil {
-		_ = server.cmd.Process.Kill()
-		<-server.exited
+		server.Stop()
 	}
 	os.Exit(code)
 }
@@ -72,19 +85,20 @@ func Client(t testing.TB) *dynamodb.Client {
 	if startErr != nil {
 		t.Fatalf("DynamoDB Local: %v", startErr)
 	}
-	return newClient(server.endpoint)
+	return newClient(server.Endpoint)
 }
 
-// NewTable creates a table with a name unique in this test process, laid
-// out as package dynamo expects, and deletes it when the test ends.
+// NewTable creates a table with a name unique among the test processes
+// sharing DynamoDB Local, laid out as package dynamo expects, and deletes
+// it when the test ends.
 func NewTable(t testing.TB) (*dynamodb.Client, string) {
 	t.Helper()
 	client := Client(t)
-	name := "keyward-test-" + strconv.FormatInt(tables.Add(1), 10)
+	name := tableName(os.Getpid(), tables.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := dynamo.CreateTable(ctx, client, name); err != nil {
-		t.Fatalf("create table %s: %v\nDynamoDB Local output:\n%s", name, err, server.output)
+		t.Fatalf("create table %s: %v\nDynamoDB Local output:\n%s", name, err, server.Output())
 	}
 	t.Cleanup(func() {
 		// In-memory tables die with the process; deleting keeps memory flat
@@ -98,6 +112,11 @@ func NewTable(t testing.TB) (*dynamodb.Client, string) {
 	return client, name
 }
 
+// tableName is the n-th table of test process pid.
+func tableName(pid int, n int64) string {
+	return "keyward-test-" + strconv.Itoa(pid) + "-" + strconv.FormatInt(n, 10)
+}
+
 // StreamsClient returns a DynamoDB Streams client for this test process's
 // DynamoDB Local, which serves the Streams API on the same port.
 func StreamsClient(t testing.TB) *dynamodbstreams.Client {
@@ -105,7 +124,7 @@ func StreamsClient(t testing.TB) *dynamodbstreams.Client {
 	Client(t) // starts it, or skips
 	return dynamodbstreams.New(dynamodbstreams.Options{
 		Region:       "us-east-1",
-		BaseEndpoint: aws.String(server.endpoint),
+		BaseEndpoint: aws.String(server.Endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
 	})
 }
@@ -119,20 +138,38 @@ func newClient(endpoint string) *dynamodb.Client {
 }
 
 func start() {
+	if endpoint := os.Getenv(EndpointEnv); endpoint != "" {
+		server = &Server{Endpoint: endpoint}
+		if err := server.waitReady(startTimeout); err != nil {
+			startErr = fmt.Errorf("%s=%s: %w", EndpointEnv, endpoint, err)
+		}
+		return
+	}
+	s, err := Start()
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		unavailable = err
+	case err != nil:
+		startErr = err
+	}
+	server = s
+}
+
+// Start starts DynamoDB Local, in memory, on a free loopback port, and
+// waits until it answers. The Server is nil only when Java or the jar
+// cannot be had (ErrUnavailable); Stop it when done.
+func Start() (*Server, error) {
 	dir, err := jarDir()
 	if err != nil {
-		unavailable = err
-		return
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	java, err := exec.LookPath("java")
 	if err != nil {
-		unavailable = err
-		return
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	port, err := testenv.FreePort()
 	if err != nil {
-		startErr = err
-		return
+		return nil, err
 	}
 	args := []string{
 		"-Djava.library.path=" + filepath.Join(dir, "DynamoDBLocal_lib"),
@@ -142,36 +179,54 @@ func start() {
 	if supportsTelemetryFlag(java, dir) {
 		args = append(args, "-disableTelemetry")
 	}
-	p := &process{
+	s := &Server{
 		cmd:      exec.Command(java, args...),
-		endpoint: "http://127.0.0.1:" + strconv.Itoa(port),
+		Endpoint: "http://127.0.0.1:" + strconv.Itoa(port),
 		output:   &testenv.SyncBuffer{},
 		exited:   make(chan struct{}),
 	}
-	p.cmd.Dir = dir
-	p.cmd.Stdout = p.output
-	p.cmd.Stderr = p.output
-	p.cmd.SysProcAttr = sysProcAttr()
-	if err := p.cmd.Start(); err != nil {
-		startErr = fmt.Errorf("start java: %w", err)
-		return
+	s.cmd.Dir = dir
+	s.cmd.Stdout = s.output
+	s.cmd.Stderr = s.output
+	s.cmd.SysProcAttr = sysProcAttr()
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start java: %w", err)
 	}
 	go func() {
-		_ = p.cmd.Wait()
-		close(p.exited)
+		_ = s.cmd.Wait()
+		close(s.exited)
 	}()
-	server = p
-	if err := p.waitReady(); err != nil {
-		startErr = fmt.Errorf("%w\noutput:\n%s", err, p.output)
+	if err := s.waitReady(startTimeout); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%w\noutput:\n%s", err, s.output)
 	}
+	return s, nil
 }
 
-// waitReady polls until the server answers a request, or it dies.
-func (p *process) waitReady() error {
-	client := newClient(p.endpoint)
-	deadline := time.Now().Add(startTimeout)
+// Stop ends a DynamoDB Local this process started.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+}
+
+// Output is what the JVM printed, if this process started it.
+func (s *Server) Output() string {
+	if s.output == nil {
+		return "(started by another process)"
+	}
+	return s.output.String()
+}
+
+// waitReady polls until the server answers a request, the JVM dies, or
+// timeout passes.
+func (s *Server) waitReady(timeout time.Duration) error {
+	client := newClient(s.Endpoint)
+	deadline := time.Now().Add(timeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := client.ListTables(ctx, &dynamodb.ListTablesInput{}, func(o *dynamodb.Options) {
 			o.RetryMaxAttempts = 1
 		})
@@ -180,12 +235,12 @@ func (p *process) waitReady() error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", startTimeout, err)
+			return fmt.Errorf("DynamoDB Local did not answer on %s within %v (an overloaded machine, or a JVM that cannot start; see its output): %w", s.Endpoint, timeout, err)
 		}
 		select {
-		case <-p.exited:
-			return fmt.Errorf("java exited: %v", p.cmd.ProcessState)
-		case <-time.After(200 * time.Millisecond):
+		case <-s.exited: // nil, never ready, for another process's server
+			return fmt.Errorf("java exited: %v", s.cmd.ProcessState)
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }

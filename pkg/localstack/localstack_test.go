@@ -3,7 +3,9 @@ package localstack_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -164,6 +166,57 @@ func TestPrefixChange(t *testing.T) {
 	// The prefix is part of the key: the same id and secret under another
 	// prefix is not the key.
 	send("GET", "/invoices", "keyward"+strings.TrimPrefix(demo, "sk"), nil, 401)
+}
+
+// TestEarlierDataDirectory: a data directory written by the version
+// before the database (testdata/earlier-data: its JSON-lines journal and
+// usage-plans.json, made by `keyward dev` at b6a630c) is carried over on
+// the first start: every key answers as before, and the old files are
+// set aside, never read again.
+func TestEarlierDataDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/earlier-data")); err != nil {
+		t.Fatal(err)
+	}
+	// As keyward wrote them; git keeps no modes but the executable bit.
+	files, _ := os.ReadDir(dir)
+	for _, f := range files {
+		if err := os.Chmod(filepath.Join(dir, f.Name()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var secrets map[string]string
+	raw, err := os.ReadFile("testdata/earlier-data.secrets.json")
+	if err != nil || json.Unmarshal(raw, &secrets) != nil {
+		t.Fatalf("secrets: %v", err)
+	}
+	clock := testclock.New(time.Now())
+	for range 2 {
+		s := open(t, dir, clock)
+		if s.Bootstrap != nil {
+			t.Fatal("the demo tenant was created again")
+		}
+		send := sender(t, s.Handler)
+		for _, name := range []string{"demo", "kept"} {
+			send("GET", "/invoices", secrets[name], nil, 200)
+		}
+		send("GET", "/invoices", secrets["revoked"], nil, 401)
+		list, _ := send("GET", "/v1/keys", secrets["admin"], nil, 200)
+		if n := len(list["data"].([]any)); n != 4 {
+			t.Fatalf("%d live keys listed, want 4: %v", n, list)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"keyward.journal", "usage-plans.json"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s is still there: %v", f, err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, f+".imported")); err != nil {
+				t.Errorf("%s.imported: %v", f, err)
+			}
+		}
+	}
 }
 
 // TestInterruptedFirstStart: a first start that died before showing the

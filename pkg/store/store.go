@@ -338,9 +338,9 @@ type Store interface {
 	PutIdempotency(ctx context.Context, r Idempotency) error
 	// GetIdempotency returns an unexpired record (ErrNotFound otherwise).
 	GetIdempotency(ctx context.Context, tenantID, key string) (Idempotency, error)
-	// CompleteIdempotency stores the response of an unfinished record with
-	// the same RequestHash (ErrNotFound if missing or expired, ErrConflict
-	// if done already or the hash differs).
+	// CompleteIdempotency stores the response of the unfinished record r
+	// claims (same tenant, key, CreatedAt and RequestHash): ErrNotFound if
+	// missing or expired, ErrConflict if done already or another claim's.
 	CompleteIdempotency(ctx context.Context, r Idempotency) error
 	// DeleteIdempotency removes the record r describes (same tenant, key,
 	// CreatedAt and RequestHash) while it is in progress, so that a request

@@ -874,6 +874,12 @@ func testIdempotency(t *testing.T, e *env) {
 	bad.RequestHash = "h2"
 	bad.StatusCode, bad.Body = 201, []byte(`{}`)
 	wantErr(t, e.s.CompleteIdempotency(e.ctx, bad), store.ErrConflict)
+	// Another claim of the same request (one that took over an abandoned
+	// record) is not this one.
+	later := r
+	later.CreatedAt = r.CreatedAt.Add(time.Minute)
+	later.StatusCode, later.Body = 201, []byte(`{}`)
+	wantErr(t, e.s.CompleteIdempotency(e.ctx, later), store.ErrConflict)
 
 	done := r
 	done.StatusCode, done.Body = 201, []byte(`{"key":{"id":"key_x"}}`)

@@ -148,21 +148,28 @@ func requestToken(c store.Change) (*string, error) {
 // idemComplete completes an in-progress, unexpired idempotency record of
 // the same claim (store.Change.Idempotency).
 func (s *Store) idemComplete(r store.Idempotency) op {
-	e := encoder{}
-	e.bool(attrDone, true)
-	e.int(attrStatusCode, int64(r.StatusCode))
-	e.bytes(attrBody, r.Body)
-	var u update
-	u.copyFrom(item(e), []string{attrDone, attrStatusCode, attrBody})
-	cond := u.exists(AttrPK) + " AND " + u.cmp(attrDone, "=", &types.AttributeValueMemberBOOL{Value: false}) +
-		" AND " + u.cmp(attrCreatedAt, "=", str(store.SortTime(r.CreatedAt))) +
-		" AND " + u.cmp(attrRequestHash, "=", str(r.RequestHash)) + " AND " + s.unexpired(&u.expr)
+	u, cond := s.completion(r)
 	return op{
-		write: types.TransactWriteItem{Update: s.update(primaryKey(idemPK(r.TenantID, r.Key), idemSK), &u, cond)},
+		write: types.TransactWriteItem{Update: s.update(primaryKey(idemPK(r.TenantID, r.Key), idemSK), u, cond)},
 		failed: func(item) error {
 			return fmt.Errorf("dynamo: complete idempotency record %s/%s: not this request's claim, in progress: %w", r.TenantID, r.Key, store.ErrConflict)
 		},
 	}
+}
+
+// completion is the update that completes the in-progress, unexpired
+// record of r's claim with r's answer, and its condition.
+func (s *Store) completion(r store.Idempotency) (*update, string) {
+	e := encoder{}
+	e.bool(attrDone, true)
+	e.int(attrStatusCode, int64(r.StatusCode))
+	e.bytes(attrBody, r.Body)
+	u := &update{}
+	u.copyFrom(item(e), []string{attrDone, attrStatusCode, attrBody})
+	cond := u.exists(AttrPK) + " AND " + u.cmp(attrDone, "=", &types.AttributeValueMemberBOOL{Value: false}) +
+		" AND " + u.cmp(attrCreatedAt, "=", str(store.SortTime(r.CreatedAt))) +
+		" AND " + u.cmp(attrRequestHash, "=", str(r.RequestHash)) + " AND " + s.unexpired(&u.expr)
+	return u, cond
 }
 
 // unexpired is the condition that an item with an expires_at attribute

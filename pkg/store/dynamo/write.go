@@ -167,19 +167,12 @@ func (s *Store) GetIdempotency(ctx context.Context, tenantID, key string) (store
 	return r, nil
 }
 
-// CompleteIdempotency stores the response of an unfinished record.
+// CompleteIdempotency stores the response of the unfinished record r
+// claims.
 func (s *Store) CompleteIdempotency(ctx context.Context, r store.Idempotency) error {
-	e := encoder{}
-	e.bool(attrDone, true)
-	e.int(attrStatusCode, int64(r.StatusCode))
-	e.bytes(attrBody, r.Body)
-	var u update
-	u.copyFrom(item(e), []string{attrDone, attrStatusCode, attrBody})
 	now := s.now()
-	cond := u.exists(AttrPK) + " AND " + s.unexpired(&u.expr) +
-		" AND " + u.cmp(attrDone, "=", &types.AttributeValueMemberBOOL{Value: false}) +
-		" AND " + u.cmp(attrRequestHash, "=", str(r.RequestHash))
-	failed, old, err := s.updateItem(ctx, primaryKey(idemPK(r.TenantID, r.Key), idemSK), &u, cond)
+	u, cond := s.completion(r)
+	failed, old, err := s.updateItem(ctx, primaryKey(idemPK(r.TenantID, r.Key), idemSK), u, cond)
 	if err != nil {
 		return fmt.Errorf("dynamo: complete idempotency record: %w", err)
 	}

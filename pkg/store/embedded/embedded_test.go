@@ -36,7 +36,7 @@ func TestConformanceFile(t *testing.T) {
 
 // openFile opens a file store that the test closes at its end if the test
 // has not closed it already.
-func openFile(t *testing.T, path string, now func() time.Time, opts ...Option) *Store {
+func openFile(t testing.TB, path string, now func() time.Time, opts ...Option) *Store {
 	t.Helper()
 	s, err := Open(path, append([]Option{WithClock(now)}, opts...)...)
 	if err != nil {
@@ -46,7 +46,7 @@ func openFile(t *testing.T, path string, now func() time.Time, opts ...Option) *
 	return s
 }
 
-func openTemp(t *testing.T, now func() time.Time, opts ...Option) *Store {
+func openTemp(t testing.TB, now func() time.Time, opts ...Option) *Store {
 	t.Helper()
 	s, err := OpenTemp(append([]Option{WithClock(now)}, opts...)...)
 	if err != nil {

@@ -93,30 +93,53 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bTenantKeys).Cursor()
 		for ik, id := descend(c, prefix, from); ik != nil && bytes.HasPrefix(ik, prefix); ik, id = c.Prev() {
-			k, ok, err := s.getKey(tx, string(id))
-			if errors.Is(err, store.ErrCorrupt) {
-				page.Skipped = append(page.Skipped, string(id))
-				continue
-			}
+			k, use, err := s.indexedKey(tx, &page, ik, id, func(k store.Key) bool {
+				return k.TenantID == tenantID && store.KeyOrder(k) == string(ik[len(prefix):])
+			})
 			if err != nil {
 				return err
 			}
-			if !ok || k.TenantID != tenantID || store.KeyOrder(k) != string(ik[len(prefix):]) {
-				return s.damagedFile(fmt.Sprintf("tenant index entry %q does not name its key", ik))
-			}
-			if (q.Environment != "" && k.Environment != q.Environment) || (q.Status != "" && k.Status != q.Status) ||
+			if !use || (q.Environment != "" && k.Environment != q.Environment) || (q.Status != "" && k.Status != q.Status) ||
 				(q.CreatedBy != "" && k.CreatedBy != q.CreatedBy) {
 				continue
 			}
-			if len(page.Keys) == q.Limit {
-				page.NextCursor = store.EncodeCursor(store.KeyOrder(page.Keys[q.Limit-1]))
+			if full(&page, k, q.Limit, func(k store.Key) string { return store.EncodeCursor(store.KeyOrder(k)) }) {
 				return nil
 			}
-			page.Keys = append(page.Keys, k)
 		}
 		return nil
 	})
 	return page, err
+}
+
+// indexedKey reads key id for a listing, where an index entry (or, for a
+// scan, the key's own record) names it. A key that does not decode is
+// added to page.Skipped and not used, as the DynamoDB backend skips one, so
+// that one damaged key does not stop a revocation of all the others; an
+// entry that names no key, or a key it does not match (names), is damage.
+func (s *Store) indexedKey(tx *bolt.Tx, page *store.KeyPage, entry, id []byte, names func(store.Key) bool) (k store.Key, use bool, err error) {
+	k, ok, err := s.getKey(tx, string(id))
+	switch {
+	case errors.Is(err, store.ErrCorrupt):
+		page.Skipped = append(page.Skipped, string(id))
+		return store.Key{}, false, nil
+	case err != nil:
+		return store.Key{}, false, err
+	case !ok || !names(k):
+		return store.Key{}, false, s.damagedFile(fmt.Sprintf("index entry %q does not name its key", entry))
+	}
+	return k, true, nil
+}
+
+// full adds k to page unless it holds limit keys already; then it sets
+// the page's cursor to the one after its last key, and reports true.
+func full(page *store.KeyPage, k store.Key, limit int, cursorAfter func(store.Key) string) bool {
+	if len(page.Keys) == limit {
+		page.NextCursor = cursorAfter(page.Keys[limit-1])
+		return true
+	}
+	page.Keys = append(page.Keys, k)
+	return false
 }
 
 // ListAudit implements store.Store: a reverse range read of the tenant's
@@ -183,22 +206,15 @@ func (s *Store) ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.Ke
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bExpiry).Cursor()
 		for ik, id := ascend(c, nil, from); ik != nil && bytes.Compare(ik, upper) < 0; ik, id = c.Next() {
-			k, ok, err := s.getKey(tx, string(id))
-			if errors.Is(err, store.ErrCorrupt) {
-				page.Skipped = append(page.Skipped, string(id))
-				continue
-			}
+			k, use, err := s.indexedKey(tx, &page, ik, id, func(k store.Key) bool {
+				return expiryDue(k) && store.ExpiryOrder(k) == string(ik)
+			})
 			if err != nil {
 				return err
 			}
-			if !ok || !expiryDue(k) || store.ExpiryOrder(k) != string(ik) {
-				return s.damagedFile(fmt.Sprintf("expiry index entry %q does not name its key", ik))
-			}
-			if len(page.Keys) == q.Limit {
-				page.NextCursor = store.EncodeCursor(store.ExpiryOrder(page.Keys[q.Limit-1]))
+			if use && full(&page, k, q.Limit, func(k store.Key) string { return store.EncodeCursor(store.ExpiryOrder(k)) }) {
 				return nil
 			}
-			page.Keys = append(page.Keys, k)
 		}
 		return nil
 	})
@@ -223,19 +239,13 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bKeys).Cursor()
 		for id, _ := ascend(c, nil, from); id != nil; id, _ = c.Next() {
-			k, _, err := s.getKey(tx, string(id))
-			if errors.Is(err, store.ErrCorrupt) {
-				page.Skipped = append(page.Skipped, string(id))
-				continue
-			}
+			k, use, err := s.indexedKey(tx, &page, id, id, func(k store.Key) bool { return k.ID == string(id) })
 			if err != nil {
 				return err
 			}
-			if len(page.Keys) == limit {
-				page.NextCursor = encodeScanCursor(page.Keys[limit-1].ID)
+			if use && full(&page, k, limit, func(k store.Key) string { return encodeScanCursor(k.ID) }) {
 				return nil
 			}
-			page.Keys = append(page.Keys, k)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -53,7 +54,13 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 			}
 		}
 		if r := c.Idempotency; r != nil {
-			return s.completeClaim(tx, *r, now)
+			// As on DynamoDB, a change fails on any claim but its own, in
+			// progress: ErrConflict.
+			err := s.completeClaim(tx, *r, now)
+			if errors.Is(err, store.ErrNotFound) {
+				err = fmt.Errorf("embedded: apply: no claim of %s/%s in progress: %w", r.TenantID, r.Key, store.ErrConflict)
+			}
+			return err
 		}
 		return nil
 	})
@@ -228,16 +235,19 @@ func (s *Store) expireNever(tx *bolt.Tx, at time.Time, bucket, key []byte) error
 	return tx.Bucket(bTTL).Delete(join(store.SortTime(at), string(bucket), string(key)))
 }
 
-// completeClaim completes the in-progress record r claims, within a change.
+// completeClaim completes the in-progress record r claims: ErrNotFound if
+// there is none, ErrConflict if it is done or another claim's.
 func (s *Store) completeClaim(tx *bolt.Tx, r store.Idempotency, now time.Time) error {
 	key := join(r.TenantID, r.Key)
 	var stored store.Idempotency
 	ok, err := s.get(tx, bIdempotency, key, &stored)
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if !ok || expired(stored.ExpiresAt, now) || stored.Done || !stored.CreatedAt.Equal(r.CreatedAt) || stored.RequestHash != r.RequestHash {
-		return fmt.Errorf("embedded: complete idempotency record %s/%s: not this request's claim, in progress: %w", r.TenantID, r.Key, store.ErrConflict)
+	case !ok || expired(stored.ExpiresAt, now):
+		return fmt.Errorf("embedded: complete idempotency record %s/%s: %w", r.TenantID, r.Key, store.ErrNotFound)
+	case stored.Done || !stored.CreatedAt.Equal(r.CreatedAt) || stored.RequestHash != r.RequestHash:
+		return fmt.Errorf("embedded: complete idempotency record %s/%s: done already or another claim's: %w", r.TenantID, r.Key, store.ErrConflict)
 	}
 	stored.Done, stored.StatusCode, stored.Body = true, r.StatusCode, r.Body
 	return s.put(tx, bIdempotency, key, stored)
@@ -350,21 +360,7 @@ func (s *Store) PutIdempotency(ctx context.Context, r store.Idempotency) error {
 
 // CompleteIdempotency implements store.Store.
 func (s *Store) CompleteIdempotency(ctx context.Context, r store.Idempotency) error {
-	key := join(r.TenantID, r.Key)
-	return s.update(ctx, func(tx *bolt.Tx) error {
-		var stored store.Idempotency
-		ok, err := s.get(tx, bIdempotency, key, &stored)
-		switch {
-		case err != nil:
-			return err
-		case !ok || expired(stored.ExpiresAt, s.now()):
-			return fmt.Errorf("embedded: complete idempotency %s/%s: %w", r.TenantID, r.Key, store.ErrNotFound)
-		case stored.Done || stored.RequestHash != r.RequestHash:
-			return fmt.Errorf("embedded: complete idempotency %s/%s: done already or another request: %w", r.TenantID, r.Key, store.ErrConflict)
-		}
-		stored.Done, stored.StatusCode, stored.Body = true, r.StatusCode, r.Body
-		return s.put(tx, bIdempotency, key, stored)
-	})
+	return s.update(ctx, func(tx *bolt.Tx) error { return s.completeClaim(tx, r, s.now()) })
 }
 
 // DeleteIdempotency implements store.Store.
