@@ -15,6 +15,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/keyward/keyward/pkg/jobs"
+	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 // Publisher stream settings (the event source mapping from the table's
@@ -76,6 +77,9 @@ func (k *keyward) publisherStream() {
 		MaximumRetryAttempts:           jsii.Number(StreamMaxRetries),
 		MaximumRecordAgeInSeconds:      jsii.Number(StreamMaxRecordAgeSeconds),
 		ParallelizationFactor:          jsii.Number(1),
+		FilterCriteria: &awslambda.CfnEventSourceMapping_FilterCriteriaProperty{
+			Filters: &[]*awslambda.CfnEventSourceMapping_FilterProperty{{Pattern: jsii.String(dynamo.StreamFilterPattern())}},
+		},
 		DestinationConfig: &awslambda.CfnEventSourceMapping_DestinationConfigProperty{
 			OnFailure: &awslambda.CfnEventSourceMapping_OnFailureProperty{Destination: k.dlq.QueueArn()},
 		},

@@ -762,6 +762,7 @@ func TestPublisherStream(t *testing.T) {
 		"FunctionResponseTypes": `["ReportBatchItemFailures"]`, "BisectBatchOnFunctionError": "true",
 		"MaximumRetryAttempts": "10", "MaximumRecordAgeInSeconds": "21600", "ParallelizationFactor": "1",
 		"DestinationConfig": flat(map[string]any{"OnFailure": map[string]any{"Destination": map[string]any{"Fn::GetAtt": []any{x.dlq, "Arn"}}}}),
+		"FilterCriteria":    flat(map[string]any{"Filters": []any{map[string]any{"Pattern": `{"eventName":["INSERT"],"dynamodb":{"NewImage":{"pk":{"S":[{"prefix":"AUDIT#"}]}}}}`}}}),
 	}
 	got := map[string]any{}
 	for k, v := range p {

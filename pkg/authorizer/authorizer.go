@@ -58,7 +58,7 @@ var ErrUnauthorized = errors.New("Unauthorized")
 type Store interface {
 	GetKey(ctx context.Context, id string) (store.Key, error)
 	TouchKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) (bool, error)
-	RehashKey(ctx context.Context, id string, fromVersion int, hash []byte, toVersion int) error
+	RehashKey(ctx context.Context, id string, hash []byte, toVersion int) error
 }
 
 // Peppers verifies tokens and re-hashes them under the newest pepper.
@@ -266,10 +266,10 @@ func keyContext(k store.Key, publicID string) map[string]any {
 }
 
 func (a *Authorizer) maintain(ctx context.Context, k store.Key, token string, now time.Time) {
-	if current := a.cfg.Peppers.Current(); k.PepperVersion != current {
+	if current := a.cfg.Peppers.Current(); k.PepperVersion < current {
 		sum, err := a.cfg.Peppers.HashVersion(ctx, current, token)
 		if err == nil {
-			err = a.cfg.Store.RehashKey(ctx, k.ID, k.PepperVersion, sum, current)
+			err = a.cfg.Store.RehashKey(ctx, k.ID, sum, current)
 		}
 		if err != nil && !errors.Is(err, store.ErrConflict) {
 			a.cfg.Logger.WarnContext(ctx, "re-hash under the newest pepper failed", "key_id", apikey.PublicID(k.ID), "error", err)

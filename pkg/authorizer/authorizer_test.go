@@ -58,12 +58,12 @@ func (c *countingStore) TouchKey(ctx context.Context, id string, at time.Time, d
 	return c.Store.TouchKey(ctx, id, at, d)
 }
 
-func (c *countingStore) RehashKey(ctx context.Context, id string, from int, hash []byte, to int) error {
+func (c *countingStore) RehashKey(ctx context.Context, id string, hash []byte, to int) error {
 	c.rehashes.Add(1)
 	if c.failRehash != nil {
 		return c.failRehash
 	}
-	return c.Store.RehashKey(ctx, id, from, hash, to)
+	return c.Store.RehashKey(ctx, id, hash, to)
 }
 
 type env struct {
@@ -431,7 +431,7 @@ func TestFailsClosed(t *testing.T) {
 
 		// A key hashed under a pepper version this process cannot load.
 		sk, _ := e.st.GetKey(e.ctx, k.Key.ID)
-		if err := e.st.RehashKey(e.ctx, k.Key.ID, sk.PepperVersion, sk.Hash, 42); err != nil {
+		if err := e.st.RehashKey(e.ctx, k.Key.ID, sk.Hash, 42); err != nil {
 			t.Fatal(err)
 		}
 		if o := e.authorize(ev); o.err == nil || o.err.Error() == "Unauthorized" || !errors.Is(o.err, pepper.ErrUnknownVersion) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -115,6 +116,87 @@ func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 	if types["tenant.created"] != 1 || types["key.created"] != 2 || types["key.revoked"] != 1 || len(types) != 3 {
 		t.Fatalf("published %v", types)
 	}
+}
+
+// TestStreamFilter: the publisher's event filter (dynamo.StreamFilterPattern,
+// deployed on its stream mapping) lets through every record the publisher
+// publishes, an audit entry's INSERT, and nothing else, on the records a
+// real stream delivers.
+func TestStreamFilter(t *testing.T) {
+	ctx := t.Context()
+	client, table := dynamolocal.NewTable(t)
+	st := dynamo.New(client, table)
+	_, ring := storetest.Peppers(t, st, time.Now())
+	format, _ := apikey.NewFormat("sk")
+	svc := keys.New(st, ring, format)
+	o, err := svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.TouchKey(ctx, o.Live.Key.ID, time.Now(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Revoke(ctx, keys.Actor{ID: "operator"}, "acme", o.Live.Key.ID); err != nil {
+		t.Fatal(err)
+	}
+	var pattern map[string]any
+	if err := json.Unmarshal([]byte(dynamo.StreamFilterPattern()), &pattern); err != nil {
+		t.Fatalf("the pattern is not JSON: %v", err)
+	}
+	passed, held := 0, 0
+	for _, r := range readStream(t, client, dynamolocal.StreamsClient(t), table) {
+		raw, _ := json.Marshal(r)
+		var record map[string]any
+		if err := json.Unmarshal(raw, &record); err != nil {
+			t.Fatal(err)
+		}
+		_, audit, _ := dynamo.AuditFromStream(r.Change.NewImage)
+		want := audit && r.EventName == "INSERT"
+		if got := matches(pattern, record); got != want {
+			t.Errorf("filter lets %s through: %v, want %v\n%s", r.EventName, got, want, raw)
+		}
+		if want {
+			passed++
+		} else {
+			held++
+		}
+	}
+	if passed < 4 || held < 3 {
+		t.Fatalf("%d records through, %d held back: the stream lacks the cases", passed, held)
+	}
+}
+
+// matches evaluates a Lambda event filter pattern on an event, for the
+// part of the syntax the pattern uses: nested fields, lists of exact
+// values, and {"prefix": …}.
+func matches(pattern, event map[string]any) bool {
+	for field, want := range pattern {
+		got, ok := event[field]
+		if !ok {
+			return false
+		}
+		switch want := want.(type) {
+		case map[string]any:
+			sub, ok := got.(map[string]any)
+			if !ok || !matches(want, sub) {
+				return false
+			}
+		case []any:
+			if !slices.ContainsFunc(want, func(alt any) bool {
+				if rule, ok := alt.(map[string]any); ok {
+					prefix, _ := rule["prefix"].(string)
+					s, isString := got.(string)
+					return isString && strings.HasPrefix(s, prefix)
+				}
+				return alt == got
+			}) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // readStream reads every record of the table's stream from the start, as

@@ -193,29 +193,6 @@ type Created struct {
 	Token apikey.Token
 }
 
-// entry builds an audit entry; keyed entries also name the key as people
-// see it, for the events built from them.
-func (s *Service) entry(tenant, action string, k *store.Key, actor Actor, at time.Time, details map[string]string) (store.AuditEntry, error) {
-	id, err := apikey.RandomString(20)
-	if err != nil {
-		return store.AuditEntry{}, err
-	}
-	e := store.AuditEntry{TenantID: tenant, ID: id, Time: at, Actor: actor.ID, Action: action,
-		RequestID: actor.RequestID, Details: details}
-	if k != nil {
-		e.KeyID, e.Environment, e.KeyDisplay = k.ID, k.Environment, apikey.Display(k.Prefix, k.Environment, k.Last4)
-	}
-	if s.auditTTL > 0 {
-		e.ExpiresAt = at.Add(s.auditTTL)
-	}
-	return e, nil
-}
-
-// audit builds the audit entry of a change to key k.
-func (s *Service) audit(action string, k store.Key, actor Actor, at time.Time, details map[string]string) (store.AuditEntry, error) {
-	return s.entry(k.TenantID, action, &k, actor, at, details)
-}
-
 // newKey validates p and mints a key with a fresh token for tenant.
 func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now time.Time) (Created, error) {
 	if err := validName(p.Name); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/storetest"
@@ -570,6 +571,32 @@ func TestActorAllowVetsTheKeyAsWritten(t *testing.T) {
 		}
 		if k, _ := f.st.GetKey(f.ctx, c.Key.ID); k.Status != store.KeyActive || k.Name == name {
 			t.Fatalf("a refused change landed: %+v", k)
+		}
+	})
+}
+
+// TestLeakReportOfAnySizeRevokes: a report's details are bounded before
+// they are stored, so an oversized one (GitHub's reports may be 1 MB; a
+// DynamoDB item holds 400 KB) cannot make the revocation it causes fail.
+func TestLeakReportOfAnySizeRevokes(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		c := f.create(t, "acme", keys.CreateParams{})
+		huge := "https://github.com/o/r/blob/main/" + strings.Repeat("é", 450_000)
+		_, revoked, err := f.svc.Leak(f.ctx, keys.Actor{ID: "github"}, c.Key, true, map[string]string{"url": huge, "source": "content"})
+		if err != nil || !revoked {
+			t.Fatalf("Leak: revoked %v, %v", revoked, err)
+		}
+		page, err := f.st.ListAudit(f.ctx, "acme", store.AuditQuery{KeyID: c.Key.ID, Limit: 10})
+		if err != nil || len(page.Entries) == 0 {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(page.Entries, func(a store.AuditEntry) bool { return a.Action == keys.ActionKeyLeaked })
+		if i < 0 {
+			t.Fatalf("no %s entry", keys.ActionKeyLeaked)
+		}
+		url := page.Entries[i].Details["url"]
+		if len(url) > 2048 || !strings.HasSuffix(url, "…(truncated)") || !utf8.ValidString(url) || page.Entries[i].Details["source"] != "content" {
+			t.Fatalf("stored details: url of %d bytes, %v", len(url), page.Entries[i].Details["source"])
 		}
 	})
 }

@@ -308,9 +308,11 @@ type Store interface {
 	// change Revision. ErrNotFound if the key is missing.
 	TouchKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) (bool, error)
 	// RehashKey replaces Hash and PepperVersion if the stored PepperVersion
-	// is fromVersion (ErrConflict otherwise, ErrNotFound if missing). It does
-	// not change Revision.
-	RehashKey(ctx context.Context, id string, fromVersion int, hash []byte, toVersion int) error
+	// is older than toVersion: a key only ever moves to a newer pepper, so a
+	// process whose view of the peppers is stale cannot move it back
+	// (ErrConflict otherwise, ErrNotFound if missing). It does not change
+	// Revision.
+	RehashKey(ctx context.Context, id string, hash []byte, toVersion int) error
 
 	// ListExpiring pages through keys due to expire (see ExpiryQuery).
 	ListExpiring(ctx context.Context, q ExpiryQuery) (KeyPage, error)

@@ -813,20 +813,25 @@ func testRehashKey(t *testing.T, e *env) {
 	e.tenant(t, "acme")
 	k := e.createKey(t, e.key("acme", "k00000000001"))
 	newHash := bytes.Repeat([]byte{0xAB}, 32)
-	if err := e.s.RehashKey(e.ctx, k.ID, 1, newHash, 2); err != nil {
+	if err := e.s.RehashKey(e.ctx, k.ID, newHash, 3); err != nil {
 		t.Fatalf("RehashKey: %v", err)
 	}
 	got := e.getKey(t, k.ID)
-	if !bytes.Equal(got.Hash, newHash) || got.PepperVersion != 2 || got.Revision != k.Revision {
+	if !bytes.Equal(got.Hash, newHash) || got.PepperVersion != 3 || got.Revision != k.Revision {
 		t.Fatalf("after rehash: %+v", got)
 	}
-	// A second process racing with the first loses cleanly.
-	wantErr(t, e.s.RehashKey(e.ctx, k.ID, 1, []byte("other"), 2), store.ErrConflict)
-	wantErr(t, e.s.RehashKey(e.ctx, "k00000000404", 1, newHash, 2), store.ErrNotFound)
+	// A second process racing with the first loses cleanly, and one whose
+	// view of the peppers is stale cannot move the key back.
+	wantErr(t, e.s.RehashKey(e.ctx, k.ID, []byte("other"), 3), store.ErrConflict)
+	wantErr(t, e.s.RehashKey(e.ctx, k.ID, []byte("older"), 2), store.ErrConflict)
+	if got := e.getKey(t, k.ID); !bytes.Equal(got.Hash, newHash) || got.PepperVersion != 3 {
+		t.Fatalf("a stale rehash moved the key to version %d", got.PepperVersion)
+	}
+	wantErr(t, e.s.RehashKey(e.ctx, "k00000000404", newHash, 3), store.ErrNotFound)
 	// An update with the pre-rehash copy keeps the new hash.
 	k.Name = "renamed"
 	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: k, ExpectedRevision: k.Revision}}})
-	if got := e.getKey(t, k.ID); !bytes.Equal(got.Hash, newHash) || got.PepperVersion != 2 {
+	if got := e.getKey(t, k.ID); !bytes.Equal(got.Hash, newHash) || got.PepperVersion != 3 {
 		t.Fatalf("update rolled the hash back: version %d", got.PepperVersion)
 	}
 }

@@ -20,7 +20,8 @@ import (
 )
 
 // applyAttempts bounds the retries of a transaction cancelled only because
-// another transaction held one of its items.
+// another transaction held one of its items, or its partition was
+// throttled.
 const applyAttempts = 4
 
 // op is one item of a transaction, with the error its failed condition
@@ -61,19 +62,26 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 		if !errors.As(err, &cancelled) {
 			return fmt.Errorf("dynamo: apply: %w", err)
 		}
-		contended := false
+		// Another transaction holding an item, and throttling of an item's
+		// partition, pass: retry both with backoff. The cancellation
+		// reasons are documented under TransactWriteItems' errors.
+		contended, throttled := false, false
 		for i, r := range cancelled.CancellationReasons {
 			switch aws.ToString(r.Code) {
 			case "ConditionalCheckFailed":
 				return ops[i].failed(r.Item)
 			case "TransactionConflict":
 				contended = true
+			case "ThrottlingError", "ProvisionedThroughputExceeded":
+				throttled = true
 			}
 		}
-		if !contended {
+		switch {
+		case !contended && !throttled:
 			return fmt.Errorf("dynamo: apply: %w", err)
-		}
-		if attempt == applyAttempts {
+		case attempt == applyAttempts && throttled:
+			return fmt.Errorf("dynamo: apply: throttled: %w", err)
+		case attempt == applyAttempts:
 			return fmt.Errorf("dynamo: apply: concurrent transactions: %w", store.ErrConflict)
 		}
 		backoff := time.Duration(attempt) * 10 * time.Millisecond

@@ -1,6 +1,7 @@
 package dynamo_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -185,10 +186,12 @@ func TestTTLAttribute(t *testing.T) {
 }
 
 // contended cancels the first transactions it sees as DynamoDB does when
-// another transaction holds an item, which DynamoDB Local never does.
+// another transaction holds an item (or, with reason ThrottlingError, when
+// an item's partition is throttled), which DynamoDB Local never does.
 type contended struct {
 	dynamo.API
 	cancels int
+	reason  string // default TransactionConflict
 	calls   int
 }
 
@@ -199,7 +202,7 @@ func (c *contended) TransactWriteItems(ctx context.Context, in *dynamodb.Transac
 		for i := range reasons {
 			reasons[i].Code = aws.String("None")
 		}
-		reasons[len(reasons)-1].Code = aws.String("TransactionConflict")
+		reasons[len(reasons)-1].Code = aws.String(cmp.Or(c.reason, "TransactionConflict"))
 		return nil, &types.TransactionCanceledException{CancellationReasons: reasons}
 	}
 	return c.API.TransactWriteItems(ctx, in, opts...)
@@ -219,6 +222,25 @@ func TestApplyRetriesTransactionConflict(t *testing.T) {
 	err := dynamo.New(c, table).Apply(t.Context(), change)
 	if !errors.Is(err, store.ErrConflict) || c.calls < 2 || c.calls == c.cancels {
 		t.Fatalf("under constant conflict: %v after %d calls, want ErrConflict after a few", err, c.calls)
+	}
+}
+
+// TestApplyRetriesThrottling: a transaction cancelled because an item's
+// partition was throttled is retried like a conflict; under constant
+// throttling it fails, but not as a conflict (which would tell the client
+// the request itself was at odds with the data).
+func TestApplyRetriesThrottling(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	change := store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}}
+	c := &contended{API: client, cancels: 2, reason: "ThrottlingError"}
+	if err := dynamo.New(c, table).Apply(t.Context(), change); err != nil || c.calls != 3 {
+		t.Fatalf("after two throttled attempts: %v, %d calls", err, c.calls)
+	}
+	c = &contended{API: client, cancels: 100, reason: "ThrottlingError"}
+	change.Tenant.Tenant.ID = "other"
+	err := dynamo.New(c, table).Apply(t.Context(), change)
+	if err == nil || errors.Is(err, store.ErrConflict) || c.calls < 2 || c.calls == c.cancels {
+		t.Fatalf("under constant throttling: %v after %d calls", err, c.calls)
 	}
 }
 

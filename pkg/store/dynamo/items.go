@@ -57,7 +57,7 @@ var keyExpiryIndex = []string{AttrGSI2PK, AttrGSI2SK}
 func keyPK(id string) string               { return "KEY#" + id }
 func tenantPK(id string) string            { return "TENANT#" + id }
 func tenantKeysPK(tenant string) string    { return "TENANT#" + tenant + "#KEYS" }
-func auditPK(tenant string) string         { return "AUDIT#" + tenant }
+func auditPK(tenant string) string         { return AuditPartitionPrefix + tenant }
 func auditKeyPK(tenant, key string) string { return "AUDITKEY#" + tenant + "#" + key }
 func idemPK(tenant, key string) string     { return "IDEM#" + tenant + "#" + key }
 func jobPK(job string) string              { return "JOB#" + job }

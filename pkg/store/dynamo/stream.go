@@ -14,6 +14,20 @@ import (
 // outbox: every audit entry is written in the transaction of its change,
 // and the stream hands each new entry to the publisher at least once.
 
+// AuditPartitionPrefix begins the partition key of every audit entry.
+const AuditPartitionPrefix = "AUDIT#"
+
+// StreamFilterPattern is the Lambda event filter of the publisher's stream
+// mapping: the INSERT records of audit entries, the only ones it
+// publishes, so that key writes (a last_used_at write per active key every
+// few minutes), idempotency records and TTL deletions do not invoke it.
+// Lambda drops what a filter does not match, so the filter may only ever
+// match more than AuditFromStream accepts, never less.
+// https://docs.aws.amazon.com/lambda/latest/dg/with-ddb-filtering.html
+func StreamFilterPattern() string {
+	return `{"eventName":["INSERT"],"dynamodb":{"NewImage":{"` + AttrPK + `":{"S":[{"prefix":"` + AuditPartitionPrefix + `"}]}}}}`
+}
+
 // AuditFromStream decodes the audit entry in a stream record's new image,
 // as Lambda delivers it; ok is false for an image of any other item.
 func AuditFromStream(img map[string]lambdaevents.DynamoDBAttributeValue) (store.AuditEntry, bool, error) {
@@ -30,7 +44,7 @@ func AuditFromStream(img map[string]lambdaevents.DynamoDBAttributeValue) (store.
 
 func auditFromItem(it item) (store.AuditEntry, bool, error) {
 	pk, ok := it[AttrPK].(*types.AttributeValueMemberS)
-	if !ok || !strings.HasPrefix(pk.Value, "AUDIT#") {
+	if !ok || !strings.HasPrefix(pk.Value, AuditPartitionPrefix) {
 		return store.AuditEntry{}, false, nil
 	}
 	a, err := decodeAudit(it)

@@ -66,12 +66,12 @@ func (s *Store) TouchKey(ctx context.Context, id string, at time.Time, minInterv
 	return !failed, nil
 }
 
-// RehashKey moves a key's hash from pepper fromVersion to toVersion.
-func (s *Store) RehashKey(ctx context.Context, id string, fromVersion int, hash []byte, toVersion int) error {
+// RehashKey moves a key's hash to pepper toVersion, only ever forward.
+func (s *Store) RehashKey(ctx context.Context, id string, hash []byte, toVersion int) error {
 	var u update
 	u.setAttr(attrHash, &types.AttributeValueMemberB{Value: hash})
 	u.setAttr(attrPepperVersion, num(int64(toVersion)))
-	cond := u.exists(AttrPK) + " AND " + u.cmp(attrPepperVersion, "=", num(int64(fromVersion)))
+	cond := u.exists(AttrPK) + " AND " + u.cmp(attrPepperVersion, "<", num(int64(toVersion)))
 	failed, old, err := s.updateItem(ctx, primaryKey(keyPK(id), keySK), &u, cond)
 	switch {
 	case err != nil:
@@ -79,7 +79,7 @@ func (s *Store) RehashKey(ctx context.Context, id string, fromVersion int, hash 
 	case failed && len(old) == 0:
 		return fmt.Errorf("dynamo: rehash key %s: %w", id, store.ErrNotFound)
 	case failed:
-		return fmt.Errorf("dynamo: rehash key %s: pepper version is not %d: %w", id, fromVersion, store.ErrConflict)
+		return fmt.Errorf("dynamo: rehash key %s: pepper version is not older than %d: %w", id, toVersion, store.ErrConflict)
 	}
 	return nil
 }

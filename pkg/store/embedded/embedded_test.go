@@ -118,7 +118,7 @@ func TestWritesAreCopied(t *testing.T) {
 			t.Fatalf("Apply: %v", err)
 		}
 		hash := []byte{2}
-		if err := s.RehashKey(ctx, "k1", 0, hash, 1); err != nil {
+		if err := s.RehashKey(ctx, "k1", hash, 1); err != nil {
 			t.Fatalf("RehashKey: %v", err)
 		}
 		k.Scopes[0], k.Metadata["m"], k.Notices[0], a.Details["d"], hash[0] = "x", "x", "x", "x", 9
@@ -205,7 +205,7 @@ func populate(t *testing.T, s *Store, clock *testclock.Clock) {
 	if _, err := s.TouchKey(ctx, "k1", at.Add(time.Minute), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	must(s.RehashKey(ctx, "k2", 1, []byte{2, 2}, 2))
+	must(s.RehashKey(ctx, "k2", []byte{2, 2}, 2))
 
 	must(s.CreatePepper(ctx, store.Pepper{Version: 1, Ciphertext: []byte("c1"), KeyID: "local", CreatedAt: at}))
 	must(s.RetirePepper(ctx, 1, at.Add(time.Hour)))

@@ -273,7 +273,7 @@ func (s *Store) TouchKey(ctx context.Context, id string, at time.Time, minInterv
 }
 
 // RehashKey implements store.Store.
-func (s *Store) RehashKey(ctx context.Context, id string, fromVersion int, hash []byte, toVersion int) error {
+func (s *Store) RehashKey(ctx context.Context, id string, hash []byte, toVersion int) error {
 	return s.update(ctx, func(tx *bolt.Tx) error {
 		k, ok, err := s.getKey(tx, id)
 		switch {
@@ -281,8 +281,8 @@ func (s *Store) RehashKey(ctx context.Context, id string, fromVersion int, hash 
 			return err
 		case !ok:
 			return fmt.Errorf("embedded: rehash key %s: %w", id, store.ErrNotFound)
-		case k.PepperVersion != fromVersion:
-			return fmt.Errorf("embedded: rehash key %s: pepper version is %d, not %d: %w", id, k.PepperVersion, fromVersion, store.ErrConflict)
+		case k.PepperVersion >= toVersion:
+			return fmt.Errorf("embedded: rehash key %s: pepper version is %d, not older than %d: %w", id, k.PepperVersion, toVersion, store.ErrConflict)
 		}
 		k.Hash, k.PepperVersion = hash, toVersion
 		return s.put(tx, bKeys, []byte(id), k)
