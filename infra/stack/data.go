@@ -113,15 +113,13 @@ func (k *keyward) dataTable() {
 		// The stream is the delivery half of the event outbox.
 		Stream: awsdynamodb.StreamViewType_NEW_IMAGE,
 	})
-	for _, gsi := range []struct{ name, pk, sk string }{
-		{dynamo.IndexGSI1, dynamo.AttrGSI1PK, dynamo.AttrGSI1SK},
-		{dynamo.IndexGSI2, dynamo.AttrGSI2PK, dynamo.AttrGSI2SK},
-	} {
+	// Keys only: see dynamo.Indexes.
+	for _, ix := range dynamo.Indexes {
 		k.table.AddGlobalSecondaryIndex(&awsdynamodb.GlobalSecondaryIndexProps{
-			IndexName:      jsii.String(gsi.name),
-			PartitionKey:   &awsdynamodb.Attribute{Name: jsii.String(gsi.pk), Type: str},
-			SortKey:        &awsdynamodb.Attribute{Name: jsii.String(gsi.sk), Type: str},
-			ProjectionType: awsdynamodb.ProjectionType_ALL,
+			IndexName:      jsii.String(ix.Name),
+			PartitionKey:   &awsdynamodb.Attribute{Name: jsii.String(ix.PK), Type: str},
+			SortKey:        &awsdynamodb.Attribute{Name: jsii.String(ix.SK), Type: str},
+			ProjectionType: awsdynamodb.ProjectionType_KEYS_ONLY,
 		})
 	}
 }
@@ -130,6 +128,7 @@ func (k *keyward) dataTable() {
 const (
 	indexTenant = dynamo.IndexGSI1 // a tenant's keys, one key's audit entries
 	indexExpiry = dynamo.IndexGSI2 // keys due to expire
+	indexMember = dynamo.IndexGSI3 // a member's keys
 )
 
 // indexARN is the ARN of one of the table's indexes.

@@ -74,9 +74,12 @@ func (k *keyward) permissions() {
 		tableKey(),
 	)
 
-	// admin: keys, tenants, audit, idempotency records, peppers; gsi1 for
-	// a tenant's keys and one key's audit entries; API keys and usage-plan
-	// keys for rate limits; the stage's authorizer cache.
+	// admin: keys, tenants and their counters, audit, idempotency
+	// records, peppers, job checkpoints (bulk revocations resume); gsi1 for
+	// a tenant's keys and one key's audit entries, gsi3 for a member's,
+	// and BatchGetItem for the items those keys-only indexes name; API
+	// keys and usage-plan keys for rate limits; the stage's authorizer
+	// cache.
 	var planKeys, planKey []string
 	for _, t := range k.s.Gateway.RateLimitTiers {
 		id := *k.plans[t.Name].UsagePlanId()
@@ -84,8 +87,8 @@ func (k *keyward) permissions() {
 		planKey = append(planKey, apigatewayARN("/usageplans/"+id+"/keys/*"))
 	}
 	add(FnAdmin,
-		statement("Table", []string{"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}, []string{table}, nil),
-		statement("TenantIndex", []string{"dynamodb:Query"}, []string{k.indexARN(indexTenant)}, nil),
+		statement("Table", []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}, []string{table}, nil),
+		statement("Indexes", []string{"dynamodb:Query"}, []string{k.indexARN(indexTenant), k.indexARN(indexMember)}, nil),
 		tableKey(),
 		// GetApiKeys, CreateApiKey.
 		statement("ApiKeys", []string{"apigateway:GET", "apigateway:POST"}, []string{apigatewayARN("/apikeys")}, nil),
@@ -101,10 +104,11 @@ func (k *keyward) permissions() {
 	// rotation: ListPeppers (Query), CreatePepper (PutItem), RetirePepper
 	// and key changes (UpdateItem, PutItem), ScanKeys (Scan), job
 	// checkpoints (GetItem, PutItem, and DeleteItem when a run finishes);
-	// gsi2 for the keys due to expire; deleting dead keys' API keys; the
-	// stage's authorizer cache, which the expiry sweep flushes.
+	// gsi2 for the keys due to expire, and BatchGetItem for the keys it
+	// names; deleting dead keys' API keys; the stage's authorizer cache,
+	// which the expiry sweep flushes.
 	add(FnRotation,
-		statement("Table", []string{"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, []string{table}, nil),
+		statement("Table", []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, []string{table}, nil),
 		statement("ExpiryIndex", []string{"dynamodb:Query"}, []string{k.indexARN(indexExpiry)}, nil),
 		tableKey(),
 		// GetApiKeys.

@@ -122,7 +122,8 @@ func TestTable(t *testing.T) {
 			m := a.(map[string]any)
 			attrs[m["AttributeName"].(string)] = m["AttributeType"].(string)
 		}
-		wantAttrs := map[string]string{dynamo.AttrPK: "S", dynamo.AttrSK: "S", dynamo.AttrGSI1PK: "S", dynamo.AttrGSI1SK: "S", dynamo.AttrGSI2PK: "S", dynamo.AttrGSI2SK: "S"}
+		wantAttrs := map[string]string{dynamo.AttrPK: "S", dynamo.AttrSK: "S", dynamo.AttrGSI1PK: "S", dynamo.AttrGSI1SK: "S",
+			dynamo.AttrGSI2PK: "S", dynamo.AttrGSI2SK: "S", dynamo.AttrGSI3PK: "S", dynamo.AttrGSI3SK: "S"}
 		if !reflect.DeepEqual(attrs, wantAttrs) {
 			t.Errorf("%s attributes %v, want %v", c.name, attrs, wantAttrs)
 		}
@@ -132,9 +133,10 @@ func TestTable(t *testing.T) {
 			gsis[m["IndexName"].(string)] = flat(m["KeySchema"]) + " " + flat(m["Projection"])
 		}
 		key := func(pk, sk string) string {
-			return flat([]any{map[string]any{"AttributeName": pk, "KeyType": "HASH"}, map[string]any{"AttributeName": sk, "KeyType": "RANGE"}}) + ` {"ProjectionType":"ALL"}`
+			return flat([]any{map[string]any{"AttributeName": pk, "KeyType": "HASH"}, map[string]any{"AttributeName": sk, "KeyType": "RANGE"}}) + ` {"ProjectionType":"KEYS_ONLY"}`
 		}
-		wantGSIs := map[string]string{dynamo.IndexGSI1: key(dynamo.AttrGSI1PK, dynamo.AttrGSI1SK), dynamo.IndexGSI2: key(dynamo.AttrGSI2PK, dynamo.AttrGSI2SK)}
+		wantGSIs := map[string]string{dynamo.IndexGSI1: key(dynamo.AttrGSI1PK, dynamo.AttrGSI1SK), dynamo.IndexGSI2: key(dynamo.AttrGSI2PK, dynamo.AttrGSI2SK),
+			dynamo.IndexGSI3: key(dynamo.AttrGSI3PK, dynamo.AttrGSI3SK)}
 		if !reflect.DeepEqual(gsis, wantGSIs) {
 			t.Errorf("%s GSIs %v, want %v", c.name, gsis, wantGSIs)
 		}
@@ -847,8 +849,8 @@ func TestLeastPrivilege(t *testing.T) {
 		},
 		stack.FnAdmin: {
 			"Logs":                    logs(stack.FnAdmin),
-			"Table":                   {Actions: []string{"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}, Resources: []string{table}},
-			"TenantIndex":             {Actions: []string{"dynamodb:Query"}, Resources: []string{table + "/index/gsi1"}},
+			"Table":                   {Actions: []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}, Resources: []string{table}},
+			"Indexes":                 {Actions: []string{"dynamodb:Query"}, Resources: []string{table + "/index/gsi1", table + "/index/gsi3"}},
 			"TableKeyThroughDynamoDB": tableKey,
 			"ApiKeys":                 {Actions: []string{"apigateway:GET", "apigateway:POST"}, Resources: []string{apigw("/apikeys")}},
 			"ApiKey":                  {Actions: []string{"apigateway:DELETE", "apigateway:PATCH"}, Resources: []string{apigw("/apikeys/*")}},
@@ -858,7 +860,7 @@ func TestLeastPrivilege(t *testing.T) {
 		},
 		stack.FnRotation: {
 			"Logs":                    logs(stack.FnRotation),
-			"Table":                   {Actions: []string{"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, Resources: []string{table}},
+			"Table":                   {Actions: []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, Resources: []string{table}},
 			"ExpiryIndex":             {Actions: []string{"dynamodb:Query"}, Resources: []string{table + "/index/gsi2"}},
 			"TableKeyThroughDynamoDB": tableKey,
 			"ApiKeys":                 {Actions: []string{"apigateway:GET"}, Resources: []string{apigw("/apikeys")}},

@@ -27,6 +27,29 @@ func ForEach(t *testing.T, now func() time.Time, test func(t *testing.T, s store
 	})
 }
 
+// IndexLag is how far the indexes of a Lagging store trail its table:
+// longer than DynamoDB's usual propagation, a fraction of a second.
+const IndexLag = 300 * time.Millisecond
+
+// LaggingStore is a DynamoDB store whose indexes lag its table; Settle
+// waits until they show every write so far (conformance.Settler).
+type LaggingStore struct {
+	*dynamo.Store
+	indexes *dynamolocal.LaggingIndexes
+}
+
+// Settle implements conformance.Settler.
+func (s LaggingStore) Settle() { s.indexes.Settle() }
+
+// Lagging is a DynamoDB Local store whose indexes lag its table by
+// IndexLag, as the service's may: code that must not miss a key written a
+// moment ago is tested on it.
+func Lagging(t *testing.T, now func() time.Time) LaggingStore {
+	client, table := dynamolocal.NewTable(t)
+	indexes := dynamolocal.NewLaggingIndexes(client, IndexLag)
+	return LaggingStore{Store: dynamo.New(indexes, table, dynamo.WithClock(now)), indexes: indexes}
+}
+
 // Temp is an embedded store in a temporary file, closed (and removed)
 // when the test ends.
 func Temp(t testing.TB, opts ...embedded.Option) *embedded.Store {

@@ -113,7 +113,7 @@ func forEachStore(t *testing.T, test func(t *testing.T, h *harness)) {
 	})
 }
 
-func newHarness(t *testing.T, st store.Store, clock *testclock.Clock) *harness {
+func newHarness(t *testing.T, st store.Store, clock *testclock.Clock, opts ...keys.Option) *harness {
 	t.Helper()
 	_, ring := storetest.Peppers(t, st, clock.Now())
 	format, _ := apikey.NewFormat("sk")
@@ -123,7 +123,7 @@ func newHarness(t *testing.T, st store.Store, clock *testclock.Clock) *harness {
 	}
 	h := &harness{t: t, st: st, clock: clock, gw: gw, limits: &fakeLimits{tiers: map[string]string{}},
 		flusher: &fakeFlusher{Recorder: testflush.Recorder{Clock: clock}, t: t}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
-	h.svc = keys.New(st, ring, format, keys.WithClock(clock.Now))
+	h.svc = keys.New(st, ring, format, append([]keys.Option{keys.WithClock(clock.Now)}, opts...)...)
 	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format, Now: clock.Now}}
 	h.build()
 

@@ -11,7 +11,9 @@ import (
 
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/store/embedded"
 )
 
 // faultyStore fails the next Apply as a lost answer does: after the
@@ -171,4 +173,48 @@ func TestFailedCreateOrRotateLeavesNothing(t *testing.T) {
 			t.Fatalf("after a failed rate-limit change the gateway enforces %q", tier)
 		}
 	})
+}
+
+// slowWrites makes each write take step of the clock, once step is set.
+type slowWrites struct {
+	store.Store
+	clock *testclock.Clock
+	step  *time.Duration
+}
+
+func (s slowWrites) Apply(ctx context.Context, c store.Change) error {
+	s.clock.Advance(*s.step)
+	return s.Store.Apply(ctx, c)
+}
+
+// TestIncompleteRevocationSaysSo: a member revocation that reaches its
+// time budget answers 503 revocation_incomplete with Retry-After, after
+// flushing the cache for what it did revoke; calling again finishes it.
+func TestIncompleteRevocationSaysSo(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 4, 1, 10, 0, 0, 0, time.UTC))
+	step := time.Duration(0)
+	h := newHarness(t, slowWrites{Store: storetest.Temp(t, embedded.WithClock(clock.Now)), clock: clock, step: &step}, clock,
+		keys.WithRevokeBudget(5*time.Second))
+	const n = 120
+	for range n {
+		h.create(h.admin, map[string]any{"name": "bot", "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_bot"})
+	}
+	step = 3 * time.Second // two transactions of a page pass the budget
+	flushes := h.flusher.count()
+	status, hdr, body := h.do(h.admin, "POST", "/v1/members/mem_bot/revoke-keys", nil)
+	var env struct {
+		Error struct{ Type, Code, Message string }
+	}
+	if err := json.Unmarshal(body, &env); err != nil || status != 503 || env.Error.Code != "revocation_incomplete" ||
+		hdr.Get("Retry-After") != "1" || !strings.Contains(env.Error.Message, "100 keys") {
+		t.Fatalf("the first call: %d %v %s", status, hdr, body)
+	}
+	if h.flusher.count() != flushes+1 {
+		t.Fatal("the keys the first call revoked were not flushed from the cache")
+	}
+	_, body = h.ok(h.admin, "POST", "/v1/members/mem_bot/revoke-keys", nil, 200)
+	var done struct{ Revoked int }
+	if err := json.Unmarshal(body, &done); err != nil || done.Revoked != n-100 {
+		t.Fatalf("the second call: %s", body)
+	}
 }

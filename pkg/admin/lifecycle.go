@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -90,13 +91,31 @@ func (s *Server) revokeMember(w http.ResponseWriter, r *http.Request, c Caller) 
 		return e
 	}
 	n, err := s.cfg.Keys.RevokeMember(r.Context(), actorOf(c), c.TenantID, r.PathValue("member_id"))
-	if err != nil {
-		return s.internal(r, "revoking member keys", err)
-	}
-	if e := s.flush(r); e != nil {
+	if e := s.bulkRevoked(w, r, n, err, "revoking member keys"); e != nil {
 		return e
 	}
 	writeJSON(w, http.StatusOK, revokedCount{Object: "revocation", Revoked: n})
+	return nil
+}
+
+// bulkRevoked settles a bulk revocation that revoked n keys and then
+// returned err: the authorizer cache is flushed for what it revoked,
+// whatever happened after, and one that stopped at its time budget is 503
+// revocation_incomplete, to be called again.
+func (s *Server) bulkRevoked(w http.ResponseWriter, r *http.Request, n int, err error, what string) *apiError {
+	if n > 0 || err == nil {
+		if e := s.flush(r); e != nil {
+			return e
+		}
+	}
+	switch {
+	case errors.Is(err, keys.ErrIncomplete):
+		w.Header().Set("Retry-After", "1")
+		return &apiError{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "revocation_incomplete",
+			Message: fmt.Sprintf("This call revoked %d keys and stopped before the end; call again to continue.", n)}
+	case err != nil:
+		return s.internal(r, what, err)
+	}
 	return nil
 }
 

@@ -72,10 +72,7 @@ func (s *Server) offboard(w http.ResponseWriter, r *http.Request, c Caller) *api
 	}
 	id := r.PathValue("id")
 	n, err := s.cfg.Keys.Offboard(r.Context(), actorOf(c), id)
-	if err != nil {
-		return s.internal(r, "offboarding tenant", err)
-	}
-	if e := s.flush(r); e != nil {
+	if e := s.bulkRevoked(w, r, n, err, "offboarding tenant"); e != nil {
 		return e
 	}
 	t, err := s.cfg.Keys.Tenant(r.Context(), id)

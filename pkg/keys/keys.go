@@ -62,7 +62,10 @@ type Store interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	GetKey(ctx context.Context, id string) (store.Key, error)
 	ListKeys(ctx context.Context, tenantID string, q store.KeyQuery) (store.KeyPage, error)
+	MemberKeyCount(ctx context.Context, tenantID, member string) (int64, error)
 	Apply(ctx context.Context, c store.Change) error
+	GetCheckpoint(ctx context.Context, job string) (string, error)
+	PutCheckpoint(ctx context.Context, job, cursor string) error
 	GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error)
 	DeleteIdempotency(ctx context.Context, r store.Idempotency) error
 }
@@ -134,9 +137,8 @@ type Service struct {
 	format   apikey.Format
 	now      func() time.Time
 	auditTTL time.Duration
-	// offboardWait bounds how long offboarding waits for the tenant index
-	// to show every key the tenant's counter says exists.
-	offboardWait time.Duration
+	// revokeBudget bounds one call of a bulk revocation (revoke.go).
+	revokeBudget time.Duration
 	sleep        func(context.Context, time.Duration) error
 	log          *slog.Logger
 }
@@ -163,7 +165,7 @@ const DefaultAuditRetention = 400 * 24 * time.Hour
 func New(st Store, hasher Hasher, format apikey.Format, opts ...Option) *Service {
 	s := &Service{
 		store: st, hasher: hasher, format: format, now: time.Now,
-		auditTTL: DefaultAuditRetention, offboardWait: 30 * time.Second, sleep: clock.Sleep, log: slog.Default(),
+		auditTTL: DefaultAuditRetention, revokeBudget: DefaultRevokeBudget, sleep: clock.Sleep, log: slog.Default(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -634,94 +636,6 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, ov
 	return created, old, nil
 }
 
-// revokeBatch is how many keys one transaction revokes: a key write and an
-// audit entry each, within store.MaxChangeItems.
-const revokeBatch = store.MaxChangeItems / 2
-
-// revokeMatching revokes every active or expiring key of the tenant that q
-// selects and returns how many it revoked and how many keys it saw.
-func (s *Service) revokeMatching(ctx context.Context, actor Actor, tenant string, q store.KeyQuery, reason string) (revoked, seen int, err error) {
-	q.Limit = store.MaxPageSize
-	for {
-		page, err := s.store.ListKeys(ctx, tenant, q)
-		if err != nil {
-			return revoked, seen, fmt.Errorf("keys: listing keys to revoke: %w", err)
-		}
-		// A key that does not decode is passed over, not a reason to leave
-		// the others working; the authorizer refuses it anyway.
-		seen += len(page.Keys) + len(page.Skipped)
-		for _, id := range page.Skipped {
-			s.log.ErrorContext(ctx, "a key that does not decode was passed over while revoking", "key_id", apikey.PublicID(id), "tenant_id", tenant, "reason", reason)
-		}
-		var live []store.Key
-		for _, k := range page.Keys {
-			if k.Status == store.KeyActive || k.Status == store.KeyExpiring {
-				live = append(live, k)
-			}
-		}
-		for batch := range slices.Chunk(live, revokeBatch) {
-			n, err := s.revokeAll(ctx, actor, tenant, batch, reason)
-			revoked += n
-			if err != nil {
-				return revoked, seen, err
-			}
-		}
-		if page.NextCursor == "" {
-			return revoked, seen, nil
-		}
-		q.Cursor = page.NextCursor
-	}
-}
-
-// revokeAll revokes keys in one transaction; if any of them changed since
-// it was listed, it falls back to revoking them one by one.
-func (s *Service) revokeAll(ctx context.Context, actor Actor, tenant string, keys []store.Key, reason string) (int, error) {
-	now := s.now().UTC()
-	var c store.Change
-	for _, k := range keys {
-		rev := k.Revision
-		if _, err := s.revokeInto(&k, &c, actor, now, reason); err != nil {
-			return 0, err
-		}
-		c.Keys = append(c.Keys, store.KeyWrite{Key: k, ExpectedRevision: rev})
-	}
-	err := s.store.Apply(ctx, c)
-	if err == nil {
-		return len(keys), nil
-	}
-	if !errors.Is(err, store.ErrConflict) {
-		return 0, s.writeError("revoking keys", err)
-	}
-	n := 0
-	for _, k := range keys {
-		var changed bool
-		_, err := s.mutate(ctx, actor, tenant, k.ID, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
-			done, err := s.revokeInto(k, c, actor, now, reason)
-			changed = !done
-			return done, err
-		})
-		if err != nil {
-			return n, err
-		}
-		if changed {
-			n++
-		}
-	}
-	return n, nil
-}
-
-// RevokeMember revokes every key the member created (in the actor's
-// environment, for a bounded actor), so that a removed member's keys die
-// with their access. It returns how many it revoked.
-func (s *Service) RevokeMember(ctx context.Context, actor Actor, tenant, member string) (int, error) {
-	if err := validMemberID("member_id", member); err != nil {
-		return 0, err
-	}
-	q := store.KeyQuery{CreatedBy: member, Environment: actor.Bounds.Environment}
-	n, _, err := s.revokeMatching(ctx, actor, tenant, q, "member removed")
-	return n, err
-}
-
 var tenantIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{1,62}$`)
 
 // OnboardParams describe a new tenant.
@@ -797,61 +711,6 @@ func (s *Service) Tenant(ctx context.Context, id string) (store.Tenant, error) {
 		return store.Tenant{}, fmt.Errorf("keys: reading tenant: %w", err)
 	}
 	return t, nil
-}
-
-// Offboard marks the tenant offboarded, so no key can be created in it,
-// then revokes every key it has. It is idempotent: calling it again
-// finishes an offboarding that was interrupted. It returns how many keys
-// this call revoked.
-func (s *Service) Offboard(ctx context.Context, actor Actor, tenant string) (int, error) {
-	t, err := s.store.GetTenant(ctx, tenant)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0, ErrNotFound
-	}
-	if err != nil {
-		return 0, fmt.Errorf("keys: reading tenant: %w", err)
-	}
-	if t.Status != store.TenantOffboarded {
-		now := s.now().UTC()
-		off := t
-		off.Status, off.OffboardedAt = store.TenantOffboarded, now
-		entry, err := s.entry(tenant, ActionTenantOffboarded, nil, actor, now, nil)
-		if err != nil {
-			return 0, err
-		}
-		err = s.store.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: off, ExpectedRevision: t.Revision}, Audit: []store.AuditEntry{entry}})
-		if err != nil && !errors.Is(err, store.ErrConflict) {
-			return 0, s.writeError("offboarding tenant", err)
-		}
-		// On a conflict a key was created meanwhile or another offboarding
-		// won; either way, read the tenant again.
-		if t, err = s.store.GetTenant(ctx, tenant); err != nil {
-			return 0, fmt.Errorf("keys: reading tenant: %w", err)
-		}
-		if t.Status != store.TenantOffboarded {
-			return 0, conflict("the tenant changed while offboarding; retry")
-		}
-	}
-	// Once offboarded, KeyCount cannot grow. The tenant index may lag
-	// behind the keys table, so list until it shows every key counted.
-	total := 0
-	deadline := s.now().Add(s.offboardWait)
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		n, seen, err := s.revokeMatching(ctx, actor, tenant, store.KeyQuery{}, "tenant offboarded")
-		total += n
-		if err != nil {
-			return total, err
-		}
-		if int64(seen) >= t.KeyCount {
-			return total, nil
-		}
-		if s.now().After(deadline) {
-			return total, fmt.Errorf("keys: offboarding %s: the index shows %d of %d keys; retry", tenant, seen, t.KeyCount)
-		}
-		if err := s.sleep(ctx, wait); err != nil {
-			return total, err
-		}
-	}
 }
 
 // Expire marks k expired if its expiry (or rotation overlap) has passed.

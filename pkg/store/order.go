@@ -91,6 +91,23 @@ func (c Change) CreatesByTenant() map[string]int64 {
 	return n
 }
 
+// Member is one member of one tenant.
+type Member struct{ TenantID, ID string }
+
+// CreatesByMember counts the keys c creates per member who created them.
+func (c Change) CreatesByMember() map[Member]int64 {
+	var n map[Member]int64
+	for _, w := range c.Keys {
+		if w.ExpectedRevision == 0 && w.Key.CreatedBy != "" {
+			if n == nil {
+				n = make(map[Member]int64)
+			}
+			n[Member{w.Key.TenantID, w.Key.CreatedBy}]++
+		}
+	}
+	return n
+}
+
 // Validate checks what both backends must refuse before writing anything:
 // an empty or oversized change, missing identifiers, and the same key or
 // audit entry written twice (which a DynamoDB transaction refuses too).
@@ -106,7 +123,7 @@ func (c Change) Validate() error {
 		}
 	}
 	if c.Tenant != nil {
-		items++
+		items += TenantWriteItems
 		if err := CheckTenantID(c.Tenant.Tenant.ID); err != nil {
 			return err
 		}
@@ -116,6 +133,7 @@ func (c Change) Validate() error {
 			items++ // the tenant's counter update
 		}
 	}
+	items += len(c.CreatesByMember()) // each member's counter update
 	if items == 0 {
 		return fmt.Errorf("store: empty change")
 	}
@@ -132,6 +150,9 @@ func (c Change) Validate() error {
 		}
 		if err := CheckTenantID(w.Key.TenantID); err != nil {
 			return err
+		}
+		if strings.Contains(w.Key.CreatedBy, "#") {
+			return fmt.Errorf("store: created_by %q contains '#'", w.Key.CreatedBy)
 		}
 		if seen[w.Key.ID] {
 			return fmt.Errorf("store: key %s written twice in one change", w.Key.ID)

@@ -31,9 +31,20 @@ var (
 
 // MaxChangeItems is the most items one Change may touch, DynamoDB's
 // TransactWriteItems limit; the embedded store enforces it too so that code
-// tested locally cannot outgrow a transaction in AWS. Every key write, the
-// tenant write or tenant counter update, and every audit entry is one item.
+// tested locally cannot outgrow a transaction in AWS. Every key write and
+// audit entry is one item, as are the idempotency record, the key counter
+// of each tenant keys are created in and of each member who creates them;
+// the tenant write is TenantWriteItems.
 const MaxChangeItems = 100
+
+// KeyCounterShards is how many items the DynamoDB backend keeps a tenant's
+// key count in, so that concurrent key creations do not all write one item
+// (pkg/store/dynamo, CounterShards); each holds the tenant's status too.
+const KeyCounterShards = 64
+
+// TenantWriteItems is what a tenant write counts against MaxChangeItems:
+// the tenant and its counter items, whose status it writes.
+const TenantWriteItems = 1 + KeyCounterShards
 
 // MaxPageSize bounds every list query.
 const MaxPageSize = 100
@@ -147,7 +158,8 @@ type Tenant struct {
 	// KeyCount is maintained by the store: every key created in the tenant
 	// increments it in the same transaction, without changing Revision.
 	// Offboarding reads it to know when it has seen every key, whatever an
-	// index's propagation delay.
+	// index's propagation delay. MemberKeyCount is the same for the keys
+	// one member created.
 	KeyCount int64 `json:"key_count"`
 	Revision int64 `json:"revision"`
 }
@@ -298,6 +310,11 @@ type Store interface {
 	GetKey(ctx context.Context, id string) (Key, error)
 	// ListKeys pages through one tenant's keys.
 	ListKeys(ctx context.Context, tenantID string, q KeyQuery) (KeyPage, error)
+	// MemberKeyCount is how many keys with CreatedBy member were ever
+	// created in the tenant (0 if none), counted in the transactions that
+	// create them, so that revoking a member's keys knows when a listing
+	// has shown them all.
+	MemberKeyCount(ctx context.Context, tenantID, member string) (int64, error)
 	// ListAudit pages through one tenant's audit entries.
 	ListAudit(ctx context.Context, tenantID string, q AuditQuery) (AuditPage, error)
 	// Apply writes a Change atomically.

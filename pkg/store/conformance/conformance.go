@@ -70,6 +70,18 @@ type env struct {
 	ctx   context.Context
 }
 
+// Settler is a store whose listings may lag its writes, as DynamoDB's
+// indexes do; Settle waits until they show every write made so far. The
+// suite lists what it just wrote only after settling: the contract's
+// listings are eventually complete, and its other reads immediately.
+type Settler interface{ Settle() }
+
+func (e *env) settle() {
+	if s, ok := e.s.(Settler); ok {
+		s.Settle()
+	}
+}
+
 // concurrently runs fn(0..n-1) in n goroutines released at once, to make
 // races likely, and returns their errors by index.
 func concurrently(n int, fn func(i int) error) []error {
@@ -368,6 +380,7 @@ func testChangeIsAtomic(t *testing.T, e *env) {
 	if got := e.getKey(t, old.ID); got.Status != store.KeyActive || got.Name != "bumped" {
 		t.Fatalf("old key changed by a failed change: %+v", got)
 	}
+	e.settle()
 	page, err := e.s.ListAudit(e.ctx, "acme", store.AuditQuery{Limit: 10})
 	if err != nil || len(page.Entries) != 0 {
 		t.Fatalf("audit after failed change: %v, %+v", err, page.Entries)
@@ -413,9 +426,10 @@ func testChangeValidation(t *testing.T, e *env) {
 		t.Fatal("tenant id with '#' accepted")
 	}
 
-	// 99 audit entries plus one key create plus its tenant counter: 101 items.
+	// 98 audit entries plus one key create, its tenant counter and its
+	// member's counter: 101 items.
 	var audit []store.AuditEntry
-	for i := range store.MaxChangeItems - 1 {
+	for i := range store.MaxChangeItems - 2 {
 		audit = append(audit, e.audit("acme", fmt.Sprintf("a%03d", i), k.ID))
 	}
 	wantErr(t, e.s.Apply(e.ctx, store.Change{Keys: []store.KeyWrite{{Key: k}}, Audit: audit}), store.ErrChangeTooLarge)
@@ -423,11 +437,21 @@ func testChangeValidation(t *testing.T, e *env) {
 	wantErr(t, err, store.ErrNotFound)
 
 	// Exactly the limit is fine.
-	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: k}}, Audit: audit[:store.MaxChangeItems-2]})
+	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: k}}, Audit: audit[:store.MaxChangeItems-3]})
+	e.settle()
 	page, err := e.s.ListAudit(e.ctx, "acme", store.AuditQuery{Limit: store.MaxPageSize})
-	if err != nil || len(page.Entries) != store.MaxChangeItems-2 {
+	if err != nil || len(page.Entries) != store.MaxChangeItems-3 {
 		t.Fatalf("audit entries after full change: %v, %d", err, len(page.Entries))
 	}
+
+	// A tenant write is the tenant and its key counters.
+	other := store.Tenant{ID: "other", Name: "Other", Status: store.TenantActive, CreatedAt: e.clock.Now()}
+	tooMany := audit[:store.MaxChangeItems-store.TenantWriteItems+1]
+	for i := range tooMany {
+		tooMany[i].TenantID = "other"
+	}
+	wantErr(t, e.s.Apply(e.ctx, store.Change{Tenant: &store.TenantWrite{Tenant: other}, Audit: tooMany}), store.ErrChangeTooLarge)
+	e.apply(t, store.Change{Tenant: &store.TenantWrite{Tenant: other}, Audit: tooMany[1:]})
 }
 
 func testTenantWriteWithKeys(t *testing.T, e *env) {
@@ -498,6 +522,7 @@ func (e *env) listAll(t *testing.T, tenant string, q store.KeyQuery) []string {
 		if pages > 100 {
 			t.Fatal("pagination does not end")
 		}
+		e.settle()
 		page, err := e.s.ListKeys(e.ctx, tenant, q)
 		if err != nil {
 			t.Fatalf("ListKeys(%+v): %v", q, err)
@@ -537,6 +562,7 @@ func testListKeysPagination(t *testing.T, e *env) {
 		wantEqual(t, fmt.Sprintf("ids with limit %d", limit), e.listAll(t, "acme", store.KeyQuery{Limit: limit}), want)
 	}
 	// An exact multiple of the limit ends without an empty trailing page.
+	e.settle()
 	page, err := e.s.ListKeys(e.ctx, "acme", store.KeyQuery{Limit: 23})
 	if err != nil || len(page.Keys) != 23 || page.NextCursor != "" {
 		t.Fatalf("single full page: %v, %d keys, cursor %q", err, len(page.Keys), page.NextCursor)
@@ -552,10 +578,12 @@ func testListKeysPagination(t *testing.T, e *env) {
 	wantEqual(t, "same-instant order", e.listAll(t, "same", store.KeyQuery{Limit: 2}), []string{"b00000000003", "b00000000002", "b00000000001"})
 
 	for _, limit := range []int{0, -1, store.MaxPageSize + 1} {
+		e.settle()
 		if _, err := e.s.ListKeys(e.ctx, "acme", store.KeyQuery{Limit: limit}); err == nil {
 			t.Fatalf("limit %d accepted", limit)
 		}
 	}
+	e.settle()
 	page, err = e.s.ListKeys(e.ctx, "empty", store.KeyQuery{Limit: 10})
 	if err != nil || len(page.Keys) != 0 || page.NextCursor != "" {
 		t.Fatalf("listing a tenant without keys: %v %+v", err, page)
@@ -614,16 +642,19 @@ func testListKeysCursor(t *testing.T, e *env) {
 	e.tenant(t, "acme")
 	e.createKeys(t, "acme", 3, nil)
 	for _, bad := range []string{"%%%", "bm90LWEtY3Vyc29y", store.EncodeCursor("2026-03-01T12:00:00.000000000Z#a'b"), store.EncodeCursor("yesterday#k1")} {
+		e.settle()
 		_, err := e.s.ListKeys(e.ctx, "acme", store.KeyQuery{Limit: 1, Cursor: bad})
 		wantErr(t, err, store.ErrInvalidCursor)
 	}
 	// A cursor is a position, not a capability: another tenant's cursor
 	// pages through the caller's own keys only.
 	e.tenant(t, "evil")
+	e.settle()
 	page, err := e.s.ListKeys(e.ctx, "acme", store.KeyQuery{Limit: 1})
 	if err != nil || page.NextCursor == "" {
 		t.Fatalf("first page: %v %+v", err, page)
 	}
+	e.settle()
 	other, err := e.s.ListKeys(e.ctx, "evil", store.KeyQuery{Limit: 10, Cursor: page.NextCursor})
 	if err != nil || len(other.Keys) != 0 {
 		t.Fatalf("cursor crossed tenants: %v %+v", err, other.Keys)
@@ -649,6 +680,7 @@ func testAudit(t *testing.T, e *env) {
 	var got []store.AuditEntry
 	q := store.AuditQuery{Limit: 5}
 	for {
+		e.settle()
 		page, err := e.s.ListAudit(e.ctx, "acme", q)
 		if err != nil {
 			t.Fatalf("ListAudit: %v", err)
@@ -669,6 +701,7 @@ func testAudit(t *testing.T, e *env) {
 	var forKey []string
 	q = store.AuditQuery{KeyID: "k00000000002", Limit: 2}
 	for {
+		e.settle()
 		page, err := e.s.ListAudit(e.ctx, "acme", q)
 		if err != nil {
 			t.Fatalf("ListAudit by key: %v", err)
@@ -683,6 +716,7 @@ func testAudit(t *testing.T, e *env) {
 	}
 	wantEqual(t, "audit of one key", forKey, []string{"a09", "a07", "a05", "a03", "a01"})
 
+	e.settle()
 	_, err := e.s.ListAudit(e.ctx, "acme", store.AuditQuery{Limit: 1, Cursor: "!"})
 	wantErr(t, err, store.ErrInvalidCursor)
 }
@@ -725,6 +759,7 @@ func testAuditEnvironment(t *testing.T, e *env) {
 		var got []string
 		q := store.AuditQuery{Environment: env, Limit: 1}
 		for {
+			e.settle()
 			page, err := e.s.ListAudit(e.ctx, "acme", q)
 			if err != nil {
 				t.Fatalf("ListAudit(%q): %v", env, err)
@@ -739,6 +774,7 @@ func testAuditEnvironment(t *testing.T, e *env) {
 		}
 		wantEqual(t, "audit of environment "+env, got, want)
 	}
+	e.settle()
 	page, err := e.s.ListAudit(e.ctx, "acme", store.AuditQuery{Environment: "test", KeyID: "k00000000002", Limit: 10})
 	if err != nil || len(page.Entries) != 1 || page.Entries[0].Environment != "test" {
 		t.Fatalf("audit of a test key in the test environment: %v, %+v", err, page.Entries)
@@ -757,6 +793,7 @@ func testAuditTTL(t *testing.T, e *env) {
 	e.apply(t, store.Change{Audit: []store.AuditEntry{kept, forever, soon, gone}})
 
 	ids := func(q store.AuditQuery) []string {
+		e.settle()
 		page, err := e.s.ListAudit(e.ctx, "acme", q)
 		if err != nil {
 			t.Fatalf("ListAudit: %v", err)
@@ -1069,6 +1106,7 @@ func testConcurrentRevokeAndRotate(t *testing.T, e *env) {
 		if got.Revision != old.Revision+1 {
 			t.Fatalf("round %d: revision %d, want %d", round, got.Revision, old.Revision+1)
 		}
+		e.settle()
 		page, err := e.s.ListAudit(e.ctx, "acme", store.AuditQuery{KeyID: old.ID, Limit: 10})
 		if err != nil || len(page.Entries) != 1 {
 			t.Fatalf("round %d: audit entries for the key: %v %+v", round, err, page.Entries)
@@ -1130,10 +1168,12 @@ func testTenantIsolation(t *testing.T, e *env) {
 	wantEqual(t, "bravo keys", e.listAll(t, "bravo", store.KeyQuery{Limit: 2}), reversedIDs(b))
 
 	// Asking alpha's audit for bravo's key finds nothing.
+	e.settle()
 	page, err := e.s.ListAudit(e.ctx, "alpha", store.AuditQuery{KeyID: b[0].ID, Limit: 10})
 	if err != nil || len(page.Entries) != 0 {
 		t.Fatalf("alpha's audit returned bravo's entries: %v %+v", err, page.Entries)
 	}
+	e.settle()
 	page, err = e.s.ListAudit(e.ctx, "bravo", store.AuditQuery{Limit: 10})
 	if err != nil || len(page.Entries) != 1 || page.Entries[0].TenantID != "bravo" || page.Entries[0].KeyID != b[0].ID {
 		t.Fatalf("bravo's audit: %v %+v", err, page.Entries)
@@ -1210,6 +1250,7 @@ func testListExpiring(t *testing.T, e *env) {
 			if pages > 50 {
 				t.Fatal("ListExpiring does not end")
 			}
+			e.settle()
 			page, err := e.s.ListExpiring(e.ctx, q)
 			if err != nil {
 				t.Fatalf("ListExpiring: %v", err)
@@ -1227,9 +1268,11 @@ func testListExpiring(t *testing.T, e *env) {
 	}
 	wantEqual(t, "due now", list(now, 10), want[:2])
 	wantEqual(t, "due within 90m", list(now.Add(90*time.Minute), 10), want[:5])
+	e.settle()
 	if _, err := e.s.ListExpiring(e.ctx, store.ExpiryQuery{Before: now, Limit: 1, Cursor: "%%"}); !errors.Is(err, store.ErrInvalidCursor) {
 		t.Fatalf("bad cursor: %v", err)
 	}
+	e.settle()
 	if _, err := e.s.ListExpiring(e.ctx, store.ExpiryQuery{Before: now, Limit: 0}); err == nil {
 		t.Fatal("limit 0 accepted")
 	}

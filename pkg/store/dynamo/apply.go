@@ -1,6 +1,7 @@
 package dynamo
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -44,7 +45,7 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 	for i, o := range ops {
 		writes[i] = o.write
 	}
-	token, err := requestToken(c)
+	token, err := requestToken(*s.table, c)
 	if err != nil {
 		return fmt.Errorf("dynamo: apply: %w", err)
 	}
@@ -111,16 +112,25 @@ func (s *Store) changeOps(c store.Change) ([]op, error) {
 		if n > 0 && w.Tenant.Status != store.TenantActive {
 			return nil, fmt.Errorf("dynamo: apply: keys created in tenant %s, written as %s: %w", w.Tenant.ID, w.Tenant.Status, store.ErrConflict)
 		}
+		shard := counterShard(c, w.Tenant.ID, "")
 		if w.ExpectedRevision == 0 {
-			ops = append(ops, s.tenantCreate(w.Tenant, n))
+			ops = append(ops, s.tenantCreate(w.Tenant))
+			ops = append(ops, s.tenantCounters(w.Tenant, shard, n)...)
 		} else {
-			ops = append(ops, s.tenantUpdate(*w, n))
+			ops = append(ops, s.tenantUpdate(*w))
+			ops = append(ops, s.tenantStatus(w.Tenant, shard, n)...)
 		}
 	}
 	for _, tenant := range slices.Sorted(maps.Keys(creates)) {
 		if c.Tenant == nil || c.Tenant.Tenant.ID != tenant {
-			ops = append(ops, s.tenantCount(tenant, creates[tenant]))
+			ops = append(ops, s.tenantCount(tenant, counterShard(c, tenant, ""), creates[tenant]))
 		}
+	}
+	members := c.CreatesByMember()
+	for _, m := range slices.SortedFunc(maps.Keys(members), func(a, b store.Member) int {
+		return cmp.Or(cmp.Compare(a.TenantID, b.TenantID), cmp.Compare(a.ID, b.ID))
+	}) {
+		ops = append(ops, s.memberCount(m, counterShard(c, m.TenantID, m.ID), members[m]))
 	}
 	for _, a := range c.Audit {
 		ops = append(ops, s.auditCreate(a))
@@ -132,14 +142,15 @@ func (s *Store) changeOps(c store.Change) ([]op, error) {
 }
 
 // requestToken is the ClientRequestToken of a change that completes an
-// idempotency record: derived from the record (tenant, Idempotency-Key and
-// the claim) and the change itself, so that the SDK's retries, and
-// Apply's own, of a transaction whose answer was lost cannot apply it
-// twice within DynamoDB's ten-minute window, and a different transaction
-// never meets IdempotentParameterMismatch. Nil for other changes, which
-// the SDK gives a token per call.
+// idempotency record: derived from the table, the record (tenant,
+// Idempotency-Key and the claim) and the change itself, so that the SDK's
+// retries, and Apply's own, of a transaction whose answer was lost cannot
+// apply it twice within DynamoDB's ten-minute window, and a different
+// transaction never meets IdempotentParameterMismatch (tokens are the
+// account's, not the table's: two stages in one account share them). Nil
+// for other changes, which the SDK gives a token per call.
 // https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html#DDB-TransactWriteItems-request-ClientRequestToken
-func requestToken(c store.Change) (*string, error) {
+func requestToken(table string, c store.Change) (*string, error) {
 	r := c.Idempotency
 	if r == nil {
 		return nil, nil
@@ -148,7 +159,7 @@ func requestToken(c store.Change) (*string, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(r.TenantID + "\x00" + r.Key + "\x00" + store.SortTime(r.CreatedAt) + "\x00" + string(content)))
+	sum := sha256.Sum256([]byte(table + "\x00" + r.TenantID + "\x00" + r.Key + "\x00" + store.SortTime(r.CreatedAt) + "\x00" + string(content)))
 	// At most 36 characters.
 	return aws.String(base64.RawURLEncoding.EncodeToString(sum[:27])), nil
 }
@@ -198,17 +209,21 @@ func (s *Store) put(it item, x *expr, cond string) *types.Put {
 	}
 }
 
-// update is a conditional Update that reports the existing item on failure.
+// update is an Update, conditional unless cond is empty, that reports the
+// existing item on failure.
 func (s *Store) update(key item, u *update, cond string) *types.Update {
-	return &types.Update{
+	up := &types.Update{
 		TableName:                           s.table,
 		Key:                                 key,
 		UpdateExpression:                    aws.String(u.String()),
-		ConditionExpression:                 aws.String(cond),
 		ExpressionAttributeNames:            u.names,
 		ExpressionAttributeValues:           u.values,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	}
+	if cond != "" {
+		up.ConditionExpression = aws.String(cond)
+	}
+	return up
 }
 
 func (s *Store) keyCreate(k store.Key) op {
@@ -243,22 +258,7 @@ func (s *Store) keyUpdate(w store.KeyWrite) op {
 	}
 }
 
-// tenantCount counts keys created in a tenant that the change does not
-// write, which must exist and be active.
-func (s *Store) tenantCount(tenant string, n int64) op {
-	var u update
-	u.addAttr(attrKeyCount, num(n))
-	cond := u.exists(AttrPK) + " AND " + u.cmp(attrStatus, "=", str(string(store.TenantActive)))
-	return op{
-		write: types.TransactWriteItem{Update: s.update(primaryKey(tenantPK(tenant), tenantSK), &u, cond)},
-		failed: func(item) error {
-			return fmt.Errorf("dynamo: create keys in tenant %s: missing or not active: %w", tenant, store.ErrConflict)
-		},
-	}
-}
-
-func (s *Store) tenantCreate(t store.Tenant, keys int64) op {
-	t.KeyCount = keys
+func (s *Store) tenantCreate(t store.Tenant) op {
 	t.Revision = 1
 	var x expr
 	return op{
@@ -269,16 +269,12 @@ func (s *Store) tenantCreate(t store.Tenant, keys int64) op {
 	}
 }
 
-// tenantUpdate replaces a tenant but its key count, which grows by the
-// keys this change creates in it.
-func (s *Store) tenantUpdate(w store.TenantWrite, keys int64) op {
+// tenantUpdate replaces a tenant (its counters are written beside it).
+func (s *Store) tenantUpdate(w store.TenantWrite) op {
 	t := w.Tenant
 	var u update
 	u.copyFrom(tenantItem(t), tenantMutable)
 	u.setAttr(attrRevision, num(w.ExpectedRevision+1))
-	if keys > 0 {
-		u.addAttr(attrKeyCount, num(keys))
-	}
 	cond := u.cmp(attrRevision, "=", num(w.ExpectedRevision))
 	return op{
 		write: types.TransactWriteItem{Update: s.update(primaryKey(tenantPK(t.ID), tenantSK), &u, cond)},

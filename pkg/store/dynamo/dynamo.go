@@ -1,15 +1,22 @@
-// Package dynamo is the DynamoDB backend of store.Store, in one table:
+// Package dynamo is the DynamoDB backend of store.Store, in one table
+// (layout.go; <s> is a shard, 00 to 15 by the id's hash, <c> a counter
+// shard, 00 to 63):
 //
-//	item         pk                     sk                  gsi1pk                       gsi1sk             gsi2pk   gsi2sk
-//	key          KEY#<id>               KEY                 TENANT#<tenant>#KEYS         store.KeyOrder     EXPIRY   store.ExpiryOrder
-//	tenant       TENANT#<id>            TENANT
-//	pepper       PEPPER                 V#<version, %010d>
-//	audit entry  AUDIT#<tenant>         store.AuditOrder    AUDITKEY#<tenant>#<key id>   store.AuditOrder
-//	idempotency  IDEM#<tenant>#<key>    IDEM
-//	checkpoint   JOB#<job>              CHECKPOINT
+//	item            pk                            sk                  gsi1pk / gsi2pk / gsi3pk                 gsi1sk / gsi2sk / gsi3sk
+//	key             KEY#<id>                      KEY                 TENANT#<tenant>#KEYS#<s>                 store.KeyOrder
+//	                                                                  EXPIRY#<s> (gsi2, sparse)                store.ExpiryOrder
+//	                                                                  MEMBER#<tenant>#<member>#KEYS#<s> (gsi3) store.KeyOrder
+//	tenant          TENANT#<id>                   TENANT
+//	tenant counter  TENANT#<id>#COUNT#<c>         COUNT
+//	member counter  MEMBER#<tenant>#<member>#COUNT#<c>  COUNT
+//	pepper          PEPPER                        V#<version, %010d>
+//	audit entry     AUDIT#<tenant>#<s>            store.AuditOrder    AUDITKEY#<tenant>#<key id> (gsi1)        store.AuditOrder
+//	idempotency     IDEM#<tenant>#<key>           IDEM
+//	checkpoint      JOB#<job>                     CHECKPOINT
 //
 // gsi2 is sparse: a key is in it only while it is active or expiring and
-// has an expiry, sorted by expiry then id (store.ExpiryOrder).
+// has an expiry; gsi3 only if a member created it. Every index projects
+// its keys only, and listings read the items themselves (listing.go).
 //
 // Audit entries and idempotency records carry a TTL attribute; reads skip
 // expired items that DynamoDB has not deleted yet.
@@ -29,22 +36,10 @@ import (
 	"github.com/keyward/keyward/pkg/store"
 )
 
-// Table layout, shared with the infrastructure that creates the table.
-const (
-	AttrPK     = "pk"     // partition key (S)
-	AttrSK     = "sk"     // sort key (S)
-	IndexGSI1  = "gsi1"   // global secondary index, projection ALL
-	AttrGSI1PK = "gsi1pk" // gsi1 partition key (S)
-	AttrGSI1SK = "gsi1sk" // gsi1 sort key (S)
-	IndexGSI2  = "gsi2"   // sparse global secondary index, projection ALL
-	AttrGSI2PK = "gsi2pk" // gsi2 partition key (S)
-	AttrGSI2SK = "gsi2sk" // gsi2 sort key (S)
-	AttrTTL    = "ttl"    // TTL attribute (N, epoch seconds)
-)
-
 // API is the part of *dynamodb.Client that Store uses.
 type API interface {
 	GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	BatchGetItem(context.Context, *dynamodb.BatchGetItemInput, ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 	PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
@@ -84,36 +79,33 @@ func New(client API, table string, opts ...Option) *Store {
 // it is active and enables TTL.
 func CreateTable(ctx context.Context, client *dynamodb.Client, name string) error {
 	str := types.ScalarAttributeTypeS
+	attrs := []types.AttributeDefinition{
+		{AttributeName: aws.String(AttrPK), AttributeType: str},
+		{AttributeName: aws.String(AttrSK), AttributeType: str},
+	}
+	var gsis []types.GlobalSecondaryIndex
+	for _, ix := range Indexes {
+		attrs = append(attrs,
+			types.AttributeDefinition{AttributeName: aws.String(ix.PK), AttributeType: str},
+			types.AttributeDefinition{AttributeName: aws.String(ix.SK), AttributeType: str})
+		gsis = append(gsis, types.GlobalSecondaryIndex{
+			IndexName: aws.String(ix.Name),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String(ix.PK), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String(ix.SK), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeKeysOnly},
+		})
+	}
 	_, err := client.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName:   aws.String(name),
-		BillingMode: types.BillingModePayPerRequest,
-		AttributeDefinitions: []types.AttributeDefinition{
-			{AttributeName: aws.String(AttrPK), AttributeType: str},
-			{AttributeName: aws.String(AttrSK), AttributeType: str},
-			{AttributeName: aws.String(AttrGSI1PK), AttributeType: str},
-			{AttributeName: aws.String(AttrGSI1SK), AttributeType: str},
-			{AttributeName: aws.String(AttrGSI2PK), AttributeType: str},
-			{AttributeName: aws.String(AttrGSI2SK), AttributeType: str},
-		},
+		TableName:            aws.String(name),
+		BillingMode:          types.BillingModePayPerRequest,
+		AttributeDefinitions: attrs,
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(AttrPK), KeyType: types.KeyTypeHash},
 			{AttributeName: aws.String(AttrSK), KeyType: types.KeyTypeRange},
 		},
-		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
-			IndexName: aws.String(IndexGSI1),
-			KeySchema: []types.KeySchemaElement{
-				{AttributeName: aws.String(AttrGSI1PK), KeyType: types.KeyTypeHash},
-				{AttributeName: aws.String(AttrGSI1SK), KeyType: types.KeyTypeRange},
-			},
-			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
-		}, {
-			IndexName: aws.String(IndexGSI2),
-			KeySchema: []types.KeySchemaElement{
-				{AttributeName: aws.String(AttrGSI2PK), KeyType: types.KeyTypeHash},
-				{AttributeName: aws.String(AttrGSI2SK), KeyType: types.KeyTypeRange},
-			},
-			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
-		}},
+		GlobalSecondaryIndexes: gsis,
 		// The stream is the delivery half of the event outbox (stream.go).
 		StreamSpecification: &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewImage},
 	})

@@ -2,6 +2,7 @@ package dynamo
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -54,40 +55,10 @@ var (
 // an update sets or removes it along with them.
 var keyExpiryIndex = []string{AttrGSI2PK, AttrGSI2SK}
 
-func keyPK(id string) string               { return "KEY#" + id }
-func tenantPK(id string) string            { return "TENANT#" + id }
-func tenantKeysPK(tenant string) string    { return "TENANT#" + tenant + "#KEYS" }
-func auditPK(tenant string) string         { return AuditPartitionPrefix + tenant }
-func auditKeyPK(tenant, key string) string { return "AUDITKEY#" + tenant + "#" + key }
-func idemPK(tenant, key string) string     { return "IDEM#" + tenant + "#" + key }
-func jobPK(job string) string              { return "JOB#" + job }
-
-const (
-	pepperPK = "PEPPER"
-	keySK    = "KEY"
-	tenantSK = "TENANT"
-	idemSK   = "IDEM"
-	// checkpointSK is the sort key of a job's checkpoint.
-	checkpointSK = "CHECKPOINT"
-	// expiryPK is the one gsi2 partition: keys due to expire.
-	expiryPK = "EXPIRY"
-)
-
-func pepperSK(version int) string { return fmt.Sprintf("V#%010d", version) }
-
 // expiryDue reports whether k belongs in the expiry index: it is active or
 // expiring and has an expiry.
 func expiryDue(k store.Key) bool {
 	return (k.Status == store.KeyActive || k.Status == store.KeyExpiring) && !k.ExpiresAt.IsZero()
-}
-
-func primaryKey(pk, sk string) item {
-	return item{AttrPK: str(pk), AttrSK: str(sk)}
-}
-
-func str(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
-func num(v int64) types.AttributeValue {
-	return &types.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}
 }
 
 // ttl is the epoch second DynamoDB may delete an item after, rounded up so
@@ -260,11 +231,16 @@ func (d *decoder) strMap(name string) map[string]string {
 
 func keyItem(k store.Key) item {
 	e := encoder(primaryKey(keyPK(k.ID), keySK))
-	e[AttrGSI1PK] = str(tenantKeysPK(k.TenantID))
+	shard := shardOf(k.ID, PartitionShards)
+	e[AttrGSI1PK] = str(tenantKeysPK(k.TenantID, shard))
 	e[AttrGSI1SK] = str(store.KeyOrder(k))
 	if expiryDue(k) {
-		e[AttrGSI2PK] = str(expiryPK)
+		e[AttrGSI2PK] = str(expiryPK(shard))
 		e[AttrGSI2SK] = str(store.ExpiryOrder(k))
+	}
+	if k.CreatedBy != "" {
+		e[AttrGSI3PK] = str(memberKeysPK(k.TenantID, k.CreatedBy, shard))
+		e[AttrGSI3SK] = str(store.KeyOrder(k))
 	}
 	e.str("id", k.ID)
 	e.str(attrTenantID, k.TenantID)
@@ -344,7 +320,6 @@ func tenantItem(t store.Tenant) item {
 	e.str(attrStatus, string(t.Status))
 	e.time("created_at", t.CreatedAt)
 	e.time("offboarded_at", t.OffboardedAt)
-	e.int(attrKeyCount, t.KeyCount)
 	e.int(attrRevision, t.Revision)
 	return item(e)
 }
@@ -357,7 +332,6 @@ func decodeTenant(it item) (store.Tenant, error) {
 		Status:       store.TenantStatus(d.str(attrStatus)),
 		CreatedAt:    d.time("created_at"),
 		OffboardedAt: d.time("offboarded_at"),
-		KeyCount:     d.int(attrKeyCount),
 		Revision:     d.int(attrRevision),
 	}
 	return t, d.err
@@ -387,7 +361,7 @@ func decodePepper(it item) (store.Pepper, error) {
 
 func auditItem(a store.AuditEntry) item {
 	order := store.AuditOrder(a)
-	e := encoder(primaryKey(auditPK(a.TenantID), order))
+	e := encoder(primaryKey(auditPK(a.TenantID, shardOf(a.ID, PartitionShards)), order))
 	if a.KeyID != "" {
 		e[AttrGSI1PK] = str(auditKeyPK(a.TenantID, a.KeyID))
 		e[AttrGSI1SK] = str(order)
@@ -463,6 +437,11 @@ func decodeIdem(it item) (store.Idempotency, error) {
 type expr struct {
 	names  map[string]string
 	values map[string]types.AttributeValue
+}
+
+// clone copies the placeholders, for expressions that build on them.
+func (x expr) clone() expr {
+	return expr{names: maps.Clone(x.names), values: maps.Clone(x.values)}
 }
 
 func (x *expr) name(attr string) string {

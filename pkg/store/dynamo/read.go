@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -47,37 +45,41 @@ func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
 	return k, nil
 }
 
-// GetTenant reads a tenant by id.
+// GetTenant reads a tenant and its key counters by id, strongly
+// consistent, in one call.
 func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
-	it, err := s.get(ctx, primaryKey(tenantPK(id), tenantSK))
+	keys := append([]item{primaryKey(tenantPK(id), tenantSK)}, counterKeys(func(i int) string { return tenantCounterPK(id, i) })...)
+	items, err := s.batchGet(ctx, keys)
 	if err != nil {
 		return store.Tenant{}, fmt.Errorf("dynamo: get tenant %s: %w", id, err)
 	}
-	if it == nil {
+	if items[0] == nil {
 		return store.Tenant{}, fmt.Errorf("dynamo: get tenant %s: %w", id, store.ErrNotFound)
 	}
-	t, err := decodeTenant(it)
+	t, err := decodeTenant(items[0])
+	if err == nil {
+		t.KeyCount, err = sumCounters(items[1:])
+	}
 	if err != nil {
 		return store.Tenant{}, fmt.Errorf("dynamo: get tenant %s: %w", id, err)
 	}
 	return t, nil
 }
 
-// ListKeys pages through a tenant's keys on gsi1, newest first.
+// ListKeys pages through a tenant's keys, newest first: the shards of the
+// tenant's gsi1 partition, or of the member's gsi3 partition when the
+// query names who created them.
 func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery) (store.KeyPage, error) {
-	l := listing{index: IndexGSI1, partition: tenantKeysPK(tenantID)}
-	var filters []string
-	for _, f := range []struct{ attr, value string }{
-		{attrEnvironment, q.Environment},
-		{attrStatus, string(q.Status)},
-		{"created_by", q.CreatedBy},
-	} {
-		if f.value != "" {
-			filters = append(filters, l.cmp(f.attr, "=", str(f.value)))
-		}
+	l := listing{index: IndexGSI1, partitions: shards(PartitionShards, func(n int) string { return tenantKeysPK(tenantID, n) })}
+	if q.CreatedBy != "" {
+		l = listing{index: IndexGSI3, partitions: shards(PartitionShards, func(n int) string { return memberKeysPK(tenantID, q.CreatedBy, n) })}
 	}
-	l.filter = strings.Join(filters, " AND ")
-	keys, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.KeyOrder, nil)
+	keep := func(entry string, k store.Key) bool {
+		return k.TenantID == tenantID && store.KeyOrder(k) == entry &&
+			(q.Environment == "" || k.Environment == q.Environment) && (q.Status == "" || k.Status == q.Status) &&
+			(q.CreatedBy == "" || k.CreatedBy == q.CreatedBy)
+	}
+	keys, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, keep)
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("dynamo: list keys of tenant %s: %w", tenantID, err)
 	}
@@ -85,20 +87,28 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 }
 
 // ListAudit pages through a tenant's unexpired audit entries, newest first:
-// its partition of the table, or of gsi1 for one key's entries.
+// the shards of its partition of the table, or one key's gsi1 partition.
 func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQuery) (store.AuditPage, error) {
-	l := listing{partition: auditPK(tenantID)}
+	now := store.SortTime(s.now())
+	keep := func(entry string, a store.AuditEntry) bool {
+		return a.TenantID == tenantID && (a.ExpiresAt.IsZero() || store.SortTime(a.ExpiresAt) > now) &&
+			(q.Environment == "" || store.InEnvironment(a, q.Environment))
+	}
+	l := listing{partitions: shards(PartitionShards, func(n int) string { return auditPK(tenantID, n) })}
 	if q.KeyID != "" {
-		l.index, l.partition = IndexGSI1, auditKeyPK(tenantID, q.KeyID)
+		l = listing{index: IndexGSI1, partitions: []string{auditKeyPK(tenantID, q.KeyID)}}
+	} else {
+		// The same test as keep, in the query: expired entries and other
+		// environments' cost no transfer.
+		l.filter = "(" + l.notExists(attrExpiresAt) + " OR " + l.cmp(attrExpiresAt, ">", str(now)) + ")"
+		if env := q.Environment; env != "" {
+			// store.InEnvironment, including its fallback for entries written
+			// before they carried their environment.
+			l.filter += " AND (" + l.notExists(attrKeyID) + " OR " + l.cmp(attrEnvironment, "=", str(env)) +
+				" OR (" + l.notExists(attrEnvironment) + " AND contains(" + l.name(attrKeyDisplay) + ", " + l.value(str("_"+env+"_")) + ")))"
+		}
 	}
-	l.filter = "(" + l.notExists(attrExpiresAt) + " OR " + l.cmp(attrExpiresAt, ">", str(store.SortTime(s.now()))) + ")"
-	if env := q.Environment; env != "" {
-		// store.InEnvironment, including its fallback for entries written
-		// before they carried their environment.
-		l.filter += " AND (" + l.notExists(attrKeyID) + " OR " + l.cmp(attrEnvironment, "=", str(env)) +
-			" OR (" + l.notExists(attrEnvironment) + " AND contains(" + l.name(attrKeyDisplay) + ", " + l.value(str("_"+env+"_")) + ")))"
-	}
-	entries, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeAudit, store.AuditOrder, nil)
+	entries, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeAudit, keep)
 	if err == nil && len(skipped) > 0 {
 		err = fmt.Errorf("%w: audit entries %v", store.ErrCorrupt, skipped)
 	}
@@ -109,137 +119,24 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQue
 }
 
 // ListExpiring pages through the keys of every tenant that are due to
-// expire by q.Before, on the sparse gsi2, soonest first.
+// expire by q.Before, on the shards of the sparse gsi2, soonest first.
 func (s *Store) ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.KeyPage, error) {
 	before := store.SortTime(q.Before)
 	l := listing{
-		index: IndexGSI2, partition: expiryPK, ascending: true,
+		index: IndexGSI2, partitions: shards(PartitionShards, expiryPK), ascending: true,
 		// Every position at Before sorts below it: '$' follows '#'.
 		upper: before + "$",
 	}
-	// gsi2 is eventually consistent: it may still hold a key that has
-	// since left it or moved. The index's copy is at least checked against
-	// the query; callers' revision-checked writes catch the rest.
-	due := func(k store.Key) bool { return expiryDue(k) && store.SortTime(k.ExpiresAt) <= before }
-	keys, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, store.ExpiryOrder, due)
+	// The index lags the table: the key as read now must still be due, at
+	// the position the index lists it.
+	keep := func(entry string, k store.Key) bool {
+		return expiryDue(k) && store.SortTime(k.ExpiresAt) <= before && store.ExpiryOrder(k) == entry
+	}
+	keys, next, skipped, err := list(ctx, s, l, q.Limit, q.Cursor, decodeKey, keep)
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("dynamo: list expiring keys: %w", err)
 	}
 	return store.KeyPage{Keys: keys, NextCursor: next, Skipped: skipped}, nil
-}
-
-// listing is a query of one partition of the table or of an index, whose
-// sort key is the items' order (KeyOrder, AuditOrder or ExpiryOrder):
-// newest first, or oldest first if ascending.
-type listing struct {
-	expr
-	index     string // empty for the table itself
-	partition string
-	filter    string // optional filter expression, with placeholders in expr
-	ascending bool
-	upper     string // ascending only, optional: sort keys are below it
-}
-
-// indexKeys are the partition and sort key attributes of the table (index
-// "") and of each index.
-var indexKeys = map[string][2]string{
-	"":        {AttrPK, AttrSK},
-	IndexGSI1: {AttrGSI1PK, AttrGSI1SK},
-	IndexGSI2: {AttrGSI2PK, AttrGSI2SK},
-}
-
-// list returns up to limit items of l past cursor's position (strictly
-// before it, or after it if ascending) that keep accepts (nil accepts all),
-// a cursor for the rest if any remain, and the ids of the items it left out
-// because they do not decode (store.ErrCorrupt).
-func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor string, decode func(item) (T, error), order func(T) string, keep func(T) bool) ([]T, string, []string, error) {
-	if err := store.CheckLimit(limit); err != nil {
-		return nil, "", nil, err
-	}
-	in := &dynamodb.QueryInput{
-		TableName:        s.table,
-		ScanIndexForward: aws.Bool(l.ascending),
-		// One item past the page tells whether another page exists.
-		Limit: aws.Int32(int32(limit + 1)),
-	}
-	keys, ok := indexKeys[l.index]
-	if !ok {
-		return nil, "", nil, fmt.Errorf("unknown index %q", l.index)
-	}
-	pk, sk := keys[0], keys[1]
-	if l.index != "" {
-		in.IndexName = aws.String(l.index)
-	} else {
-		in.ConsistentRead = aws.Bool(true)
-	}
-	var position string
-	if cursor != "" {
-		var err error
-		if position, err = store.DecodeCursor(cursor); err != nil {
-			return nil, "", nil, err
-		}
-	}
-	cond := l.cmp(pk, "=", str(l.partition))
-	// skip is the cursor's own position when the key condition includes it.
-	var skip string
-	switch {
-	case l.ascending && l.upper != "" && position != "":
-		if position >= l.upper {
-			return nil, "", nil, nil
-		}
-		// A key condition has one sort key test, and BETWEEN includes
-		// both ends: the cursor's own item is skipped below, and read on
-		// top of the page and the item past it.
-		cond += " AND " + l.name(sk) + " BETWEEN " + l.value(str(position)) + " AND " + l.value(str(l.upper))
-		skip = position
-		in.Limit = aws.Int32(int32(limit + 2))
-	case l.ascending && l.upper != "":
-		cond += " AND " + l.cmp(sk, "<", str(l.upper))
-	case l.ascending && position != "":
-		cond += " AND " + l.cmp(sk, ">", str(position))
-	case position != "":
-		cond += " AND " + l.cmp(sk, "<", str(position))
-	}
-	in.KeyConditionExpression = aws.String(cond)
-	if l.filter != "" {
-		in.FilterExpression = aws.String(l.filter)
-		// Limit counts items before the filter drops any: read full pages
-		// rather than many small ones.
-		in.Limit = aws.Int32(store.MaxPageSize + 1)
-	}
-	in.ExpressionAttributeNames, in.ExpressionAttributeValues = l.names, l.values
-
-	var out []T
-	var skipped []string
-	pages := dynamodb.NewQueryPaginator(s.client, in)
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		for _, it := range page.Items {
-			if at, ok := it[sk].(*types.AttributeValueMemberS); skip != "" && ok && at.Value == skip {
-				continue
-			}
-			v, err := decode(it)
-			if errors.Is(err, store.ErrCorrupt) {
-				d := decoder{it: it}
-				skipped = append(skipped, d.str("id"))
-				continue
-			}
-			if err != nil {
-				return nil, "", nil, err
-			}
-			if keep != nil && !keep(v) {
-				continue
-			}
-			if len(out) == limit {
-				return out, store.EncodeCursor(order(out[limit-1])), skipped, nil
-			}
-			out = append(out, v)
-		}
-	}
-	return out, "", skipped, nil
 }
 
 // ListPeppers reads every pepper version, oldest first.
@@ -294,7 +191,10 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 	var skipped []string
 	for range scanRequests {
 		out, err := s.client.Scan(ctx, &dynamodb.ScanInput{
-			TableName:                 s.table,
+			TableName: s.table,
+			// The jobs decide on what a scan shows (which pepper versions
+			// keys still use): never on a stale copy.
+			ConsistentRead:            aws.Bool(true),
 			ExclusiveStartKey:         start,
 			FilterExpression:          aws.String(filter),
 			ExpressionAttributeNames:  x.names,

@@ -65,9 +65,10 @@ var (
 	bTTL         = []byte("ttl")         // store.SortTime(expiry) \0 bucket \0 key → "": what DropExpired deletes
 	bOutbox      = []byte("outbox")      // sequence, 8 bytes big-endian → audit entry not yet published
 	bUsagePlans  = []byte("usage_plans") // rate-limit identity → tier (the local stand-in for API Gateway's API keys)
+	bMemberKeys  = []byte("member_keys") // tenant \0 member → how many keys the member created (store.MemberKeyCount)
 
 	allBuckets = [][]byte{bMeta, bKeys, bTenantKeys, bExpiry, bTenants, bPeppers, bAudit, bAuditKeys, bIdempotency,
-		bCheckpoints, bTTL, bOutbox, bUsagePlans}
+		bCheckpoints, bTTL, bOutbox, bUsagePlans, bMemberKeys}
 	metaFormat = []byte("format")
 )
 

@@ -100,6 +100,11 @@ func ImportJournal(ctx context.Context, path string, s *Store) error {
 			if err := s.putKey(tx, k, nil); err != nil {
 				return err
 			}
+			if k.CreatedBy != "" {
+				if err := s.countMemberKeys(tx, store.Member{TenantID: k.TenantID, ID: k.CreatedBy}, 1); err != nil {
+					return err
+				}
+			}
 		}
 		for _, t := range tenants {
 			if err := s.put(tx, bTenants, []byte(t.ID), normalTenant(t)); err != nil {

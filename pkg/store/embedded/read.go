@@ -26,6 +26,16 @@ func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) 
 	return normalTenant(t), err
 }
 
+// MemberKeyCount implements store.Store.
+func (s *Store) MemberKeyCount(ctx context.Context, tenantID, member string) (int64, error) {
+	var n int64
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		_, err := s.get(tx, bMemberKeys, join(tenantID, member), &n)
+		return err
+	})
+	return n, err
+}
+
 // GetKey implements store.Store.
 func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
 	var k store.Key

@@ -48,6 +48,11 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 				return err
 			}
 		}
+		for m, n := range c.CreatesByMember() {
+			if err := s.countMemberKeys(tx, m, n); err != nil {
+				return err
+			}
+		}
 		for _, a := range c.Audit {
 			if err := s.writeAudit(tx, a, now); err != nil {
 				return err
@@ -167,6 +172,16 @@ func (s *Store) countKeys(tx *bolt.Tx, id string, n int64) error {
 	}
 	t.KeyCount += n
 	return s.put(tx, bTenants, []byte(id), t)
+}
+
+// countMemberKeys adds n to the keys member created.
+func (s *Store) countMemberKeys(tx *bolt.Tx, m store.Member, n int64) error {
+	key := join(m.TenantID, m.ID)
+	var count int64
+	if _, err := s.get(tx, bMemberKeys, key, &count); err != nil {
+		return err
+	}
+	return s.put(tx, bMemberKeys, key, count+n)
 }
 
 // writeAudit creates an audit entry unless an unexpired one holds its

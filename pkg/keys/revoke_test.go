@@ -1,0 +1,117 @@
+package keys_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/internal/storetest"
+	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// TestBulkRevocationsMissNoNewKey: on DynamoDB, whose indexes lag the
+// table, a member removed (or a tenant offboarded) a moment after a key was
+// created still loses that key: the revocation lists until it has seen
+// every key the store counted.
+func TestBulkRevocationsMissNoNewKey(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	st := storetest.Lagging(t, clock.Now)
+	_, ring := storetest.Peppers(t, st, clock.Now())
+	format, _ := apikey.NewFormat("sk")
+	svc := keys.New(st, ring, format, keys.WithClock(clock.Now))
+	ctx, op := t.Context(), keys.Actor{ID: "operator"}
+	if _, err := svc.Onboard(ctx, op, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	create := func(member string) keys.Created {
+		c, err := svc.Create(ctx, op, "acme", keys.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}, CreatedBy: member})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for range 3 {
+		create("mem_bob")
+	}
+	st.Settle()
+	fresh := create("mem_bob") // not in the index yet
+	if n, err := svc.RevokeMember(ctx, op, "acme", "mem_bob"); err != nil || n != 4 {
+		t.Fatalf("RevokeMember = %d, %v; want all 4", n, err)
+	}
+	if k, _ := st.GetKey(ctx, fresh.Key.ID); k.Status != store.KeyRevoked {
+		t.Fatalf("the key created a moment before the member's removal is %s", k.Status)
+	}
+
+	fresh = create("")
+	if n, err := svc.Offboard(ctx, op, "acme"); err != nil || n != 3 { // and the two admin keys
+		t.Fatalf("Offboard = %d, %v; want 3", n, err)
+	}
+	if k, _ := st.GetKey(ctx, fresh.Key.ID); k.Status != store.KeyRevoked {
+		t.Fatalf("the key created a moment before offboarding is %s", k.Status)
+	}
+}
+
+// slowStore makes every write take step of the service's clock, so that a
+// bulk revocation reaches its time budget.
+type slowStore struct {
+	store.Store
+	clock *testclock.Clock
+	step  time.Duration
+}
+
+func (s slowStore) Apply(ctx context.Context, c store.Change) error {
+	s.clock.Advance(s.step)
+	return s.Store.Apply(ctx, c)
+}
+
+// TestBulkRevocationStopsAtItsBudget: a bulk revocation larger than one
+// call can finish says it is incomplete, never complete, and the next call
+// continues where it stopped until every key is revoked.
+func TestBulkRevocationStopsAtItsBudget(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	storetest.ForEach(t, clock.Now, func(t *testing.T, st store.Store) {
+		ctx, op := t.Context(), keys.Actor{ID: "operator"}
+		_, ring := storetest.Peppers(t, st, clock.Now())
+		format, _ := apikey.NewFormat("sk")
+		setup := keys.New(st, ring, format, keys.WithClock(clock.Now))
+		if _, err := setup.Onboard(ctx, op, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+			t.Fatal(err)
+		}
+		const members = 230
+		for i := range members {
+			if _, err := setup.Create(ctx, op, "acme", keys.CreateParams{Name: fmt.Sprint(i), Environment: apikey.Live,
+				Scopes: []string{"invoices:read"}, CreatedBy: "mem_bot"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s, ok := st.(interface{ Settle() }); ok {
+			s.Settle()
+		}
+		// Each write (a transaction of up to 50 revocations) takes 2 s of
+		// a 5 s budget.
+		svc := keys.New(slowStore{Store: st, clock: clock, step: 2 * time.Second}, ring, format,
+			keys.WithClock(clock.Now), keys.WithRevokeBudget(5*time.Second))
+		total, calls := 0, 0
+		for ; calls < 20; calls++ {
+			n, err := svc.RevokeMember(ctx, op, "acme", "mem_bot")
+			total += n
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, keys.ErrIncomplete) {
+				t.Fatalf("call %d: %v", calls, err)
+			}
+		}
+		if calls == 0 || total != members {
+			t.Fatalf("%d keys revoked in %d calls, want %d in several", total, calls+1, members)
+		}
+		if n, err := svc.RevokeMember(ctx, op, "acme", "mem_bot"); n != 0 || err != nil {
+			t.Fatalf("after completion: %d, %v", n, err)
+		}
+	})
+}
