@@ -123,7 +123,9 @@ func newHarness(t *testing.T, st store.Store, clock *testclock.Clock, opts ...ke
 	}
 	h := &harness{t: t, st: st, clock: clock, gw: gw, limits: &fakeLimits{tiers: map[string]string{}},
 		flusher: &fakeFlusher{Recorder: testflush.Recorder{Clock: clock}, t: t}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
-	h.svc = keys.New(st, ring, format, append([]keys.Option{keys.WithClock(clock.Now)}, opts...)...)
+	h.svc = keys.New(st, ring, format, append([]keys.Option{keys.WithClock(clock.Now),
+		keys.WithSleep(func(_ context.Context, d time.Duration) error { clock.Advance(d); return nil }),
+		keys.WithLogger(slog.New(slog.NewJSONHandler(h.logs, nil)))}, opts...)...)
 	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format, Now: clock.Now}}
 	h.build()
 
@@ -535,7 +537,9 @@ func TestIdempotency(t *testing.T) {
 		raw, _ := json.Marshal(body)
 		sum := sha256.Sum256([]byte("POST /v1/keys\n" + string(raw)))
 		now := h.clock.Now()
-		running := store.Idempotency{TenantID: "acme:live", Key: "busy", RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		// (It began a moment ago: a claim made at this very instant with this
+		// request would be this request's own.)
+		running := store.Idempotency{TenantID: "acme:live", Key: "busy", RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now.Add(-time.Second), ExpiresAt: now.Add(time.Hour)}
 		if err := h.st.PutIdempotency(t.Context(), running); err != nil {
 			t.Fatal(err)
 		}

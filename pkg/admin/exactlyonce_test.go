@@ -14,6 +14,7 @@ import (
 	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/embedded"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 // faultyStore fails the next Apply as a lost answer does: after the
@@ -23,6 +24,20 @@ type faultyStore struct {
 	mu              sync.Mutex
 	commitThenFail  int
 	failWithoutWork int
+	releaseFails    int // DeleteIdempotency calls that fail, as in the same outage
+}
+
+func (f *faultyStore) DeleteIdempotency(ctx context.Context, r store.Idempotency) error {
+	f.mu.Lock()
+	fail := f.releaseFails > 0
+	if fail {
+		f.releaseFails--
+	}
+	f.mu.Unlock()
+	if fail {
+		return errAmbiguous
+	}
+	return f.Store.DeleteIdempotency(ctx, r)
 }
 
 var errAmbiguous = errors.New("RequestTimeout: the connection was reset")
@@ -117,6 +132,31 @@ func TestLostCommitAnswerMakesOneKey(t *testing.T) {
 		if n := h.count("acme") - before; n != 2 {
 			t.Fatalf("%d keys after two Idempotency-Keys", n)
 		}
+
+		// Committed, and the store answers the settlement only at its
+		// second try: still one key, answered with its secret.
+		f.set(1, 0)
+		f.releaseFails = 1
+		_, raw = h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "settled-late")
+		if k := decodeCreated(t, raw); k.Secret == "" || h.limits.tiers[usageIdentity(t, h, k.Key.ID)] == "" {
+			t.Fatalf("a create settled on a retry: %s", raw)
+		}
+
+		// Committed, and the settlement never gets an answer: 500, but the
+		// key keeps its rate-limit identity (an unknown outcome undoes
+		// nothing), and the retry finds the key.
+		f.set(1, 0)
+		f.releaseFails = 100
+		h.fails(h.writer, "POST", "/v1/keys", body, 500, "api_error", "", "Idempotency-Key", "never-settled")
+		f.releaseFails = 0
+		hdr, raw = h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "never-settled")
+		k := decodeCreated(t, raw)
+		if hdr.Get("Idempotent-Replayed") != "true" || h.limits.tiers[usageIdentity(t, h, k.Key.ID)] == "" {
+			t.Fatalf("after an unsettled create: %v %s, identities %v", hdr, raw, h.limits.tiers)
+		}
+		if n := h.count("acme") - before; n != 4 {
+			t.Fatalf("%d keys after four Idempotency-Keys", n)
+		}
 	})
 }
 
@@ -172,6 +212,13 @@ func TestFailedCreateOrRotateLeavesNothing(t *testing.T) {
 		if tier := h.limits.tiers["keywardkey"+id]; tier != "default" {
 			t.Fatalf("after a failed rate-limit change the gateway enforces %q", tier)
 		}
+		// Written, its answer lost: the gateway keeps the new limit, the
+		// one the key holds.
+		f.set(1, 0)
+		h.fails(h.writer, "PATCH", "/v1/keys/"+other.Key.ID, map[string]any{"rate_limit": map[string]int{"requests_per_minute": 600}}, 500, "api_error", "")
+		if tier := h.limits.tiers["keywardkey"+id]; tier != "standard" {
+			t.Fatalf("after a rate-limit change whose answer was lost the gateway enforces %q", tier)
+		}
 	})
 }
 
@@ -216,5 +263,78 @@ func TestIncompleteRevocationSaysSo(t *testing.T) {
 	var done struct{ Revoked int }
 	if err := json.Unmarshal(body, &done); err != nil || done.Revoked != n-100 {
 		t.Fatalf("the second call: %s", body)
+	}
+}
+
+// usageIdentity is the rate-limit identity of an acme key, by public id.
+func usageIdentity(t *testing.T, h *harness, publicID string) string {
+	t.Helper()
+	return usage.Identity(h.gw.UsageIdentity, "acme", strings.TrimPrefix(publicID, "key_"))
+}
+
+// TestChangesThatTakeAccessHappenOnce: a report-leak or a PATCH whose
+// change was written but whose answer was lost is replayed, not run again
+// (one key.leaked event, one key.updated), and the replay flushes the
+// authorizer cache again, in case the first request died before its flush.
+func TestChangesThatTakeAccessHappenOnce(t *testing.T) {
+	forEachFaultyStore(t, func(t *testing.T, h *harness, f *faultyStore) {
+		body := map[string]any{"name": "x", "environment": "live", "scopes": []string{"invoices:read"}}
+		k := decodeCreated(t, func() []byte { _, raw := h.ok(h.writer, "POST", "/v1/keys", body, 201); return raw }())
+		for _, c := range []struct {
+			method, path string
+			body         any
+			action       string
+		}{
+			{"PATCH", "/v1/keys/" + k.Key.ID, map[string]any{"scopes": []string{"invoices:read", "customers:read"}}, keys.ActionKeyUpdated},
+			{"POST", "/v1/keys/" + k.Key.ID + "/report-leak", map[string]string{"url": "https://paste.example/x"}, keys.ActionKeyLeaked},
+		} {
+			f.set(1, 0) // written, answer lost
+			h.ok(h.writer, c.method, c.path, c.body, 200, "Idempotency-Key", c.action)
+			h.clock.Advance(3 * time.Minute) // past the takeover delay
+			flushes := h.flusher.count()
+			hdr, _ := h.ok(h.writer, c.method, c.path, c.body, 200, "Idempotency-Key", c.action)
+			if hdr.Get("Idempotent-Replayed") != "true" || h.flusher.count() != flushes+1 {
+				t.Fatalf("%s %s again: %v, %d flushes", c.method, c.path, hdr, h.flusher.count()-flushes)
+			}
+			page, err := h.st.ListAudit(t.Context(), "acme", store.AuditQuery{KeyID: strings.TrimPrefix(k.Key.ID, "key_"), Limit: 100})
+			n := 0
+			for _, e := range page.Entries {
+				if e.Action == c.action {
+					n++
+				}
+			}
+			if err != nil || n != 1 {
+				t.Fatalf("%d %s entries for one Idempotency-Key (%v)", n, c.action, err)
+			}
+		}
+	})
+}
+
+// lostClaim applies its first PutIdempotency and loses the answer, as the
+// SDK's retry of a timed-out PutItem meets the record it wrote.
+type lostClaim struct {
+	store.Store
+	once bool
+}
+
+func (l *lostClaim) PutIdempotency(ctx context.Context, r store.Idempotency) error {
+	if l.once {
+		l.once = false
+		if err := l.Store.PutIdempotency(ctx, r); err != nil {
+			return err
+		}
+	}
+	return l.Store.PutIdempotency(ctx, r)
+}
+
+// TestOwnClaimIsNotInUse: a request that meets its own claim goes on.
+func TestOwnClaimIsNotInUse(t *testing.T) {
+	clock := testclock.New(start)
+	st := &lostClaim{Store: storetest.Temp(t, embedded.WithClock(clock.Now)), once: true}
+	h := newHarness(t, st, clock)
+	st.once = true
+	_, raw := h.ok(h.writer, "POST", "/v1/keys", map[string]any{"name": "x", "environment": "live", "scopes": []string{"invoices:read"}}, 201, "Idempotency-Key", "P1")
+	if decodeCreated(t, raw).Secret == "" {
+		t.Fatalf("answer %s", raw)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward/pkg/keys"
@@ -126,7 +128,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		rec := store.Idempotency{TenantID: namespace, Key: key, RequestHash: hex.EncodeToString(sum[:]),
 			CreatedAt: now, ExpiresAt: now.Add(idempotencyTTL)}
 
-		if done := s.claim(w, r, rec); done {
+		if done := s.claim(w, r, rec, body); done {
 			return
 		}
 		cw := &capture{ResponseWriter: w}
@@ -135,24 +137,28 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		if h.answered && cw.status < 300 {
 			return // the change completed the record
 		}
+		// What follows runs even if the client has gone: a claim left
+		// open would hold the key for two minutes.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flushTimeout)
+		defer cancel()
 		if cw.status >= 500 || cw.status == http.StatusConflict {
 			// Nothing to replay: let a retry run again. A record its change
 			// completed stays: that change happened.
-			if err := s.cfg.Store.DeleteIdempotency(r.Context(), rec); err != nil && !errors.Is(err, store.ErrConflict) {
-				s.cfg.Logger.ErrorContext(r.Context(), "releasing an idempotency key failed", "error", err)
+			if err := s.cfg.Store.DeleteIdempotency(ctx, rec); err != nil && !errors.Is(err, store.ErrConflict) {
+				s.cfg.Logger.ErrorContext(ctx, "releasing an idempotency key failed", "error", err)
 			}
 			return
 		}
 		rec.Done, rec.StatusCode, rec.Body = true, cw.status, cw.body.Bytes()
-		if err := s.cfg.Store.CompleteIdempotency(r.Context(), rec); err != nil {
-			s.cfg.Logger.ErrorContext(r.Context(), "recording an idempotent answer failed", "error", err)
+		if err := s.cfg.Store.CompleteIdempotency(ctx, rec); err != nil {
+			s.cfg.Logger.ErrorContext(ctx, "recording an idempotent answer failed", "error", err)
 		}
 	})
 }
 
 // claim takes the Idempotency-Key for this request, or answers from an
 // earlier request with it; it reports whether it answered.
-func (s *Server) claim(w http.ResponseWriter, r *http.Request, rec store.Idempotency) bool {
+func (s *Server) claim(w http.ResponseWriter, r *http.Request, rec store.Idempotency, body []byte) bool {
 	for attempt := 0; attempt < 2; attempt++ {
 		err := s.cfg.Store.PutIdempotency(r.Context(), rec)
 		if err == nil {
@@ -171,11 +177,23 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, rec store.Idempot
 			return true
 		}
 		switch {
+		case !prev.Done && prev.RequestHash == rec.RequestHash && prev.CreatedAt.Equal(rec.CreatedAt):
+			// This request's own claim: its first put was applied and the
+			// answer lost, and the store's retry met it.
+			return false
 		case prev.RequestHash != rec.RequestHash:
 			writeError(w, &apiError{Status: http.StatusUnprocessableEntity, Type: "idempotency_error", Code: "idempotency_key_reused",
 				Message: "This Idempotency-Key was used with a different request; use a new key for a new request."})
 			return true
 		case prev.Done:
+			// The first request may have died between its change and the
+			// cache flush that makes it effective: flush again.
+			if prev.StatusCode < 300 && takesAccess(r, body) {
+				if e := s.flush(r); e != nil {
+					writeError(w, e)
+					return true
+				}
+			}
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Idempotent-Replayed", "true")
 			w.WriteHeader(prev.StatusCode)
@@ -195,6 +213,21 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, rec store.Idempot
 	}
 	writeError(w, errKeyInUse)
 	return true
+}
+
+// takesAccess reports whether a request takes access away, as its handler
+// decides when to flush the authorizer cache: a revocation, a leak report,
+// a PATCH of a narrowing field, a rotation that ends the old key at once.
+func takesAccess(r *http.Request, body []byte) bool {
+	var fields map[string]json.RawMessage
+	_ = json.Unmarshal(body, &fields)
+	switch {
+	case r.Method == http.MethodPatch:
+		return slices.ContainsFunc(narrowing, func(f string) bool { _, ok := fields[f]; return ok })
+	case strings.HasSuffix(r.URL.Path, "/rotate"):
+		return string(fields["expire_old_in"]) == "0"
+	}
+	return r.URL.Path != "/v1/keys" && r.URL.Path != "/v1/tenants"
 }
 
 var errKeyInUse = &apiError{Status: http.StatusConflict, Type: "conflict", Code: "idempotency_key_in_use",

@@ -177,8 +177,12 @@ func (s *Server) prepareIdentities(r *http.Request) keys.Prepare {
 	return func(ctx context.Context, created []store.Key) (func(), error) {
 		var done []store.Key
 		undo := func() {
+			// Even if the client has gone: an identity left behind holds a
+			// slot of API Gateway's API keys.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flushTimeout)
+			defer cancel()
 			for _, k := range done {
-				s.unprovision(r, k)
+				s.unprovision(r.WithContext(ctx), k)
 			}
 		}
 		for _, k := range created {
@@ -385,8 +389,9 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 		}
 	}
 	// A new rate limit is provisioned before it is written, and put back
-	// if the write fails, so that the gateway never enforces another limit
-	// than the key holds.
+	// if the key does not hold it after a failed write (which may have
+	// been applied, its answer lost), so that the gateway never enforces
+	// another limit than the key holds.
 	var undo func()
 	if p.RateLimit != nil {
 		old, e := s.visible(r, c, id)
@@ -400,13 +405,28 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 				return s.internal(r, "provisioning rate limit", err)
 			}
 			undo = func() {
-				if err := s.provision(r, old); err != nil {
-					s.cfg.Logger.ErrorContext(r.Context(), "putting back a rate limit failed", "key_id", apikey.PublicID(id), "error", err)
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flushTimeout)
+				defer cancel()
+				stored, err := s.cfg.Keys.Stored(ctx, c.TenantID, id)
+				if err != nil {
+					s.cfg.Logger.ErrorContext(ctx, "a rate limit change failed, and the key could not be read to settle it; the gateway keeps the new limit", "key_id", apikey.PublicID(id), "error", err)
+					return
+				}
+				was, _ := s.cfg.Gateway.TierOf(old.RateLimit)
+				if holds, _ := s.cfg.Gateway.TierOf(stored.RateLimit); holds.Name != was.Name {
+					return // written after all, or changed since: the gateway has the key's tier
+				}
+				if err := s.provision(r.WithContext(ctx), old); err != nil {
+					s.cfg.Logger.ErrorContext(ctx, "putting back a rate limit failed", "key_id", apikey.PublicID(id), "error", err)
 				}
 			}
 		}
 	}
-	k, err := s.cfg.Keys.Update(r.Context(), vetted(c), c.TenantID, id, p)
+	actor := vetted(c)
+	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+		return http.StatusOK, resource(keys.Effective(o.Keys[0], s.cfg.Now()))
+	})
+	k, err := s.cfg.Keys.Update(r.Context(), actor, c.TenantID, id, p)
 	if err != nil {
 		if undo != nil {
 			undo()

@@ -62,7 +62,7 @@ func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request) {
 	now := s.cfg.Now()
 	rec := store.Idempotency{TenantID: leakNamespace, Key: hex.EncodeToString(sum[:]), RequestHash: hex.EncodeToString(sum[:]),
 		CreatedAt: now, ExpiresAt: now.Add(idempotencyTTL)}
-	if answered := s.claim(w, r, rec); answered {
+	if answered := s.claim(w, r, rec, body); answered {
 		return
 	}
 	c, _ := callerFrom(r.Context())
@@ -136,7 +136,11 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 		details["source"] = b.Source
 	}
 	revoke := s.cfg.Leaks.Responder.Policy != leaks.Flag
-	k, revoked, err := s.cfg.Keys.Leak(r.Context(), vetted(c), k, revoke, details)
+	actor := vetted(c)
+	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+		return http.StatusOK, resource(keys.Effective(o.Keys[0], s.cfg.Now()))
+	})
+	k, revoked, err := s.cfg.Keys.Leak(r.Context(), actor, k, revoke, details)
 	if err != nil {
 		return s.internal(r, "reporting a leak", err)
 	}

@@ -211,3 +211,33 @@ func TestFilePublisher(t *testing.T) {
 		t.Fatalf("mode %v", info.Mode())
 	}
 }
+
+// TestFilePublisherDropsTornLine: a line a failed write left unfinished is
+// cut before the next events are appended, so every line reads back as an
+// event (the torn one is published again from the outbox).
+func TestFilePublisherDropsTornLine(t *testing.T) {
+	for name, before := range map[string]string{
+		"torn after whole lines": `{"id":"evt_1","type":"key.created"}` + "\n" + `{"id":"evt_2","ty`,
+		"only a torn line":       strings.Repeat("x", 5000),
+		"whole lines":            `{"id":"evt_1","type":"key.created"}` + "\n",
+	} {
+		path := filepath.Join(t.TempDir(), "events.jsonl")
+		if err := os.WriteFile(path, []byte(before), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f := &events.File{Path: path, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+		if _, err := f.Publish(t.Context(), []events.Event{{ID: "evt_2", Type: "key.created", Time: at}}); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(path)
+		for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+			var ev events.Event
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				t.Fatalf("%s: line %q", name, line)
+			}
+		}
+		if !strings.HasSuffix(string(data), `"key.created","actor":"","time":"2026-09-01T08:00:00Z"}`+"\n") {
+			t.Fatalf("%s: the new event is not the last line:\n%s", name, data)
+		}
+	}
+}

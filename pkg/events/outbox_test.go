@@ -61,16 +61,8 @@ func (b *flakyBus) Publish(_ context.Context, evs []events.Event) ([]string, err
 // publisher delivers each event at least once, retrying what failed.
 func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 	ctx := t.Context()
-	client, table := dynamolocal.NewTable(t)
-	st := dynamo.New(client, table)
-	_, ring := storetest.Peppers(t, st, time.Now())
-	format, _ := apikey.NewFormat("sk")
-	svc := keys.New(st, ring, format)
 	actor := keys.Actor{ID: "operator", RequestID: "req-1"}
-	o, err := svc.Onboard(ctx, actor, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, table, svc, o := onboarded(t, actor)
 	admin := o.Live
 	if _, err := svc.Revoke(ctx, actor, "acme", admin.Key.ID); err != nil {
 		t.Fatal(err)
@@ -124,15 +116,8 @@ func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 // real stream delivers.
 func TestStreamFilter(t *testing.T) {
 	ctx := t.Context()
-	client, table := dynamolocal.NewTable(t)
+	client, table, svc, o := onboarded(t, keys.Actor{ID: "operator"})
 	st := dynamo.New(client, table)
-	_, ring := storetest.Peppers(t, st, time.Now())
-	format, _ := apikey.NewFormat("sk")
-	svc := keys.New(st, ring, format)
-	o, err := svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := st.TouchKey(ctx, o.Live.Key.ID, time.Now(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +182,22 @@ func matches(pattern, event map[string]any) bool {
 		}
 	}
 	return true
+}
+
+// onboarded is a DynamoDB Local table with tenant acme onboarded by actor,
+// and the service that did it.
+func onboarded(t *testing.T, actor keys.Actor) (*dynamodb.Client, string, *keys.Service, keys.Onboarded) {
+	t.Helper()
+	client, table := dynamolocal.NewTable(t)
+	st := dynamo.New(client, table)
+	_, ring := storetest.Peppers(t, st, time.Now())
+	format, _ := apikey.NewFormat("sk")
+	svc := keys.New(st, ring, format)
+	o, err := svc.Onboard(t.Context(), actor, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, table, svc, o
 }
 
 // readStream reads every record of the table's stream from the start, as

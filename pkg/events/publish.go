@@ -1,9 +1,11 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -90,11 +92,14 @@ type File struct {
 func (f *File) Publish(ctx context.Context, evs []Event) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out, err := os.OpenFile(f.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	out, err := os.OpenFile(f.Path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return ids(evs), fmt.Errorf("events: %w", err)
 	}
 	defer out.Close()
+	if err := dropTornLine(out); err != nil {
+		return ids(evs), fmt.Errorf("events: %s: %w", f.Path, err)
+	}
 	for _, ev := range evs {
 		line, err := json.Marshal(ev)
 		if err != nil {
@@ -109,6 +114,43 @@ func (f *File) Publish(ctx context.Context, evs []Event) ([]string, error) {
 		return ids(evs), fmt.Errorf("events: %w", err)
 	}
 	return nil, nil
+}
+
+// dropTornLine cuts a line that a failed write (a full disk, a crash) left
+// unfinished at the end of the file, and leaves the offset at the end: the
+// events on it were never acknowledged, so they are published again.
+func dropTornLine(f *os.File) error {
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil || end == 0 {
+		return err
+	}
+	buf := make([]byte, 4096)
+	for at := end; at > 0; {
+		n := int64(len(buf))
+		if at < n {
+			n = at
+		}
+		at -= n
+		if _, err := f.ReadAt(buf[:n], at); err != nil {
+			return err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			if at+int64(i)+1 == end {
+				return nil // ends with a whole line
+			}
+			at += int64(i) + 1
+			end = at
+			break
+		}
+		if at == 0 {
+			end = 0
+		}
+	}
+	if err := f.Truncate(end); err != nil {
+		return err
+	}
+	_, err = f.Seek(end, io.SeekStart)
+	return err
 }
 
 func ids(evs []Event) []string {

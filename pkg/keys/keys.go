@@ -153,6 +153,12 @@ func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
 // WithClock sets the clock (tests use a fake one).
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
+// WithSleep sets how the service waits between retries (tests move a
+// fake clock instead).
+func WithSleep(sleep func(context.Context, time.Duration) error) Option {
+	return func(s *Service) { s.sleep = sleep }
+}
+
 // WithAuditRetention sets how long audit entries live; 0 keeps them forever.
 func WithAuditRetention(d time.Duration) Option { return func(s *Service) { s.auditTTL = d } }
 
@@ -819,13 +825,13 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 	}
 	written.UpdatedAt = now
 	c.Keys = append([]store.KeyWrite{{Key: written, ExpectedRevision: rev}}, c.Keys...)
-	done, err := s.applyOnce(ctx, c)
-	if err != nil {
-		return store.Key{}, false, err
-	}
-	if done {
+	err := s.write(ctx, actor, c)
+	if err == nil {
 		written.Revision = rev + 1
 		return Effective(written, now), revoked, nil
+	}
+	if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+		return store.Key{}, false, fmt.Errorf("keys: %w", err)
 	}
 	written, err = s.mutate(ctx, actor, k.TenantID, k.ID, leak)
 	return written, revoked, err

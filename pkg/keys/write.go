@@ -36,8 +36,12 @@ type Outcome struct {
 type Prepare func(ctx context.Context, created []store.Key) (undo func(), err error)
 
 // resolveTimeout bounds settling an ambiguous write, which runs even when
-// the request's context has ended.
-const resolveTimeout = 10 * time.Second
+// the request's context has ended; settleAttempts bounds its tries (about
+// 4.5 s of backoff in all).
+const (
+	resolveTimeout = 10 * time.Second
+	settleAttempts = 8
+)
 
 // write applies c for actor: with the actor's receipt in the same
 // transaction, after its Prepare. A write that failed in a way that leaves
@@ -81,14 +85,44 @@ func (s *Service) write(ctx context.Context, actor Actor, c store.Change) error 
 		c.Idempotency = &done
 	}
 	err := s.store.Apply(ctx, c)
-	if err != nil && actor.Receipt != nil && ambiguous(err) && s.written(ctx, actor.Receipt.Claim) {
+	switch {
+	case err == nil:
 		return nil
+	case !ambiguous(err):
+		undo()
+		return err
+	case actor.Receipt == nil && len(created) == 0:
+		return err
+	case actor.Receipt == nil:
+		// No claim to settle with: the first new key tells. Where even
+		// that cannot be read, keep what Prepare made, since an identity
+		// without its key is harmless and a key without its identity is
+		// refused by the gateway.
+		switch s.exists(ctx, created[0].ID) {
+		case written:
+			return nil
+		case notWritten:
+			undo()
+		}
+		return err
 	}
-	if err != nil {
+	switch s.settle(ctx, actor.Receipt.Claim) {
+	case written:
+		return nil
+	case notWritten:
 		undo()
 	}
 	return err
 }
+
+// settlement is what settling an ambiguous write found.
+type settlement int
+
+const (
+	unknown settlement = iota
+	written
+	notWritten
+)
 
 // ambiguous reports whether a failed write may have been applied: any
 // failure but the store's definite refusals.
@@ -101,16 +135,52 @@ func ambiguous(err error) bool {
 	return true
 }
 
-// written settles an ambiguous write that would have completed claim: it
-// reports whether the write happened. Releasing the claim makes the write
-// fail from then on; a claim that cannot be released is either done (by
-// the write) or lost to another request.
-func (s *Service) written(ctx context.Context, claim store.Idempotency) bool {
+// exists settles an ambiguous write that created key id by reading it.
+func (s *Service) exists(ctx context.Context, id string) settlement {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
 	defer cancel()
-	if err := s.store.DeleteIdempotency(ctx, claim); !errors.Is(err, store.ErrConflict) {
-		return false // released (or unknown, which the caller reports as the failure it is)
+	_, err := s.store.GetKey(ctx, id)
+	switch {
+	case err == nil:
+		return written
+	case errors.Is(err, store.ErrNotFound):
+		return notWritten
 	}
-	got, err := s.store.GetIdempotency(ctx, claim.TenantID, claim.Key)
-	return err == nil && got.Done && got.RequestHash == claim.RequestHash && got.CreatedAt.Equal(claim.CreatedAt)
+	return unknown
+}
+
+// settle finds out whether an ambiguous write that would have completed
+// claim happened. Releasing the claim makes the write fail from then on
+// (it completes that claim, in progress), so a release means not written;
+// a claim that cannot be released is done, by the write, or another
+// request's, which the write cannot have completed. Any other answer (the
+// store still down, the transaction still holding the record) is retried,
+// and after the last try the outcome stays unknown.
+func (s *Service) settle(ctx context.Context, claim store.Idempotency) settlement {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
+	defer cancel()
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.store.DeleteIdempotency(ctx, claim)
+		if err == nil {
+			return notWritten
+		}
+		if errors.Is(err, store.ErrConflict) {
+			got, err := s.store.GetIdempotency(ctx, claim.TenantID, claim.Key)
+			switch {
+			case err == nil && got.Done && got.RequestHash == claim.RequestHash && got.CreatedAt.Equal(claim.CreatedAt):
+				return written
+			case err == nil, errors.Is(err, store.ErrNotFound):
+				return notWritten
+			}
+		}
+		if attempt == settleAttempts {
+			s.log.ErrorContext(ctx, "an ambiguous write could not be settled; its outcome is unknown", "error", err)
+			return unknown
+		}
+		if s.sleep(ctx, wait) != nil {
+			return unknown
+		}
+		wait = min(2*wait, time.Second)
+	}
 }

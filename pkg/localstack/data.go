@@ -1,6 +1,7 @@
 package localstack
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,12 +14,15 @@ import (
 
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/embedded"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 // Files of the data directory.
 const (
-	dbFile = "keyward.db"
+	dbFile     = "keyward.db"
+	eventsFile = "events.jsonl"
 	// journalFile and plansFile are where earlier versions kept the store
 	// and the usage plans; openStore carries them over once.
 	journalFile = "keyward.journal"
@@ -32,14 +36,11 @@ const (
 // over what an earlier version left in the directory, and releases the
 // Idempotency-Keys of requests that a killed process never answered.
 func openStore(ctx context.Context, dir string, now func() time.Time, log *slog.Logger) (*embedded.Store, error) {
-	path := filepath.Join(dir, dbFile)
-	_, statErr := os.Stat(path)
-	fresh := errors.Is(statErr, fs.ErrNotExist)
-	st, err := embedded.Open(path, embedded.WithClock(now), embedded.WithOutbox())
+	st, err := embedded.Open(filepath.Join(dir, dbFile), embedded.WithClock(now), embedded.WithOutbox())
 	if err != nil {
 		return nil, err
 	}
-	if err := importEarlier(ctx, dir, fresh, st, log); err != nil {
+	if err := importEarlier(ctx, dir, st, log); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -56,11 +57,17 @@ func openStore(ctx context.Context, dir string, now func() time.Time, log *slog.
 }
 
 // importEarlier carries an earlier version's journal and usage plans into
-// a new database, then renames them out of the way.
-func importEarlier(ctx context.Context, dir string, fresh bool, st *embedded.Store, log *slog.Logger) error {
+// the database, then renames them out of the way. Each step may run again
+// after a start that died in it: the import is one transaction that
+// records itself, and setting a plan twice changes nothing.
+func importEarlier(ctx context.Context, dir string, st *embedded.Store, log *slog.Logger) error {
 	journal := filepath.Join(dir, journalFile)
-	if _, err := os.Stat(journal); err == nil && fresh {
-		if err := embedded.ImportJournal(ctx, journal, st); err != nil {
+	if _, err := os.Stat(journal); err == nil {
+		published, err := publishedEvents(filepath.Join(dir, eventsFile))
+		if err != nil {
+			return err
+		}
+		if err := embedded.ImportJournal(ctx, journal, st, func(id string) bool { return published["evt_"+id] }); err != nil {
 			return fmt.Errorf("%w (the earlier version's %s is as it was; move %s away, or fix the line, and start again)", err, journal, dir)
 		}
 		if err := os.Rename(journal, journal+importedSuffix); err != nil {
@@ -88,6 +95,28 @@ func importEarlier(ctx context.Context, dir string, fresh bool, st *embedded.Sto
 	return os.Rename(plans, plans+importedSuffix)
 }
 
+// publishedEvents is the id of every event in the events file; a line an
+// earlier version tore is passed over, as its event was never published.
+func publishedEvents(path string) (map[string]bool, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for line := range bytes.Lines(data) {
+		var ev struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(line, &ev) == nil && ev.ID != "" {
+			ids[ev.ID] = true
+		}
+	}
+	return ids, nil
+}
+
 // plans is the local stand-in for API Gateway's API keys and usage plans:
 // the gateway emulation enforces them in memory, and the store keeps them
 // across restarts, as AWS keeps API keys.
@@ -96,13 +125,28 @@ type plans struct {
 	next  admin.RateLimits // the gateway emulation
 }
 
-// loadPlans provisions every stored plan in the gateway.
+// loadPlans provisions every stored plan in the gateway, except those of
+// keys that do not exist or are dead: a create provisions its key's plan
+// before it writes the key, and a process killed in between leaves the
+// plan alone, as API Gateway would keep an API key.
 func loadPlans(ctx context.Context, st *embedded.Store, next admin.RateLimits) (*plans, error) {
 	stored, err := st.UsagePlans(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for identity, tier := range stored {
+		if id, perKey := usage.KeyOf(identity); perKey {
+			k, err := st.GetKey(ctx, id)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return nil, err
+			}
+			if err != nil || k.Status == store.KeyRevoked || k.Status == store.KeyExpired {
+				if err := st.DeleteUsagePlan(ctx, identity); err != nil {
+					return nil, err
+				}
+				continue
+			}
+		}
 		if err := next.Provision(ctx, identity, tier); err != nil {
 			return nil, err
 		}

@@ -136,7 +136,7 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	// Committed audit entries become events, as the table's stream and the
 	// publisher function do in AWS: to the log and events.jsonl, from the
 	// store's outbox (runPublisher).
-	s := &Stack{store: st, log: o.Logger, Events: &events.File{Path: filepath.Join(o.DataDir, "events.jsonl"), Logger: o.Logger}}
+	s := &Stack{store: st, log: o.Logger, Events: &events.File{Path: filepath.Join(o.DataDir, eventsFile), Logger: o.Logger}}
 	if err := s.build(ctx, o); err != nil {
 		_ = st.Close()
 		return nil, err

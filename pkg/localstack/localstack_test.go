@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -11,14 +12,18 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/gateway"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/localstack"
+	"github.com/keyward/keyward/pkg/store/embedded"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 var t0 = time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
@@ -174,22 +179,7 @@ func TestPrefixChange(t *testing.T) {
 // the first start: every key answers as before, and the old files are
 // set aside, never read again.
 func TestEarlierDataDirectory(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, os.DirFS("testdata/earlier-data")); err != nil {
-		t.Fatal(err)
-	}
-	// As keyward wrote them; git keeps no modes but the executable bit.
-	files, _ := os.ReadDir(dir)
-	for _, f := range files {
-		if err := os.Chmod(filepath.Join(dir, f.Name()), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var secrets map[string]string
-	raw, err := os.ReadFile("testdata/earlier-data.secrets.json")
-	if err != nil || json.Unmarshal(raw, &secrets) != nil {
-		t.Fatalf("secrets: %v", err)
-	}
+	dir, secrets := earlierData(t)
 	clock := testclock.New(time.Now())
 	for range 2 {
 		s := open(t, dir, clock)
@@ -217,6 +207,109 @@ func TestEarlierDataDirectory(t *testing.T) {
 			}
 		}
 	}
+}
+
+// earlierData is a copy of testdata/earlier-data, and the secrets of its
+// keys.
+func earlierData(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/earlier-data")); err != nil {
+		t.Fatal(err)
+	}
+	// As keyward wrote them; git keeps no modes but the executable bit.
+	files, _ := os.ReadDir(dir)
+	for _, f := range files {
+		if err := os.Chmod(filepath.Join(dir, f.Name()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var secrets map[string]string
+	raw, err := os.ReadFile("testdata/earlier-data.secrets.json")
+	if err != nil || json.Unmarshal(raw, &secrets) != nil {
+		t.Fatalf("secrets: %v", err)
+	}
+	return dir, secrets
+}
+
+// TestEarlierDataDirectoryAfterAFailedImport: a start that refused a
+// damaged journal leaves the import to the next start, once the line is
+// fixed; and an event the earlier version wrote to its audit log but never
+// published is published then.
+func TestEarlierDataDirectoryAfterAFailedImport(t *testing.T) {
+	dir, secrets := earlierData(t)
+	journal, eventsPath := filepath.Join(dir, "keyward.journal"), filepath.Join(dir, "events.jsonl")
+	good, _ := os.ReadFile(journal)
+	lines := bytes.Split(good, []byte("\n"))
+	damaged := slices.Clone(lines)
+	damaged[2] = append([]byte("x"), lines[2]...)
+	if err := os.WriteFile(journal, bytes.Join(damaged, []byte("\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	events, _ := os.ReadFile(eventsPath)
+	published := bytes.Split(bytes.TrimSpace(events), []byte("\n"))
+	var lost struct{ ID string }
+	if err := json.Unmarshal(published[len(published)-1], &lost); err != nil {
+		t.Fatal(err)
+	}
+	// The earlier version died between its write and its publication.
+	if err := os.WriteFile(eventsPath, bytes.Join(published[:len(published)-1], []byte("\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := testclock.New(time.Now())
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if _, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, Logger: quiet, Now: clock.Now}); err == nil || !strings.Contains(err.Error(), "line 3") {
+		t.Fatalf("a start on a damaged journal: %v", err)
+	}
+	if err := os.WriteFile(journal, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, dir, clock)
+	defer s.Close()
+	sender(t, s.Handler)("GET", "/invoices", secrets["kept"], nil, 200)
+	if err := s.PublishEvents(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if events, _ := os.ReadFile(eventsPath); !bytes.Contains(events, []byte(`"id":"`+lost.ID+`"`)) {
+		t.Fatalf("the unpublished event %s is still missing", lost.ID)
+	}
+}
+
+// TestOrphanPlansDropped: a plan whose key was never written (a create
+// killed between provisioning its plan and writing its key) is dropped at
+// the next start; the demo keys' plans stay.
+func TestOrphanPlansDropped(t *testing.T) {
+	dir, clock := t.TempDir(), testclock.New(t0)
+	s := open(t, dir, clock)
+	demo := s.Bootstrap.DemoKey.Token.Plain()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	orphan := usage.Identity(config.UsagePerKey, "demo", "NeverWritten")
+	setPlans := func(fn func(st *embedded.Store) error) {
+		t.Helper()
+		st, err := embedded.Open(filepath.Join(dir, "keyward.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if err := fn(st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPlans(func(st *embedded.Store) error { return st.SetUsagePlan(t.Context(), orphan, "default") })
+	s = open(t, dir, clock)
+	sender(t, s.Handler)("GET", "/invoices", demo, nil, 200)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	setPlans(func(st *embedded.Store) error {
+		plans, err := st.UsagePlans(t.Context())
+		if err == nil && (plans[orphan] != "" || len(plans) != 3) {
+			err = fmt.Errorf("plans after the start: %v", plans)
+		}
+		return err
+	})
 }
 
 // TestInterruptedFirstStart: a first start that died before showing the

@@ -9,6 +9,7 @@ package usage
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 
 	"github.com/keyward/keyward/config"
 )
@@ -22,5 +23,14 @@ func Identity(mode, tenantID, keyID string) string {
 		sum := sha256.Sum256([]byte(tenantID))
 		return "keywardtenant" + hex.EncodeToString(sum[:10])
 	}
-	return "keywardkey" + keyID
+	return keyIdentityPrefix + keyID
+}
+
+// keyIdentityPrefix begins every per-key identity.
+const keyIdentityPrefix = "keywardkey"
+
+// KeyOf is the key a per-key identity belongs to; false for a per-tenant
+// identity.
+func KeyOf(identity string) (keyID string, ok bool) {
+	return strings.CutPrefix(identity, keyIdentityPrefix)
 }

@@ -15,6 +15,12 @@ func TestIdentity(t *testing.T) {
 	if a != b || len(a) < 20 || a == Identity(config.UsagePerTenant, "acmf", "k1") {
 		t.Fatalf("per-tenant identities %q %q", a, b)
 	}
+	if id, ok := KeyOf(k); !ok || id != "AbCdEfGhIjKl" {
+		t.Fatalf("KeyOf(%q) = %q, %v", k, id, ok)
+	}
+	if _, ok := KeyOf(a); ok {
+		t.Fatalf("KeyOf(%q) names a key", a)
+	}
 	for _, v := range []string{k, a} {
 		for _, c := range v {
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') || len(v) < 20 {

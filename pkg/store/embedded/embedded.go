@@ -25,9 +25,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +73,9 @@ var (
 	allBuckets = [][]byte{bMeta, bKeys, bTenantKeys, bExpiry, bTenants, bPeppers, bAudit, bAuditKeys, bIdempotency,
 		bCheckpoints, bTTL, bOutbox, bUsagePlans, bMemberKeys}
 	metaFormat = []byte("format")
+	// metaJournalImported is set by the transaction that imports an
+	// earlier version's journal (ImportJournal).
+	metaJournalImported = []byte("journal_imported")
 )
 
 // Store is the embedded backend. It is safe for concurrent use.
@@ -79,7 +85,10 @@ type Store struct {
 	temp   string // OpenTemp's directory, removed by Close
 	now    func() time.Time
 	outbox bool
-	closed atomic.Bool
+	// durable stores keep a record of their clean closing (sameAsClosed);
+	// temporary ones are never reopened.
+	durable bool
+	closed  atomic.Bool
 	// committed is signalled after each commit that adds to the outbox.
 	committed   chan struct{}
 	boltOptions func(*bolt.Options)
@@ -129,12 +138,21 @@ func OpenTemp(opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-func open(path string, temp bool, opts []Option) (s *Store, err error) {
-	s = &Store{path: path, now: time.Now, committed: make(chan struct{}, 1)}
+func open(path string, temp bool, opts []Option) (_ *Store, err error) {
+	s := &Store{path: path, now: time.Now, committed: make(chan struct{}, 1), durable: !temp}
 	for _, o := range opts {
 		o(s)
 	}
+	// Damage can make bbolt panic, or fault on its memory map, while it
+	// opens and checks the file: both become ErrDamaged, and the file is
+	// released.
+	defer func() {
+		if err != nil && s.db != nil {
+			s.db.Close()
+		}
+	}()
 	defer s.guard(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	o := &bolt.Options{
 		Timeout:      200 * time.Millisecond,
 		NoSync:       temp,
@@ -146,6 +164,14 @@ func open(path string, temp bool, opts []Option) (s *Store, err error) {
 	if s.boltOptions != nil {
 		s.boltOptions(o)
 	}
+	switch problem, err := verifyPages(path); {
+	case errors.Is(err, errLocked):
+		return nil, fmt.Errorf("embedded: %s is open in another process (another keyward running on this data directory?)", path)
+	case err != nil:
+		return nil, fmt.Errorf("embedded: reading %s: %w", path, err)
+	case problem != "":
+		return nil, s.damagedFile(problem)
+	}
 	s.db, err = bolt.Open(path, 0o600, o)
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
@@ -155,11 +181,68 @@ func open(path string, temp bool, opts []Option) (s *Store, err error) {
 	case err != nil:
 		return nil, fmt.Errorf("embedded: opening %s: %w", path, err)
 	}
+	if err := s.sameAsClosed(); err != nil {
+		return nil, err
+	}
 	if err := s.init(); err != nil {
-		s.db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// cleanSuffix names the file Close leaves beside the database with the
+// last transaction it committed.
+const cleanSuffix = ".clean"
+
+// sameAsClosed compares the database with what Close recorded, then
+// forgets the record: bbolt keeps two meta pages and silently uses the
+// older when the newer is damaged, which would undo the last acknowledged
+// write. After a crash there is no record, and falling back is right (the
+// newer page is then one a write left torn, never acknowledged); after a
+// clean stop it is damage.
+func (s *Store) sameAsClosed() error {
+	if !s.durable {
+		return nil
+	}
+	marker := s.path + cleanSuffix
+	raw, err := os.ReadFile(marker)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("embedded: %w", err)
+	}
+	closed, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil {
+		return fmt.Errorf("embedded: %s: %w (delete it if %s is known to be sound)", marker, err, s.path)
+	}
+	if now := s.txID(); now < closed {
+		return s.damagedFile(fmt.Sprintf("it went back from transaction %d, where it was closed, to %d: its newest meta page is damaged", closed, now))
+	}
+	if err := os.Remove(marker); err != nil {
+		return fmt.Errorf("embedded: %w", err)
+	}
+	return syncDir(filepath.Dir(s.path))
+}
+
+// txID is the last committed transaction.
+func (s *Store) txID() uint64 {
+	var id int
+	_ = s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+	return uint64(id)
+}
+
+// syncDir makes a directory's entries (a file created or removed) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("embedded: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("embedded: syncing %s: %w", dir, err)
+	}
+	return nil
 }
 
 // init creates the buckets of a new database, refuses one of a newer
@@ -191,14 +274,20 @@ func (s *Store) init() error {
 	return s.check()
 }
 
-// check walks the database's pages (bbolt's consistency check), which
-// finds damage to its structure before any request does. Damage within a
-// value is found by its checksum when it is read.
-func (s *Store) check() (err error) {
-	defer s.guard(&err)
+// check runs bbolt's consistency check, which finds damage to the file's
+// structure (pages leaked or used twice, keys out of order) before any
+// request does; damage within a value is found by its checksum when it is
+// read. The check runs on a goroutine of bbolt's, where a fault could not
+// be caught: verifyPages has made sure first that every page it follows
+// is inside the file. Every problem it finds is reported.
+func (s *Store) check() error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		var problems []string
 		for err := range tx.Check() {
-			return s.damagedFile(err.Error())
+			problems = append(problems, err.Error())
+		}
+		if len(problems) > 0 {
+			return s.damagedFile(strings.Join(problems, "; "))
 		}
 		return nil
 	})
@@ -210,7 +299,11 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return errClosed
 	}
+	last := s.txID()
 	err := s.db.Close()
+	if err == nil && s.durable {
+		err = s.markClean(last)
+	}
 	if s.temp != "" {
 		os.RemoveAll(s.temp)
 	}
@@ -218,6 +311,28 @@ func (s *Store) Close() error {
 		return fmt.Errorf("embedded: closing %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// markClean records, durably, the last transaction of a database closed
+// cleanly (sameAsClosed).
+func (s *Store) markClean(tx uint64) error {
+	marker := s.path + cleanSuffix
+	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(strconv.FormatUint(tx, 10) + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(s.path))
 }
 
 // view runs fn in a read transaction.

@@ -1,8 +1,10 @@
 package embedded
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,7 +12,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -347,6 +352,76 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	wantState(t, dump(t, s), dump(t, want))
 }
 
+const writerEnv = "EMBEDDED_WRITER_DB"
+
+// TestKillDuringWritesKeepsEveryAcknowledged kills (SIGKILL) a child
+// process while four goroutines in it write, at a moment it does not
+// choose: every write it acknowledged (printed after Apply returned) is in
+// the database when it opens again, three times over.
+func TestKillDuringWritesKeepsEveryAcknowledged(t *testing.T) {
+	if path := os.Getenv(writerEnv); path != "" {
+		s, err := Open(path)
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(1)
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					job := fmt.Sprintf("%d-w%d-%d", os.Getpid(), g, i)
+					if err := s.PutCheckpoint(context.Background(), job, "done"); err != nil {
+						fmt.Println("write:", err)
+						os.Exit(1)
+					}
+					mu.Lock()
+					fmt.Println("ack", job)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	path := filepath.Join(t.TempDir(), "keyward.db")
+	acked := map[string]bool{}
+	for round := range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKillDuringWritesKeepsEveryAcknowledged$")
+		cmd.Env = append(os.Environ(), writerEnv+"="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		n := 0
+		for sc.Scan() {
+			job, ok := strings.CutPrefix(sc.Text(), "ack ")
+			if !ok {
+				t.Fatalf("round %d: child says %q", round, sc.Text())
+			}
+			acked[job] = true
+			if n++; n == 150+50*round {
+				_ = cmd.Process.Kill() // in the middle of the next writes
+			}
+		}
+		_ = cmd.Wait()
+		s, err := Open(path)
+		if err != nil {
+			t.Fatalf("round %d: reopening after the kill: %v", round, err)
+		}
+		for job := range acked {
+			if c, err := s.GetCheckpoint(t.Context(), job); err != nil || c != "done" {
+				s.Close()
+				t.Fatalf("round %d: acknowledged write %s lost: %q %v", round, job, c, err)
+			}
+		}
+		s.Close()
+	}
+}
+
 // readAll reads everything the store holds through its API, stopping at
 // the first error.
 func readAll(ctx context.Context, s *Store) error {
@@ -382,41 +457,68 @@ func readAll(ctx context.Context, s *Store) error {
 	return err
 }
 
+// closedFile is a database file in dir at path, populated and closed:
+// its state as read through the store, and its bytes.
+func closedFile(t *testing.T) (dir, path string, clock *testclock.Clock, want state, raw []byte) {
+	t.Helper()
+	dir = t.TempDir()
+	path = filepath.Join(dir, "keyward.db")
+	clock = newClock()
+	s := openFile(t, path, clock.Now)
+	populate(t, s, clock)
+	want = dump(t, s)
+	s.Close()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, path, clock, want, raw
+}
+
 // TestDamageIsDetectedNeverServed damages a database file as disks and
 // crashes do (a truncated file, a zeroed tail, flipped bytes anywhere) and
 // opens it: every outcome is an error that says the file is damaged, or a
 // store that reads back exactly what was written; never a changed key,
 // never a panic.
 func TestDamageIsDetectedNeverServed(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "keyward.db")
-	clock := newClock()
-	s := openFile(t, path, clock.Now)
-	populate(t, s, clock)
-	want := dump(t, s)
-	s.Close()
-	good, err := os.ReadFile(path)
+	dir, path, clock, want, good := closedFile(t)
+	clean, err := os.ReadFile(path + cleanSuffix)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("no record of the clean close: %v", err)
+	}
+	// bbolt's two meta pages are pages 0 and 1; the one with the higher
+	// transaction id (at offset 64 in the page) is the newest.
+	newest := 0
+	if binary.LittleEndian.Uint64(good[4096+64:]) > binary.LittleEndian.Uint64(good[64:]) {
+		newest = 4096
 	}
 	damages := map[string]func([]byte) []byte{
-		"truncated to half":  func(b []byte) []byte { return b[:len(b)/2] },
-		"truncated by 737":   func(b []byte) []byte { return b[:len(b)-737] },
-		"truncated to 1 KiB": func(b []byte) []byte { return b[:1024] },
-		"zeroed tail":        func(b []byte) []byte { clear(b[len(b)-4096:]); return b },
-		"zeroed first page":  func(b []byte) []byte { clear(b[:4096]); return b },
-		"zeroed both metas":  func(b []byte) []byte { clear(b[:8192]); return b },
+		"truncated to half":          func(b []byte) []byte { return b[:len(b)/2] },
+		"truncated by 737":           func(b []byte) []byte { return b[:len(b)-737] },
+		"truncated to 1 KiB":         func(b []byte) []byte { return b[:1024] },
+		"zeroed tail":                func(b []byte) []byte { clear(b[len(b)-4096:]); return b },
+		"zeroed first page":          func(b []byte) []byte { clear(b[:4096]); return b },
+		"zeroed second page":         func(b []byte) []byte { clear(b[4096:8192]); return b },
+		"zeroed both metas":          func(b []byte) []byte { clear(b[:8192]); return b },
+		"zeroed newest meta":         func(b []byte) []byte { clear(b[newest : newest+4096]); return b },
+		"flipped newest meta's txid": func(b []byte) []byte { b[newest+64] ^= 1; return b },
+		"flipped newest meta's sum":  func(b []byte) []byte { b[newest+16+56] ^= 0x80; return b },
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 60 {
 		at, bit := rng.IntN(len(good)), byte(1)<<rng.IntN(8)
 		damages[fmt.Sprintf("bit %d of byte %d", bit, at)] = func(b []byte) []byte { b[at] ^= bit; return b }
 	}
+	mustRefuse := []string{"truncated to 1 KiB", "zeroed both metas", "zeroed newest meta",
+		"flipped newest meta's txid", "flipped newest meta's sum"}
 	served, refused := 0, 0
 	for name, damage := range damages {
 		damaged := damage(bytes.Clone(good))
 		p := filepath.Join(dir, "damaged.db")
 		if err := os.WriteFile(p, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p+cleanSuffix, clean, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		d, err := Open(p, WithClock(clock.Now))
@@ -428,6 +530,9 @@ func TestDamageIsDetectedNeverServed(t *testing.T) {
 			continue
 		}
 		err = readAll(t.Context(), d)
+		if err == nil && slices.Contains(mustRefuse, name) {
+			t.Errorf("%s: served", name)
+		}
 		if err == nil {
 			if got := dump(t, d); !reflect.DeepEqual(got, want) {
 				t.Errorf("%s: served a changed database", name)
@@ -636,9 +741,14 @@ func TestImportJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := newClock()
-	s := openFile(t, filepath.Join(dir, "keyward.db"), clock.Now)
-	if err := ImportJournal(t.Context(), journal, s); err != nil {
+	s := openFile(t, filepath.Join(dir, "keyward.db"), clock.Now, WithOutbox())
+	published := func(id string) bool { return id != "a1" }
+	if err := ImportJournal(t.Context(), journal, s, published); err != nil {
 		t.Fatalf("ImportJournal: %v", err)
+	}
+	// What that version wrote but never published is published now.
+	if out, err := s.Outbox(t.Context(), 10); err != nil || len(out) != 1 || out[0].Entry.ID != "a1" {
+		t.Fatalf("outbox after the import: %v %+v", err, out)
 	}
 	k, err := s.GetKey(t.Context(), "k1")
 	if err != nil || k.Name != "renamed" || k.Status != store.KeyRevoked || k.Revision != 2 {
@@ -656,8 +766,18 @@ func TestImportJournal(t *testing.T) {
 	if c, _ := s.GetCheckpoint(t.Context(), "sweep"); c != "c1" {
 		t.Fatalf("imported checkpoint %q", c)
 	}
-	if err := ImportJournal(t.Context(), journal, s); err == nil {
-		t.Fatal("imported twice")
+	// Importing again (a start that died before setting the journal
+	// aside) changes nothing.
+	before := dump(t, s)
+	if err := ImportJournal(t.Context(), journal, s, published); err != nil {
+		t.Fatalf("a second import: %v", err)
+	}
+	wantState(t, dump(t, s), before)
+	// A database with keys of its own is never imported into.
+	other := openTemp(t, clock.Now)
+	populate(t, other, clock)
+	if err := ImportJournal(t.Context(), journal, other, published); err == nil || !strings.Contains(err.Error(), "holds keys already") {
+		t.Fatalf("an import into a database in use: %v", err)
 	}
 	// A line in the middle that does not decode is refused whole.
 	lines[1] = `{"keys":[{"id":`
@@ -665,7 +785,7 @@ func TestImportJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := openTemp(t, clock.Now)
-	if err := ImportJournal(t.Context(), journal, fresh); err == nil || !strings.Contains(err.Error(), "line 2") {
+	if err := ImportJournal(t.Context(), journal, fresh, published); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("import of a corrupt journal: %v", err)
 	}
 	if got := dump(t, fresh)["keys"]; len(got) != 0 {
@@ -702,4 +822,59 @@ func TestCorruptKeyIsSkippedInListings(t *testing.T) {
 			t.Fatalf("scan: %v %+v", err, scan)
 		}
 	})
+}
+
+// TestDamagedPageTreeIsRefused damages the page tree where bbolt itself
+// would fault on its memory map, panic, or hand its consistency check's
+// goroutine a page it cannot read: a bucket's root page past the end of
+// the file, or on the freelist page, or on its parent (a cycle). Each is
+// refused as damage, with no goroutine left behind and the file released.
+func TestDamagedPageTreeIsRefused(t *testing.T) {
+	dir, _, clock, _, good := closedFile(t)
+	le := binary.LittleEndian
+	ps := os.Getpagesize()
+	newest := 0
+	if le.Uint64(good[ps+64:]) > le.Uint64(good[64:]) {
+		newest = ps
+	}
+	root, freelist := le.Uint64(good[newest+32:]), le.Uint64(good[newest+48:])
+	// setBucketRoot points the named bucket (a leaf element of the root
+	// bucket's page) at page id.
+	setBucketRoot := func(b []byte, name string, id uint64) {
+		pg := b[int(root)*ps : int(root+1)*ps]
+		for i := range int(le.Uint16(pg[10:])) {
+			e := 16 + i*16
+			pos, ks := e+int(le.Uint32(pg[e+4:])), int(le.Uint32(pg[e+8:]))
+			if string(pg[pos:pos+ks]) == name {
+				le.PutUint64(pg[pos+ks:], id)
+				return
+			}
+		}
+		t.Fatalf("no bucket %s on the root page", name)
+	}
+	before := runtime.NumGoroutine()
+	for name, damage := range map[string]func([]byte){
+		"root past the end of the file": func(b []byte) { setBucketRoot(b, "checkpoints", 100_000) },
+		"root on the freelist":          func(b []byte) { setBucketRoot(b, "peppers", freelist) },
+		"root on its parent":            func(b []byte) { setBucketRoot(b, "tenants", root) },
+	} {
+		damaged := bytes.Clone(good)
+		damage(damaged)
+		p := filepath.Join(dir, "damaged.db")
+		if err := os.WriteFile(p, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the second time shows the first released the file
+			if d, err := Open(p, WithClock(clock.Now)); !errors.Is(err, ErrDamaged) {
+				if err == nil {
+					d.Close()
+				}
+				t.Fatalf("%s: Open: %v, want ErrDamaged", name, err)
+			}
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let finished goroutines exit
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines left behind", n-before)
+	}
 }

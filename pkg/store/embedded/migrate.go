@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -29,10 +32,14 @@ type journalEntry struct {
 }
 
 // ImportJournal copies the state in an earlier version's journal at path
-// into s, which must be new. The journal is replayed as that version did:
-// line by line, a torn last line (an unacknowledged write) dropped, any
-// other unreadable line refused, changing nothing.
-func ImportJournal(ctx context.Context, path string, s *Store) error {
+// into s, which must hold no keys, in one transaction that also records
+// the import: calling it again after a success does nothing. The journal
+// is replayed as that version did: line by line, a torn last line (an
+// unacknowledged write) dropped, any other unreadable line refused,
+// changing nothing. Audit entries that published does not report as
+// published (that version published after its write, and could die in
+// between) go to the outbox, if s keeps one.
+func ImportJournal(ctx context.Context, path string, s *Store, published func(auditID string) bool) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("embedded: importing %s: %w", path, err)
@@ -89,8 +96,14 @@ func ImportJournal(ctx context.Context, path string, s *Store) error {
 	// One transaction: an import interrupted leaves an empty database,
 	// which the next start imports into again.
 	return s.update(ctx, func(tx *bolt.Tx) error {
+		if tx.Bucket(bMeta).Get(metaJournalImported) != nil {
+			return nil
+		}
 		if k, _ := tx.Bucket(bKeys).Cursor().First(); k != nil {
 			return fmt.Errorf("embedded: importing %s into %s, which holds keys already", path, s.path)
+		}
+		if err := s.put(tx, bMeta, metaJournalImported, true); err != nil {
+			return err
 		}
 		for _, k := range keys {
 			k = normalKey(k)
@@ -117,12 +130,18 @@ func ImportJournal(ctx context.Context, path string, s *Store) error {
 			}
 		}
 		now := s.now()
-		for _, a := range audit {
+		for _, a := range slices.SortedFunc(maps.Values(audit), func(a, b store.AuditEntry) int {
+			return strings.Compare(store.AuditOrder(a), store.AuditOrder(b))
+		}) {
 			if expired(a.ExpiresAt, now) {
 				continue
 			}
-			// Published by the version that wrote it: not to the outbox.
 			a = normalAudit(a)
+			if s.outbox && published != nil && !published(a.ID) {
+				if err := s.enqueue(tx, a); err != nil {
+					return err
+				}
+			}
 			order := store.AuditOrder(a)
 			if a.KeyID != "" {
 				if err := tx.Bucket(bAuditKeys).Put(join(a.TenantID, a.KeyID, order), []byte{}); err != nil {

@@ -212,15 +212,20 @@ func (s *Store) writeAudit(tx *bolt.Tx, a store.AuditEntry, now time.Time) error
 		return err
 	}
 	if s.outbox {
-		n, err := tx.Bucket(bOutbox).NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := s.put(tx, bOutbox, seq(n), a); err != nil {
+		if err := s.enqueue(tx, a); err != nil {
 			return err
 		}
 	}
 	return s.put(tx, bAudit, key, a)
+}
+
+// enqueue adds an audit entry to the outbox, after every entry there.
+func (s *Store) enqueue(tx *bolt.Tx, a store.AuditEntry) error {
+	n, err := tx.Bucket(bOutbox).NextSequence()
+	if err != nil {
+		return err
+	}
+	return s.put(tx, bOutbox, seq(n), a)
 }
 
 // forgetAudit deletes an audit entry's index entries.
