@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,10 +21,12 @@ import (
 	"github.com/keyward/keyward/pkg/store"
 )
 
-// applyAttempts bounds the retries of a transaction cancelled only because
+// ApplyAttempts bounds the tries of a transaction cancelled only because
 // another transaction held one of its items, or its partition was
-// throttled.
-const applyAttempts = 4
+// throttled: enough that a bulk import into one tenant, whose creations
+// meet on its counter items, almost never fails (docs/scale.md). The
+// backoff between tries adds up to under a second.
+const ApplyAttempts = 10
 
 // op is one item of a transaction, with the error its failed condition
 // means given the item as it was (nil if missing).
@@ -37,25 +40,25 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("dynamo: apply: %w", err)
 	}
-	ops, err := s.changeOps(c)
-	if err != nil {
-		return err
-	}
-	writes := make([]types.TransactWriteItem, len(ops))
-	for i, o := range ops {
-		writes[i] = o.write
-	}
-	token, err := requestToken(*s.table, c)
-	if err != nil {
-		return fmt.Errorf("dynamo: apply: %w", err)
-	}
 	for attempt := 1; ; attempt++ {
-		// A fresh input each time: the SDK stores its idempotency token in
-		// the input. Without a request token of its own, a retried
-		// transaction must not replay the first; with one, the same
-		// transaction is retried under the same token, and DynamoDB
-		// applies it once.
-		_, err := s.client.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: writes, ClientRequestToken: token})
+		// Each attempt is built afresh: a cancelled transaction applied
+		// nothing, so the next may add to other counter items (those the
+		// last one met a conflict on are likely still busy) under a token
+		// of its own; the SDK's own retries of one attempt keep its token,
+		// so DynamoDB applies an attempt whose answer was lost once.
+		ops, err := s.changeOps(c, attempt)
+		if err != nil {
+			return err
+		}
+		writes := make([]types.TransactWriteItem, len(ops))
+		for i, o := range ops {
+			writes[i] = o.write
+		}
+		token, err := requestToken(*s.table, c, attempt)
+		if err != nil {
+			return fmt.Errorf("dynamo: apply: %w", err)
+		}
+		_, err = s.client.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: writes, ClientRequestToken: token})
 		if err == nil {
 			return nil
 		}
@@ -80,9 +83,9 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 		switch {
 		case !contended && !throttled:
 			return fmt.Errorf("dynamo: apply: %w", err)
-		case attempt == applyAttempts && throttled:
+		case attempt == ApplyAttempts && throttled:
 			return fmt.Errorf("dynamo: apply: throttled: %w", err)
-		case attempt == applyAttempts:
+		case attempt == ApplyAttempts:
 			return fmt.Errorf("dynamo: apply: concurrent transactions: %w", store.ErrConflict)
 		}
 		backoff := time.Duration(attempt) * 10 * time.Millisecond
@@ -94,9 +97,9 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 	}
 }
 
-// changeOps turns c into transaction items: key writes, then the tenant
-// write or counter updates, then audit entries.
-func (s *Store) changeOps(c store.Change) ([]op, error) {
+// changeOps turns c into transaction items, for the attempt-th try: key
+// writes, then the tenant write or counter updates, then audit entries.
+func (s *Store) changeOps(c store.Change, attempt int) ([]op, error) {
 	creates := c.CreatesByTenant()
 	var ops []op
 	for _, w := range c.Keys {
@@ -112,7 +115,7 @@ func (s *Store) changeOps(c store.Change) ([]op, error) {
 		if n > 0 && w.Tenant.Status != store.TenantActive {
 			return nil, fmt.Errorf("dynamo: apply: keys created in tenant %s, written as %s: %w", w.Tenant.ID, w.Tenant.Status, store.ErrConflict)
 		}
-		shard := counterShard(c, w.Tenant.ID, "")
+		shard := counterShard(c, w.Tenant.ID, "", attempt)
 		if w.ExpectedRevision == 0 {
 			ops = append(ops, s.tenantCreate(w.Tenant))
 			ops = append(ops, s.tenantCounters(w.Tenant, shard, n)...)
@@ -123,14 +126,14 @@ func (s *Store) changeOps(c store.Change) ([]op, error) {
 	}
 	for _, tenant := range slices.Sorted(maps.Keys(creates)) {
 		if c.Tenant == nil || c.Tenant.Tenant.ID != tenant {
-			ops = append(ops, s.tenantCount(tenant, counterShard(c, tenant, ""), creates[tenant]))
+			ops = append(ops, s.tenantCount(tenant, counterShard(c, tenant, "", attempt), creates[tenant]))
 		}
 	}
 	members := c.CreatesByMember()
 	for _, m := range slices.SortedFunc(maps.Keys(members), func(a, b store.Member) int {
 		return cmp.Or(cmp.Compare(a.TenantID, b.TenantID), cmp.Compare(a.ID, b.ID))
 	}) {
-		ops = append(ops, s.memberCount(m, counterShard(c, m.TenantID, m.ID), members[m]))
+		ops = append(ops, s.memberCount(m, counterShard(c, m.TenantID, m.ID, attempt), members[m]))
 	}
 	for _, a := range c.Audit {
 		ops = append(ops, s.auditCreate(a))
@@ -150,7 +153,7 @@ func (s *Store) changeOps(c store.Change) ([]op, error) {
 // account's, not the table's: two stages in one account share them). Nil
 // for other changes, which the SDK gives a token per call.
 // https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html#DDB-TransactWriteItems-request-ClientRequestToken
-func requestToken(table string, c store.Change) (*string, error) {
+func requestToken(table string, c store.Change, attempt int) (*string, error) {
 	r := c.Idempotency
 	if r == nil {
 		return nil, nil
@@ -159,7 +162,7 @@ func requestToken(table string, c store.Change) (*string, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(table + "\x00" + r.TenantID + "\x00" + r.Key + "\x00" + store.SortTime(r.CreatedAt) + "\x00" + string(content)))
+	sum := sha256.Sum256([]byte(table + "\x00" + strconv.Itoa(attempt) + "\x00" + r.TenantID + "\x00" + r.Key + "\x00" + store.SortTime(r.CreatedAt) + "\x00" + string(content)))
 	// At most 36 characters.
 	return aws.String(base64.RawURLEncoding.EncodeToString(sum[:27])), nil
 }

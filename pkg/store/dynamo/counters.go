@@ -3,6 +3,7 @@ package dynamo
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -17,21 +18,34 @@ import (
 // all of them in its own transaction. A member's count is spread the same
 // way, in items made by the first key that counts in them.
 
-// CounterShards is how many items hold one tenant's (or one member's) key
-// count. Two transactions that write one item at the same time conflict
-// (TransactionConflict) and one is retried: spread over 64, a bulk import
-// of 1,000 keys a second into one tenant puts about 16 a second on each.
+// CounterShards is how many items hold one tenant's key count, as many
+// as onboarding's transaction has room for beside the tenant and its
+// first keys. Two transactions that write one item at the same time
+// conflict (TransactionConflict) and one is tried again, on another item:
+// spread over 64, a bulk import of 1,000 keys a second into one tenant
+// puts about 16 a second on each (docs/scale.md).
 // https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling
 const CounterShards = store.KeyCounterShards
 
+// MemberCounterShards is how many items hold one member's key count.
+// They carry no status, so a member's counters are made by the first key
+// that counts in each, beside its transaction's other items, and can be
+// more: a bulk import by one member meets on them less.
+const MemberCounterShards = 256
+
 // counterShard is the counter item a change's creations in one tenant (or
-// by one member) add to: chosen by the first key created, so the same
-// change (a retry under the same ClientRequestToken) always picks the same
-// one, and different changes spread evenly.
-func counterShard(c store.Change, tenant, member string) int {
+// by one member) add to on its attempt-th try: chosen by the first key
+// created and the attempt, so an attempt retried under its
+// ClientRequestToken adds to the same one, a new attempt after a conflict
+// to another, and different changes spread evenly.
+func counterShard(c store.Change, tenant, member string, attempt int) int {
+	n := CounterShards
+	if member != "" {
+		n = MemberCounterShards
+	}
 	for _, w := range c.Keys {
 		if w.ExpectedRevision == 0 && w.Key.TenantID == tenant && (member == "" || w.Key.CreatedBy == member) {
-			return shardOf(w.Key.ID, CounterShards)
+			return shardOf(w.Key.ID+"#"+strconv.Itoa(attempt), n)
 		}
 	}
 	return 0
@@ -108,10 +122,10 @@ func (s *Store) memberCount(m store.Member, shard int, n int64) op {
 	}
 }
 
-// counterKeys are the primary keys of every counter item of one tenant or
+// counterKeys are the primary keys of the n counter items of one tenant or
 // member.
-func counterKeys(pk func(shard int) string) []item {
-	pks := shards(CounterShards, pk)
+func counterKeys(n int, pk func(shard int) string) []item {
+	pks := shards(n, pk)
 	out := make([]item, len(pks))
 	for i, p := range pks {
 		out[i] = primaryKey(p, counterSK)
@@ -138,7 +152,7 @@ func sumCounters(items []item) (int64, error) {
 
 // MemberKeyCount sums the member's counter items, strongly consistent.
 func (s *Store) MemberKeyCount(ctx context.Context, tenantID, member string) (int64, error) {
-	items, err := s.batchGet(ctx, counterKeys(func(i int) string { return memberCounterPK(tenantID, member, i) }))
+	items, err := s.batchGet(ctx, counterKeys(MemberCounterShards, func(i int) string { return memberCounterPK(tenantID, member, i) }))
 	if err == nil {
 		var n int64
 		if n, err = sumCounters(items); err == nil {

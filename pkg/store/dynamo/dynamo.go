@@ -1,6 +1,6 @@
 // Package dynamo is the DynamoDB backend of store.Store, in one table
 // (layout.go; <s> is a shard, 00 to 15 by the id's hash, <c> a counter
-// shard, 00 to 63):
+// shard, 00 to 63 for a tenant, 00 to 255 for a member):
 //
 //	item            pk                            sk                  gsi1pk / gsi2pk / gsi3pk                 gsi1sk / gsi2sk / gsi3sk
 //	key             KEY#<id>                      KEY                 TENANT#<tenant>#KEYS#<s>                 store.KeyOrder

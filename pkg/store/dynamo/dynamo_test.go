@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,10 +203,12 @@ type contended struct {
 	cancels int
 	reason  string // default TransactionConflict
 	calls   int
+	seen    []*dynamodb.TransactWriteItemsInput
 }
 
 func (c *contended) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
 	c.calls++
+	c.seen = append(c.seen, in)
 	if c.calls <= c.cancels {
 		reasons := make([]types.CancellationReason, len(in.TransactItems))
 		for i := range reasons {
@@ -231,6 +234,42 @@ func TestApplyRetriesTransactionConflict(t *testing.T) {
 	err := dynamo.New(c, table).Apply(t.Context(), change)
 	if !errors.Is(err, store.ErrConflict) || c.calls < 2 || c.calls == c.cancels {
 		t.Fatalf("under constant conflict: %v after %d calls, want ErrConflict after a few", err, c.calls)
+	}
+}
+
+// TestConflictRetryMovesToAnotherCounter: a creation cancelled by a
+// conflict is tried again on another of the tenant's counter items (the
+// one it met is likely still busy), under a token of its own.
+func TestConflictRetryMovesToAnotherCounter(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table)
+	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
+	c := &contended{API: client, cancels: 2}
+	k := key("acme", 1)
+	now := t0
+	claim := store.Idempotency{TenantID: "acme", Key: "r1", RequestHash: "h", CreatedAt: now}
+	if err := s.PutIdempotency(t.Context(), claim); err != nil {
+		t.Fatal(err)
+	}
+	done := claim
+	done.Done, done.StatusCode, done.Body = true, 201, []byte("{}")
+	if err := dynamo.New(c, table).Apply(t.Context(), store.Change{Keys: []store.KeyWrite{{Key: k}}, Idempotency: &done}); err != nil || c.calls != 3 {
+		t.Fatalf("after two conflicts: %v, %d calls", err, c.calls)
+	}
+	counters := map[string]bool{}
+	tokens := map[string]bool{}
+	for _, in := range c.seen {
+		tokens[aws.ToString(in.ClientRequestToken)] = true
+		for _, w := range in.TransactItems {
+			if w.Update != nil {
+				if pk := w.Update.Key[dynamo.AttrPK].(*types.AttributeValueMemberS).Value; strings.Contains(pk, "#COUNT#") {
+					counters[pk] = true
+				}
+			}
+		}
+	}
+	if len(counters) != 3 || len(tokens) != 3 {
+		t.Fatalf("three tries used counters %v and %d tokens", counters, len(tokens))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -270,31 +271,42 @@ func (s *Store) batchGet(ctx context.Context, entries []item) ([]item, error) {
 		}
 	}
 	found := make(map[string]item, len(want))
-	pending := map[string]types.KeysAndAttributes{*s.table: {Keys: want, ConsistentRead: aws.Bool(true)}}
-	for attempt := 0; len(pending) > 0; attempt++ {
-		if attempt == batchGetAttempts {
-			return nil, fmt.Errorf("dynamo: batch get: %d keys still unprocessed after %d attempts", len(pending[*s.table].Keys), attempt)
+	for chunk := range slices.Chunk(want, maxBatchGet) {
+		if err := s.batchGetChunk(ctx, chunk, keyOf, found); err != nil {
+			return nil, err
 		}
-		if attempt > 0 {
-			backoff := time.Duration(1<<attempt) * 10 * time.Millisecond
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(backoff):
-			}
-		}
-		out, err := s.client.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: pending})
-		if err != nil {
-			return nil, fmt.Errorf("dynamo: batch get: %w", err)
-		}
-		for _, it := range out.Responses[*s.table] {
-			found[keyOf(it)] = it
-		}
-		pending = out.UnprocessedKeys
 	}
 	items := make([]item, len(entries))
 	for i, e := range entries {
 		items[i] = found[keyOf(e)]
 	}
 	return items, nil
+}
+
+// batchGetChunk reads up to maxBatchGet items into found, retrying the
+// keys DynamoDB leaves unprocessed.
+func (s *Store) batchGetChunk(ctx context.Context, want []map[string]types.AttributeValue, keyOf func(item) string, found map[string]item) error {
+	pending := map[string]types.KeysAndAttributes{*s.table: {Keys: want, ConsistentRead: aws.Bool(true)}}
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt == batchGetAttempts {
+			return fmt.Errorf("dynamo: batch get: %d keys still unprocessed after %d attempts", len(pending[*s.table].Keys), attempt)
+		}
+		if attempt > 0 {
+			backoff := time.Duration(1<<attempt) * 10 * time.Millisecond
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+		}
+		out, err := s.client.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: pending})
+		if err != nil {
+			return fmt.Errorf("dynamo: batch get: %w", err)
+		}
+		for _, it := range out.Responses[*s.table] {
+			found[keyOf(it)] = it
+		}
+		pending = out.UnprocessedKeys
+	}
+	return nil
 }

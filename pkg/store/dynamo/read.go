@@ -48,7 +48,7 @@ func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
 // GetTenant reads a tenant and its key counters by id, strongly
 // consistent, in one call.
 func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
-	keys := append([]item{primaryKey(tenantPK(id), tenantSK)}, counterKeys(func(i int) string { return tenantCounterPK(id, i) })...)
+	keys := append([]item{primaryKey(tenantPK(id), tenantSK)}, counterKeys(CounterShards, func(i int) string { return tenantCounterPK(id, i) })...)
 	items, err := s.batchGet(ctx, keys)
 	if err != nil {
 		return store.Tenant{}, fmt.Errorf("dynamo: get tenant %s: %w", id, err)

@@ -1,0 +1,337 @@
+package stack_test
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/infra/stack"
+	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/jobs"
+	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/store/dynamo"
+)
+
+// The capacity model of docs/scale.md. Its figures come from the code's
+// own constants (the cache TTL, the last-use interval, the shard counts,
+// the functions' settings) and from the assumptions below, so the document
+// cannot drift from the code: TestScale fails when they disagree, and
+// `go test ./stack -run TestScale -update` rewrites its tables.
+
+var updateScale = flag.Bool("update", false, "rewrite the generated tables of docs/scale.md")
+
+// scenario is one deployment's size and traffic.
+type scenario struct {
+	name            string
+	keys, tenants   float64
+	activeShare     float64 // keys used at least once in a 5-minute window
+	peakRPS         float64
+	meanRPS         float64
+	addressesPerKey float64 // client addresses per active key (the cache's identity is key and address)
+	lifetimeDays    float64 // a key's mean life, creation to revocation or expiry
+	expiringShare   float64 // keys created with an expiry (in gsi2)
+	memberShare     float64 // keys created by a member (in gsi3)
+	perKeyLimits    bool    // usage_identity "key"; else "tenant"
+}
+
+var scenarios = []scenario{
+	{name: "10k keys", keys: 10_000, tenants: 500, activeShare: 0.20, peakRPS: 200, meanRPS: 50,
+		addressesPerKey: 2, lifetimeDays: 365, expiringShare: 0.3, memberShare: 0.5, perKeyLimits: true},
+	{name: "1M keys", keys: 1_000_000, tenants: 5_000, activeShare: 0.05, peakRPS: 2_000, meanRPS: 500,
+		addressesPerKey: 2, lifetimeDays: 365, expiringShare: 0.3, memberShare: 0.5},
+	{name: "10M keys", keys: 10_000_000, tenants: 8_000, activeShare: 0.02, peakRPS: 5_000, meanRPS: 1_500,
+		addressesPerKey: 2, lifetimeDays: 365, expiringShare: 0.3, memberShare: 0.5},
+}
+
+// Assumptions that are not the code's.
+const (
+	decisionSeconds   = 0.010   // one authorizer invocation: a GetItem and an HMAC, warm
+	itemKB            = 1.0     // a key item; every write of one is 1 write unit (2 in a transaction)
+	auditKB           = 0.6     // an audit entry
+	auditPerKey       = 5.0     // entries in a key's life: created, updated, expiring 7d and 1d, ended
+	scanMBPerSecond   = 10.0    // one Scan segment reading 1 MB pages
+	counterHold       = 0.010   // seconds a transaction holds an item against another (DynamoDB does not say)
+	bulkKeysPerSecond = 1_000.0 // the bulk import: one tenant, one member, every key with an expiry
+	monthSeconds      = 730 * 3600.0
+)
+
+// Limits, from the AWS documentation (default quotas; several can be
+// raised).
+const (
+	partitionReadUnits  = 3_000  // per partition, per second
+	partitionWriteUnits = 1_000  // per partition (of the table or an index), per second
+	tableUnits          = 40_000 // on-demand table throughput, reads and writes each, per second
+	lambdaConcurrency   = 1_000  // per account and region
+	accountRPS          = 10_000 // API Gateway, per account and region
+	apiKeysPerRegion    = 10_000 // API Gateway API keys, per account and region
+	putEventsPerSecond  = 2_400  // EventBridge PutEvents requests, the smallest regional default
+)
+
+// Prices (us-east-1, as docs/deploy.md states them).
+const (
+	pricePerMillionRequests = 3.50      // API Gateway REST
+	priceLambdaRequest      = 0.20      // per million
+	priceLambdaGBSecond     = 0.0000133334
+	priceReadUnit           = 0.125 // per million, on-demand
+	priceWriteUnit          = 0.625 // per million, on-demand
+	priceStorageGBMonth     = 0.25
+	priceLogsGB             = 0.50
+	priceEventsMillion      = 1.00
+	priceKMSKeyMonth        = 1.00
+	accessLogBytes          = 600
+	decisionLogBytes        = 400
+)
+
+// figure is one row of a table: a value per scenario, and the limit it
+// stays under (0: none).
+type figure struct {
+	name   string
+	values []float64
+	limit  float64
+	format func(float64) string
+}
+
+func number(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 100:
+		s := fmt.Sprintf("%.0f", v)
+		for i := len(s) - 3; i > 0; i -= 3 {
+			s = s[:i] + "," + s[i:]
+		}
+		return s
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case v >= 0.01:
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.1g", v)
+}
+
+func percent(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) }
+func dollars(v float64) string { return "$" + number(math.Round(v)) }
+func chance(v float64) string  { return fmt.Sprintf("%.1g", v) }
+
+// model computes every figure of docs/scale.md.
+type model struct {
+	gw  config.Gateway
+	ttl float64
+}
+
+func (m model) per(f func(s scenario) float64) []float64 {
+	out := make([]float64, len(scenarios))
+	for i, s := range scenarios {
+		out[i] = f(s)
+	}
+	return out
+}
+
+// churn is keys created (and as many ended) per second.
+func churn(s scenario) float64 { return s.keys / (s.lifetimeDays * 86400) }
+
+// cacheLife is how long a cached decision lives: the TTL, or less when the
+// stage's cache is flushed more often. Every revocation flushes it (at most
+// once a second per admin instance; say once a second in all), and the
+// expiry sweep flushes it in any minute in which a key expired.
+func (m model) cacheLife(s scenario) float64 {
+	revocations := churn(s) * (1 - s.expiringShare)
+	expiries := churn(s) * s.expiringShare
+	flushes := math.Min(revocations, 1) + (1-math.Exp(-expiries*jobs.Schedules[jobs.ExpirySweep].Seconds()))/jobs.Schedules[jobs.ExpirySweep].Seconds()
+	if flushes == 0 {
+		return m.ttl
+	}
+	return math.Min(m.ttl, math.Max(1/flushes, 1))
+}
+
+// misses is authorizer invocations per second at rps: each identity (key
+// and address) misses at most once per cache life.
+func (m model) misses(s scenario, rps float64) float64 {
+	identities := s.keys * s.activeShare * s.addressesPerKey
+	return math.Min(rps, identities/m.cacheLife(s))
+}
+
+func touches(s scenario) float64 {
+	return s.keys * s.activeShare / authorizer.LastUsedInterval.Seconds()
+}
+
+// tableWrites is write units per second on the table: last-use writes,
+// and the transactions of key churn (2 units per item of 1 KB).
+func tableWrites(s scenario) float64 {
+	c := churn(s)
+	create := 2*itemKB + 2 + 2 + 2*s.memberShare // key, audit entry, tenant counter, member counter
+	end := 2*itemKB + 2                          // key, audit entry
+	warnings := 2 * s.expiringShare * (2*itemKB + 2)
+	return touches(s)*itemKB + c*(create+end+warnings)
+}
+
+// indexWrites is write units per second on the indexes: keys only, so
+// only a key's creation, the end of a key with an expiry, and audit
+// entries about a key write them.
+func indexWrites(s scenario) float64 {
+	c := churn(s)
+	audits := 2 + 2*s.expiringShare // created, ended, two warnings
+	return c * (1 + s.expiringShare + s.memberShare + audits + s.expiringShare)
+}
+
+func eventRate(s scenario) float64 { return churn(s) * (2 + 2*s.expiringShare) }
+
+// tableGB is the table's size: keys and their audit history.
+func tableGB(s scenario) float64 {
+	retained := math.Min(1, keys.DefaultAuditRetention.Hours()/24/s.lifetimeDays)
+	return (s.keys*itemKB + s.keys*auditPerKey*retained*auditKB) / 1e6
+}
+
+// scanRunGB is what one run of a scanning job reads: a Lambda timeout's
+// worth, less the time the jobs keep for their checkpoint.
+func scanRunGB() float64 {
+	return (stack.Specs[stack.FnRotation].Timeout - 5*time.Second).Seconds() * scanMBPerSecond / 1000
+}
+
+// conflictChance is the chance that one try of a bulk-import creation
+// meets another transaction on one of its counters.
+func conflictChance() float64 {
+	tenantRate := bulkKeysPerSecond / dynamo.CounterShards
+	memberRate := bulkKeysPerSecond / dynamo.MemberCounterShards
+	return 1 - math.Exp(-2*(tenantRate+memberRate)*counterHold)
+}
+
+func (m model) tables() [][]figure {
+	fixed := func(v float64) func(scenario) float64 { return func(scenario) float64 { return v } }
+	hottestKeyRPS := float64(m.gw.HighestTier().RequestsPerMinute) / 60
+	bulkPerShard := bulkKeysPerSecond / dynamo.PartitionShards
+	gsi2Background := func(s scenario) float64 { return churn(s) * s.expiringShare / dynamo.PartitionShards }
+	scanRuns := func(s scenario) float64 { return math.Ceil(tableGB(s) / scanRunGB()) }
+	cost := func(s scenario) float64 {
+		misses := m.misses(s, s.meanRPS)
+		lambdaPerMillion := priceLambdaRequest + 1e6*float64(stack.Specs[stack.FnAuthorizer].MemoryMB)/1024*decisionSeconds*priceLambdaGBSecond
+		scanUnitsPerSecond := 2 * math.Min(tableGB(s), scanRunGB()) * 1e6 / 4 / 86400 // two scanning jobs a day, 4 KB a unit
+		return s.meanRPS*monthSeconds/1e6*pricePerMillionRequests +
+			misses*monthSeconds/1e6*lambdaPerMillion +
+			(misses+scanUnitsPerSecond)*monthSeconds/1e6*priceReadUnit +
+			(tableWrites(s)+indexWrites(s))*monthSeconds/1e6*priceWriteUnit +
+			tableGB(s)*1.1*priceStorageGBMonth +
+			(s.meanRPS*accessLogBytes+misses*decisionLogBytes)*monthSeconds/1e9*priceLogsGB +
+			eventRate(s)*monthSeconds/1e6*priceEventsMillion +
+			2*priceKMSKeyMonth
+	}
+	return [][]figure{{
+		{"requests per second at peak (API Gateway)", m.per(func(s scenario) float64 { return s.peakRPS }), stack.StageRateLimit, number},
+		{"cached decision's life (s): the TTL, or the time between cache flushes", m.per(m.cacheLife), 0, number},
+		{"authorizer invocations per second at peak, at most", m.per(func(s scenario) float64 { return m.misses(s, s.peakRPS) }), 0, number},
+		{"authorizer cache hit rate at peak, at least", m.per(func(s scenario) float64 { return 1 - m.misses(s, s.peakRPS)/s.peakRPS }), 0, percent},
+		{"authorizer concurrency at peak (Lambda)", m.per(func(s scenario) float64 { return m.misses(s, s.peakRPS) * decisionSeconds }), lambdaConcurrency, number},
+		{"API keys for rate limits (one per key, or per tenant)", m.per(func(s scenario) float64 {
+			if s.perKeyLimits {
+				return s.keys
+			}
+			return s.tenants
+		}), apiKeysPerRegion, number},
+	}, {
+		{"table reads per second at peak (read units)", m.per(func(s scenario) float64 { return m.misses(s, s.peakRPS) }), tableUnits, number},
+		{"table writes per second (write units)", m.per(tableWrites), tableUnits, number},
+		{"of which last-use writes, which write no index", m.per(touches), 0, number},
+		{"index writes per second (write units, all three)", m.per(indexWrites), tableUnits, number},
+		{"reads of the busiest key's item, cache off (read units a second)", m.per(fixed(hottestKeyRPS)), partitionReadUnits, number},
+		{"events per second", m.per(eventRate), 0, number},
+		{"PutEvents calls per second", m.per(func(s scenario) float64 { return eventRate(s) / 10 }), putEventsPerSecond, number},
+		{"table size (GB)", m.per(tableGB), 0, number},
+		{"daily runs for one full scan (unused keys, pepper retirement)", m.per(scanRuns), 0, number},
+		{"cost per month at the mean rate (USD)", m.per(cost), 0, dollars},
+	}, {
+		{"audit partition, busiest shard (write units a second)", m.per(fixed(2 * bulkPerShard)), partitionWriteUnits, number},
+		{"gsi1 tenant keys, busiest shard (write units a second)", m.per(fixed(bulkPerShard)), partitionWriteUnits, number},
+		{"gsi3 member keys, busiest shard (write units a second)", m.per(fixed(bulkPerShard)), partitionWriteUnits, number},
+		{"gsi2 keys due to expire, busiest shard (write units a second)", m.per(func(s scenario) float64 { return bulkPerShard + gsi2Background(s) }), partitionWriteUnits, number},
+		{"transactions a second on each tenant counter", m.per(fixed(bulkKeysPerSecond / dynamo.CounterShards)), 0, number},
+		{"transactions a second on each member counter", m.per(fixed(bulkKeysPerSecond / dynamo.MemberCounterShards)), 0, number},
+		{"chance one try meets another on a counter", m.per(fixed(conflictChance())), 0, chance},
+		{"publisher concurrency (batches of 100, 10 PutEvents calls of 20 ms)", m.per(fixed(bulkKeysPerSecond / float64(stack.StreamBatchSize) * 10 * 0.020)), float64(stack.Specs[stack.FnPublisher].Reserved), number},
+	}}
+}
+
+// render is the generated part of docs/scale.md.
+func (m model) render() string {
+	var b strings.Builder
+	titles := []string{"Requests and the authorizer", "DynamoDB, events, jobs and cost", "A bulk import of 1,000 keys a second into one tenant, by one member"}
+	for i, rows := range m.tables() {
+		fmt.Fprintf(&b, "### %s\n\n| figure |", titles[i])
+		for _, s := range scenarios {
+			fmt.Fprintf(&b, " %s |", s.name)
+		}
+		b.WriteString(" limit |\n| --- |")
+		for range scenarios {
+			b.WriteString(" ---: |")
+		}
+		b.WriteString(" ---: |\n")
+		for _, f := range rows {
+			fmt.Fprintf(&b, "| %s |", f.name)
+			for _, v := range f.values {
+				fmt.Fprintf(&b, " %s |", f.format(v))
+			}
+			if f.limit > 0 {
+				fmt.Fprintf(&b, " %s |\n", number(f.limit))
+			} else {
+				b.WriteString(" |\n")
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "A creation is tried up to %d times on a conflict, each time on other counters: one in %s fails all %d and answers 409, which the client retries.\n",
+		dynamo.ApplyAttempts, number(math.Round(1/math.Pow(conflictChance(), float64(dynamo.ApplyAttempts)))), dynamo.ApplyAttempts)
+	return b.String()
+}
+
+const (
+	scaleBegin = "<!-- begin generated: go test ./stack -run TestScale -update (in infra/) -->\n"
+	scaleEnd   = "<!-- end generated -->\n"
+)
+
+// TestScale: every figure of every scenario is under its limit, and
+// docs/scale.md shows exactly the figures the code gives.
+func TestScale(t *testing.T) {
+	gw, err := config.LoadGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := model{gw: gw, ttl: float64(gw.Authorizer.CacheTTLSeconds)}
+	for _, rows := range m.tables() {
+		for _, f := range rows {
+			for i, v := range f.values {
+				if f.limit > 0 && v > f.limit {
+					t.Errorf("%s, %s: %s over its limit %s", scenarios[i].name, f.name, f.format(v), number(f.limit))
+				}
+			}
+		}
+	}
+	if failures := math.Pow(conflictChance(), float64(dynamo.ApplyAttempts)); failures > 1e-4 {
+		t.Errorf("one bulk-import creation in %.0f fails every try", 1/failures)
+	}
+
+	path := filepath.Join("..", "..", "docs", "scale.md")
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, rest, ok := strings.Cut(string(doc), scaleBegin)
+	_, after, ok2 := strings.Cut(rest, scaleEnd)
+	if !ok || !ok2 {
+		t.Fatalf("%s lacks the generated section's markers", path)
+	}
+	want := before + scaleBegin + m.render() + scaleEnd + after
+	if *updateScale {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if string(doc) != want {
+		t.Errorf("docs/scale.md does not show the model's figures; run `go test ./stack -run TestScale -update` in infra/ and read the difference")
+	}
+}
