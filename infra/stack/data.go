@@ -94,11 +94,18 @@ func (k *keyward) keys() {
 	})
 }
 
+// tableGeneration is the table's construct id. It changes, and so
+// CloudFormation creates a new, empty table, whenever the item layout or
+// the indexes change in a way the code cannot read or CloudFormation cannot
+// update in place (an index's key schema or projection): generation 2 has
+// sharded collections and keys-only indexes. docs/deploy.md, Upgrading.
+const tableGeneration = "Table2"
+
 // dataTable creates the table with exactly the layout pkg/store/dynamo
 // expects (dynamo.CreateTable makes the same one locally).
 func (k *keyward) dataTable() {
 	str := awsdynamodb.AttributeType_STRING
-	k.table = awsdynamodb.NewTable(k.stack, jsii.String("Table"), &awsdynamodb.TableProps{
+	k.table = awsdynamodb.NewTable(k.stack, jsii.String(tableGeneration), &awsdynamodb.TableProps{
 		PartitionKey: &awsdynamodb.Attribute{Name: jsii.String(dynamo.AttrPK), Type: str},
 		SortKey:      &awsdynamodb.Attribute{Name: jsii.String(dynamo.AttrSK), Type: str},
 		BillingMode:  awsdynamodb.BillingMode_PAY_PER_REQUEST,

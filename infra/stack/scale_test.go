@@ -75,8 +75,8 @@ const (
 
 // Prices (us-east-1, as docs/deploy.md states them).
 const (
-	pricePerMillionRequests = 3.50      // API Gateway REST
-	priceLambdaRequest      = 0.20      // per million
+	pricePerMillionRequests = 3.50 // API Gateway REST
+	priceLambdaRequest      = 0.20 // per million
 	priceLambdaGBSecond     = 0.0000133334
 	priceReadUnit           = 0.125 // per million, on-demand
 	priceWriteUnit          = 0.625 // per million, on-demand
@@ -202,6 +202,13 @@ func conflictChance() float64 {
 	return 1 - math.Exp(-2*(tenantRate+memberRate)*counterHold)
 }
 
+// statusConflictChance is the chance that one try of writing a tenant
+// counter's status (offboarding, dynamo.setCounterStatus) meets a
+// creation's transaction on that counter during a bulk import.
+func statusConflictChance() float64 {
+	return 1 - math.Exp(-2*bulkKeysPerSecond/dynamo.CounterShards*counterHold)
+}
+
 func (m model) tables() [][]figure {
 	fixed := func(v float64) func(scenario) float64 { return func(scenario) float64 { return v } }
 	hottestKeyRPS := float64(m.gw.HighestTier().RequestsPerMinute) / 60
@@ -252,6 +259,9 @@ func (m model) tables() [][]figure {
 		{"transactions a second on each tenant counter", m.per(fixed(bulkKeysPerSecond / dynamo.CounterShards)), 0, number},
 		{"transactions a second on each member counter", m.per(fixed(bulkKeysPerSecond / dynamo.MemberCounterShards)), 0, number},
 		{"chance one try meets another on a counter", m.per(fixed(conflictChance())), 0, chance},
+		{"reads of the tenant's item (one per creation, read units a second)", m.per(fixed(bulkKeysPerSecond)), partitionReadUnits, number},
+		{"reads of the calling key's item (one per request, read units a second)", m.per(fixed(bulkKeysPerSecond)), partitionReadUnits, number},
+		{"chance one try of an offboarding's status write meets a creation", m.per(fixed(statusConflictChance())), 0, chance},
 		{"publisher concurrency (batches of 100, 10 PutEvents calls of 20 ms)", m.per(fixed(bulkKeysPerSecond / float64(stack.StreamBatchSize) * 10 * 0.020)), float64(stack.Specs[stack.FnPublisher].Reserved), number},
 	}}
 }
@@ -285,6 +295,8 @@ func (m model) render() string {
 	}
 	fmt.Fprintf(&b, "A creation is tried up to %d times on a conflict, each time on other counters: one in %s fails all %d and answers 409, which the client retries.\n",
 		dynamo.ApplyAttempts, number(math.Round(1/math.Pow(conflictChance(), float64(dynamo.ApplyAttempts)))), dynamo.ApplyAttempts)
+	fmt.Fprintf(&b, "Offboarding during the import writes each of the %d tenant counters' status with up to %d tries: one counter in %s fails them all, and the offboarding answers 409, which the operator retries.\n",
+		dynamo.CounterShards, dynamo.StatusAttempts, number(math.Round(1/math.Pow(statusConflictChance(), float64(dynamo.StatusAttempts)))))
 	return b.String()
 }
 
@@ -312,6 +324,9 @@ func TestScale(t *testing.T) {
 	}
 	if failures := math.Pow(conflictChance(), float64(dynamo.ApplyAttempts)); failures > 1e-4 {
 		t.Errorf("one bulk-import creation in %.0f fails every try", 1/failures)
+	}
+	if failures := dynamo.CounterShards * math.Pow(statusConflictChance(), float64(dynamo.StatusAttempts)); failures > 1e-6 {
+		t.Errorf("one offboarding during a bulk import in %.0f fails", 1/failures)
 	}
 
 	path := filepath.Join("..", "..", "docs", "scale.md")

@@ -138,157 +138,136 @@ func FromContext(get func(key string) any, root string) (Settings, error) {
 		DistDir:               filepath.Join(root, "dist"),
 		APIGatewayAccountRole: true,
 	}
-	str := func(key string) (string, bool, error) {
-		switch v := get(key).(type) {
-		case nil:
-			return "", false, nil
-		case string:
-			return strings.TrimSpace(v), true, nil
-		default:
-			return "", false, fmt.Errorf("context %s: want a string, got %T", key, v)
-		}
-	}
-	boolean := func(key string) (bool, bool, error) {
-		switch v := get(key).(type) {
-		case nil:
-			return false, false, nil
-		case bool:
-			return v, true, nil
-		case string:
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				return false, false, fmt.Errorf("context %s: %q is not true or false", key, v)
-			}
-			return b, true, nil
-		default:
-			return false, false, fmt.Errorf("context %s: want true or false, got %T", key, v)
-		}
-	}
-	path := func(p string) string {
-		if filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(root, p)
-	}
-
-	if v, ok, err := str(CtxPrefix); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.Prefix = v
-	}
-	if v, ok, err := str(CtxStage); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.Stage = v
-	}
+	c := contextReader{get: get, root: root}
+	c.str(CtxPrefix, &s.Prefix)
+	c.str(CtxStage, &s.Stage)
 	s.Production = slices.Contains(productionStages, s.Stage)
-	if v, ok, err := boolean(CtxProduction); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.Production = v
-	}
-	if v, ok, err := str(CtxUpstreamURL); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.UpstreamURL = v
-	}
-	if v, ok, err := str(CtxRoutesFile); err != nil {
-		return Settings{}, err
-	} else if ok && v != "" {
-		s.RoutesFile = path(v)
+	c.boolean(CtxProduction, &s.Production)
+	c.str(CtxUpstreamURL, &s.UpstreamURL)
+	c.path(CtxRoutesFile, &s.RoutesFile)
+	c.whole(CtxAuthorizerCacheTTL, &s.Gateway.Authorizer.CacheTTLSeconds)
+	c.whole(CtxPepperRotationDays, &s.PepperRotationDays)
+	c.str(CtxUsageIdentity, &s.Gateway.UsageIdentity)
+	c.tiers(CtxRateLimitTiers, &s.Gateway.RateLimitTiers)
+	c.str(CtxAlarmEmail, &s.AlarmEmail)
+	c.str(CtxDomainName, &s.DomainName)
+	c.str(CtxCertificateARN, &s.CertificateARN)
+	c.path(CtxDistDir, &s.DistDir)
+	c.boolean(CtxTracing, &s.Tracing)
+	c.boolean(CtxAPIGatewayAccountRole, &s.APIGatewayAccountRole)
+	var policy string
+	c.str(CtxLeakPolicy, &policy)
+	s.LeakPolicy = leaks.Policy(policy)
+	if c.err != nil {
+		return Settings{}, c.err
 	}
 	if s.Routes, err = config.Routes(s.RoutesFile); err != nil {
 		return Settings{}, err
 	}
-	if v, ok, err := whole(get, CtxAuthorizerCacheTTL); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.Gateway.Authorizer.CacheTTLSeconds = v
-	}
-	if v, ok, err := whole(get, CtxPepperRotationDays); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.PepperRotationDays = v
-	}
-	if v, ok, err := str(CtxUsageIdentity); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.Gateway.UsageIdentity = v
-	}
-	if raw := get(CtxRateLimitTiers); raw != nil {
-		tiers, err := parseTiers(raw)
-		if err != nil {
-			return Settings{}, err
-		}
-		s.Gateway.RateLimitTiers = tiers
-	}
-	for key, dst := range map[string]*string{CtxAlarmEmail: &s.AlarmEmail, CtxDomainName: &s.DomainName, CtxCertificateARN: &s.CertificateARN} {
-		if v, _, err := str(key); err != nil {
-			return Settings{}, err
-		} else {
-			*dst = v
-		}
-	}
-	if v, ok, err := str(CtxDistDir); err != nil {
-		return Settings{}, err
-	} else if ok && v != "" {
-		s.DistDir = path(v)
-	}
-	if v, ok, err := boolean(CtxTracing); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.Tracing = v
-	}
-	if v, ok, err := boolean(CtxAPIGatewayAccountRole); err != nil {
-		return Settings{}, err
-	} else if ok {
-		s.APIGatewayAccountRole = v
-	}
-	if v, _, err := str(CtxLeakPolicy); err != nil {
-		return Settings{}, err
-	} else {
-		s.LeakPolicy = leaks.Policy(v)
-	}
 	return s, s.Validate()
 }
 
-// whole reads a context value that is a whole number, given as a JSON
-// number or (with -c on the command line) a string.
-func whole(get func(string) any, key string) (int, bool, error) {
-	switch v := get(key).(type) {
+// contextReader reads context values into settings, each only if set,
+// and remembers the first value of the wrong kind.
+type contextReader struct {
+	get  func(string) any
+	root string
+	err  error
+}
+
+func (c *contextReader) fail(key, format string, args ...any) {
+	if c.err == nil {
+		c.err = fmt.Errorf("context %s: "+format, append([]any{key}, args...)...)
+	}
+}
+
+// str reads a string.
+func (c *contextReader) str(key string, dst *string) {
+	switch v := c.get(key).(type) {
 	case nil:
-		return 0, false, nil
+	case string:
+		*dst = strings.TrimSpace(v)
+	default:
+		c.fail(key, "want a string, got %T", v)
+	}
+}
+
+// path reads a file or directory, relative to the repository root; an
+// empty one leaves the default.
+func (c *contextReader) path(key string, dst *string) {
+	var p string
+	c.str(key, &p)
+	switch {
+	case p == "":
+	case filepath.IsAbs(p):
+		*dst = p
+	default:
+		*dst = filepath.Join(c.root, p)
+	}
+}
+
+// boolean reads true or false, as JSON or (with -c) a string.
+func (c *contextReader) boolean(key string, dst *bool) {
+	switch v := c.get(key).(type) {
+	case nil:
+	case bool:
+		*dst = v
+	case string:
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			c.fail(key, "%q is not true or false", v)
+			return
+		}
+		*dst = b
+	default:
+		c.fail(key, "want true or false, got %T", v)
+	}
+}
+
+// whole reads a whole number, as a JSON number or (with -c) a string.
+func (c *contextReader) whole(key string, dst *int) {
+	switch v := c.get(key).(type) {
+	case nil:
 	case float64:
 		if v != float64(int(v)) {
-			return 0, false, fmt.Errorf("context %s: %v is not a whole number", key, v)
+			c.fail(key, "%v is not a whole number", v)
+			return
 		}
-		return int(v), true, nil
+		*dst = int(v)
 	case string:
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
-			return 0, false, fmt.Errorf("context %s: %q is not a whole number", key, v)
+			c.fail(key, "%q is not a whole number", v)
+			return
 		}
-		return n, true, nil
+		*dst = n
+	default:
+		c.fail(key, "want a whole number, got %T", v)
 	}
-	return 0, false, fmt.Errorf("context %s: want a whole number, got %T", key, get(key))
 }
 
-// parseTiers reads rateLimitTiers: a JSON array of config.Tier, as a
-// string (-c) or as JSON in cdk.json.
-func parseTiers(raw any) ([]config.Tier, error) {
+// tiers reads a JSON array of config.Tier, as a string (-c) or as JSON in
+// cdk.json.
+func (c *contextReader) tiers(key string, dst *[]config.Tier) {
+	raw := c.get(key)
+	if raw == nil {
+		return
+	}
 	data, ok := raw.(string)
 	if !ok {
 		b, err := json.Marshal(raw)
 		if err != nil {
-			return nil, fmt.Errorf("context %s: %w", CtxRateLimitTiers, err)
+			c.fail(key, "%v", err)
+			return
 		}
 		data = string(b)
 	}
 	var tiers []config.Tier
 	if err := json.Unmarshal([]byte(data), &tiers); err != nil {
-		return nil, fmt.Errorf("context %s: want a JSON array of {\"name\",\"requests_per_minute\",\"burst\"}: %w", CtxRateLimitTiers, err)
+		c.fail(key, "want a JSON array of {\"name\",\"requests_per_minute\",\"burst\"}: %v", err)
+		return
 	}
-	return tiers, nil
+	*dst = tiers
 }
 
 // Validate checks the settings as far as synthesis can.

@@ -41,6 +41,9 @@ type LaggingStore struct {
 // Settle implements conformance.Settler.
 func (s LaggingStore) Settle() { s.indexes.Settle() }
 
+// PauseIndexes implements conformance.Pauser.
+func (s LaggingStore) PauseIndexes() (resume func()) { return s.indexes.Pause() }
+
 // Lagging is a DynamoDB Local store whose indexes lag its table by
 // IndexLag, as the service's may: code that must not miss a key written a
 // moment ago is tested on it.

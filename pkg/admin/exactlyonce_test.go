@@ -338,3 +338,18 @@ func TestOwnClaimIsNotInUse(t *testing.T) {
 		t.Fatalf("answer %s", raw)
 	}
 }
+
+// TestAmbiguousRevocationIsFlushed: a member revocation whose only write
+// failed ambiguously (it may have been applied) answers 500, and flushes
+// the authorizer cache anyway.
+func TestAmbiguousRevocationIsFlushed(t *testing.T) {
+	forEachFaultyStore(t, func(t *testing.T, h *harness, f *faultyStore) {
+		h.create(h.admin, map[string]any{"name": "bot", "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_bot"})
+		flushes := h.flusher.count()
+		f.set(1, 0) // written, answer lost
+		h.fails(h.admin, "POST", "/v1/members/mem_bot/revoke-keys", nil, 500, "api_error", "")
+		if h.flusher.count() != flushes+1 {
+			t.Fatal("a revocation that may have been written was not flushed from the cache")
+		}
+	})
+}

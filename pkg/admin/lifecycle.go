@@ -99,11 +99,13 @@ func (s *Server) revokeMember(w http.ResponseWriter, r *http.Request, c Caller) 
 }
 
 // bulkRevoked settles a bulk revocation that revoked n keys and then
-// returned err: the authorizer cache is flushed for what it revoked,
-// whatever happened after, and one that stopped at its time budget is 503
-// revocation_incomplete, to be called again.
+// returned err: the authorizer cache is flushed for what it revoked, or
+// may have (a write whose answer was lost counts no key), whatever
+// happened after; only a request refused before any write is not. One
+// that stopped at its time budget is 503 revocation_incomplete, to be
+// called again.
 func (s *Server) bulkRevoked(w http.ResponseWriter, r *http.Request, n int, err error, what string) *apiError {
-	if n > 0 || err == nil {
+	if n > 0 || fromDomain(err) == nil {
 		if e := s.flush(r); e != nil {
 			return e
 		}

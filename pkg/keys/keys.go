@@ -62,6 +62,7 @@ type Store interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	GetKey(ctx context.Context, id string) (store.Key, error)
 	ListKeys(ctx context.Context, tenantID string, q store.KeyQuery) (store.KeyPage, error)
+	KeyCount(ctx context.Context, tenantID string) (int64, error)
 	MemberKeyCount(ctx context.Context, tenantID, member string) (int64, error)
 	Apply(ctx context.Context, c store.Change) error
 	GetCheckpoint(ctx context.Context, job string) (string, error)
@@ -703,7 +704,7 @@ func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (On
 	if err != nil {
 		return Onboarded{}, s.writeError("onboarding tenant", err)
 	}
-	o.Tenant.Revision, o.Tenant.KeyCount, o.Live.Key.Revision, o.Test.Key.Revision = 1, 2, 1, 1
+	o.Tenant.Revision, o.Live.Key.Revision, o.Test.Key.Revision = 1, 1, 1
 	return o, nil
 }
 

@@ -17,11 +17,16 @@ import (
 //
 // Each is complete or says it is not. The keys are found through an index
 // that lags the table (on DynamoDB, a key written a moment ago may not be
-// listed yet), so each compares what its listing showed with the count the
-// store kept as the keys were created (Tenant.KeyCount, MemberKeyCount)
-// and lists again until it has seen them all. Each stops within a time
-// budget, well inside the admin function's timeout, with ErrIncomplete; it
-// records where it stopped, and the next call continues from there.
+// listed yet), so each compares what a pass of its listing showed with the
+// count the store kept as the keys were created (KeyCount,
+// MemberKeyCount), read after the pass, and lists again until one pass has
+// shown them all. A key is counted in the transaction that creates it,
+// before any listing can show it, so a pass that showed at least as many
+// keys as the count read after it showed every key counted: keys created
+// during the pass cannot stand in for one it missed. Each stops within a
+// time budget, well inside the admin function's timeout, with
+// ErrIncomplete; it records where it stopped, and the next call continues
+// from there.
 
 // ErrIncomplete: a bulk revocation stopped at its time budget before it
 // had seen every key it must revoke. What it revoked stays revoked; call it
@@ -48,14 +53,16 @@ type bulk struct {
 	tenant string
 	query  store.KeyQuery       // the listing that shows them
 	only   func(store.Key) bool // which of those listed to revoke; nil: all
-	want   int64                // how many the listing must show in all
-	reason string               // for the audit entries
-	job    string               // its checkpoint: where it stopped
+	// count is how many keys the listing must show in all.
+	count  func(ctx context.Context) (int64, error)
+	reason string // for the audit entries
+	job    string // its checkpoint: where it stopped
 }
 
 // revokeComplete revokes b's keys, a page at a time, until one pass of the
-// listing has shown at least b.want of them, resuming a pass an earlier
-// call stopped. It returns how many this call revoked.
+// listing has shown at least as many as b.count says there are, read after
+// the pass, resuming a pass an earlier call stopped. It returns how many
+// this call revoked.
 func (s *Service) revokeComplete(ctx context.Context, actor Actor, b bulk) (int, error) {
 	budget := s.revokeBudget
 	if d, ok := ctx.Deadline(); ok {
@@ -73,7 +80,11 @@ func (s *Service) revokeComplete(ctx context.Context, actor Actor, b bulk) (int,
 		if err != nil {
 			return total, err
 		}
-		if int64(passSeen) >= b.want {
+		want, err := b.count(ctx)
+		if err != nil {
+			return total, fmt.Errorf("keys: counting the keys to revoke: %w", err)
+		}
+		if int64(passSeen) >= want {
 			return total, s.store.PutCheckpoint(ctx, b.job, "")
 		}
 		// The index has yet to show some keys: list again after a while.
@@ -82,7 +93,7 @@ func (s *Service) revokeComplete(ctx context.Context, actor Actor, b bulk) (int,
 			return total, err
 		}
 		if !s.now().Add(wait).Before(deadline) {
-			return total, fmt.Errorf("%w: the index shows %d of %d keys", ErrIncomplete, passSeen, b.want)
+			return total, fmt.Errorf("%w: the index shows %d of %d keys", ErrIncomplete, passSeen, want)
 		}
 		if err := s.sleep(ctx, wait); err != nil {
 			return total, err
@@ -196,12 +207,9 @@ func (s *Service) RevokeMember(ctx context.Context, actor Actor, tenant, member 
 	if err := validMemberID("member_id", member); err != nil {
 		return 0, err
 	}
-	want, err := s.store.MemberKeyCount(ctx, tenant, member)
-	if err != nil {
-		return 0, fmt.Errorf("keys: counting the member's keys: %w", err)
-	}
-	b := bulk{tenant: tenant, query: store.KeyQuery{CreatedBy: member}, want: want, reason: "member removed",
-		job: "revoke-member/" + tenant + "/" + member}
+	b := bulk{tenant: tenant, query: store.KeyQuery{CreatedBy: member}, reason: "member removed",
+		count: func(ctx context.Context) (int64, error) { return s.store.MemberKeyCount(ctx, tenant, member) },
+		job:   "revoke-member/" + tenant + "/" + member}
 	// Every environment is listed, so the count is comparable; a bounded
 	// actor revokes in its own.
 	if env := actor.Bounds.Environment; env != "" {
@@ -244,6 +252,6 @@ func (s *Service) Offboard(ctx context.Context, actor Actor, tenant string) (int
 			return 0, conflict("the tenant changed while offboarding; retry")
 		}
 	}
-	// Once offboarded, KeyCount cannot grow.
-	return s.revokeComplete(ctx, actor, bulk{tenant: tenant, want: t.KeyCount, reason: "tenant offboarded", job: "offboard/" + tenant})
+	return s.revokeComplete(ctx, actor, bulk{tenant: tenant, reason: "tenant offboarded", job: "offboard/" + tenant,
+		count: func(ctx context.Context) (int64, error) { return s.store.KeyCount(ctx, tenant) }})
 }

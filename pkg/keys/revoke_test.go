@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,4 +115,63 @@ func TestBulkRevocationStopsAtItsBudget(t *testing.T) {
 			t.Fatalf("after completion: %d, %v", n, err)
 		}
 	})
+}
+
+// hidingStore hides one key from listings (its index entry has not
+// propagated yet) and runs afterCount once, right after the first
+// MemberKeyCount answers.
+type hidingStore struct {
+	store.Store
+	hide       string
+	afterCount func()
+}
+
+func (h *hidingStore) MemberKeyCount(ctx context.Context, tenant, member string) (int64, error) {
+	n, err := h.Store.MemberKeyCount(ctx, tenant, member)
+	if f := h.afterCount; f != nil {
+		h.afterCount = nil
+		f()
+	}
+	return n, err
+}
+
+func (h *hidingStore) ListKeys(ctx context.Context, tenant string, q store.KeyQuery) (store.KeyPage, error) {
+	p, err := h.Store.ListKeys(ctx, tenant, q)
+	p.Keys = slices.DeleteFunc(p.Keys, func(k store.Key) bool { return k.ID == h.hide })
+	return p, err
+}
+
+// TestNewerKeyDoesNotStandInForAMissedOne: a key created while a member's
+// keys are being revoked, and listed, cannot make up for a counted key the
+// index has not shown yet: the revocation is not complete until that one
+// is revoked too.
+func TestNewerKeyDoesNotStandInForAMissedOne(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	base := storetest.Temp(t)
+	_, ring := storetest.Peppers(t, base, clock.Now())
+	format, _ := apikey.NewFormat("sk")
+	ctx, op := t.Context(), keys.Actor{ID: "operator"}
+	setup := keys.New(base, ring, format, keys.WithClock(clock.Now))
+	if _, err := setup.Onboard(ctx, op, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	create := func() keys.Created {
+		clock.Advance(time.Second)
+		c, err := setup.Create(ctx, op, "acme", keys.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}, CreatedBy: "mem_bob"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	missed := create()
+	st := &hidingStore{Store: base, hide: missed.Key.ID, afterCount: func() { create() }}
+	svc := keys.New(st, ring, format, keys.WithClock(clock.Now), keys.WithRevokeBudget(time.Second),
+		keys.WithSleep(func(_ context.Context, d time.Duration) error { clock.Advance(d); return nil }))
+	_, err := svc.RevokeMember(ctx, op, "acme", "mem_bob")
+	if k, _ := base.GetKey(ctx, missed.Key.ID); err == nil && k.Status != store.KeyRevoked {
+		t.Fatalf("RevokeMember reported success with a counted key %s", k.Status)
+	}
+	if !errors.Is(err, keys.ErrIncomplete) {
+		t.Fatalf("RevokeMember = %v, want ErrIncomplete while a counted key is not listed", err)
+	}
 }

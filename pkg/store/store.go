@@ -155,13 +155,7 @@ type Tenant struct {
 	Status       TenantStatus `json:"status"`
 	CreatedAt    time.Time    `json:"created_at"`
 	OffboardedAt time.Time    `json:"offboarded_at,omitzero"`
-	// KeyCount is maintained by the store: every key created in the tenant
-	// increments it in the same transaction, without changing Revision.
-	// Offboarding reads it to know when it has seen every key, whatever an
-	// index's propagation delay. MemberKeyCount is the same for the keys
-	// one member created.
-	KeyCount int64 `json:"key_count"`
-	Revision int64 `json:"revision"`
+	Revision     int64        `json:"revision"`
 }
 
 // Pepper is one version of the HMAC pepper, stored only as a KMS (or local
@@ -224,8 +218,7 @@ type KeyWrite struct {
 
 // TenantWrite creates a tenant (ExpectedRevision 0; ErrAlreadyExists if it
 // exists) or replaces it if its stored Revision equals ExpectedRevision
-// (ErrNotFound if missing, ErrConflict if stale). KeyCount is the store's:
-// the caller's value is ignored.
+// (ErrNotFound if missing, ErrConflict if stale).
 type TenantWrite struct {
 	Tenant           Tenant
 	ExpectedRevision int64
@@ -310,10 +303,12 @@ type Store interface {
 	GetKey(ctx context.Context, id string) (Key, error)
 	// ListKeys pages through one tenant's keys.
 	ListKeys(ctx context.Context, tenantID string, q KeyQuery) (KeyPage, error)
-	// MemberKeyCount is how many keys with CreatedBy member were ever
-	// created in the tenant (0 if none), counted in the transactions that
-	// create them, so that revoking a member's keys knows when a listing
-	// has shown them all.
+	// KeyCount is how many keys were ever created in the tenant, counted
+	// in the transactions that create them, so that offboarding knows
+	// when a listing has shown them all, whatever an index's propagation
+	// delay. MemberKeyCount is the same for the keys with CreatedBy
+	// member (0 if none).
+	KeyCount(ctx context.Context, tenantID string) (int64, error)
 	MemberKeyCount(ctx context.Context, tenantID, member string) (int64, error)
 	// ListAudit pages through one tenant's audit entries.
 	ListAudit(ctx context.Context, tenantID string, q AuditQuery) (AuditPage, error)

@@ -35,11 +35,40 @@ type op struct {
 	failed func(old item) error
 }
 
-// Apply writes c in one TransactWriteItems call.
+// Apply writes c in one TransactWriteItems call. A tenant update first
+// gives the tenant's counters its status, one at a time (setCounterStatus);
+// if the transaction then definitely fails, they get the stored tenant's
+// status back.
 func (s *Store) Apply(ctx context.Context, c store.Change) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("dynamo: apply: %w", err)
 	}
+	w := c.Tenant
+	if w == nil || w.ExpectedRevision == 0 {
+		return s.transact(ctx, c)
+	}
+	if err := s.setCounterStatus(ctx, w.Tenant.ID, w.Tenant.Status); err != nil {
+		return s.restoreCounterStatus(ctx, w.Tenant.ID, err)
+	}
+	err := s.transact(ctx, c)
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+		err = s.restoreCounterStatus(ctx, w.Tenant.ID, err)
+	}
+	return err
+}
+
+// restoreCounterStatus gives a tenant's counters the stored tenant's
+// status again after a tenant update failed with err.
+func (s *Store) restoreCounterStatus(ctx context.Context, tenant string, err error) error {
+	if stored, getErr := s.GetTenant(ctx, tenant); getErr == nil {
+		err = errors.Join(err, s.setCounterStatus(ctx, tenant, stored.Status))
+	}
+	return err
+}
+
+// transact writes c in one TransactWriteItems call, retried on conflicts
+// and throttling.
+func (s *Store) transact(ctx context.Context, c store.Change) error {
 	for attempt := 1; ; attempt++ {
 		// Each attempt is built afresh: a cancelled transaction applied
 		// nothing, so the next may add to other counter items (those the
@@ -120,8 +149,11 @@ func (s *Store) changeOps(c store.Change, attempt int) ([]op, error) {
 			ops = append(ops, s.tenantCreate(w.Tenant))
 			ops = append(ops, s.tenantCounters(w.Tenant, shard, n)...)
 		} else {
+			// Its counters already carry its status (Apply).
 			ops = append(ops, s.tenantUpdate(*w))
-			ops = append(ops, s.tenantStatus(w.Tenant, shard, n)...)
+			if n > 0 {
+				ops = append(ops, s.tenantCount(w.Tenant.ID, shard, n))
+			}
 		}
 	}
 	for _, tenant := range slices.Sorted(maps.Keys(creates)) {

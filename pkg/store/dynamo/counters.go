@@ -2,11 +2,14 @@ package dynamo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -78,24 +81,44 @@ func (s *Store) tenantCounters(t store.Tenant, shard int, n int64) []op {
 	return ops
 }
 
-// tenantStatus sets the status every counter of a written tenant carries,
-// adding n keys created in the same change to shard.
-func (s *Store) tenantStatus(t store.Tenant, shard int, n int64) []op {
-	ops := make([]op, CounterShards)
-	for i := range ops {
+// StatusAttempts bounds the tries of setting one counter's status while
+// creations hold it (TransactionConflictException).
+const StatusAttempts = 20
+
+// setCounterStatus gives every counter of a tenant the status, one item
+// at a time: a creation that holds a counter blocks only that item's
+// write, briefly, where one transaction over all of them would meet some
+// creation on every try during a bulk import. Each creation checks only
+// its own counter, so from the moment a counter says offboarded no
+// creation counts there, and once all say so none can.
+func (s *Store) setCounterStatus(ctx context.Context, tenant string, status store.TenantStatus) error {
+	for i := range CounterShards {
 		var u update
-		u.setAttr(attrStatus, str(string(t.Status)))
-		if i == shard && n > 0 {
-			u.addAttr(attrKeyCount, num(n))
-		}
-		ops[i] = op{
-			write: types.TransactWriteItem{Update: s.update(primaryKey(tenantCounterPK(t.ID, i), counterSK), &u, u.exists(AttrPK))},
-			failed: func(item) error {
-				return fmt.Errorf("dynamo: update tenant %s: counter %d missing: %w", t.ID, i, store.ErrCorrupt)
-			},
+		u.setAttr(attrStatus, str(string(status)))
+		for attempt := 1; ; attempt++ {
+			failed, _, err := s.updateItem(ctx, primaryKey(tenantCounterPK(tenant, i), counterSK), &u, u.exists(AttrPK))
+			var busy *types.TransactionConflictException
+			switch {
+			case failed:
+				// Counters are written with the tenant: none means no tenant.
+				if _, err := s.GetTenant(ctx, tenant); err != nil {
+					return err
+				}
+				return fmt.Errorf("dynamo: tenant %s: counter %d missing: %w", tenant, i, store.ErrCorrupt)
+			case errors.As(err, &busy) && attempt == StatusAttempts:
+				return fmt.Errorf("dynamo: tenant %s: counter %d held by creations: %w", tenant, i, store.ErrConflict)
+			case errors.As(err, &busy):
+				if err := clock.Sleep(ctx, time.Duration(attempt)*10*time.Millisecond); err != nil {
+					return fmt.Errorf("dynamo: tenant %s: %w", tenant, err)
+				}
+				continue
+			case err != nil:
+				return fmt.Errorf("dynamo: tenant %s: counter %d: %w", tenant, i, err)
+			}
+			break
 		}
 	}
-	return ops
+	return nil
 }
 
 // tenantCount counts n keys created in a tenant that the change does not
@@ -148,6 +171,18 @@ func sumCounters(items []item) (int64, error) {
 		}
 	}
 	return sum, nil
+}
+
+// KeyCount sums the tenant's counter items, strongly consistent.
+func (s *Store) KeyCount(ctx context.Context, tenantID string) (int64, error) {
+	items, err := s.batchGet(ctx, counterKeys(CounterShards, func(i int) string { return tenantCounterPK(tenantID, i) }))
+	if err == nil {
+		var n int64
+		if n, err = sumCounters(items); err == nil {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("dynamo: key count of %s: %w", tenantID, err)
 }
 
 // MemberKeyCount sums the member's counter items, strongly consistent.

@@ -78,8 +78,9 @@ func TestApplyCountsKeysOfOtherTenants(t *testing.T) {
 		Keys:   []store.KeyWrite{{Key: key("alpha", 1)}, {Key: key("bravo", 1)}, {Key: key("bravo", 2)}},
 	})
 	for id, want := range map[string]int64{"alpha": 1, "bravo": 2} {
-		if got, err := s.GetTenant(ctx, id); err != nil || got.KeyCount != want || got.Revision != 1 {
-			t.Fatalf("tenant %s: %v %+v, want KeyCount %d revision 1", id, err, got, want)
+		n, _ := s.KeyCount(ctx, id)
+		if got, err := s.GetTenant(ctx, id); err != nil || n != want || got.Revision != 1 {
+			t.Fatalf("tenant %s: %v %+v and %d keys, want %d keys, revision 1", id, err, got, n, want)
 		}
 	}
 
@@ -92,8 +93,11 @@ func TestApplyCountsKeysOfOtherTenants(t *testing.T) {
 	if !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("create in an offboarded tenant: %v, want ErrConflict", err)
 	}
-	if got, _ := s.GetTenant(ctx, "alpha"); got.Name != "alpha" || got.KeyCount != 1 {
+	if got, _ := s.GetTenant(ctx, "alpha"); got.Name != "alpha" {
 		t.Fatalf("failed change wrote alpha: %+v", got)
+	}
+	if n, _ := s.KeyCount(ctx, "alpha"); n != 1 {
+		t.Fatalf("failed change counted alpha's keys: %d", n)
 	}
 	if _, err := s.GetKey(ctx, key("alpha", 2).ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("failed change created a key: %v", err)
@@ -101,7 +105,9 @@ func TestApplyCountsKeysOfOtherTenants(t *testing.T) {
 }
 
 // Filters run after DynamoDB's Limit, so sparse matches need several
-// query pages; the suite's small data sets fit in one.
+// query pages; the suite's small data sets fit in one. A listing looks at
+// no more than 1,000 keys per call: one past more that do not match
+// answers an empty page with a cursor.
 func TestListAcrossQueryPages(t *testing.T) {
 	client, table := dynamolocal.NewTable(t)
 	now := t0.Add(time.Hour)
@@ -109,7 +115,7 @@ func TestListAcrossQueryPages(t *testing.T) {
 	ctx := t.Context()
 	apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant("acme", store.TenantActive)}})
 
-	const n = 250
+	const n = 1100
 	var audit []store.AuditEntry
 	for i := range n {
 		a := store.AuditEntry{TenantID: "acme", ID: fmt.Sprintf("a%04d", i), Time: t0.Add(time.Duration(i) * time.Second), Action: "x"}
@@ -135,10 +141,13 @@ func TestListAcrossQueryPages(t *testing.T) {
 
 	var ids []string
 	q := store.KeyQuery{Environment: "test", Limit: 2}
-	for {
+	for pages := 0; ; pages++ {
 		page, err := s.ListKeys(ctx, "acme", q)
 		if err != nil {
 			t.Fatalf("ListKeys: %v", err)
+		}
+		if pages == 0 && (len(page.Keys) != 0 || page.NextCursor == "") {
+			t.Fatalf("first page, past 1,000 keys that do not match: %d keys, cursor %q", len(page.Keys), page.NextCursor)
 		}
 		for _, k := range page.Keys {
 			ids = append(ids, k.ID)
@@ -486,8 +495,8 @@ func TestRepeatedTransactionAppliesOnce(t *testing.T) {
 			t.Fatalf("apply %d of the same change: %v", i+1, err)
 		}
 	}
-	if tn, err := s.GetTenant(t.Context(), "acme"); err != nil || tn.KeyCount != 1 {
-		t.Fatalf("the key was counted %d times: %v", tn.KeyCount, err)
+	if n, err := s.KeyCount(t.Context(), "acme"); err != nil || n != 1 {
+		t.Fatalf("the key was counted %d times: %v", n, err)
 	}
 	// Without an idempotency record, each Apply is a transaction of its
 	// own, which the conditions of the first refuse.
@@ -531,6 +540,24 @@ func TestCorruptKeyDoesNotStopRevocation(t *testing.T) {
 	if scan, err := s.ScanKeys(ctx, "", 100); err != nil || len(scan.Skipped) != 1 {
 		t.Fatalf("scan with a corrupt key: %v %+v", err, scan.Skipped)
 	}
+	// One key a page, the damaged key just after the first page's: it is
+	// reported once, not by both pages, so a revocation counting what it
+	// saw counts it once.
+	var skipped []string
+	q := store.KeyQuery{Limit: 1}
+	for {
+		page, err := s.ListKeys(ctx, "acme", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		skipped = append(skipped, page.Skipped...)
+		if q.Cursor = page.NextCursor; q.Cursor == "" {
+			break
+		}
+	}
+	if len(skipped) != 1 {
+		t.Fatalf("pages of one key reported %v as skipped", skipped)
+	}
 	if _, err := svc.Offboard(ctx, keys.Actor{ID: "op"}, "acme"); err != nil {
 		t.Fatalf("offboarding: %v", err)
 	}
@@ -539,4 +566,88 @@ func TestCorruptKeyDoesNotStopRevocation(t *testing.T) {
 			t.Errorf("key %s after offboarding: %s %v", id, k.Status, err)
 		}
 	}
+}
+
+// busyCounters answers a plain UpdateItem of a tenant counter item as
+// DynamoDB does while a transaction holds the item
+// (TransactionConflictException), a number of times per item.
+type busyCounters struct {
+	dynamo.API
+	busy  map[string]int // counter item's pk → conflicts left
+	calls int
+}
+
+func (b *busyCounters) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	pk := in.Key[dynamo.AttrPK].(*types.AttributeValueMemberS).Value
+	if strings.Contains(pk, "#COUNT") {
+		b.calls++
+		if b.busy[pk] > 0 {
+			b.busy[pk]--
+			return nil, &types.TransactionConflictException{Message: aws.String("held by a transaction")}
+		}
+	}
+	return b.API.UpdateItem(ctx, in, opts...)
+}
+
+// counterStatuses reads the status of every counter item of a tenant.
+func counterStatuses(t *testing.T, client dynamo.API, table, tenant string) map[string]int {
+	t.Helper()
+	out, err := client.Scan(t.Context(), &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses := map[string]int{}
+	for _, it := range out.Items {
+		if pk := it[dynamo.AttrPK].(*types.AttributeValueMemberS).Value; strings.HasPrefix(pk, "TENANT#"+tenant+"#COUNT") {
+			statuses[it["status"].(*types.AttributeValueMemberS).Value]++
+		}
+	}
+	return statuses
+}
+
+// TestOffboardingWaitsOutCreations: offboarding writes each counter's
+// status on its own, retrying one that a creation holds; if one stays held
+// it answers a conflict and leaves every counter as the tenant is.
+func TestOffboardingWaitsOutCreations(t *testing.T) {
+	client, table := dynamolocal.NewTable(t)
+	s := dynamo.New(client, table)
+	for _, id := range []string{"acme", "beta"} {
+		apply(t, s, store.Change{Tenant: &store.TenantWrite{Tenant: tenant(id, store.TenantActive)}})
+	}
+	offboard := func(id string) store.Change {
+		tn, err := s.GetTenant(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn.Status = store.TenantOffboarded
+		return store.Change{Tenant: &store.TenantWrite{Tenant: tn, ExpectedRevision: tn.Revision}}
+	}
+
+	busy := &busyCounters{API: client, busy: map[string]int{}}
+	for i := range dynamo.CounterShards {
+		busy.busy[fmt.Sprintf("TENANT#acme#COUNT#%02d", i)] = 3
+	}
+	if err := dynamo.New(busy, table).Apply(t.Context(), offboard("acme")); err != nil {
+		t.Fatalf("offboarding while every counter is held three times: %v", err)
+	}
+	if got := counterStatuses(t, client, table, "acme"); got[string(store.TenantOffboarded)] != dynamo.CounterShards {
+		t.Fatalf("counter statuses after offboarding: %v", got)
+	}
+	wantErr := func(err, want error) {
+		t.Helper()
+		if !errors.Is(err, want) {
+			t.Fatalf("error %v, want %v", err, want)
+		}
+	}
+	wantErr(s.Apply(t.Context(), store.Change{Keys: []store.KeyWrite{{Key: key("acme", 1)}}}), store.ErrConflict)
+
+	busy = &busyCounters{API: client, busy: map[string]int{"TENANT#beta#COUNT#07": 1000}}
+	wantErr(dynamo.New(busy, table).Apply(t.Context(), offboard("beta")), store.ErrConflict)
+	if got := counterStatuses(t, client, table, "beta"); got[string(store.TenantActive)] != dynamo.CounterShards {
+		t.Fatalf("counter statuses after a failed offboarding: %v", got)
+	}
+	if tn, err := s.GetTenant(t.Context(), "beta"); err != nil || tn.Status != store.TenantActive {
+		t.Fatalf("tenant after a failed offboarding: %+v, %v", tn, err)
+	}
+	apply(t, s, store.Change{Keys: []store.KeyWrite{{Key: key("beta", 1)}}})
 }

@@ -38,13 +38,21 @@ var indexKeys = func() map[string][2]string {
 	return m
 }()
 
+// maxExamined bounds the entries one call of list looks at: a filter that
+// passes over most of a collection (the active keys of a tenant whose keys
+// are mostly revoked) answers a short page, or an empty one, with a cursor
+// after the last entry it looked at, rather than reading the whole
+// collection within one request.
+const maxExamined = 1000
+
 // list returns up to limit items of l past cursor's position that keep
 // accepts (nil accepts all), a cursor for the rest if any remain, and the
-// ids of the items it left out because they do not decode
-// (store.ErrCorrupt). An index gives only primary keys (KEYS_ONLY): the
-// items are read from the table, strongly consistent, and keep judges the
-// item as it is now, never the index's lagging copy; an entry whose item
-// is gone is passed over.
+// ids of the items it passed over because they do not decode
+// (store.ErrCorrupt), each before the cursor, so that no page reports one
+// another page reports too. An index gives only primary keys (KEYS_ONLY):
+// the items are read from the table, strongly consistent, and keep judges
+// the item as it is now, never the index's lagging copy; an entry whose
+// item is gone is passed over.
 func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor string, decode func(item) (T, error), keep func(entry string, v T) bool) ([]T, string, []string, error) {
 	if err := store.CheckLimit(limit); err != nil {
 		return nil, "", nil, err
@@ -61,30 +69,21 @@ func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor str
 		return nil, "", nil, err
 	}
 	var out []T
-	var orders []string // the sort key of each of out
 	var skipped []string
-	accept := func(entry string, it item) error {
-		v, err := decode(it)
-		if errors.Is(err, store.ErrCorrupt) {
-			skipped = append(skipped, (&decoder{it: it}).str("id"))
-			return nil
+	last, examined, rejected := "", 0, false // the sort key of the last entry looked at
+	for len(out) < limit && examined < maxExamined {
+		// As many entries as the page has room for, or more once a filter
+		// has passed some over.
+		want := limit - len(out)
+		if rejected {
+			want = maxBatchGet
 		}
-		if err != nil {
-			return err
-		}
-		if keep == nil || keep(entry, v) {
-			out, orders = append(out, v), append(orders, entry)
-		}
-		return nil
-	}
-	// One item past the page tells whether another page exists.
-	for len(out) <= limit {
-		batch, err := m.next(ctx, min(limit+1-len(out), maxBatchGet))
+		batch, err := m.next(ctx, min(want, maxBatchGet, maxExamined-examined))
 		if err != nil {
 			return nil, "", nil, err
 		}
 		if len(batch) == 0 {
-			break
+			return out, "", skipped, nil
 		}
 		items := batch
 		if l.index != "" {
@@ -93,18 +92,32 @@ func list[T any](ctx context.Context, s *Store, l listing, limit int, cursor str
 			}
 		}
 		for i, it := range items {
+			if len(out) == limit {
+				// The rest of the batch is the next page's.
+				return out, store.EncodeCursor(last), skipped, nil
+			}
+			last = m.sortKey(batch[i])
+			examined++
 			if it == nil {
 				continue // deleted since the index listed it
 			}
-			if err := accept(m.sortKey(batch[i]), it); err != nil {
+			v, err := decode(it)
+			switch {
+			case errors.Is(err, store.ErrCorrupt):
+				skipped = append(skipped, (&decoder{it: it}).str("id"))
+			case err != nil:
 				return nil, "", nil, err
+			case keep == nil || keep(last, v):
+				out = append(out, v)
+			default:
+				rejected = true
 			}
 		}
 	}
-	if len(out) > limit {
-		return out[:limit], store.EncodeCursor(orders[limit-1]), skipped, nil
+	if !m.more() {
+		return out, "", skipped, nil
 	}
-	return out, "", skipped, nil
+	return out, store.EncodeCursor(last), skipped, nil
 }
 
 // merger yields the items of every shard of a listing in the listing's
@@ -238,6 +251,17 @@ func (m *merger) next(ctx context.Context, n int) ([]item, error) {
 		}
 	}
 	return out, nil
+}
+
+// more reports whether an entry is left (every shard keeps its next one
+// buffered).
+func (m *merger) more() bool {
+	for _, q := range m.shards {
+		if len(q.buf) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *merger) before(a, b string) bool {

@@ -45,21 +45,16 @@ func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
 	return k, nil
 }
 
-// GetTenant reads a tenant and its key counters by id, strongly
-// consistent, in one call.
+// GetTenant reads a tenant by id, strongly consistent.
 func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
-	keys := append([]item{primaryKey(tenantPK(id), tenantSK)}, counterKeys(CounterShards, func(i int) string { return tenantCounterPK(id, i) })...)
-	items, err := s.batchGet(ctx, keys)
+	it, err := s.get(ctx, primaryKey(tenantPK(id), tenantSK))
 	if err != nil {
 		return store.Tenant{}, fmt.Errorf("dynamo: get tenant %s: %w", id, err)
 	}
-	if items[0] == nil {
+	if it == nil {
 		return store.Tenant{}, fmt.Errorf("dynamo: get tenant %s: %w", id, store.ErrNotFound)
 	}
-	t, err := decodeTenant(items[0])
-	if err == nil {
-		t.KeyCount, err = sumCounters(items[1:])
-	}
+	t, err := decodeTenant(it)
 	if err != nil {
 		return store.Tenant{}, fmt.Errorf("dynamo: get tenant %s: %w", id, err)
 	}

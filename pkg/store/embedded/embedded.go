@@ -488,6 +488,13 @@ func normalKey(k store.Key) store.Key {
 	return k
 }
 
+// tenantRecord is a tenant as stored, with the count of the keys created
+// in it (store.Store.KeyCount).
+type tenantRecord struct {
+	store.Tenant
+	KeyCount int64 `json:"key_count"`
+}
+
 func normalTenant(t store.Tenant) store.Tenant {
 	t.CreatedAt, t.OffboardedAt = t.CreatedAt.UTC(), t.OffboardedAt.UTC()
 	return t

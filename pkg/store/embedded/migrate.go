@@ -20,7 +20,7 @@ import (
 // and the idempotency records and checkpoints it deleted.
 type journalEntry struct {
 	Keys        []store.Key         `json:"keys,omitempty"`
-	Tenants     []store.Tenant      `json:"tenants,omitempty"`
+	Tenants     []tenantRecord      `json:"tenants,omitempty"`
 	Peppers     []store.Pepper      `json:"peppers,omitempty"`
 	Audit       []store.AuditEntry  `json:"audit,omitempty"`
 	Idempotency []store.Idempotency `json:"idempotency,omitempty"`
@@ -45,7 +45,7 @@ func ImportJournal(ctx context.Context, path string, s *Store, published func(au
 		return fmt.Errorf("embedded: importing %s: %w", path, err)
 	}
 	keys := map[string]store.Key{}
-	tenants := map[string]store.Tenant{}
+	tenants := map[string]tenantRecord{}
 	peppers := map[int]store.Pepper{}
 	audit := map[string]store.AuditEntry{}
 	idem := map[string]store.Idempotency{}
@@ -120,7 +120,8 @@ func ImportJournal(ctx context.Context, path string, s *Store, published func(au
 			}
 		}
 		for _, t := range tenants {
-			if err := s.put(tx, bTenants, []byte(t.ID), normalTenant(t)); err != nil {
+			t.Tenant = normalTenant(t.Tenant)
+			if err := s.put(tx, bTenants, []byte(t.ID), t); err != nil {
 				return err
 			}
 		}

@@ -14,7 +14,7 @@ import (
 
 // GetTenant implements store.Store.
 func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
-	var t store.Tenant
+	var t tenantRecord
 	var ok bool
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		ok, err = s.get(tx, bTenants, []byte(id), &t)
@@ -23,7 +23,17 @@ func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) 
 	if err == nil && !ok {
 		err = fmt.Errorf("embedded: tenant %s: %w", id, store.ErrNotFound)
 	}
-	return normalTenant(t), err
+	return normalTenant(t.Tenant), err
+}
+
+// KeyCount implements store.Store.
+func (s *Store) KeyCount(ctx context.Context, tenantID string) (int64, error) {
+	var t tenantRecord
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		_, err := s.get(tx, bTenants, []byte(tenantID), &t)
+		return err
+	})
+	return t.KeyCount, err
 }
 
 // MemberKeyCount implements store.Store.
@@ -103,6 +113,9 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bTenantKeys).Cursor()
 		for ik, id := descend(c, prefix, from); ik != nil && bytes.HasPrefix(ik, prefix); ik, id = c.Prev() {
+			if full(&page, q.Limit, func(k store.Key) string { return store.EncodeCursor(store.KeyOrder(k)) }) {
+				return nil
+			}
 			k, use, err := s.indexedKey(tx, &page, ik, id, func(k store.Key) bool {
 				return k.TenantID == tenantID && store.KeyOrder(k) == string(ik[len(prefix):])
 			})
@@ -113,9 +126,7 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 				(q.CreatedBy != "" && k.CreatedBy != q.CreatedBy) {
 				continue
 			}
-			if full(&page, k, q.Limit, func(k store.Key) string { return store.EncodeCursor(store.KeyOrder(k)) }) {
-				return nil
-			}
+			page.Keys = append(page.Keys, k)
 		}
 		return nil
 	})
@@ -141,15 +152,16 @@ func (s *Store) indexedKey(tx *bolt.Tx, page *store.KeyPage, entry, id []byte, n
 	return k, true, nil
 }
 
-// full adds k to page unless it holds limit keys already; then it sets
-// the page's cursor to the one after its last key, and reports true.
-func full(page *store.KeyPage, k store.Key, limit int, cursorAfter func(store.Key) string) bool {
-	if len(page.Keys) == limit {
-		page.NextCursor = cursorAfter(page.Keys[limit-1])
-		return true
+// full reports whether page holds limit keys already, with another entry
+// to come; then it sets the page's cursor to the one after its last key.
+// Checked before an entry is read, so that a key passed over (Skipped) is
+// always before the cursor and no two pages report it.
+func full(page *store.KeyPage, limit int, cursorAfter func(store.Key) string) bool {
+	if len(page.Keys) < limit {
+		return false
 	}
-	page.Keys = append(page.Keys, k)
-	return false
+	page.NextCursor = cursorAfter(page.Keys[limit-1])
+	return true
 }
 
 // ListAudit implements store.Store: a reverse range read of the tenant's
@@ -216,14 +228,17 @@ func (s *Store) ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.Ke
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bExpiry).Cursor()
 		for ik, id := ascend(c, nil, from); ik != nil && bytes.Compare(ik, upper) < 0; ik, id = c.Next() {
+			if full(&page, q.Limit, func(k store.Key) string { return store.EncodeCursor(store.ExpiryOrder(k)) }) {
+				return nil
+			}
 			k, use, err := s.indexedKey(tx, &page, ik, id, func(k store.Key) bool {
 				return expiryDue(k) && store.ExpiryOrder(k) == string(ik)
 			})
 			if err != nil {
 				return err
 			}
-			if use && full(&page, k, q.Limit, func(k store.Key) string { return store.EncodeCursor(store.ExpiryOrder(k)) }) {
-				return nil
+			if use {
+				page.Keys = append(page.Keys, k)
 			}
 		}
 		return nil
@@ -249,12 +264,15 @@ func (s *Store) ScanKeys(ctx context.Context, cursor string, limit int) (store.K
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bKeys).Cursor()
 		for id, _ := ascend(c, nil, from); id != nil; id, _ = c.Next() {
+			if full(&page, limit, func(k store.Key) string { return encodeScanCursor(k.ID) }) {
+				return nil
+			}
 			k, use, err := s.indexedKey(tx, &page, id, id, func(k store.Key) bool { return k.ID == string(id) })
 			if err != nil {
 				return err
 			}
-			if use && full(&page, k, limit, func(k store.Key) string { return encodeScanCursor(k.ID) }) {
-				return nil
+			if use {
+				page.Keys = append(page.Keys, k)
 			}
 		}
 		return nil

@@ -141,8 +141,8 @@ func (s *Store) putKey(tx *bolt.Tx, k store.Key, before *store.Key) error {
 // writeTenant creates or replaces a tenant, counting the keys the same
 // change creates in it.
 func (s *Store) writeTenant(tx *bolt.Tx, w store.TenantWrite, created int64) error {
-	t := normalTenant(w.Tenant)
-	var stored store.Tenant
+	t := tenantRecord{Tenant: normalTenant(w.Tenant)}
+	var stored tenantRecord
 	ok, err := s.get(tx, bTenants, []byte(t.ID), &stored)
 	switch {
 	case err != nil:
@@ -162,7 +162,7 @@ func (s *Store) writeTenant(tx *bolt.Tx, w store.TenantWrite, created int64) err
 // countKeys adds n created keys to an active tenant the change does not
 // write.
 func (s *Store) countKeys(tx *bolt.Tx, id string, n int64) error {
-	var t store.Tenant
+	var t tenantRecord
 	ok, err := s.get(tx, bTenants, []byte(id), &t)
 	if err != nil {
 		return err
