@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 STATICCHECK_VERSION := v0.8.2
-FUNCTIONS := $(notdir $(wildcard functions/*))
+FUNCTIONS := $(filter-out internal,$(notdir $(wildcard functions/*)))
 PACKAGES := ./...
 FUZZTIME ?= 30s
 # jsii warns about any Node.js release it has not been tested with.
@@ -32,7 +32,7 @@ invoke:
 ## test: lint, then every test, with DynamoDB Local fetched (once) and one instance shared by every test binary
 test: lint
 	KEYWARD_DYNAMODB_LOCAL="$$(./scripts/dynamodb-local.sh | tail -n 1)" \
-		$(GO) run ./cmd/with-dynamodb-local -- $(GO) test -race -count=1 -timeout 15m $(PACKAGES)
+		$(GO) run ./scripts/with-dynamodb-local -- $(GO) test -race -count=1 -timeout 15m $(PACKAGES)
 	./scripts/ensure-node.sh
 	cd infra && $(JSII_QUIET) $(GO) test -count=1 -timeout 10m ./...
 

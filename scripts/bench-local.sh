@@ -3,7 +3,7 @@
 # (make bench-local). For each configuration it starts `keyward dev` on a
 # free loopback port with a fresh data directory, creates a bench key
 # through the admin API, loads GET /invoices (the built-in echo) with
-# cmd/loadgen, and stops the stack:
+# scripts/loadgen, and stops the stack:
 #
 #   baseline    GET /invoices with auth "none": the same request, straight
 #               to the echo, no authorizer
@@ -62,13 +62,13 @@ die() {
 	exit 1
 }
 
-echo "building cmd/keyward and cmd/loadgen" >&2
+echo "building cmd/keyward and scripts/loadgen" >&2
 "$GO" build -o "$work/keyward" ./cmd/keyward
-"$GO" build -o "$work/loadgen" ./cmd/loadgen
+"$GO" build -o "$work/loadgen" ./scripts/loadgen
 
 # The shipped gateway settings plus a tier that never throttles the
 # benchmark, appended last: the first tier stays the default one. 1,000,000
-# requests per minute is the most a key may have (pkg/keys), and the burst
+# requests per minute is the most a key may have (pkg/lifecycle), and the burst
 # alone covers any run this script makes.
 bench_rpm=1000000
 awk -v tier="{\"name\": \"bench\", \"requests_per_minute\": $bench_rpm, \"burst\": $bench_rpm}" '
@@ -76,16 +76,16 @@ awk -v tier="{\"name\": \"bench\", \"requests_per_minute\": $bench_rpm, \"burst\
 	in_tiers && /^[[:space:]]*\]/ { print "    ," tier; in_tiers = 0; added = 1 }
 	{ print }
 	END { if (!added) exit 1 }
-' config/gateway.json >"$work/gateway.json" || die "could not add the bench tier to config/gateway.json"
+' pkg/config/gateway.json >"$work/gateway.json" || die "could not add the bench tier to pkg/config/gateway.json"
 
 # The shipped routes with GET /invoices public: the same request goes
 # straight to the echo. A route with auth "none" takes no scope.
 authorized='{"method": "GET", "path": "/invoices", "scope": "invoices:read"}'
 public='{"method": "GET", "path": "/invoices", "auth": "none"}'
-grep -qF "$authorized" config/routes.json || die "config/routes.json has no line $authorized"
-sed "s|$authorized|$public|" config/routes.json >"$work/routes-public.json"
-[[ $(diff config/routes.json "$work/routes-public.json" | grep -c '^[<>]') == 2 ]] ||
-	die "the baseline routes file differs from config/routes.json by more than GET /invoices"
+grep -qF "$authorized" pkg/config/routes.json || die "pkg/config/routes.json has no line $authorized"
+sed "s|$authorized|$public|" pkg/config/routes.json >"$work/routes-public.json"
+[[ $(diff pkg/config/routes.json "$work/routes-public.json" | grep -c '^[<>]') == 2 ]] ||
+	die "the baseline routes file differs from pkg/config/routes.json by more than GET /invoices"
 
 # json_field FILE NAME: a number (or an object with no nested braces) of a
 # one-line JSON object.

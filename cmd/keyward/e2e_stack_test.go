@@ -33,7 +33,7 @@ const (
 	requestDeadline = 10 * time.Second // one HTTP request
 )
 
-// The gateway responses of config/gateway.json, byte for byte: what a
+// The gateway responses of pkg/config/gateway.json, byte for byte: what a
 // client of the stack receives.
 const (
 	body401      = `{"error":{"type":"unauthorized","message":"Invalid or missing API key."}}`

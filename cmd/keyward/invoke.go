@@ -14,7 +14,7 @@ import (
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/keyward/keyward/pkg/admin"
-	keyevents "github.com/keyward/keyward/pkg/events"
+	keyevents "github.com/keyward/keyward/pkg/keyevents"
 	"github.com/keyward/keyward/pkg/localstack"
 )
 
@@ -72,7 +72,7 @@ func invoke(args []string) error {
 			return err
 		}
 		out = resp
-	case "rotation":
+	case "jobs":
 		var in struct {
 			Job string `json:"job"`
 		}

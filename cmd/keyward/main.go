@@ -56,7 +56,7 @@ func stackFlags(fs *flag.FlagSet) (*localstack.Options, *string) {
 	o := &localstack.Options{}
 	fs.StringVar(&o.DataDir, "data", env("KEYWARD_DATA_DIR", ".keyward"), "data directory (KEYWARD_DATA_DIR)")
 	fs.StringVar(&o.RoutesFile, "routes", os.Getenv("KEYWARD_ROUTES_FILE"), "route table of the protected API (KEYWARD_ROUTES_FILE); default the demo API")
-	fs.StringVar(&o.GatewayFile, "gateway", os.Getenv("KEYWARD_GATEWAY_FILE"), "gateway settings, like config/gateway.json (KEYWARD_GATEWAY_FILE); default the shipped ones")
+	fs.StringVar(&o.GatewayFile, "gateway", os.Getenv("KEYWARD_GATEWAY_FILE"), "gateway settings, like pkg/config/gateway.json (KEYWARD_GATEWAY_FILE); default the shipped ones")
 	fs.StringVar(&o.GitHubKeysFile, "github-keys", os.Getenv("KEYWARD_GITHUB_KEYS_FILE"), "keys that may sign leaked-key reports, in GitHub's format (KEYWARD_GITHUB_KEYS_FILE)")
 	fs.StringVar(&o.TokenPrefix, "prefix", env("KEYWARD_TOKEN_PREFIX", apikey.DefaultPrefix), "token prefix (KEYWARD_TOKEN_PREFIX)")
 	ttl := fs.String("cache-ttl", os.Getenv("KEYWARD_CACHE_TTL"), "authorizer cache TTL in seconds (KEYWARD_CACHE_TTL); default gateway.json's")

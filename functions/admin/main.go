@@ -11,27 +11,27 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
-	"github.com/keyward/keyward/internal/cloud"
+	"github.com/keyward/keyward/functions/internal/wiring"
 	"github.com/keyward/keyward/pkg/admin"
-	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/lifecycle"
 )
 
 func main() {
 	ctx := context.Background()
-	rt := cloud.Start(ctx)
+	rt := wiring.Start(ctx)
 	if rt.Env.OperatorRole == "" {
-		cloud.Fatal(rt.Log, "configuration", errors.New("KEYWARD_OPERATOR_ROLE_ARN must be set"))
+		wiring.Fatal(rt.Log, "configuration", errors.New("KEYWARD_OPERATOR_ROLE_ARN must be set"))
 	}
 	policy := leaks.Policy(os.Getenv("KEYWARD_LEAK_POLICY"))
 	if policy == "" {
 		policy = leaks.Revoke
 	}
 	if policy != leaks.Revoke && policy != leaks.Flag {
-		cloud.Fatal(rt.Log, "configuration", fmt.Errorf("KEYWARD_LEAK_POLICY %q must be revoke or flag", policy))
+		wiring.Fatal(rt.Log, "configuration", fmt.Errorf("KEYWARD_LEAK_POLICY %q must be revoke or flag", policy))
 	}
 	peppers := rt.Peppers(ctx)
-	svc := keys.New(rt.Store, peppers, rt.Format, keys.WithAuditRetention(keys.DefaultAuditRetention))
+	svc := lifecycle.New(rt.Store, peppers, rt.Format, lifecycle.WithAuditRetention(lifecycle.DefaultAuditRetention))
 	srv := admin.New(admin.Config{
 		Keys:       svc,
 		Store:      rt.Store,

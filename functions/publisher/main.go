@@ -11,20 +11,20 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 
-	"github.com/keyward/keyward/internal/cloud"
-	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/functions/internal/wiring"
+	"github.com/keyward/keyward/pkg/keyevents"
 )
 
 func main() {
-	log := cloud.Logger()
+	log := wiring.Logger()
 	bus := os.Getenv("KEYWARD_EVENT_BUS")
 	if bus == "" {
-		cloud.Fatal(log, "configuration", errors.New("KEYWARD_EVENT_BUS must be set"))
+		wiring.Fatal(log, "configuration", errors.New("KEYWARD_EVENT_BUS must be set"))
 	}
 	awsCfg, err := awsconfig.LoadDefaultConfig(context.Background())
 	if err != nil {
-		cloud.Fatal(log, "aws configuration", err)
+		wiring.Fatal(log, "aws configuration", err)
 	}
-	h := events.StreamHandler{Publisher: events.EventBridge{Client: eventbridge.NewFromConfig(awsCfg), Bus: bus}, Logger: log}
+	h := keyevents.StreamHandler{Publisher: keyevents.EventBridge{Client: eventbridge.NewFromConfig(awsCfg), Bus: bus}, Logger: log}
 	lambda.Start(h.Handle)
 }

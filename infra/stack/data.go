@@ -56,7 +56,7 @@ func (k *keyward) keys() {
 
 	// The pepper key's policy is the whole story of who may use it: the
 	// account administers it; the authorizer and admin functions may
-	// Decrypt, the rotation function may GenerateDataKeyWithoutPlaintext,
+	// Decrypt, the jobs function may GenerateDataKeyWithoutPlaintext,
 	// each only under the pepper purpose. No identity policy can add to
 	// that, because the account statement delegates no use to IAM.
 	// "Resource": "*" in a key policy means this key.
@@ -77,7 +77,7 @@ func (k *keyward) keys() {
 		}),
 		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 			Sid:        jsii.String("CreatePeppers"),
-			Principals: &[]awsiam.IPrincipal{k.roles[FnRotation]},
+			Principals: &[]awsiam.IPrincipal{k.roles[FnJobs]},
 			Actions:    jsii.Strings("kms:GenerateDataKeyWithoutPlaintext"),
 			Resources:  &this,
 			Conditions: ptr(PepperContextCondition()),

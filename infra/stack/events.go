@@ -113,14 +113,14 @@ func RateDuration(d time.Duration) awscdk.Duration {
 }
 
 // schedules runs each job on its interval (jobs.Schedules), with the
-// input functions/rotation reads.
+// input functions/jobs reads.
 func (k *keyward) schedules() {
 	for _, name := range ScheduleNames() {
 		awsevents.NewRule(k.stack, jsii.String("Schedule"+title(camel(name))), &awsevents.RuleProps{
 			RuleName:    jsii.String(k.name(name)),
 			Description: jsii.String("keyward job " + name),
 			Schedule:    awsevents.Schedule_Rate(RateDuration(jobs.Schedules[name])),
-			Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(k.fns[FnRotation], &awseventstargets.LambdaFunctionProps{
+			Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(k.fns[FnJobs], &awseventstargets.LambdaFunctionProps{
 				Event: awsevents.RuleTargetInput_FromObject(map[string]any{"job": name}),
 				// The next run comes soon enough: a failed run is not
 				// retried into the next one's slot.
@@ -132,7 +132,7 @@ func (k *keyward) schedules() {
 }
 
 // firstPepper runs the pepper-rotation job once at creation (and again
-// if the rotation function's name changes), asynchronously: the job
+// if the jobs function's name changes), asynchronously: the job
 // creates version 1 when there is none and otherwise does nothing, so a
 // run is harmless whenever it happens.
 func (k *keyward) firstPepper() {
@@ -142,14 +142,14 @@ func (k *keyward) firstPepper() {
 	})
 	role := awsiam.NewRole(k.stack, jsii.String("FirstPepperRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
-		Description: jsii.String("keyward: invokes the rotation function once at creation, " + k.s.Stage),
+		Description: jsii.String("keyward: invokes the jobs function once at creation, " + k.s.Stage),
 	})
 	role.AddToPolicy(logStatement(logs))
 	call := &customresources.AwsSdkCall{
 		Service: jsii.String("Lambda"),
 		Action:  jsii.String("invoke"),
 		Parameters: map[string]any{
-			"FunctionName":   *k.fns[FnRotation].FunctionName(),
+			"FunctionName":   *k.fns[FnJobs].FunctionName(),
 			"InvocationType": "Event",
 			"Payload":        `{"job":"` + FirstPepperJob + `"}`,
 		},
@@ -160,9 +160,9 @@ func (k *keyward) firstPepper() {
 		OnUpdate: call,
 		Policy: customresources.AwsCustomResourcePolicy_FromStatements(&[]awsiam.PolicyStatement{
 			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-				Sid:       jsii.String("InvokeRotation"),
+				Sid:       jsii.String("InvokeJobs"),
 				Actions:   jsii.Strings("lambda:InvokeFunction"),
-				Resources: jsii.Strings(*k.fns[FnRotation].FunctionArn()),
+				Resources: jsii.Strings(*k.fns[FnJobs].FunctionArn()),
 			}),
 		}),
 		Role:                role,
@@ -170,7 +170,7 @@ func (k *keyward) firstPepper() {
 		InstallLatestAwsSdk: jsii.Bool(false),
 	})
 	// The job needs its permissions and the pepper key in place.
-	cr.Node().AddDependency(k.fns[FnRotation], k.roles[FnRotation], k.pepperKey, k.table)
+	cr.Node().AddDependency(k.fns[FnJobs], k.roles[FnJobs], k.pepperKey, k.table)
 }
 
 // camel turns "expiry-sweep" into "expirySweep".

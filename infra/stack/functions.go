@@ -17,7 +17,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
 )
 
@@ -55,7 +55,7 @@ var Specs = map[string]Spec{
 	// bounds the Scan and Query load the jobs put on the table, but the
 	// expiry sweep, which ends the cached decisions of expired keys every
 	// minute, must never wait behind a daily scan of every key.
-	FnRotation: {MemoryMB: 256, Timeout: 5 * time.Minute, Reserved: len(jobs.Names)},
+	FnJobs: {MemoryMB: 256, Timeout: 5 * time.Minute, Reserved: len(jobs.Names)},
 	// A batch of up to 100 stream records is at most 10 PutEvents calls.
 	// Reserved concurrency 5 bounds the PutEvents rate a backlog can
 	// produce (EventBridge's per-account PutEvents quota is shared); a
@@ -119,7 +119,7 @@ func (k *keyward) environment(fn string) map[string]string {
 		"KEYWARD_TOKEN_PREFIX":  k.s.Prefix,
 		// Every function that reads the gateway settings gets the
 		// deployed overrides, so that all three agree (the admin and
-		// rotation functions compute usage identities too).
+		// jobs functions compute usage identities too).
 		"KEYWARD_CACHE_TTL":      strconv.Itoa(gw.Authorizer.CacheTTLSeconds),
 		"KEYWARD_USAGE_IDENTITY": gw.UsageIdentity,
 	}
@@ -142,7 +142,7 @@ func (k *keyward) environment(fn string) map[string]string {
 		if k.s.LeakPolicy != "" {
 			env["KEYWARD_LEAK_POLICY"] = string(k.s.LeakPolicy)
 		}
-	case FnRotation:
+	case FnJobs:
 		env["KEYWARD_USAGE_PLANS"] = k.usagePlansEnv()
 		// The expiry sweep flushes the stage's authorizer cache.
 		env["KEYWARD_REST_API_ID"] = *k.api.RestApiId()

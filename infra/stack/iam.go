@@ -6,7 +6,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/keyevents"
 )
 
 // statement is one Allow statement.
@@ -107,7 +107,7 @@ func (k *keyward) permissions() {
 	// gsi2 for the keys due to expire, and BatchGetItem for the keys it
 	// names; deleting dead keys' API keys; the stage's authorizer cache,
 	// which the expiry sweep flushes.
-	add(FnRotation,
+	add(FnJobs,
 		statement("Table", []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, []string{table}, nil),
 		statement("ExpiryIndex", []string{"dynamodb:Query"}, []string{k.indexARN(indexExpiry)}, nil),
 		tableKey(),
@@ -126,7 +126,7 @@ func (k *keyward) permissions() {
 		statement("ListStreams", []string{"dynamodb:ListStreams"}, []string{table + "/stream/*"}, nil),
 		tableKey(),
 		statement("PutEvents", []string{"events:PutEvents"}, []string{*k.bus.EventBusArn()},
-			map[string]any{"StringEquals": map[string]any{"events:source": events.Source}}),
+			map[string]any{"StringEquals": map[string]any{"events:source": keyevents.Source}}),
 		statement("DeadLetters", []string{"sqs:SendMessage"}, []string{*k.dlq.QueueArn()}, nil),
 	)
 }

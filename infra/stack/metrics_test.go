@@ -17,11 +17,11 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/infra/stack"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/store"
@@ -73,7 +73,7 @@ func TestAlarmsAndDashboardUseTheAuthorizersMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := keys.New(st, peppers, format).Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+	o, err := lifecycle.New(st, peppers, format).Onboard(ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ const (
 	AlarmAuthorizerThrottles = "authorizer-throttles"
 	AlarmAPI5xx              = "api-5xx"
 	AlarmTableThrottles      = "table-throttles"
-	AlarmRotationErrors      = "rotation-errors"
+	AlarmJobErrors           = "job-errors"
 	AlarmPublisherErrors     = "publisher-errors"
 	AlarmPublisherLag        = "publisher-iterator-age"
 	AlarmPublisherDLQ        = "publisher-dead-letters"
@@ -100,7 +100,7 @@ func (k *keyward) monitoring() {
 			Label:  jsii.String("read + write throttle events"),
 			Period: five,
 		}), 1)
-	alarm(AlarmRotationErrors, "A scheduled job failed", lambdaMetric(FnRotation, "Errors", "Sum"), 1)
+	alarm(AlarmJobErrors, "A scheduled job failed", lambdaMetric(FnJobs, "Errors", "Sum"), 1)
 	alarm(AlarmPublisherErrors, "The event publisher failed a batch", lambdaMetric(FnPublisher, "Errors", "Sum"), 1)
 	alarm(AlarmPublisherLag, "Key events are more than 5 minutes behind the table",
 		lambdaMetric(FnPublisher, "IteratorAge", "Maximum"), 5*60*1000)
@@ -125,7 +125,7 @@ func (k *keyward) dashboard() {
 	graph := func(title string, left []awscloudwatch.IMetric) awscloudwatch.IWidget {
 		return awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String(title), Left: &left, Width: jsii.Number(12), Height: jsii.Number(6)})
 	}
-	auth, pub, rot := k.fns[FnAuthorizer], k.fns[FnPublisher], k.fns[FnRotation]
+	auth, pub, rot := k.fns[FnAuthorizer], k.fns[FnPublisher], k.fns[FnJobs]
 	awscloudwatch.NewDashboard(k.stack, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
 		DashboardName: jsii.String(k.s.StackName()),
 		Widgets: &[]*[]awscloudwatch.IWidget{

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/infra/stack"
 	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
@@ -184,14 +184,14 @@ func eventRate(s scenario) float64 { return churn(s) * (2 + 2*s.expiringShare) }
 
 // tableGB is the table's size: keys and their audit history.
 func tableGB(s scenario) float64 {
-	retained := math.Min(1, keys.DefaultAuditRetention.Hours()/24/s.lifetimeDays)
+	retained := math.Min(1, lifecycle.DefaultAuditRetention.Hours()/24/s.lifetimeDays)
 	return (s.keys*itemKB + s.keys*auditPerKey*retained*auditKB) / 1e6
 }
 
 // scanRunGB is what one run of a scanning job reads: a Lambda timeout's
 // worth, less the time the jobs keep for their checkpoint.
 func scanRunGB() float64 {
-	return (stack.Specs[stack.FnRotation].Timeout - 5*time.Second).Seconds() * scanMBPerSecond / 1000
+	return (stack.Specs[stack.FnJobs].Timeout - 5*time.Second).Seconds() * scanMBPerSecond / 1000
 }
 
 // conflictChance is the chance that one try of a bulk-import creation

@@ -21,8 +21,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/route"
 )
@@ -68,13 +68,13 @@ var productionStages = []string{"prod", "production"}
 
 // Functions are the Lambda functions, each built by `make build` as
 // <distDir>/<name>/bootstrap.
-var Functions = []string{FnAuthorizer, FnAdmin, FnRotation, FnPublisher}
+var Functions = []string{FnAuthorizer, FnAdmin, FnJobs, FnPublisher}
 
 // Function names, as in functions/<name>.
 const (
 	FnAuthorizer = "authorizer"
 	FnAdmin      = "admin"
-	FnRotation   = "rotation"
+	FnJobs       = "jobs"
 	FnPublisher  = "publisher"
 )
 
@@ -90,7 +90,7 @@ type Settings struct {
 	// came from ("" for the shipped table, which the functions embed).
 	Routes     config.RouteTable
 	RoutesFile string
-	// Gateway is config/gateway.json with the deployed overrides.
+	// Gateway is pkg/config/gateway.json with the deployed overrides.
 	Gateway        config.Gateway
 	AlarmEmail     string
 	DomainName     string // optional custom domain, with CertificateARN
@@ -310,7 +310,7 @@ func (s Settings) Validate() error {
 	// What the authorizer compiles at start, compiled now: a table it
 	// would refuse fails synthesis instead of every cold start.
 	if _, err := route.Compile(s.Routes, config.AdminRoutes()); err != nil {
-		return fmt.Errorf("route table %s: %w", cmp.Or(s.RoutesFile, "config/routes.json"), err)
+		return fmt.Errorf("route table %s: %w", cmp.Or(s.RoutesFile, "pkg/config/routes.json"), err)
 	}
 	return nil
 }

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/infra/stack"
+	"github.com/keyward/keyward/pkg/config"
 )
 
 // repoRoot is the main module's root, from infra/stack.

@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
-	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/config"
 )
 
 // Output names.
@@ -28,7 +28,7 @@ const (
 	OutputTableName             = "TableName"
 	OutputPepperKeyARN          = "PepperKeyArn"
 	OutputAlarmTopicARN         = "AlarmTopicArn"
-	OutputRotationFunctionName  = "RotationFunctionName"
+	OutputJobsFunctionName      = "JobsFunctionName"
 	OutputDomainTarget          = "CustomDomainTarget"
 	OutputOperatorRoleARN       = "OperatorRoleArn"
 )
@@ -87,7 +87,7 @@ func New(scope constructs.Construct, s Settings) awscdk.Stack {
 	k.restAPI()
 	k.operatorRole()
 	k.function(FnAdmin)
-	k.function(FnRotation)
+	k.function(FnJobs)
 	k.function(FnPublisher)
 	k.adminIntegrationPermissions()
 	k.permissions()
@@ -121,7 +121,7 @@ func (k *keyward) outputs() {
 	out(OutputTableName, *k.table.TableName(), "The DynamoDB table")
 	out(OutputPepperKeyARN, *k.pepperKey.KeyArn(), "The KMS key that wraps the peppers")
 	out(OutputAlarmTopicARN, *k.topic.TopicArn(), "The SNS topic every alarm notifies")
-	out(OutputRotationFunctionName, *k.fns[FnRotation].FunctionName(), "The scheduled jobs' function")
+	out(OutputJobsFunctionName, *k.fns[FnJobs].FunctionName(), "The scheduled jobs' function")
 	out(OutputOperatorRoleARN, *k.operator.RoleArn(), "The role whose sessions onboard and offboard tenants (SigV4 on /v1/tenants)")
 }
 

@@ -19,10 +19,10 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigateway"
 	"github.com/aws/jsii-runtime-go"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/infra/stack"
-	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
+	"github.com/keyward/keyward/pkg/localstack/gateway"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
@@ -172,7 +172,7 @@ func TestKeys(t *testing.T) {
 	want := map[string]statement{
 		"KeyAdministration": {Actions: sorted(stack.PepperKeyAdminActions...), Resources: []string{"*"}, Principals: []string{root}},
 		"UnwrapPeppers":     {Actions: []string{"kms:Decrypt"}, Resources: []string{"*"}, Principals: sorted(arn(x.role[stack.FnAuthorizer]), arn(x.role[stack.FnAdmin])), Condition: cond},
-		"CreatePeppers":     {Actions: []string{"kms:GenerateDataKeyWithoutPlaintext"}, Resources: []string{"*"}, Principals: []string{arn(x.role[stack.FnRotation])}, Condition: cond},
+		"CreatePeppers":     {Actions: []string{"kms:GenerateDataKeyWithoutPlaintext"}, Resources: []string{"*"}, Principals: []string{arn(x.role[stack.FnJobs])}, Condition: cond},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("pepper key policy:\n got %v\nwant %v", got, want)
@@ -251,7 +251,7 @@ func TestFunctions(t *testing.T) {
 		}{
 			stack.FnAuthorizer: {256, 5, 0, authzEnv},
 			stack.FnAdmin:      {256, 25, 0, adminEnv},
-			stack.FnRotation: {256, 300, float64(len(jobs.Names)), with(map[string]string{"KEYWARD_USAGE_PLANS": plans,
+			stack.FnJobs: {256, 300, float64(len(jobs.Names)), with(map[string]string{"KEYWARD_USAGE_PLANS": plans,
 				"KEYWARD_REST_API_ID": ref(x.api), "KEYWARD_STAGE": c.s.Stage})},
 			stack.FnPublisher: {256, 30, 5, map[string]string{"KEYWARD_EVENT_BUS": ref(x.bus)}},
 		}
@@ -510,7 +510,7 @@ func TestLambdaPermissions(t *testing.T) {
 			if p["Principal"] != "apigateway.amazonaws.com" || !strings.HasSuffix(flat(p["SourceArn"]), ref(x.api)+"/authorizers/"+ref(x.authorizer)) {
 				t.Errorf("authorizer permission %v", flat(p["SourceArn"]))
 			}
-		case arn(x.fn[stack.FnRotation]):
+		case arn(x.fn[stack.FnJobs]):
 			if p["Principal"] != "events.amazonaws.com" || !strings.HasSuffix(flat(p["SourceArn"]), ".Arn}") {
 				t.Errorf("rotation permission %v", p)
 			}
@@ -728,7 +728,7 @@ func TestSchedules(t *testing.T) {
 	for id, r := range f.dev.ofType("AWS::Events::Rule") {
 		p := props(r)
 		targets := p["Targets"].([]any)
-		if len(targets) != 1 || flat(mapOf(targets[0])["Arn"]) != arn(x.fn[stack.FnRotation]) {
+		if len(targets) != 1 || flat(mapOf(targets[0])["Arn"]) != arn(x.fn[stack.FnJobs]) {
 			t.Errorf("rule %s targets %s", id, flat(targets))
 			continue
 		}
@@ -798,13 +798,13 @@ func TestFirstPepper(t *testing.T) {
 		if err := json.Unmarshal([]byte(flat(p[phase])), &call); err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]string{"FunctionName": ref(x.fn[stack.FnRotation]), "InvocationType": "Event", "Payload": `{"job":"pepper-rotation"}`}
+		want := map[string]string{"FunctionName": ref(x.fn[stack.FnJobs]), "InvocationType": "Event", "Payload": `{"job":"pepper-rotation"}`}
 		if call.Service != "Lambda" || call.Action != "invoke" || !reflect.DeepEqual(call.Parameters, want) {
 			t.Errorf("%s call %+v", phase, call)
 		}
 	}
 	deps := flat(f.dev.res[id]["DependsOn"])
-	for _, dep := range []string{x.fn[stack.FnRotation], x.pepperKey, x.role[stack.FnRotation], x.table} {
+	for _, dep := range []string{x.fn[stack.FnJobs], x.pepperKey, x.role[stack.FnJobs], x.table} {
 		if !strings.Contains(deps, dep) {
 			t.Errorf("first pepper does not wait for %s: %s", dep, deps)
 		}
@@ -815,8 +815,8 @@ func TestFirstPepper(t *testing.T) {
 	logs := strings.TrimSuffix(strings.TrimPrefix(flat(mapOf(hp["LoggingConfig"])["LogGroup"]), "${"), "}")
 	got := f.dev.rolePolicy(t, role)
 	want := map[string]statement{
-		"Logs":           {Actions: []string{"logs:CreateLogStream", "logs:PutLogEvents"}, Resources: []string{arn(logs)}},
-		"InvokeRotation": {Actions: []string{"lambda:InvokeFunction"}, Resources: []string{arn(x.fn[stack.FnRotation])}},
+		"Logs":       {Actions: []string{"logs:CreateLogStream", "logs:PutLogEvents"}, Resources: []string{arn(logs)}},
+		"InvokeJobs": {Actions: []string{"lambda:InvokeFunction"}, Resources: []string{arn(x.fn[stack.FnJobs])}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("first pepper role:\n got %v\nwant %v", got, want)
@@ -858,8 +858,8 @@ func TestLeastPrivilege(t *testing.T) {
 			"UsagePlanKey":            {Actions: []string{"apigateway:DELETE"}, Resources: sorted(planKey...)},
 			"FlushAuthorizerCache":    {Actions: []string{"apigateway:DELETE"}, Resources: []string{apigw("/restapis/" + ref(x.api) + "/stages/dev/cache/authorizers")}},
 		},
-		stack.FnRotation: {
-			"Logs":                    logs(stack.FnRotation),
+		stack.FnJobs: {
+			"Logs":                    logs(stack.FnJobs),
 			"Table":                   {Actions: []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, Resources: []string{table}},
 			"ExpiryIndex":             {Actions: []string{"dynamodb:Query"}, Resources: []string{table + "/index/gsi2"}},
 			"TableKeyThroughDynamoDB": tableKey,
@@ -976,7 +976,7 @@ func TestAlarms(t *testing.T) {
 	for name, want := range map[string]string{
 		stack.AlarmAuthorizerFailures:  `Keyward decisions [{"Name":"outcome","Value":"error"}] Sum 1`,
 		stack.AlarmAuthorizerThrottles: "AWS/Lambda Throttles " + dims("FunctionName", x.fn[stack.FnAuthorizer]) + " Sum 1",
-		stack.AlarmRotationErrors:      "AWS/Lambda Errors " + dims("FunctionName", x.fn[stack.FnRotation]) + " Sum 1",
+		stack.AlarmJobErrors:           "AWS/Lambda Errors " + dims("FunctionName", x.fn[stack.FnJobs]) + " Sum 1",
 		stack.AlarmPublisherErrors:     "AWS/Lambda Errors " + dims("FunctionName", x.fn[stack.FnPublisher]) + " Sum 1",
 		stack.AlarmPublisherLag:        "AWS/Lambda IteratorAge " + dims("FunctionName", x.fn[stack.FnPublisher]) + " Maximum 300000",
 	} {
@@ -1046,7 +1046,7 @@ func TestOutputs(t *testing.T) {
 		stack.OutputTableName:             ref(x.table),
 		stack.OutputPepperKeyARN:          arn(x.pepperKey),
 		stack.OutputAlarmTopicARN:         ref(x.topic),
-		stack.OutputRotationFunctionName:  ref(x.fn[stack.FnRotation]),
+		stack.OutputJobsFunctionName:      ref(x.fn[stack.FnJobs]),
 		stack.OutputOperatorRoleARN:       arn(x.operator),
 	}
 	if !reflect.DeepEqual(out, want) {
@@ -1057,7 +1057,7 @@ func TestOutputs(t *testing.T) {
 func TestMissingBootstrapBlocksDeploy(t *testing.T) {
 	f := get(t)
 	assertions.Annotations_FromStack(f.nodist).HasError(jsii.String("/keyward-nodist"),
-		assertions.Match_StringLikeRegexp(jsii.String("no bootstrap for authorizer, admin, rotation, publisher")))
+		assertions.Match_StringLikeRegexp(jsii.String("no bootstrap for authorizer, admin, jobs, publisher")))
 	if errs := assertions.Annotations_FromStack(f.nodist).FindError(jsii.String("*"), assertions.Match_AnyValue()); len(*errs) != 1 {
 		t.Errorf("%d errors on the stack without binaries", len(*errs))
 	}

@@ -100,13 +100,20 @@ func itemKey(it item) string {
 // write applies a write of the items with the given primary keys, first
 // reading how each looks before it, for the indexes to go on showing.
 func (l *LaggingIndexes) write(ctx context.Context, table *string, keys []item, do func() error) error {
-	olds := make([]item, len(keys))
-	for i, k := range keys {
-		out, err := l.API.GetItem(ctx, &dynamodb.GetItemInput{TableName: table, Key: k, ConsistentRead: aws.Bool(true)})
-		if err != nil {
-			return fmt.Errorf("lagging indexes: read before write: %w", err)
-		}
-		olds[i] = out.Item
+	// One read for them all (a transaction's items are distinct, at most
+	// 100); DynamoDB Local processes every key of a small batch.
+	out, err := l.API.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{
+		*table: {Keys: keys, ConsistentRead: aws.Bool(true)},
+	}})
+	if err != nil {
+		return fmt.Errorf("lagging indexes: read before write: %w", err)
+	}
+	if len(out.UnprocessedKeys) > 0 {
+		return fmt.Errorf("lagging indexes: read before write: keys left unprocessed")
+	}
+	found := map[string]item{}
+	for _, it := range out.Responses[*table] {
+		found[itemKey(it)] = it
 	}
 	if err := do(); err != nil {
 		return err
@@ -114,13 +121,13 @@ func (l *LaggingIndexes) write(ctx context.Context, table *string, keys []item, 
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i, k := range keys {
+	for _, k := range keys {
 		key := itemKey(k)
 		p, ok := l.pending[key]
 		if !ok || !l.current(p, now) {
 			// The indexes still show the version seen before this write; an
 			// earlier pending one they may show for longer.
-			p.old = olds[i]
+			p.old = found[key]
 		}
 		p.until = now.Add(l.lag)
 		l.pending[key] = p

@@ -7,13 +7,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/clock"
 )
 
 // Recorder is an authorizer.Flusher that records when it was flushed and
 // fails (recording nothing) while Fail is set.
 type Recorder struct {
-	Clock *testclock.Clock
+	Clock *clock.Manual
 
 	mu   sync.Mutex
 	at   []time.Time

@@ -16,12 +16,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/clock"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -87,7 +87,7 @@ type Store interface {
 
 // Config configures a Server.
 type Config struct {
-	Keys    *keys.Service
+	Keys    *lifecycle.Service
 	Store   Store
 	Gateway config.Gateway
 	// RateLimits and Flusher may be nil only where nothing enforces rate
@@ -178,15 +178,15 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-func actorOf(c Caller) keys.Actor {
+func actorOf(c Caller) lifecycle.Actor {
 	if c.Operator {
 		id := c.OperatorID
 		if id == "" {
 			id = "operator"
 		}
-		return keys.Actor{ID: id, RequestID: c.RequestID}
+		return lifecycle.Actor{ID: id, RequestID: c.RequestID}
 	}
-	return keys.Actor{ID: c.KeyID, RequestID: c.RequestID, Bounds: keys.BoundsOf(c.key)}
+	return lifecycle.Actor{ID: c.KeyID, RequestID: c.RequestID, Bounds: lifecycle.BoundsOf(c.key)}
 }
 
 // tenantRoute admits management keys holding the route's scope, before
@@ -208,7 +208,7 @@ func (s *Server) tenantRoute(need string, next http.Handler) http.Handler {
 		}
 		k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
 		switch {
-		case errors.Is(err, keys.ErrNotFound):
+		case errors.Is(err, lifecycle.ErrNotFound):
 			writeError(w, errUnauthorized)
 			return
 		case err != nil:
@@ -299,7 +299,7 @@ func mayChange(c Caller, k store.Key) *apiError {
 // vetted is the caller as the lifecycle's actor, with mayChange applied to
 // the key as read inside each change, so that a key upgraded between the
 // check and the write cannot slip through.
-func vetted(c Caller) keys.Actor {
+func vetted(c Caller) lifecycle.Actor {
 	a := actorOf(c)
 	a.Allow = func(k store.Key) error {
 		if e := mayChange(c, k); e != nil {
@@ -316,7 +316,7 @@ func vetted(c Caller) keys.Actor {
 func (s *Server) visible(r *http.Request, c Caller, id string) (store.Key, *apiError) {
 	k, err := s.cfg.Keys.Get(r.Context(), c.TenantID, id)
 	if err == nil && !actorOf(c).Bounds.Sees(k) {
-		err = keys.ErrNotFound
+		err = lifecycle.ErrNotFound
 	}
 	if err != nil {
 		return store.Key{}, s.internal(r, "reading key", err)

@@ -17,17 +17,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/openapitest"
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/internal/testflush"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -85,10 +85,10 @@ func (f *fakeFlusher) count() int {
 type harness struct {
 	t       *testing.T
 	st      store.Store
-	svc     *keys.Service
+	svc     *lifecycle.Service
 	srv     http.Handler
 	gw      config.Gateway
-	clock   *testclock.Clock
+	clk     *clock.Manual
 	limits  *fakeLimits
 	flusher *fakeFlusher
 	logs    *bytes.Buffer
@@ -106,27 +106,27 @@ var start = time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
 // forEachStore runs test against both backends with tenants acme and beta
 // and management keys of each power.
 func forEachStore(t *testing.T, test func(t *testing.T, h *harness)) {
-	var clock *testclock.Clock
-	storetest.ForEach(t, func() time.Time { return clock.Now() }, func(t *testing.T, st store.Store) {
-		clock = testclock.New(start)
-		test(t, newHarness(t, st, clock))
+	var clk *clock.Manual
+	storetest.ForEach(t, func() time.Time { return clk.Now() }, func(t *testing.T, st store.Store) {
+		clk = clock.NewManual(start)
+		test(t, newHarness(t, st, clk))
 	})
 }
 
-func newHarness(t *testing.T, st store.Store, clock *testclock.Clock, opts ...keys.Option) *harness {
+func newHarness(t *testing.T, st store.Store, clk *clock.Manual, opts ...lifecycle.Option) *harness {
 	t.Helper()
-	_, ring := storetest.Peppers(t, st, clock.Now())
+	_, ring := storetest.Peppers(t, st, clk.Now())
 	format, _ := apikey.NewFormat("sk")
 	gw, err := config.LoadGateway()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, st: st, clock: clock, gw: gw, limits: &fakeLimits{tiers: map[string]string{}},
-		flusher: &fakeFlusher{Recorder: testflush.Recorder{Clock: clock}, t: t}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
-	h.svc = keys.New(st, ring, format, append([]keys.Option{keys.WithClock(clock.Now),
-		keys.WithSleep(func(_ context.Context, d time.Duration) error { clock.Advance(d); return nil }),
-		keys.WithLogger(slog.New(slog.NewJSONHandler(h.logs, nil)))}, opts...)...)
-	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format, Now: clock.Now}}
+	h := &harness{t: t, st: st, clk: clk, gw: gw, limits: &fakeLimits{tiers: map[string]string{}},
+		flusher: &fakeFlusher{Recorder: testflush.Recorder{Clock: clk}, t: t}, logs: &bytes.Buffer{}, spec: openapitest.Load(t)}
+	h.svc = lifecycle.New(st, ring, format, append([]lifecycle.Option{lifecycle.WithClock(clk.Now),
+		lifecycle.WithSleep(func(_ context.Context, d time.Duration) error { clk.Advance(d); return nil }),
+		lifecycle.WithLogger(slog.New(slog.NewJSONHandler(h.logs, nil)))}, opts...)...)
+	h.leaks = admin.Leaks{Responder: leaks.Responder{Keys: h.svc, Store: st, Peppers: ring, Format: format, Now: clk.Now}}
 	h.build()
 
 	operator := admin.Caller{Operator: true, OperatorID: "arn:aws:iam::111122223333:role/platform", RequestID: "req-op"}
@@ -147,15 +147,15 @@ func newHarness(t *testing.T, st store.Store, clock *testclock.Clock, opts ...ke
 	}
 	h.writer = h.managementKey([]string{"keys:write"})
 	h.reader = h.managementKey([]string{"keys:read"})
-	clock.Advance(time.Second)
+	clk.Advance(time.Second)
 	t.Cleanup(h.assertNoSecretLeaked)
 	return h
 }
 
 func (h *harness) build() {
 	h.srv = admin.New(admin.Config{Keys: h.svc, Store: h.st, Gateway: h.gw, RateLimits: h.limits, Flusher: h.flusher,
-		Leaks: h.leaks, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Now: h.clock.Now,
-		Sleep: func(_ context.Context, d time.Duration) error { h.clock.Advance(d); return nil }})
+		Leaks: h.leaks, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Now: h.clk.Now,
+		Sleep: func(_ context.Context, d time.Duration) error { h.clk.Advance(d); return nil }})
 }
 
 // managementKey creates an acme key with the given management scopes and
@@ -536,7 +536,7 @@ func TestIdempotency(t *testing.T) {
 		// A request still running holds its key, until it is abandoned.
 		raw, _ := json.Marshal(body)
 		sum := sha256.Sum256([]byte("POST /v1/keys\n" + string(raw)))
-		now := h.clock.Now()
+		now := h.clk.Now()
 		// (It began a moment ago: a claim made at this very instant with this
 		// request would be this request's own.)
 		running := store.Idempotency{TenantID: "acme:live", Key: "busy", RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now.Add(-time.Second), ExpiresAt: now.Add(time.Hour)}
@@ -544,7 +544,7 @@ func TestIdempotency(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.fails(h.writer, "POST", "/v1/keys", body, 409, "idempotency_key_in_use", "", "Idempotency-Key", "busy")
-		h.clock.Advance(3 * time.Minute)
+		h.clk.Advance(3 * time.Minute)
 		h.ok(h.writer, "POST", "/v1/keys", body, 201, "Idempotency-Key", "busy")
 
 		// Concurrent identical creates make exactly one key.
@@ -592,7 +592,7 @@ func TestRotateRevokeAndCacheFlush(t *testing.T) {
 		}
 		_ = json.Unmarshal(raw, &rot)
 		if rot.Secret == "" || rot.PreviousKey.Status != "expiring" || *rot.Key.Replaces != k.ID ||
-			*rot.PreviousKey.ExpiresAt != h.clock.Now().Add(12*time.Hour).Format(time.RFC3339) || h.flusher.count() != flushes {
+			*rot.PreviousKey.ExpiresAt != h.clk.Now().Add(12*time.Hour).Format(time.RFC3339) || h.flusher.count() != flushes {
 			t.Fatalf("rotation with the default overlap: %s (flushes %d)", raw, h.flusher.count()-flushes)
 		}
 		_, raw = h.ok(h.writer, "POST", "/v1/keys/"+rot.Key.ID+"/rotate", map[string]int{"expire_old_in": 0}, 201)
@@ -686,9 +686,9 @@ func TestOperatorRoutes(t *testing.T) {
 func TestAudit(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
 		k := h.create(h.writer, map[string]any{"name": "a", "environment": "live", "scopes": []string{"invoices:read"}})
-		h.clock.Advance(time.Second)
+		h.clk.Advance(time.Second)
 		h.ok(h.writer, "PATCH", "/v1/keys/"+k.ID, map[string]any{"description": "d"}, 200)
-		h.clock.Advance(time.Second)
+		h.clk.Advance(time.Second)
 		h.ok(h.writer, "POST", "/v1/keys/"+k.ID+"/revoke", nil, 200)
 		_, raw := h.ok(h.reader, "GET", "/v1/audit?key_id="+k.ID+"&limit=2", nil, 200)
 		var page struct {
@@ -736,7 +736,7 @@ func TestSpecCoversEveryRoute(t *testing.T) {
 // check.
 func TestNoChangeToMorePowerfulKeys(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
-		root, err := h.svc.Create(t.Context(), keys.Actor{ID: "test"}, "acme", keys.CreateParams{Name: "root", Environment: apikey.Live, Scopes: []string{"*"}})
+		root, err := h.svc.Create(t.Context(), lifecycle.Actor{ID: "test"}, "acme", lifecycle.CreateParams{Name: "root", Environment: apikey.Live, Scopes: []string{"*"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,7 +97,7 @@ func TestIdempotencyKeysArePerEnvironment(t *testing.T) {
 // restricted than its caller, in expiry, addresses, origins or rate.
 func TestRestrictionsBoundWhatAKeyMakes(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
-		in := func(d time.Duration) string { return h.clock.Now().Add(d).UTC().Format(time.RFC3339) }
+		in := func(d time.Duration) string { return h.clk.Now().Add(d).UTC().Format(time.RFC3339) }
 		// The review's caller: keys:admin, expiring in 10 minutes, from
 		// 127.0.0.1 only, 60 requests a minute.
 		boss := h.caller(h.create(h.admin, map[string]any{"name": "temp admin", "environment": "live", "scopes": []string{"keys:admin"},

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 )
 
 // apiError is the one error envelope of the admin API:
@@ -48,10 +48,10 @@ var (
 // fromDomain maps a lifecycle error to the envelope; anything unknown is
 // an internal error whose cause is logged, never returned.
 func fromDomain(err error) *apiError {
-	var ve *keys.ValidationError
+	var ve *lifecycle.ValidationError
 	var ae *apiError
-	var ce *keys.ConflictError
-	var re *keys.RestrictionError
+	var ce *lifecycle.ConflictError
+	var re *lifecycle.RestrictionError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -63,9 +63,9 @@ func fromDomain(err error) *apiError {
 			Message: sentence(re.Message), Param: re.Field}
 	case errors.As(err, &ve):
 		return invalidRequest(ve.Field, "%s %s.", ve.Field, ve.Message)
-	case errors.Is(err, keys.ErrNotFound):
+	case errors.Is(err, lifecycle.ErrNotFound):
 		return errNotFound
-	case errors.Is(err, keys.ErrTenantInactive):
+	case errors.Is(err, lifecycle.ErrTenantInactive):
 		return &apiError{Status: http.StatusConflict, Type: "conflict", Code: "tenant_inactive", Message: "The tenant does not exist or has been offboarded."}
 	case errors.As(err, &ce):
 		return &apiError{Status: http.StatusConflict, Type: "conflict", Code: "conflict", Message: sentence(ce.Reason)}

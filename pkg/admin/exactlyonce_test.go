@@ -10,11 +10,10 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/embedded"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 // faultyStore fails the next Apply as a lost answer does: after the
@@ -71,11 +70,11 @@ func (f *faultyStore) set(commitThenFail, failWithoutWork int) {
 
 // forEachFaultyStore runs test against both backends behind a faultyStore.
 func forEachFaultyStore(t *testing.T, test func(t *testing.T, h *harness, f *faultyStore)) {
-	var clock *testclock.Clock
-	storetest.ForEach(t, func() time.Time { return clock.Now() }, func(t *testing.T, st store.Store) {
-		clock = testclock.New(start)
+	var clk *clock.Manual
+	storetest.ForEach(t, func() time.Time { return clk.Now() }, func(t *testing.T, st store.Store) {
+		clk = clock.NewManual(start)
 		f := &faultyStore{Store: st}
-		test(t, newHarness(t, f, clock), f)
+		test(t, newHarness(t, f, clk), f)
 	})
 }
 
@@ -225,12 +224,12 @@ func TestFailedCreateOrRotateLeavesNothing(t *testing.T) {
 // slowWrites makes each write take step of the clock, once step is set.
 type slowWrites struct {
 	store.Store
-	clock *testclock.Clock
-	step  *time.Duration
+	clk  *clock.Manual
+	step *time.Duration
 }
 
 func (s slowWrites) Apply(ctx context.Context, c store.Change) error {
-	s.clock.Advance(*s.step)
+	s.clk.Advance(*s.step)
 	return s.Store.Apply(ctx, c)
 }
 
@@ -238,10 +237,10 @@ func (s slowWrites) Apply(ctx context.Context, c store.Change) error {
 // time budget answers 503 revocation_incomplete with Retry-After, after
 // flushing the cache for what it did revoke; calling again finishes it.
 func TestIncompleteRevocationSaysSo(t *testing.T) {
-	clock := testclock.New(time.Date(2026, 4, 1, 10, 0, 0, 0, time.UTC))
+	clk := clock.NewManual(time.Date(2026, 4, 1, 10, 0, 0, 0, time.UTC))
 	step := time.Duration(0)
-	h := newHarness(t, slowWrites{Store: storetest.Temp(t, embedded.WithClock(clock.Now)), clock: clock, step: &step}, clock,
-		keys.WithRevokeBudget(5*time.Second))
+	h := newHarness(t, slowWrites{Store: storetest.Temp(t, embedded.WithClock(clk.Now)), clk: clk, step: &step}, clk,
+		lifecycle.WithRevokeBudget(5*time.Second))
 	const n = 120
 	for range n {
 		h.create(h.admin, map[string]any{"name": "bot", "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_bot"})
@@ -269,7 +268,7 @@ func TestIncompleteRevocationSaysSo(t *testing.T) {
 // usageIdentity is the rate-limit identity of an acme key, by public id.
 func usageIdentity(t *testing.T, h *harness, publicID string) string {
 	t.Helper()
-	return usage.Identity(h.gw.UsageIdentity, "acme", strings.TrimPrefix(publicID, "key_"))
+	return h.gw.RateLimitIdentity("acme", strings.TrimPrefix(publicID, "key_"))
 }
 
 // TestChangesThatTakeAccessHappenOnce: a report-leak or a PATCH whose
@@ -285,12 +284,12 @@ func TestChangesThatTakeAccessHappenOnce(t *testing.T) {
 			body         any
 			action       string
 		}{
-			{"PATCH", "/v1/keys/" + k.Key.ID, map[string]any{"scopes": []string{"invoices:read", "customers:read"}}, keys.ActionKeyUpdated},
-			{"POST", "/v1/keys/" + k.Key.ID + "/report-leak", map[string]string{"url": "https://paste.example/x"}, keys.ActionKeyLeaked},
+			{"PATCH", "/v1/keys/" + k.Key.ID, map[string]any{"scopes": []string{"invoices:read", "customers:read"}}, lifecycle.ActionKeyUpdated},
+			{"POST", "/v1/keys/" + k.Key.ID + "/report-leak", map[string]string{"url": "https://paste.example/x"}, lifecycle.ActionKeyLeaked},
 		} {
 			f.set(1, 0) // written, answer lost
 			h.ok(h.writer, c.method, c.path, c.body, 200, "Idempotency-Key", c.action)
-			h.clock.Advance(3 * time.Minute) // past the takeover delay
+			h.clk.Advance(3 * time.Minute) // past the takeover delay
 			flushes := h.flusher.count()
 			hdr, _ := h.ok(h.writer, c.method, c.path, c.body, 200, "Idempotency-Key", c.action)
 			if hdr.Get("Idempotent-Replayed") != "true" || h.flusher.count() != flushes+1 {
@@ -329,9 +328,9 @@ func (l *lostClaim) PutIdempotency(ctx context.Context, r store.Idempotency) err
 
 // TestOwnClaimIsNotInUse: a request that meets its own claim goes on.
 func TestOwnClaimIsNotInUse(t *testing.T) {
-	clock := testclock.New(start)
-	st := &lostClaim{Store: storetest.Temp(t, embedded.WithClock(clock.Now)), once: true}
-	h := newHarness(t, st, clock)
+	clk := clock.NewManual(start)
+	st := &lostClaim{Store: storetest.Temp(t, embedded.WithClock(clk.Now)), once: true}
+	h := newHarness(t, st, clk)
 	st.once = true
 	_, raw := h.ok(h.writer, "POST", "/v1/keys", map[string]any{"name": "x", "environment": "live", "scopes": []string{"invoices:read"}}, 201, "Idempotency-Key", "P1")
 	if decodeCreated(t, raw).Secret == "" {

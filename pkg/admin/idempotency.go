@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -64,16 +64,16 @@ type held struct {
 type heldKey struct{}
 
 // receipt lets the change a request makes complete its Idempotency-Key
-// record in the change's own transaction (keys.Receipt), with the answer
+// record in the change's own transaction (lifecycle.Receipt), with the answer
 // answer renders from what the change writes: a replay of a create or
 // rotate returns the key, never its secret, and never makes another. Nil
 // when the request holds no Idempotency-Key.
-func (s *Server) receipt(r *http.Request, answer func(keys.Outcome) (int, any)) *keys.Receipt {
+func (s *Server) receipt(r *http.Request, answer func(lifecycle.Outcome) (int, any)) *lifecycle.Receipt {
 	h, ok := r.Context().Value(heldKey{}).(*held)
 	if !ok {
 		return nil
 	}
-	return &keys.Receipt{Claim: h.claim, Answer: func(o keys.Outcome) (int, []byte, error) {
+	return &lifecycle.Receipt{Claim: h.claim, Answer: func(o lifecycle.Outcome) (int, []byte, error) {
 		status, v := answer(o)
 		body, err := json.Marshal(v)
 		if err != nil {

@@ -11,12 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 // keyResource is a key as the API shows it: never a hash, a pepper
@@ -126,7 +125,7 @@ func parseTime(field, s string) (time.Time, *apiError) {
 // limits through fixed usage plans, so a key's limit must be one of them.
 func (s *Server) tier(r store.RateLimit) (config.Tier, *apiError) {
 	if r.RequestsPerMinute == 0 {
-		r.RequestsPerMinute = keys.DefaultRequestsPerMinute
+		r.RequestsPerMinute = lifecycle.DefaultRequestsPerMinute
 	}
 	if t, ok := s.cfg.Gateway.TierOf(r); ok {
 		return t, nil
@@ -152,7 +151,7 @@ func (s *Server) rateLimit(b *rateLimitBody) (store.RateLimit, *apiError) {
 }
 
 func (s *Server) identity(k store.Key) string {
-	return usage.Identity(s.cfg.Gateway.UsageIdentity, k.TenantID, k.ID)
+	return s.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID)
 }
 
 // provision gives a key's rate-limit identity its usage plan.
@@ -168,9 +167,9 @@ func (s *Server) provision(r *http.Request, k store.Key) error {
 }
 
 // prepareIdentities provisions the rate-limit identities of the keys a
-// change creates before it is written (keys.Prepare), so that a key never
+// change creates before it is written (lifecycle.Prepare), so that a key never
 // exists without one; if the write fails, they are removed again.
-func (s *Server) prepareIdentities(r *http.Request) keys.Prepare {
+func (s *Server) prepareIdentities(r *http.Request) lifecycle.Prepare {
 	if s.cfg.RateLimits == nil {
 		return nil
 	}
@@ -241,7 +240,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	if e := decode(body, &b); e != nil {
 		return e
 	}
-	p := keys.CreateParams{Name: b.Name, Description: b.Description, Environment: apikey.Environment(b.Environment),
+	p := lifecycle.CreateParams{Name: b.Name, Description: b.Description, Environment: apikey.Environment(b.Environment),
 		Scopes: b.Scopes, AllowedIPs: b.AllowedIPs, AllowedOrigins: b.AllowedOrigins, CreatedBy: b.CreatedBy, Metadata: b.Metadata}
 	if b.Scopes == nil {
 		return invalidRequest("scopes", "scopes is required.")
@@ -254,8 +253,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 			return e
 		}
 	case b.ExpiresIn != nil:
-		if *b.ExpiresIn <= 0 || *b.ExpiresIn > int64(keys.MaxLifetime/time.Second) {
-			return invalidRequest("expires_in", "expires_in must be 1 to %d seconds.", int64(keys.MaxLifetime/time.Second))
+		if *b.ExpiresIn <= 0 || *b.ExpiresIn > int64(lifecycle.MaxLifetime/time.Second) {
+			return invalidRequest("expires_in", "expires_in must be 1 to %d seconds.", int64(lifecycle.MaxLifetime/time.Second))
 		}
 		p.ExpiresAt = s.cfg.Now().Add(time.Duration(*b.ExpiresIn) * time.Second)
 	}
@@ -267,7 +266,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	}
 	actor := actorOf(c)
 	actor.Prepare = s.prepareIdentities(r)
-	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
 		return http.StatusCreated, created{Key: resource(o.Keys[0])}
 	})
 	k, err := s.cfg.Keys.Create(r.Context(), actor, c.TenantID, p)
@@ -374,7 +373,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	if len(raw) == 0 {
 		return invalidRequest("", "Name at least one field to change: %s.", strings.Join(updateFields, ", "))
 	}
-	var p keys.UpdateParams
+	var p lifecycle.UpdateParams
 	for name, v := range raw {
 		if !slices.Contains(updateFields, name) {
 			return invalidRequest(name, "Unknown field %q.", name)
@@ -423,8 +422,8 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 		}
 	}
 	actor := vetted(c)
-	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
-		return http.StatusOK, resource(keys.Effective(o.Keys[0], s.cfg.Now()))
+	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
+		return http.StatusOK, resource(lifecycle.Effective(o.Keys[0], s.cfg.Now()))
 	})
 	k, err := s.cfg.Keys.Update(r.Context(), actor, c.TenantID, id, p)
 	if err != nil {
@@ -447,7 +446,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 
 // setField decodes one PATCH field into p; null clears what may be
 // cleared.
-func (s *Server) setField(p *keys.UpdateParams, name string, v json.RawMessage) *apiError {
+func (s *Server) setField(p *lifecycle.UpdateParams, name string, v json.RawMessage) *apiError {
 	null := string(v) == "null"
 	bad := func(kind string) *apiError { return invalidRequest(name, "%s must be %s.", name, kind) }
 	switch name {

@@ -9,8 +9,8 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/keyward/keyward/pkg/keys"
 	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -66,7 +66,7 @@ func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, _ := callerFrom(r.Context())
-	out, err := s.cfg.Leaks.Responder.Respond(r.Context(), keys.Actor{ID: "github:secret-scanning", RequestID: c.RequestID}, reports)
+	out, err := s.cfg.Leaks.Responder.Respond(r.Context(), lifecycle.Actor{ID: "github:secret-scanning", RequestID: c.RequestID}, reports)
 	if out.Revoked > 0 {
 		// Also when the report failed part-way: what was revoked stays
 		// revoked. A failed flush leaves cached decisions for at most the
@@ -137,8 +137,8 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 	}
 	revoke := s.cfg.Leaks.Responder.Policy != leaks.Flag
 	actor := vetted(c)
-	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
-		return http.StatusOK, resource(keys.Effective(o.Keys[0], s.cfg.Now()))
+	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
+		return http.StatusOK, resource(lifecycle.Effective(o.Keys[0], s.cfg.Now()))
 	})
 	k, revoked, err := s.cfg.Keys.Leak(r.Context(), actor, k, revoke, details)
 	if err != nil {

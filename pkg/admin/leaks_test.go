@@ -272,13 +272,13 @@ func TestReportLeakAfterExpiryKeepsItDue(t *testing.T) {
 		h.leaks.Responder.Policy = leaks.Flag
 		h.build()
 		k := h.create(h.writer, map[string]any{"name": "short", "environment": "live", "scopes": []string{"invoices:read"}, "expires_in": 3})
-		h.clock.Advance(4 * time.Second)
+		h.clk.Advance(4 * time.Second)
 		_, raw := h.ok(h.writer, "POST", "/v1/keys/"+k.ID+"/report-leak", nil, 200)
 		if !strings.Contains(string(raw), `"status":"expired"`) {
 			t.Fatalf("the report shows %s", raw)
 		}
 		id, _ := apikey.ParsePublicID(k.ID)
-		page, err := h.st.ListExpiring(t.Context(), store.ExpiryQuery{Before: h.clock.Now(), Limit: 10})
+		page, err := h.st.ListExpiring(t.Context(), store.ExpiryQuery{Before: h.clk.Now(), Limit: 10})
 		if err != nil || len(page.Keys) != 1 || page.Keys[0].ID != id || page.Keys[0].Status != store.KeyActive {
 			t.Fatalf("after the report the sweep sees %v %+v", err, page.Keys)
 		}

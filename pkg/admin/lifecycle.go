@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/apikey"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -24,22 +24,22 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	if e != nil {
 		return e
 	}
-	overlap := keys.DefaultOverlap
+	overlap := lifecycle.DefaultOverlap
 	if len(body) > 0 {
 		var b rotateBody
 		if e := decode(body, &b); e != nil {
 			return e
 		}
 		if b.ExpireOldIn != nil {
-			if *b.ExpireOldIn < 0 || *b.ExpireOldIn > int64(keys.MaxOverlap/time.Second) {
-				return invalidRequest("expire_old_in", "expire_old_in must be 0 to %d seconds.", int64(keys.MaxOverlap/time.Second))
+			if *b.ExpireOldIn < 0 || *b.ExpireOldIn > int64(lifecycle.MaxOverlap/time.Second) {
+				return invalidRequest("expire_old_in", "expire_old_in must be 0 to %d seconds.", int64(lifecycle.MaxOverlap/time.Second))
 			}
 			overlap = time.Duration(*b.ExpireOldIn) * time.Second
 		}
 	}
 	actor := vetted(c)
 	actor.Prepare = s.prepareIdentities(r)
-	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
 		prev := resource(o.Keys[0])
 		return http.StatusCreated, created{Key: resource(o.Keys[1]), PreviousKey: &prev}
 	})
@@ -111,7 +111,7 @@ func (s *Server) bulkRevoked(w http.ResponseWriter, r *http.Request, n int, err 
 		}
 	}
 	switch {
-	case errors.Is(err, keys.ErrIncomplete):
+	case errors.Is(err, lifecycle.ErrIncomplete):
 		w.Header().Set("Retry-After", "1")
 		return &apiError{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "revocation_incomplete",
 			Message: fmt.Sprintf("This call revoked %d keys and stopped before the end; call again to continue.", n)}

@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -48,10 +48,10 @@ func (s *Server) onboard(w http.ResponseWriter, r *http.Request, c Caller) *apiE
 	}
 	actor := actorOf(c)
 	actor.Prepare = s.prepareIdentities(r)
-	actor.Receipt = s.receipt(r, func(o keys.Outcome) (int, any) {
+	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
 		return http.StatusCreated, onboarded{Tenant: tenantOf(*o.Tenant), Key: resource(o.Keys[0]), TestKey: resource(o.Keys[1])}
 	})
-	o, err := s.cfg.Keys.Onboard(r.Context(), actor, keys.OnboardParams{TenantID: b.TenantID, Name: b.Name,
+	o, err := s.cfg.Keys.Onboard(r.Context(), actor, lifecycle.OnboardParams{TenantID: b.TenantID, Name: b.Name,
 		RateLimit: s.cfg.Gateway.HighestTier().RateLimit()})
 	if err != nil {
 		return s.internal(r, "onboarding tenant", err)

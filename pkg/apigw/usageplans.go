@@ -31,7 +31,7 @@ type UsagePlans struct {
 }
 
 // NewUsagePlans returns a UsagePlans for the usage plans of the rate-limit
-// tiers (config/gateway.json "rate_limit_tiers"), keyed by tier name.
+// tiers (pkg/config/gateway.json "rate_limit_tiers"), keyed by tier name.
 func NewUsagePlans(client API, plans map[string]string, opts ...Option) *UsagePlans {
 	return &UsagePlans{
 		client:  client,

@@ -40,14 +40,13 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apikey"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 // ErrUnauthorized is the error whose exact message makes API Gateway
@@ -203,7 +202,7 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	// key needs it) turns it into a 401, not a failure. The answer is the
 	// same 401 as for a wrong secret. Only the statuses that mean usable
 	// pass: anything else is corrupt data, and fails closed.
-	switch effective := keys.Effective(k, now); effective.Status {
+	switch effective := lifecycle.Effective(k, now); effective.Status {
 	case store.KeyActive, store.KeyExpiring:
 	case store.KeyRevoked:
 		return none, refuse(ReasonRevoked)
@@ -232,7 +231,7 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	publicID := apikey.PublicID(k.ID)
 	resp := events.APIGatewayCustomAuthorizerResponse{
 		PrincipalID:        publicID,
-		UsageIdentifierKey: usage.Identity(a.cfg.Gateway.UsageIdentity, k.TenantID, k.ID),
+		UsageIdentifierKey: a.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID),
 		Context:            keyContext(k, publicID),
 	}
 	// 5. The environment travels in the context: the backend routes test
@@ -310,7 +309,7 @@ func (a *Authorizer) restrict(k store.Key, req events.APIGatewayCustomAuthorizer
 		if len(origins) != 1 {
 			return ReasonOrigin, msgOrigin
 		}
-		o, err := keys.NormalOrigin(origins[0])
+		o, err := lifecycle.NormalOrigin(origins[0])
 		if err != nil {
 			return ReasonOrigin, msgOrigin
 		}

@@ -17,13 +17,13 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
@@ -72,8 +72,8 @@ type env struct {
 	st     *countingStore
 	kr     *pepper.LocalKeyring
 	ring   *pepper.Ring
-	svc    *keys.Service
-	clock  *testclock.Clock
+	svc    *lifecycle.Service
+	clk    *clock.Manual
 	logs   *bytes.Buffer
 	gw     config.Gateway
 	routes *route.Table
@@ -85,18 +85,18 @@ var start = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // forEachStore runs test against both store backends, with tenant "acme".
 func forEachStore(t *testing.T, test func(t *testing.T, e *env)) {
-	var clock *testclock.Clock // a fresh one per backend, read by the store through now
-	now := func() time.Time { return clock.Now() }
+	var clk *clock.Manual // a fresh one per backend, read by the store through now
+	now := func() time.Time { return clk.Now() }
 	storetest.ForEach(t, now, func(t *testing.T, st store.Store) {
-		clock = testclock.New(start)
-		test(t, newEnv(t, st, clock))
+		clk = clock.NewManual(start)
+		test(t, newEnv(t, st, clk))
 	})
 }
 
-func newEnv(t testing.TB, st store.Store, clock *testclock.Clock) *env {
+func newEnv(t testing.TB, st store.Store, clk *clock.Manual) *env {
 	t.Helper()
 	ctx := t.Context()
-	kr, ring := storetest.Peppers(t, st, clock.Now())
+	kr, ring := storetest.Peppers(t, st, clk.Now())
 	format, _ := apikey.NewFormat("sk")
 	rt, _ := config.Routes("")
 	routes, err := route.Compile(rt, config.AdminRoutes())
@@ -107,10 +107,10 @@ func newEnv(t testing.TB, st store.Store, clock *testclock.Clock) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, st: &countingStore{Store: st}, kr: kr, ring: ring, clock: clock,
+	e := &env{t: t, ctx: ctx, st: &countingStore{Store: st}, kr: kr, ring: ring, clk: clk,
 		logs: &bytes.Buffer{}, gw: gw, routes: routes}
-	e.svc = keys.New(st, ring, format, keys.WithClock(clock.Now))
-	if _, err := e.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+	e.svc = lifecycle.New(st, ring, format, lifecycle.WithClock(clk.Now))
+	if _, err := e.svc.Onboard(ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
 		t.Fatal(err)
 	}
 	e.build()
@@ -128,14 +128,14 @@ func newEnv(t testing.TB, st store.Store, clock *testclock.Clock) *env {
 func (e *env) build() {
 	format, _ := apikey.NewFormat("sk")
 	a, err := authorizer.New(authorizer.Config{Store: e.st, Peppers: e.ring, Format: format, Routes: e.routes, Gateway: e.gw,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Now: e.clock.Now})
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Now: e.clk.Now})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.a = a
 }
 
-func (e *env) key(p keys.CreateParams) keys.Created {
+func (e *env) key(p lifecycle.CreateParams) lifecycle.Created {
 	e.t.Helper()
 	if p.Name == "" {
 		p.Name = "billing sync"
@@ -146,7 +146,7 @@ func (e *env) key(p keys.CreateParams) keys.Created {
 	if p.Scopes == nil {
 		p.Scopes = []string{"invoices:read"}
 	}
-	c, err := e.svc.Create(e.ctx, keys.Actor{ID: "test"}, "acme", p)
+	c, err := e.svc.Create(e.ctx, lifecycle.Actor{ID: "test"}, "acme", p)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func (e *env) wantDeny(ev events.APIGatewayCustomAuthorizerRequestTypeRequest, c
 
 func TestAllow(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{Scopes: []string{"invoices:read", "customers:write"}})
+		k := e.key(lifecycle.CreateParams{Scopes: []string{"invoices:read", "customers:write"}})
 		for _, fixture := range []string{"authorizer-bearer.json", "authorizer-basic.json"} {
 			resp := e.wantAllow(event(t, fixture, k.Token.Plain(), ""))
 			want := map[string]any{"tenant_id": "acme", "key_id": "key_" + k.Key.ID, "environment": "live",
@@ -243,7 +243,7 @@ func TestAllow(t *testing.T) {
 		setAuthorization(&ev, "bEaReR "+k.Token.Plain())
 		e.wantAllow(ev)
 
-		test := e.key(keys.CreateParams{Environment: apikey.Test})
+		test := e.key(lifecycle.CreateParams{Environment: apikey.Test})
 		resp := e.wantAllow(event(t, "authorizer-bearer.json", test.Token.Plain(), ""))
 		if resp.Context["environment"] != "test" {
 			t.Errorf("test key's environment %v", resp.Context["environment"])
@@ -253,7 +253,7 @@ func TestAllow(t *testing.T) {
 
 func TestUnauthorizedOutcomesLookAlike(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
+		k := e.key(lifecycle.CreateParams{})
 		tok := k.Token.Plain()
 		format, _ := apikey.NewFormat("sk")
 		unknown, _ := format.Generate(apikey.Live)
@@ -298,7 +298,7 @@ func TestUnauthorizedOutcomesLookAlike(t *testing.T) {
 		e.wantUnauthorized(event(t, "authorizer-bearer.json", unknown.Plain(), ""))
 		e.wantUnauthorized(event(t, "authorizer-bearer.json", forged, ""))
 
-		if _, err := e.svc.Revoke(e.ctx, keys.Actor{ID: "test"}, "acme", k.Key.ID); err != nil {
+		if _, err := e.svc.Revoke(e.ctx, lifecycle.Actor{ID: "test"}, "acme", k.Key.ID); err != nil {
 			t.Fatal(err)
 		}
 		e.wantUnauthorized(event(t, "authorizer-bearer.json", tok, ""))
@@ -319,14 +319,14 @@ func forge(head string) string {
 
 func TestStatusAndValidity(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		expiring := e.key(keys.CreateParams{ExpiresAt: start.Add(time.Hour)})
-		rotated := e.key(keys.CreateParams{})
-		nk, _, err := e.svc.Rotate(e.ctx, keys.Actor{ID: "test"}, "acme", rotated.Key.ID, 30*time.Minute)
+		expiring := e.key(lifecycle.CreateParams{ExpiresAt: start.Add(time.Hour)})
+		rotated := e.key(lifecycle.CreateParams{})
+		nk, _, err := e.svc.Rotate(e.ctx, lifecycle.Actor{ID: "test"}, "acme", rotated.Key.ID, 30*time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.tokens = append(e.tokens, nk.Token.Plain())
-		future := e.key(keys.CreateParams{})
+		future := e.key(lifecycle.CreateParams{})
 		// Not-before is not settable through the lifecycle yet; the store
 		// field exists for keys issued ahead of their validity.
 		fk, _ := e.st.GetKey(e.ctx, future.Key.ID)
@@ -341,10 +341,10 @@ func TestStatusAndValidity(t *testing.T) {
 		e.wantAllow(event(t, "authorizer-bearer.json", expiring.Token.Plain(), ""))
 		e.wantUnauthorized(event(t, "authorizer-bearer.json", future.Token.Plain(), ""))
 
-		e.clock.Advance(30 * time.Minute) // the overlap ends
+		e.clk.Advance(30 * time.Minute) // the overlap ends
 		e.wantUnauthorized(event(t, "authorizer-bearer.json", rotated.Token.Plain(), ""))
 		e.wantAllow(event(t, "authorizer-bearer.json", nk.Token.Plain(), ""))
-		e.clock.Advance(30 * time.Minute)
+		e.clk.Advance(30 * time.Minute)
 		e.wantUnauthorized(event(t, "authorizer-bearer.json", expiring.Token.Plain(), ""))
 		e.wantAllow(event(t, "authorizer-bearer.json", future.Token.Plain(), ""))
 	})
@@ -352,23 +352,23 @@ func TestStatusAndValidity(t *testing.T) {
 
 func TestScopesDenyWithAllRoutesPolicy(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		reader := e.key(keys.CreateParams{Scopes: []string{"invoices:read"}})
-		writer := e.key(keys.CreateParams{Scopes: []string{"invoices:write"}})
+		reader := e.key(lifecycle.CreateParams{Scopes: []string{"invoices:read"}})
+		writer := e.key(lifecycle.CreateParams{Scopes: []string{"invoices:write"}})
 		e.wantDeny(event(t, "authorizer-post-invoices.json", reader.Token.Plain(), ""), authorizer.ReasonScope)
 		e.wantAllow(event(t, "authorizer-post-invoices.json", writer.Token.Plain(), ""))
 		// Write implies read.
 		e.wantAllow(event(t, "authorizer-bearer.json", writer.Token.Plain(), ""))
 		// A key with no route at all gets a policy that only denies.
-		none := e.key(keys.CreateParams{Scopes: []string{"reports:read"}})
+		none := e.key(lifecycle.CreateParams{Scopes: []string{"reports:read"}})
 		e.wantDeny(event(t, "authorizer-bearer.json", none.Token.Plain(), ""), authorizer.ReasonScope)
 	})
 }
 
 func TestIPAllowList(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		v4 := e.key(keys.CreateParams{AllowedIPs: []string{"203.0.113.0/24"}})
-		other := e.key(keys.CreateParams{AllowedIPs: []string{"198.51.100.7"}})
-		v6 := e.key(keys.CreateParams{AllowedIPs: []string{"2001:db8::/32"}})
+		v4 := e.key(lifecycle.CreateParams{AllowedIPs: []string{"203.0.113.0/24"}})
+		other := e.key(lifecycle.CreateParams{AllowedIPs: []string{"198.51.100.7"}})
+		v6 := e.key(lifecycle.CreateParams{AllowedIPs: []string{"2001:db8::/32"}})
 		e.wantAllow(event(t, "authorizer-bearer.json", v4.Token.Plain(), ""))
 		e.wantDeny(event(t, "authorizer-bearer.json", other.Token.Plain(), ""), authorizer.ReasonIP)
 		e.wantDeny(event(t, "authorizer-bearer.json", v6.Token.Plain(), ""), authorizer.ReasonIP)
@@ -389,9 +389,9 @@ func TestIPAllowList(t *testing.T) {
 
 func TestAllowedOrigins(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		browser := e.key(keys.CreateParams{AllowedOrigins: []string{"https://app.example.com"}})
-		elsewhere := e.key(keys.CreateParams{AllowedOrigins: []string{"https://other.example.com:8443"}})
-		server := e.key(keys.CreateParams{})
+		browser := e.key(lifecycle.CreateParams{AllowedOrigins: []string{"https://app.example.com"}})
+		elsewhere := e.key(lifecycle.CreateParams{AllowedOrigins: []string{"https://other.example.com:8443"}})
+		server := e.key(lifecycle.CreateParams{})
 
 		// Cached by Authorization and source IP only: an origin-restricted
 		// key could be reused from another origin, so it is refused.
@@ -420,7 +420,7 @@ func TestAllowedOrigins(t *testing.T) {
 
 func TestFailsClosed(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
+		k := e.key(lifecycle.CreateParams{})
 		ev := event(t, "authorizer-bearer.json", k.Token.Plain(), "")
 
 		e.st.failGet = errors.New("ProvisionedThroughputExceededException")
@@ -450,7 +450,7 @@ func TestFailsClosed(t *testing.T) {
 // a status the code does not know is corrupt data, never an allow.
 func TestUnknownStatusFailsClosed(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
+		k := e.key(lifecycle.CreateParams{})
 		ev := event(t, "authorizer-bearer.json", k.Token.Plain(), "")
 		for _, status := range []store.KeyStatus{"revokdd", "REVOKED", "disabled", ""} {
 			e.st.edit = func(k *store.Key) { k.Status = status }
@@ -470,7 +470,7 @@ func TestUnknownStatusFailsClosed(t *testing.T) {
 // says so, not a 401 for every caller.
 func TestTokenEventIsAConfigurationError(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
+		k := e.key(lifecycle.CreateParams{})
 		var ev events.APIGatewayCustomAuthorizerRequestTypeRequest
 		raw := `{"type":"TOKEN","authorizationToken":"Bearer ` + k.Token.Plain() + `","methodArn":"arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/GET/invoices"}`
 		if err := json.Unmarshal([]byte(raw), &ev); err != nil {
@@ -491,21 +491,21 @@ func TestTokenEventIsAConfigurationError(t *testing.T) {
 // revocation catches every policy read before it.
 func TestSlowDecisionFailsClosed(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
+		k := e.key(lifecycle.CreateParams{})
 		ev := event(t, "authorizer-bearer.json", k.Token.Plain(), "")
-		e.st.edit = func(*store.Key) { e.clock.Advance(authorizer.MaxDecisionAge + time.Millisecond) }
+		e.st.edit = func(*store.Key) { e.clk.Advance(authorizer.MaxDecisionAge + time.Millisecond) }
 		if o := e.authorize(ev); o.err == nil || o.err.Error() == "Unauthorized" || o.allowed {
 			t.Fatalf("slow decision: %v, allowed %v", o.err, o.allowed)
 		}
-		e.st.edit = func(*store.Key) { e.clock.Advance(authorizer.MaxDecisionAge) }
+		e.st.edit = func(*store.Key) { e.clk.Advance(authorizer.MaxDecisionAge) }
 		e.wantAllow(ev)
 	})
 }
 
 func TestLazyRehashAfterPepperRotation(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
-		if _, err := pepper.Create(e.ctx, e.st, e.kr, e.clock.Now()); err != nil {
+		k := e.key(lifecycle.CreateParams{})
+		if _, err := pepper.Create(e.ctx, e.st, e.kr, e.clk.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.ring.Refresh(e.ctx); err != nil || e.ring.Current() != 2 {
@@ -533,7 +533,7 @@ func TestLazyRehashAfterPepperRotation(t *testing.T) {
 
 func TestLastUsedWrittenAtMostOncePerInterval(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
+		k := e.key(lifecycle.CreateParams{})
 		ev := event(t, "authorizer-bearer.json", k.Token.Plain(), "")
 		e.wantAllow(ev)
 		if got, _ := e.st.GetKey(e.ctx, k.Key.ID); !got.LastUsedAt.Equal(start) {
@@ -541,13 +541,13 @@ func TestLastUsedWrittenAtMostOncePerInterval(t *testing.T) {
 		}
 		touches := e.st.touches.Load()
 		for range 20 {
-			e.clock.Advance(10 * time.Second)
+			e.clk.Advance(10 * time.Second)
 			e.wantAllow(ev)
 		}
 		if n := e.st.touches.Load() - touches; n != 0 {
 			t.Fatalf("%d writes in steady state within the interval", n)
 		}
-		e.clock.Advance(authorizer.LastUsedInterval)
+		e.clk.Advance(authorizer.LastUsedInterval)
 		e.wantAllow(ev)
 		if e.st.touches.Load()-touches != 1 {
 			t.Fatal("no write after the interval")
@@ -557,7 +557,7 @@ func TestLastUsedWrittenAtMostOncePerInterval(t *testing.T) {
 
 func TestDecisionLogAndMetrics(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		k := e.key(keys.CreateParams{})
+		k := e.key(lifecycle.CreateParams{})
 		e.logs.Reset()
 		e.wantAllow(event(t, "authorizer-bearer.json", k.Token.Plain(), ""))
 		e.wantUnauthorized(event(t, "authorizer-missing.json", "", ""))

@@ -13,12 +13,12 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
@@ -39,8 +39,8 @@ func FuzzAuthorize(f *testing.F) {
 	f.Add("Basic ${BASIC}", []byte(`{}`))
 	f.Add("bearer  x", []byte(`{"headers":{"authorization":"x"},"multiValueHeaders":{"AUTHORIZATION":["a","b"]}}`))
 
-	e := newEnv(f, storetest.Temp(f), testclock.New(start))
-	valid := e.key(keys.CreateParams{Scopes: []string{"*"}}).Token.Plain()
+	e := newEnv(f, storetest.Temp(f), clock.NewManual(start))
+	valid := e.key(lifecycle.CreateParams{Scopes: []string{"*"}}).Token.Plain()
 	e.logs = &bytes.Buffer{}
 	e.build()
 	f.Fuzz(func(t *testing.T, header string, raw []byte) {
@@ -72,12 +72,12 @@ func FuzzAuthorize(f *testing.F) {
 // logging JSON to nowhere: the whole decision, minus the network.
 func benchAuthorizer(b *testing.B, log *slog.Logger) (*authorizer.Authorizer, events.APIGatewayCustomAuthorizerRequestTypeRequest) {
 	b.Helper()
-	e := newEnv(b, storetest.Temp(b), testclock.New(start))
-	k := e.key(keys.CreateParams{Scopes: []string{"invoices:read", "customers:read"}, AllowedIPs: []string{"203.0.113.0/24"}})
+	e := newEnv(b, storetest.Temp(b), clock.NewManual(start))
+	k := e.key(lifecycle.CreateParams{Scopes: []string{"invoices:read", "customers:read"}, AllowedIPs: []string{"203.0.113.0/24"}})
 	e.logs = &bytes.Buffer{}
 	format, _ := apikey.NewFormat("sk")
 	a, err := authorizer.New(authorizer.Config{Store: e.st.Store, Peppers: e.ring, Format: format, Routes: e.routes,
-		Gateway: e.gw, Logger: log, Now: e.clock.Now})
+		Gateway: e.gw, Logger: log, Now: e.clk.Now})
 	if err != nil {
 		b.Fatal(err)
 	}

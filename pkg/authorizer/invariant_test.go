@@ -4,10 +4,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/scope"
@@ -34,7 +34,7 @@ func concretePath(r route.Route) string {
 // for the same identity sources, so for every key and every pair of
 // routes, the cached answer must be the fresh answer.
 func TestCachedDecisionNeverWidensAccess(t *testing.T) {
-	e := newEnv(t, storetest.Temp(t), testclock.New(start))
+	e := newEnv(t, storetest.Temp(t), clock.NewManual(start))
 	// The shipped tables plus routes whose ARN patterns overlap: "*" in
 	// GET/invoices/* also matches GET/invoices/x1/refunds.
 	extra := config.RouteTable{Routes: []config.Route{
@@ -83,7 +83,7 @@ func TestCachedDecisionNeverWidensAccess(t *testing.T) {
 	}
 	checked := 0
 	for _, scopes := range scopeSets {
-		tok := e.key(keys.CreateParams{Scopes: scopes}).Token.Plain()
+		tok := e.key(lifecycle.CreateParams{Scopes: scopes}).Token.Plain()
 		fresh := map[string]bool{}
 		arns := map[string]string{}
 		for _, r := range keyRoutes {

@@ -1,4 +1,4 @@
-// Package jobs is keyward's scheduled work, run by the rotation function on
+// Package jobs is keyward's scheduled work, run by the jobs function on
 // EventBridge schedules and by the local stack on timers: pepper rotation,
 // the expiry sweep (expiry and the end of rotation overlaps), warnings
 // before a key expires, and notices about unused keys.
@@ -17,13 +17,12 @@ import (
 	"slices"
 	"time"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/clock"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 // Job names, as schedules pass them.
@@ -60,7 +59,7 @@ const (
 )
 
 // Store is what the jobs read and write directly; changes to keys go
-// through the lifecycle (keys.Service), which audits them.
+// through the lifecycle (lifecycle.Service), which audits them.
 type Store interface {
 	ListExpiring(ctx context.Context, q store.ExpiryQuery) (store.KeyPage, error)
 	ScanKeys(ctx context.Context, cursor string, limit int) (store.KeyPage, error)
@@ -78,8 +77,8 @@ type RateLimits interface {
 // Config configures the jobs.
 type Config struct {
 	Store Store
-	Keys  *keys.Service
-	// Peppers creates pepper versions; the rotation function holds only
+	Keys  *lifecycle.Service
+	// Peppers creates pepper versions; the jobs function holds only
 	// kms:GenerateDataKeyWithoutPlaintext.
 	Peppers    pepper.Generator
 	RateLimits RateLimits // nil where nothing enforces rate limits
@@ -167,7 +166,7 @@ func (j *Jobs) Run(ctx context.Context, name string) (Result, error) {
 	return r, err
 }
 
-func actor(job string) keys.Actor { return keys.Actor{ID: "system:" + job} }
+func actor(job string) lifecycle.Actor { return lifecycle.Actor{ID: "system:" + job} }
 
 // SweepExpired expires keys past expires_at, including old keys whose
 // rotation overlap has ended, and removes their rate-limit identities.
@@ -235,7 +234,7 @@ func (j *Jobs) removeIdentity(ctx context.Context, k store.Key) {
 	if j.cfg.RateLimits == nil || j.cfg.Gateway.UsageIdentity != config.UsagePerKey {
 		return
 	}
-	if err := j.cfg.RateLimits.Remove(ctx, usage.Identity(j.cfg.Gateway.UsageIdentity, k.TenantID, k.ID)); err != nil {
+	if err := j.cfg.RateLimits.Remove(ctx, j.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID)); err != nil {
 		// The key is refused by the authorizer already; its identity only
 		// holds a slot, and a later sweep of revoked keys can retry.
 		j.cfg.Logger.WarnContext(ctx, "removing a rate-limit identity failed", "key_id", k.ID, "error", err)
@@ -248,7 +247,7 @@ func (j *Jobs) releaseIdentity(ctx context.Context, k store.Key) (bool, error) {
 	if j.cfg.RateLimits == nil || j.cfg.Gateway.UsageIdentity != config.UsagePerKey || slices.Contains(k.Notices, store.NoticeIdentityRemoved) {
 		return false, nil
 	}
-	if err := j.cfg.RateLimits.Remove(ctx, usage.Identity(j.cfg.Gateway.UsageIdentity, k.TenantID, k.ID)); err != nil {
+	if err := j.cfg.RateLimits.Remove(ctx, j.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID)); err != nil {
 		return false, fmt.Errorf("jobs: removing the rate-limit identity of %s: %w", k.ID, err)
 	}
 	return j.cfg.Keys.Mark(ctx, k, store.NoticeIdentityRemoved)
@@ -278,7 +277,7 @@ func (j *Jobs) WarnExpiring(ctx context.Context) (Result, error) {
 			}
 			// The nearest window only: a key first seen 12 hours before
 			// expiry gets the 1-day warning, not a late 7-day one too.
-			return j.cfg.Keys.Notify(ctx, actor(ExpiryWarnings), k, w.notice, keys.ActionKeyExpiring,
+			return j.cfg.Keys.Notify(ctx, actor(ExpiryWarnings), k, w.notice, lifecycle.ActionKeyExpiring,
 				map[string]string{"expires_at": k.ExpiresAt.UTC().Format(time.RFC3339), "warning": w.label})
 		}
 		return false, nil
@@ -295,7 +294,7 @@ func (j *Jobs) ReportUnused(ctx context.Context) (Result, error) {
 	return j.resumable(ctx, UnusedKeys, func(cursor string) (store.KeyPage, error) {
 		return j.cfg.Store.ScanKeys(ctx, cursor, page)
 	}, func(k store.Key) (bool, error) {
-		switch keys.Effective(k, now).Status {
+		switch lifecycle.Effective(k, now).Status {
 		case store.KeyRevoked, store.KeyExpired:
 			return j.releaseIdentity(ctx, k)
 		case store.KeyExpiring:
@@ -312,7 +311,7 @@ func (j *Jobs) ReportUnused(ctx context.Context) (Result, error) {
 		if !k.LastUsedAt.IsZero() {
 			details["last_used_at"] = k.LastUsedAt.UTC().Format(time.RFC3339)
 		}
-		return j.cfg.Keys.Notify(ctx, actor(UnusedKeys), k, store.NoticeUnused, keys.ActionKeyUnused, details)
+		return j.cfg.Keys.Notify(ctx, actor(UnusedKeys), k, store.NoticeUnused, lifecycle.ActionKeyUnused, details)
 	})
 }
 
@@ -423,7 +422,7 @@ func (j *Jobs) retirePeppers(ctx context.Context) (int, bool, error) {
 			return 0, false, fmt.Errorf("jobs: scanning keys: %w", err)
 		}
 		for _, k := range p.Keys {
-			if s := keys.Effective(k, now).Status; s == store.KeyActive || s == store.KeyExpiring {
+			if s := lifecycle.Effective(k, now).Status; s == store.KeyActive || s == store.KeyExpiring {
 				delete(candidates, k.PepperVersion)
 			}
 		}

@@ -8,15 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/internal/testflush"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -41,8 +41,8 @@ type env struct {
 	st      store.Store
 	kr      *pepper.LocalKeyring
 	ring    *pepper.Ring
-	svc     *keys.Service
-	clock   *testclock.Clock
+	svc     *lifecycle.Service
+	clk     *clock.Manual
 	removed *removals
 	gw      config.Gateway
 }
@@ -50,16 +50,16 @@ type env struct {
 var start = time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
 
 func forEachStore(t *testing.T, test func(t *testing.T, e *env)) {
-	var clock *testclock.Clock
-	storetest.ForEach(t, func() time.Time { return clock.Now() }, func(t *testing.T, st store.Store) {
-		clock = testclock.New(start)
+	var clk *clock.Manual
+	storetest.ForEach(t, func() time.Time { return clk.Now() }, func(t *testing.T, st store.Store) {
+		clk = clock.NewManual(start)
 		ctx := t.Context()
-		kr, ring := storetest.Peppers(t, st, clock.Now(), pepper.WithClock(clock.Now))
+		kr, ring := storetest.Peppers(t, st, clk.Now(), pepper.WithClock(clk.Now))
 		format, _ := apikey.NewFormat("sk")
 		gw, _ := config.LoadGateway()
-		e := &env{t: t, ctx: ctx, st: st, kr: kr, ring: ring, clock: clock, removed: &removals{}, gw: gw,
-			svc: keys.New(st, ring, format, keys.WithClock(clock.Now))}
-		if _, err := e.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+		e := &env{t: t, ctx: ctx, st: st, kr: kr, ring: ring, clk: clk, removed: &removals{}, gw: gw,
+			svc: lifecycle.New(st, ring, format, lifecycle.WithClock(clk.Now))}
+		if _, err := e.svc.Onboard(ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
 			t.Fatal(err)
 		}
 		test(t, e)
@@ -69,16 +69,16 @@ func forEachStore(t *testing.T, test func(t *testing.T, e *env)) {
 // jobs returns the jobs; more, if set, decides whether a run may go on.
 func (e *env) jobs(more func(context.Context) bool) *jobs.Jobs {
 	return jobs.New(jobs.Config{Store: e.st, Keys: e.svc, Peppers: e.kr, RateLimits: e.removed, Gateway: e.gw,
-		Now: e.clock.Now, More: more})
+		Now: e.clk.Now, More: more})
 }
 
 func (e *env) key(expires time.Duration) store.Key {
 	e.t.Helper()
-	p := keys.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}}
+	p := lifecycle.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}}
 	if expires != 0 {
-		p.ExpiresAt = e.clock.Now().Add(expires)
+		p.ExpiresAt = e.clk.Now().Add(expires)
 	}
-	c, err := e.svc.Create(e.ctx, keys.Actor{ID: "test"}, "acme", p)
+	c, err := e.svc.Create(e.ctx, lifecycle.Actor{ID: "test"}, "acme", p)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -130,11 +130,11 @@ func TestSweepExpiresDueKeysAndOverlapEnds(t *testing.T) {
 		later := e.key(48 * time.Hour)
 		forever := e.key(0)
 		rotated := e.key(0)
-		_, _, err := e.svc.Rotate(e.ctx, keys.Actor{ID: "test"}, "acme", rotated.ID, 30*time.Minute)
+		_, _, err := e.svc.Rotate(e.ctx, lifecycle.Actor{ID: "test"}, "acme", rotated.ID, 30*time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.clock.Advance(time.Hour)
+		e.clk.Advance(time.Hour)
 		r := e.run(e.jobs(nil), jobs.ExpirySweep)
 		if r.Changed != 2 || r.More {
 			t.Fatalf("sweep %+v, want 2 changes", r)
@@ -145,7 +145,7 @@ func TestSweepExpiresDueKeysAndOverlapEnds(t *testing.T) {
 				t.Errorf("key %s is %s, want %s", id, got, want)
 			}
 		}
-		if n := e.actions("acme")[keys.ActionKeyExpired]; n != 2 {
+		if n := e.actions("acme")[lifecycle.ActionKeyExpired]; n != 2 {
 			t.Fatalf("%d key.expired entries", n)
 		}
 		if len(e.removed.ids) != 2 || e.removed.ids[0] != "keywardkey"+due.ID && e.removed.ids[1] != "keywardkey"+due.ID {
@@ -163,18 +163,18 @@ func TestSweepExpiresDueKeysAndOverlapEnds(t *testing.T) {
 // can no longer reach the cache.
 func TestSweepFlushesAtExpiry(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		f := &testflush.Recorder{Clock: e.clock}
+		f := &testflush.Recorder{Clock: e.clk}
 		sweep := func() (jobs.Result, error) {
 			return jobs.New(jobs.Config{Store: e.st, Keys: e.svc, Peppers: e.kr, RateLimits: e.removed, Gateway: e.gw,
-				Flusher: f, Now: e.clock.Now, Sleep: func(_ context.Context, d time.Duration) error { e.clock.Advance(d); return nil },
+				Flusher: f, Now: e.clk.Now, Sleep: func(_ context.Context, d time.Duration) error { e.clk.Advance(d); return nil },
 			}).Run(e.ctx, jobs.ExpirySweep)
 		}
 		k := e.key(3 * time.Second)
 		if r, err := sweep(); err != nil || r.Changed != 0 || len(f.At()) != 0 {
 			t.Fatalf("before the expiry: %+v %v, flushed %d times", r, err, len(f.At()))
 		}
-		e.clock.Advance(3*time.Second + 100*time.Millisecond)
-		instant := e.clock.Now()
+		e.clk.Advance(3*time.Second + 100*time.Millisecond)
+		instant := e.clk.Now()
 
 		// A failed flush expires nothing, so the next run flushes again.
 		f.Fail(errors.New("TooManyRequestsException"))
@@ -196,7 +196,7 @@ func TestSweepFlushesAtExpiry(t *testing.T) {
 		// A key the sweep meets long after its expiry (the sweep was
 		// down) has no cached decision left to end.
 		old := e.key(time.Second)
-		e.clock.Advance(time.Hour)
+		e.clk.Advance(time.Hour)
 		if r, err := sweep(); err != nil || r.Changed != 1 || len(f.At()) != 2 || e.status(old.ID) != store.KeyExpired {
 			t.Fatalf("an old expiry: %+v %v, %d flushes", r, err, len(f.At()))
 		}
@@ -220,7 +220,7 @@ func TestSweepAcrossPagesAndRuns(t *testing.T) {
 		for i := range n {
 			e.key(time.Duration(i+1) * time.Second)
 		}
-		e.clock.Advance(time.Hour)
+		e.clk.Advance(time.Hour)
 		total, runs := 0, 0
 		for {
 			r := e.run(e.jobs(stopAfter(1)), jobs.ExpirySweep)
@@ -236,7 +236,7 @@ func TestSweepAcrossPagesAndRuns(t *testing.T) {
 		if total != n || runs < 3 {
 			t.Fatalf("%d keys expired in %d runs, want %d in at least 3", total, runs, n)
 		}
-		if got := e.actions("acme")[keys.ActionKeyExpired]; got != n {
+		if got := e.actions("acme")[lifecycle.ActionKeyExpired]; got != n {
 			t.Fatalf("%d key.expired entries for %d keys", got, n)
 		}
 	})
@@ -248,7 +248,7 @@ func TestTwoSweepsAtOnceApplyEachChangeOnce(t *testing.T) {
 		for range n {
 			e.key(time.Minute)
 		}
-		e.clock.Advance(time.Hour)
+		e.clk.Advance(time.Hour)
 		var wg sync.WaitGroup
 		results := make([]jobs.Result, 3)
 		for i := range results {
@@ -270,7 +270,7 @@ func TestTwoSweepsAtOnceApplyEachChangeOnce(t *testing.T) {
 		if total != n {
 			t.Fatalf("concurrent sweeps reported %d changes for %d keys", total, n)
 		}
-		if got := e.actions("acme")[keys.ActionKeyExpired]; got != n {
+		if got := e.actions("acme")[lifecycle.ActionKeyExpired]; got != n {
 			t.Fatalf("%d key.expired entries for %d keys", got, n)
 		}
 	})
@@ -291,14 +291,14 @@ func TestWarningsSentOnceEach(t *testing.T) {
 		if notices(week.ID) != "[expiring_7d]" || notices(soon.ID) != "[expiring_1d]" || notices(far.ID) != "[]" {
 			t.Fatalf("notices: week %s soon %s far %s", notices(week.ID), notices(soon.ID), notices(far.ID))
 		}
-		e.clock.Advance(5*24*time.Hour + time.Hour) // week is now 23 h from expiry
+		e.clk.Advance(5*24*time.Hour + time.Hour) // week is now 23 h from expiry
 		for range 2 {
 			e.run(e.jobs(nil), jobs.ExpiryWarnings)
 		}
 		if notices(week.ID) != "[expiring_7d expiring_1d]" {
 			t.Fatalf("week's notices %s", notices(week.ID))
 		}
-		if got := e.actions("acme")[keys.ActionKeyExpiring]; got != 3 {
+		if got := e.actions("acme")[lifecycle.ActionKeyExpiring]; got != 3 {
 			t.Fatalf("%d key.expiring events, want 3", got)
 		}
 	})
@@ -322,7 +322,7 @@ func TestWarningsResumeFromCheckpoint(t *testing.T) {
 			r = e.run(e.jobs(stopAfter(1)), jobs.ExpiryWarnings)
 			total += r.Changed
 		}
-		if total != n || e.actions("acme")[keys.ActionKeyExpiring] != n {
+		if total != n || e.actions("acme")[lifecycle.ActionKeyExpiring] != n {
 			t.Fatalf("%d warnings over the runs, want %d", total, n)
 		}
 		if c, _ := e.st.GetCheckpoint(e.ctx, jobs.ExpiryWarnings); c != "" {
@@ -340,15 +340,15 @@ func TestUnusedKeysReportedOnce(t *testing.T) {
 		never := e.key(0)
 		used := e.key(0)
 		revoked := e.key(0)
-		if _, err := e.svc.Revoke(e.ctx, keys.Actor{ID: "test"}, "acme", revoked.ID); err != nil {
+		if _, err := e.svc.Revoke(e.ctx, lifecycle.Actor{ID: "test"}, "acme", revoked.ID); err != nil {
 			t.Fatal(err)
 		}
-		e.clock.Advance(60 * 24 * time.Hour)
+		e.clk.Advance(60 * 24 * time.Hour)
 		fresh := e.key(0)
-		if _, err := e.st.TouchKey(e.ctx, used.ID, e.clock.Now(), time.Minute); err != nil {
+		if _, err := e.st.TouchKey(e.ctx, used.ID, e.clk.Now(), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		e.clock.Advance(31 * 24 * time.Hour)
+		e.clk.Advance(31 * 24 * time.Hour)
 		e.run(e.jobs(nil), jobs.UnusedKeys)
 		e.run(e.jobs(nil), jobs.UnusedKeys)
 		got := map[string]bool{}
@@ -358,8 +358,8 @@ func TestUnusedKeysReportedOnce(t *testing.T) {
 		}
 		// The admin keys, never used for 91 days, are reported too; the
 		// revoked key gets no event, only its identity released, once.
-		if !got[never.ID] || got[used.ID] || !got[revoked.ID] || got[fresh.ID] || e.actions("acme")[keys.ActionKeyUnused] != 3 {
-			t.Fatalf("unused notices %v, events %d", got, e.actions("acme")[keys.ActionKeyUnused])
+		if !got[never.ID] || got[used.ID] || !got[revoked.ID] || got[fresh.ID] || e.actions("acme")[lifecycle.ActionKeyUnused] != 3 {
+			t.Fatalf("unused notices %v, events %d", got, e.actions("acme")[lifecycle.ActionKeyUnused])
 		}
 		rk, _ := e.st.GetKey(e.ctx, revoked.ID)
 		if fmt.Sprint(rk.Notices) != "[identity_removed]" || len(e.removed.ids) != 1 || e.removed.ids[0] != "keywardkey"+revoked.ID {
@@ -371,31 +371,31 @@ func TestUnusedKeysReportedOnce(t *testing.T) {
 func TestPepperRotationAndRetirement(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
 		format, _ := apikey.NewFormat("sk")
-		oldKey, err := e.svc.Create(e.ctx, keys.Actor{ID: "test"}, "acme", keys.CreateParams{Name: "old", Environment: apikey.Live, Scopes: []string{"*"}})
+		oldKey, err := e.svc.Create(e.ctx, lifecycle.Actor{ID: "test"}, "acme", lifecycle.CreateParams{Name: "old", Environment: apikey.Live, Scopes: []string{"*"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r := e.run(e.jobs(nil), jobs.PepperRotation); r.Changed != 0 {
 			t.Fatalf("rotated a fresh pepper: %+v", r)
 		}
-		e.clock.Advance(jobs.DefaultPepperInterval)
+		e.clk.Advance(jobs.DefaultPepperInterval)
 		if r := e.run(e.jobs(nil), jobs.PepperRotation); r.Changed != 1 {
 			t.Fatalf("rotation %+v, want a new version", r)
 		}
-		if e.actions(store.SystemTenant)[keys.ActionPepperRotated] != 1 {
+		if e.actions(store.SystemTenant)[lifecycle.ActionPepperRotated] != 1 {
 			t.Fatal("no pepper.rotated event")
 		}
 		// This process picks the new version up within the refresh interval.
-		e.clock.Advance(pepper.RefreshInterval)
+		e.clk.Advance(pepper.RefreshInterval)
 		if e.ring.Current() != 2 {
 			t.Fatalf("current version %d after rotation", e.ring.Current())
 		}
-		newKey, err := e.svc.Create(e.ctx, keys.Actor{ID: "test"}, "acme", keys.CreateParams{Name: "new", Environment: apikey.Live, Scopes: []string{"*"}})
+		newKey, err := e.svc.Create(e.ctx, lifecycle.Actor{ID: "test"}, "acme", lifecycle.CreateParams{Name: "new", Environment: apikey.Live, Scopes: []string{"*"}})
 		if err != nil || newKey.Key.PepperVersion != 2 {
 			t.Fatalf("new key hashed with version %d (%v)", newKey.Key.PepperVersion, err)
 		}
 		// Both keys verify: the old one under its own version.
-		for _, c := range []keys.Created{oldKey, newKey} {
+		for _, c := range []lifecycle.Created{oldKey, newKey} {
 			k, _ := e.st.GetKey(e.ctx, c.Key.ID)
 			if ok, err := e.ring.Verify(e.ctx, k.PepperVersion, c.Token.Plain(), k.Hash); !ok || err != nil {
 				t.Fatalf("key on version %d does not verify: %v", k.PepperVersion, err)
@@ -404,7 +404,7 @@ func TestPepperRotationAndRetirement(t *testing.T) {
 		_ = format
 
 		// Version 1 stays while a live key (the old key, the admin key) uses it.
-		e.clock.Advance(2 * time.Hour)
+		e.clk.Advance(2 * time.Hour)
 		e.run(e.jobs(nil), jobs.PepperRotation)
 		if retired(t, e, 1) {
 			t.Fatal("retired a version live keys depend on")
@@ -418,7 +418,7 @@ func TestPepperRotationAndRetirement(t *testing.T) {
 			}
 			for _, k := range p.Keys {
 				if k.PepperVersion == 1 {
-					if _, err := e.svc.Revoke(e.ctx, keys.Actor{ID: "test"}, k.TenantID, k.ID); err != nil {
+					if _, err := e.svc.Revoke(e.ctx, lifecycle.Actor{ID: "test"}, k.TenantID, k.ID); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -432,7 +432,7 @@ func TestPepperRotationAndRetirement(t *testing.T) {
 			t.Fatalf("retirement %+v", r)
 		}
 		// A scan cut short retires nothing.
-		e.clock.Advance(jobs.DefaultPepperInterval)
+		e.clk.Advance(jobs.DefaultPepperInterval)
 		r = e.run(e.jobs(stopAfter(1)), jobs.PepperRotation)
 		if retired(t, e, 2) {
 			t.Fatal("retired version 2 within an hour of version 3")

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/clock"
 )
 
 func pemOf(t *testing.T, pub any) string {
@@ -101,8 +101,8 @@ func TestGitHubKeysFetchesCachesAndRefetches(t *testing.T) {
 		w.Write(keyListJSON(t, published))
 	}))
 	defer srv.Close()
-	clock := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	g := &GitHubKeys{URL: srv.URL, Now: clock.Now}
+	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	g := &GitHubKeys{URL: srv.URL, Now: clk.Now}
 	if k, err := g.Key(t.Context(), "k1"); err != nil || !k.Equal(&k1.PublicKey) {
 		t.Fatalf("k1: %v", err)
 	}
@@ -121,13 +121,13 @@ func TestGitHubKeysFetchesCachesAndRefetches(t *testing.T) {
 	}
 	// GitHub adds a key: found after the minute.
 	published["k2"] = &k2.PublicKey
-	clock.Advance(time.Minute)
+	clk.Advance(time.Minute)
 	if k, err := g.Key(t.Context(), "k2"); err != nil || !k.Equal(&k2.PublicKey) || fetches.Load() != 2 {
 		t.Fatalf("k2: %v, %d fetches", err, fetches.Load())
 	}
 	// GitHub down after a successful fetch: the cached keys still serve.
 	srv.Close()
-	clock.Advance(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	if _, err := g.Key(t.Context(), "k1"); err != nil {
 		t.Fatalf("k1 with GitHub down: %v", err)
 	}

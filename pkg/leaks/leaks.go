@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/apikey"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -82,7 +82,7 @@ type Peppers interface {
 
 // Responder decides and records what each reported token means.
 type Responder struct {
-	Keys    *keys.Service
+	Keys    *lifecycle.Service
 	Store   Store
 	Peppers Peppers
 	Format  apikey.Format
@@ -103,7 +103,7 @@ type Outcome struct {
 // costs at most one store read; a real one is a true positive, and its key
 // gets a key.leaked event, revoked first if it is live and the policy says
 // so. A token reported twice is handled once.
-func (r Responder) Respond(ctx context.Context, actor keys.Actor, reports []Report) (Outcome, error) {
+func (r Responder) Respond(ctx context.Context, actor lifecycle.Actor, reports []Report) (Outcome, error) {
 	var out Outcome
 	done := map[string]string{} // token -> label
 	for _, rep := range reports {
@@ -132,7 +132,7 @@ const (
 	falsePositive = "false_positive"
 )
 
-func (r Responder) one(ctx context.Context, actor keys.Actor, rep Report) (string, bool, error) {
+func (r Responder) one(ctx context.Context, actor lifecycle.Actor, rep Report) (string, bool, error) {
 	tok, err := r.Format.Parse(rep.Token)
 	if err != nil {
 		return falsePositive, false, nil
@@ -151,7 +151,7 @@ func (r Responder) one(ctx context.Context, actor keys.Actor, rep Report) (strin
 	if r.Now != nil {
 		now = r.Now
 	}
-	if st := keys.Effective(k, now()).Status; st == store.KeyRevoked || st == store.KeyExpired {
+	if st := lifecycle.Effective(k, now()).Status; st == store.KeyRevoked || st == store.KeyExpired {
 		return falsePositive, false, nil
 	}
 	ok, err := r.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)

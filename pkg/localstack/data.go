@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/admin"
-	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/keyevents"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/embedded"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 // Files of the data directory.
@@ -135,7 +135,7 @@ func loadPlans(ctx context.Context, st *embedded.Store, next admin.RateLimits) (
 		return nil, err
 	}
 	for identity, tier := range stored {
-		if id, perKey := usage.KeyOf(identity); perKey {
+		if id, perKey := config.KeyOfRateLimitIdentity(identity); perKey {
 			k, err := st.GetKey(ctx, id)
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
 				return nil, err
@@ -183,10 +183,10 @@ func (s *Stack) PublishEvents(ctx context.Context) error {
 		if err != nil || len(batch) == 0 {
 			return err
 		}
-		evs := make([]events.Event, len(batch))
+		evs := make([]keyevents.Event, len(batch))
 		seqs := make([]uint64, len(batch))
 		for i, e := range batch {
-			evs[i], seqs[i] = events.FromAudit(e.Entry), e.Seq
+			evs[i], seqs[i] = keyevents.FromAudit(e.Entry), e.Seq
 		}
 		if _, err := s.Events.Publish(ctx, evs); err != nil {
 			return err

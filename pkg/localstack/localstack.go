@@ -19,20 +19,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/events"
-	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/keyevents"
 	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/lifecycle"
+	"github.com/keyward/keyward/pkg/localstack/gateway"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/embedded"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 // DemoTenant is the tenant the first start creates.
@@ -82,7 +81,7 @@ type Stack struct {
 	Schedule map[string]time.Duration
 	// Events publishes to the log and events.jsonl, as the publisher
 	// function does to EventBridge.
-	Events *events.File
+	Events *keyevents.File
 
 	store *embedded.Store
 	log   *slog.Logger
@@ -105,9 +104,9 @@ var (
 
 // Bootstrap is what the first start created.
 type Bootstrap struct {
-	AdminKey     keys.Created // keys:admin, live
-	TestAdminKey keys.Created // keys:admin, test
-	DemoKey      keys.Created // invoices:read, for trying the protected API
+	AdminKey     lifecycle.Created // keys:admin, live
+	TestAdminKey lifecycle.Created // keys:admin, test
+	DemoKey      lifecycle.Created // invoices:read, for trying the protected API
 }
 
 // Open opens (creating on first use) the data directory and builds the
@@ -136,7 +135,7 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	// Committed audit entries become events, as the table's stream and the
 	// publisher function do in AWS: to the log and events.jsonl, from the
 	// store's outbox (runPublisher).
-	s := &Stack{store: st, log: o.Logger, Events: &events.File{Path: filepath.Join(o.DataDir, eventsFile), Logger: o.Logger}}
+	s := &Stack{store: st, log: o.Logger, Events: &keyevents.File{Path: filepath.Join(o.DataDir, eventsFile), Logger: o.Logger}}
 	if err := s.build(ctx, o); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -216,7 +215,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
-	svc := keys.New(s.store, ring, format, keys.WithClock(o.Now))
+	svc := lifecycle.New(s.store, ring, format, lifecycle.WithClock(o.Now))
 	leakResponse := admin.Leaks{Responder: leaks.Responder{Keys: svc, Store: s.store, Peppers: ring, Format: format,
 		Policy: cmp.Or(o.LeakPolicy, leaks.Revoke)}}
 	if o.GitHubKeysFile != "" {
@@ -239,7 +238,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 
 // bootstrap creates the demo tenant, its admin key and a demo key on the
 // first start.
-func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.RateLimits, dataDir string) error {
+func (s *Stack) bootstrap(ctx context.Context, svc *lifecycle.Service, plans admin.RateLimits, dataDir string) error {
 	// The marker is written last: a tenant without it is a first start
 	// that died half-way, whose secrets nobody saw.
 	marker := filepath.Join(dataDir, "bootstrapped")
@@ -249,16 +248,16 @@ func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.Ra
 			return fmt.Errorf("localstack: an earlier first start in %s was interrupted before it showed the demo keys; delete %s and start again", dataDir, dataDir)
 		}
 		return nil
-	} else if !errors.Is(err, keys.ErrNotFound) {
+	} else if !errors.Is(err, lifecycle.ErrNotFound) {
 		return fmt.Errorf("localstack: %w", err)
 	}
-	actor := keys.Actor{ID: "local:bootstrap"}
-	o, err := svc.Onboard(ctx, actor, keys.OnboardParams{TenantID: DemoTenant, Name: "Demo tenant",
+	actor := lifecycle.Actor{ID: "local:bootstrap"}
+	o, err := svc.Onboard(ctx, actor, lifecycle.OnboardParams{TenantID: DemoTenant, Name: "Demo tenant",
 		RateLimit: s.Gateway.HighestTier().RateLimit()})
 	if err != nil {
 		return fmt.Errorf("localstack: creating the demo tenant: %w", err)
 	}
-	demo, err := svc.Create(ctx, actor, DemoTenant, keys.CreateParams{Name: "Demo key", Environment: apikey.Live,
+	demo, err := svc.Create(ctx, actor, DemoTenant, lifecycle.CreateParams{Name: "Demo key", Environment: apikey.Live,
 		Scopes: []string{"invoices:read"}, CreatedBy: "demo_member"})
 	if err != nil {
 		return fmt.Errorf("localstack: creating the demo key: %w", err)
@@ -268,7 +267,7 @@ func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.Ra
 		if !ok {
 			return fmt.Errorf("localstack: key %s has a rate limit of no tier", k.ID)
 		}
-		if err := plans.Provision(ctx, usage.Identity(s.Gateway.UsageIdentity, k.TenantID, k.ID), tier.Name); err != nil {
+		if err := plans.Provision(ctx, s.Gateway.RateLimitIdentity(k.TenantID, k.ID), tier.Name); err != nil {
 			return fmt.Errorf("localstack: %w", err)
 		}
 	}
@@ -280,7 +279,7 @@ func (s *Stack) bootstrap(ctx context.Context, svc *keys.Service, plans admin.Ra
 }
 
 // schedule runs a job every interval until ctx ends, as an EventBridge
-// schedule invokes the rotation function; each run gets the interval as
+// schedule invokes the jobs function; each run gets the interval as
 // its time limit, like a Lambda timeout.
 func (s *Stack) schedule(ctx context.Context, name string, every time.Duration) {
 	t := time.NewTicker(every)

@@ -17,21 +17,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward/keyward/config"
-	"github.com/keyward/keyward/internal/testclock"
-	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/localstack"
+	"github.com/keyward/keyward/pkg/localstack/gateway"
 	"github.com/keyward/keyward/pkg/store/embedded"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 var t0 = time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
 
-func open(t *testing.T, dir string, clock *testclock.Clock) *localstack.Stack {
+func open(t *testing.T, dir string, clk *clock.Manual) *localstack.Stack {
 	t.Helper()
 	s, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, OperatorToken: "op-secret",
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Now: clock.Now})
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,8 +64,8 @@ func sender(t *testing.T, h http.Handler) func(method, path, secret string, body
 // TestStack follows a key from onboarding to revocation through the
 // emulated gateway, with the real authorizer and admin API.
 func TestStack(t *testing.T) {
-	clock := testclock.New(t0)
-	s := open(t, t.TempDir(), clock)
+	clk := clock.NewManual(t0)
+	s := open(t, t.TempDir(), clk)
 	defer s.Close()
 	send := sender(t, s.Handler)
 
@@ -111,8 +110,8 @@ func TestStack(t *testing.T) {
 // TestRestart: the first start prints the demo keys once; a restart on the
 // same data reuses them, with their rate-limit identities.
 func TestRestart(t *testing.T) {
-	dir, clock := t.TempDir(), testclock.New(t0)
-	s := open(t, dir, clock)
+	dir, clk := t.TempDir(), clock.NewManual(t0)
+	s := open(t, dir, clk)
 	if s.Bootstrap == nil {
 		t.Fatal("first start created no demo keys")
 	}
@@ -130,7 +129,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = open(t, dir, clock)
+	s = open(t, dir, clk)
 	defer s.Close()
 	if s.Bootstrap != nil {
 		t.Fatal("a restart created the demo tenant again")
@@ -146,9 +145,9 @@ func TestRestart(t *testing.T) {
 // TestPrefixChange: keys keep the prefix they were made with when the
 // deployment's prefix changes; new keys get the new one.
 func TestPrefixChange(t *testing.T) {
-	dir, clock := t.TempDir(), testclock.New(t0)
+	dir, clk := t.TempDir(), clock.NewManual(t0)
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	s, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, TokenPrefix: "sk", Logger: quiet, Now: clock.Now})
+	s, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, TokenPrefix: "sk", Logger: quiet, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +159,7 @@ func TestPrefixChange(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = open(t, dir, clock)
+	s = open(t, dir, clk)
 	defer s.Close()
 	send := sender(t, s.Handler)
 	send("GET", "/invoices", demo, nil, 200)
@@ -180,9 +179,9 @@ func TestPrefixChange(t *testing.T) {
 // set aside, never read again.
 func TestEarlierDataDirectory(t *testing.T) {
 	dir, secrets := earlierData(t)
-	clock := testclock.New(time.Now())
+	clk := clock.NewManual(time.Now())
 	for range 2 {
-		s := open(t, dir, clock)
+		s := open(t, dir, clk)
 		if s.Bootstrap != nil {
 			t.Fatal("the demo tenant was created again")
 		}
@@ -256,15 +255,15 @@ func TestEarlierDataDirectoryAfterAFailedImport(t *testing.T) {
 	if err := os.WriteFile(eventsPath, bytes.Join(published[:len(published)-1], []byte("\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clock := testclock.New(time.Now())
+	clk := clock.NewManual(time.Now())
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	if _, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, Logger: quiet, Now: clock.Now}); err == nil || !strings.Contains(err.Error(), "line 3") {
+	if _, err := localstack.Open(t.Context(), localstack.Options{DataDir: dir, Logger: quiet, Now: clk.Now}); err == nil || !strings.Contains(err.Error(), "line 3") {
 		t.Fatalf("a start on a damaged journal: %v", err)
 	}
 	if err := os.WriteFile(journal, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := open(t, dir, clock)
+	s := open(t, dir, clk)
 	defer s.Close()
 	sender(t, s.Handler)("GET", "/invoices", secrets["kept"], nil, 200)
 	if err := s.PublishEvents(t.Context()); err != nil {
@@ -279,13 +278,13 @@ func TestEarlierDataDirectoryAfterAFailedImport(t *testing.T) {
 // killed between provisioning its plan and writing its key) is dropped at
 // the next start; the demo keys' plans stay.
 func TestOrphanPlansDropped(t *testing.T) {
-	dir, clock := t.TempDir(), testclock.New(t0)
-	s := open(t, dir, clock)
+	dir, clk := t.TempDir(), clock.NewManual(t0)
+	s := open(t, dir, clk)
 	demo := s.Bootstrap.DemoKey.Token.Plain()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	orphan := usage.Identity(config.UsagePerKey, "demo", "NeverWritten")
+	orphan := config.Gateway{UsageIdentity: config.UsagePerKey}.RateLimitIdentity("demo", "NeverWritten")
 	setPlans := func(fn func(st *embedded.Store) error) {
 		t.Helper()
 		st, err := embedded.Open(filepath.Join(dir, "keyward.db"))
@@ -298,7 +297,7 @@ func TestOrphanPlansDropped(t *testing.T) {
 		}
 	}
 	setPlans(func(st *embedded.Store) error { return st.SetUsagePlan(t.Context(), orphan, "default") })
-	s = open(t, dir, clock)
+	s = open(t, dir, clk)
 	sender(t, s.Handler)("GET", "/invoices", demo, nil, 200)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -316,7 +315,7 @@ func TestOrphanPlansDropped(t *testing.T) {
 // demo secrets is reported, not silently reused.
 func TestInterruptedFirstStart(t *testing.T) {
 	dir := t.TempDir()
-	s := open(t, dir, testclock.New(t0))
+	s := open(t, dir, clock.NewManual(t0))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -332,14 +331,14 @@ func TestInterruptedFirstStart(t *testing.T) {
 // TestEventsAndJobs: committed changes become events in events.jsonl, and
 // the scheduled jobs run against the same data.
 func TestEventsAndJobs(t *testing.T) {
-	dir, clock := t.TempDir(), testclock.New(t0)
-	s := open(t, dir, clock)
+	dir, clk := t.TempDir(), clock.NewManual(t0)
+	s := open(t, dir, clk)
 	defer s.Close()
 	send := sender(t, s.Handler)
 	created, _ := send("POST", "/v1/keys", s.Bootstrap.AdminKey.Token.Plain(),
 		map[string]any{"name": "short", "environment": "live", "scopes": []string{"invoices:read"}, "expires_in": 60}, 201)
 	keyID := created["key"].(map[string]any)["id"].(string)
-	clock.Advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	if r, err := s.Jobs.Run(t.Context(), jobs.ExpirySweep); err != nil || r.Changed != 1 {
 		t.Fatalf("sweep: %+v %v", r, err)
 	}

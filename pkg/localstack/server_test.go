@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/localstack/gateway"
 )
 
 // TestServerBoundsSlowClients: every phase of a connection has a deadline

@@ -18,7 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
-	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -258,24 +258,24 @@ func (m *memPeppers) CreatePepper(_ context.Context, p store.Pepper) error {
 	return nil
 }
 
-func newRingFixture(t *testing.T) (*memPeppers, *LocalKeyring, *testclock.Clock) {
+func newRingFixture(t *testing.T) (*memPeppers, *LocalKeyring, *clock.Manual) {
 	ring, err := NewLocalKeyring(bytes.Repeat([]byte{9}, Size))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &memPeppers{}, ring, testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	return &memPeppers{}, ring, clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 func TestRingHashAndVerify(t *testing.T) {
-	src, kr, clock := newRingFixture(t)
-	if _, err := load(t.Context(), src, kr, clock.Now); err == nil {
+	src, kr, clk := newRingFixture(t)
+	if _, err := load(t.Context(), src, kr, clk.Now); err == nil {
 		t.Fatal("Load without any pepper succeeded")
 	}
-	p1, err := Create(t.Context(), src, kr, clock.Now())
+	p1, err := Create(t.Context(), src, kr, clk.Now())
 	if err != nil || p1.Version != 1 || p1.KeyID != kr.KeyID() {
 		t.Fatalf("Create: %+v %v", p1, err)
 	}
-	r, err := load(t.Context(), src, kr, clock.Now)
+	r, err := load(t.Context(), src, kr, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,17 +318,17 @@ func TestRingHashAndVerify(t *testing.T) {
 }
 
 func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
-	src, kr, clock := newRingFixture(t)
-	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
+	src, kr, clk := newRingFixture(t)
+	if _, err := Create(t.Context(), src, kr, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
-	r, err := load(t.Context(), src, kr, clock.Now)
+	r, err := load(t.Context(), src, kr, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Another process rotates; this one meets a key hashed under v2.
-	clock.Advance(time.Minute)
-	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
+	clk.Advance(time.Minute)
+	if _, err := Create(t.Context(), src, kr, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
 	lists := src.lists
@@ -339,7 +339,7 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 		t.Fatalf("reloads %d, current %d", src.lists-lists, r.Current())
 	}
 	// An unknown version fails closed, and reloads at most once per interval.
-	clock.Advance(time.Minute)
+	clk.Advance(time.Minute)
 	for range 5 {
 		if _, err := r.Verify(t.Context(), 9, "t", make([]byte, 32)); !errors.Is(err, ErrUnknownVersion) {
 			t.Fatalf("Verify(v9) error %v", err)
@@ -348,7 +348,7 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 	if src.lists != lists+2 {
 		t.Fatalf("%d reloads for an unknown version, want 1", src.lists-lists-1)
 	}
-	clock.Advance(reloadInterval)
+	clk.Advance(reloadInterval)
 	_, _ = r.Verify(t.Context(), 9, "t", nil)
 	if src.lists != lists+3 {
 		t.Fatalf("no reload after the interval: %d", src.lists-lists)
@@ -356,15 +356,15 @@ func TestRingReloadsUnknownVersionOnceThenFailsClosed(t *testing.T) {
 }
 
 func TestRingRefreshesCurrentPeriodically(t *testing.T) {
-	src, kr, clock := newRingFixture(t)
-	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
+	src, kr, clk := newRingFixture(t)
+	if _, err := Create(t.Context(), src, kr, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
-	r, err := load(t.Context(), src, kr, clock.Now)
+	r, err := load(t.Context(), src, kr, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
+	if _, err := Create(t.Context(), src, kr, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
 	lists := src.lists
@@ -373,7 +373,7 @@ func TestRingRefreshesCurrentPeriodically(t *testing.T) {
 			t.Fatal("picked up a rotation before the refresh interval")
 		}
 	}
-	clock.Advance(RefreshInterval)
+	clk.Advance(RefreshInterval)
 	if r.Current() != 2 || src.lists != lists+1 {
 		t.Fatalf("after the refresh interval: current %d, %d reloads", r.Current(), src.lists-lists)
 	}
@@ -383,23 +383,23 @@ func TestRingRefreshesCurrentPeriodically(t *testing.T) {
 }
 
 func TestRingSkipsRetiredAndFailsOnBadCiphertext(t *testing.T) {
-	src, kr, clock := newRingFixture(t)
+	src, kr, clk := newRingFixture(t)
 	for range 3 {
-		if _, err := Create(t.Context(), src, kr, clock.Now()); err != nil {
+		if _, err := Create(t.Context(), src, kr, clk.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p3 := src.peppers[3]
-	p3.RetiredAt = clock.Now()
+	p3.RetiredAt = clk.Now()
 	src.peppers[3] = p3
-	r, err := load(t.Context(), src, kr, clock.Now)
+	r, err := load(t.Context(), src, kr, clk.Now)
 	if err != nil || r.Current() != 2 {
 		t.Fatalf("current %d, %v; want 2", r.Current(), err)
 	}
 	p2 := src.peppers[2]
 	p2.Ciphertext = p3.Ciphertext // moved from version 3: must not open as 2
 	src.peppers[2] = p2
-	if _, err := load(t.Context(), src, kr, clock.Now); err == nil {
+	if _, err := load(t.Context(), src, kr, clk.Now); err == nil {
 		t.Fatal("Load accepted a ciphertext moved between versions")
 	}
 }
@@ -407,7 +407,7 @@ func TestRingSkipsRetiredAndFailsOnBadCiphertext(t *testing.T) {
 // TestCreateConcurrentNeverSharesVersion: racing rotations either win a
 // version of their own or fail with ErrAlreadyExists; none overwrites.
 func TestCreateConcurrentNeverSharesVersion(t *testing.T) {
-	src, kr, clock := newRingFixture(t)
+	src, kr, clk := newRingFixture(t)
 	fake := newRecordingKMS(t)
 	var wg sync.WaitGroup
 	created := make([]store.Pepper, 6)
@@ -420,7 +420,7 @@ func TestCreateConcurrentNeverSharesVersion(t *testing.T) {
 			if i%2 == 1 {
 				gen = KMS{Client: fake, KeyID: testKeyARN}
 			}
-			created[i], errs[i] = Create(t.Context(), src, gen, clock.Now())
+			created[i], errs[i] = Create(t.Context(), src, gen, clk.Now())
 		}()
 	}
 	wg.Wait()

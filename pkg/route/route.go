@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/scope"
 )
 

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/config"
 )
 
 func table(t *testing.T, routes ...config.Route) *Table {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -59,16 +59,16 @@ func Run(t *testing.T, open Opener) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC))
-			tc.fn(t, &env{s: open(t, c.Now), clock: c, ctx: t.Context()})
+			c := clock.NewManual(time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC))
+			tc.fn(t, &env{s: open(t, c.Now), clk: c, ctx: t.Context()})
 		})
 	}
 }
 
 type env struct {
-	s     store.Store
-	clock *testclock.Clock
-	ctx   context.Context
+	s   store.Store
+	clk *clock.Manual
+	ctx context.Context
 }
 
 // Settler is a store whose listings may lag its writes, as DynamoDB's
@@ -115,7 +115,7 @@ func (e *env) apply(t *testing.T, c store.Change) {
 
 func (e *env) tenant(t *testing.T, id string) store.Tenant {
 	t.Helper()
-	tn := store.Tenant{ID: id, Name: "Tenant " + id, Status: store.TenantActive, CreatedAt: e.clock.Now()}
+	tn := store.Tenant{ID: id, Name: "Tenant " + id, Status: store.TenantActive, CreatedAt: e.clk.Now()}
 	e.apply(t, store.Change{Tenant: &store.TenantWrite{Tenant: tn}})
 	got, err := e.s.GetTenant(e.ctx, id)
 	if err != nil {
@@ -126,7 +126,7 @@ func (e *env) tenant(t *testing.T, id string) store.Tenant {
 
 // key builds a key with every field set, so round trips check them all.
 func (e *env) key(tenant, id string) store.Key {
-	now := e.clock.Now()
+	now := e.clk.Now()
 	return store.Key{
 		ID:             id,
 		TenantID:       tenant,
@@ -169,7 +169,7 @@ func (e *env) getKey(t *testing.T, id string) store.Key {
 
 func (e *env) audit(tenant, id, keyID string) store.AuditEntry {
 	return store.AuditEntry{
-		TenantID: tenant, ID: id, Time: e.clock.Now(), Actor: "key_admin0000001",
+		TenantID: tenant, ID: id, Time: e.clk.Now(), Actor: "key_admin0000001",
 		Action: "key.updated", KeyID: keyID, KeyDisplay: "sk_live_…" + id[len(id)-min(len(id), 4):], RequestID: "req-" + id,
 		Details: map[string]string{"field": "name"},
 	}
@@ -231,7 +231,7 @@ func normalAudit(a store.AuditEntry) store.AuditEntry {
 
 func testTenantLifecycle(t *testing.T, e *env) {
 	got := e.tenant(t, "acme")
-	want := store.Tenant{ID: "acme", Name: "Tenant acme", Status: store.TenantActive, CreatedAt: e.clock.Now(), Revision: 1}
+	want := store.Tenant{ID: "acme", Name: "Tenant acme", Status: store.TenantActive, CreatedAt: e.clk.Now(), Revision: 1}
 	got.CreatedAt = got.CreatedAt.UTC().Round(0)
 	wantEqual(t, "tenant", got, want)
 
@@ -240,7 +240,7 @@ func testTenantLifecycle(t *testing.T, e *env) {
 	wantErr(t, e.s.Apply(e.ctx, store.Change{Tenant: &store.TenantWrite{Tenant: want}}), store.ErrAlreadyExists)
 
 	off := got
-	off.Status, off.OffboardedAt = store.TenantOffboarded, e.clock.Now()
+	off.Status, off.OffboardedAt = store.TenantOffboarded, e.clk.Now()
 	e.apply(t, store.Change{Tenant: &store.TenantWrite{Tenant: off, ExpectedRevision: 1}})
 	got, _ = e.s.GetTenant(e.ctx, "acme")
 	if got.Status != store.TenantOffboarded || got.Revision != 2 || !got.OffboardedAt.Equal(off.OffboardedAt) {
@@ -271,7 +271,7 @@ func testKeyCreateAndGet(t *testing.T, e *env) {
 	// A minimal key: empty optional fields round-trip as empty.
 	minimal := store.Key{ID: "k00000000002", TenantID: "acme", Name: "m", Prefix: "sk", Environment: "test",
 		Last4: "wxyz", Scopes: []string{"*"}, Status: store.KeyActive, Hash: []byte{1, 2, 3}, PepperVersion: 7,
-		CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}
+		CreatedAt: e.clk.Now(), UpdatedAt: e.clk.Now()}
 	got = e.createKey(t, minimal)
 	minimal.Revision = 1
 	wantEqual(t, "minimal key round trip", normal(got), normal(minimal))
@@ -312,16 +312,16 @@ func testKeyUpdate(t *testing.T, e *env) {
 	e.tenant(t, "acme")
 	orig := e.createKey(t, e.key("acme", "k00000000001"))
 
-	e.clock.Advance(time.Hour)
+	e.clk.Advance(time.Hour)
 	upd := orig
 	upd.Name = "renamed"
 	upd.Description = ""
 	upd.Scopes = []string{"invoices:read"}
 	upd.Status = store.KeyRevoked
-	upd.RevokedAt = e.clock.Now()
-	upd.UpdatedAt = e.clock.Now()
+	upd.RevokedAt = e.clk.Now()
+	upd.UpdatedAt = e.clk.Now()
 	upd.NotBefore = time.Time{}
-	upd.ExpiresAt = e.clock.Now().Add(time.Hour)
+	upd.ExpiresAt = e.clk.Now().Add(time.Hour)
 	upd.AllowedIPs = nil
 	upd.AllowedOrigins = []string{"https://a.example", "https://b.example:8443"}
 	upd.RateLimit = store.RateLimit{RequestsPerMinute: 600}
@@ -332,7 +332,7 @@ func testKeyUpdate(t *testing.T, e *env) {
 	tampered := upd
 	tampered.Hash = []byte("tampered")
 	tampered.PepperVersion = 9
-	tampered.LastUsedAt = e.clock.Now()
+	tampered.LastUsedAt = e.clk.Now()
 	tampered.Prefix, tampered.Environment, tampered.Last4 = "xx", "test", "0000"
 	tampered.CreatedAt, tampered.CreatedBy, tampered.Replaces = time.Time{}, "mallory", "k00000000000"
 	e.apply(t, store.Change{Keys: []store.KeyWrite{{Key: tampered, ExpectedRevision: orig.Revision}}})
@@ -429,7 +429,7 @@ func testChangeValidation(t *testing.T, e *env) {
 		wantErr(t, e.s.Apply(e.ctx, store.Change{Keys: []store.KeyWrite{{Key: bad}}}), store.ErrCorrupt)
 	}
 	// Backends compose item keys from tenant ids with '#'.
-	hashed := store.Tenant{ID: "ac#me", Status: store.TenantActive, CreatedAt: e.clock.Now()}
+	hashed := store.Tenant{ID: "ac#me", Status: store.TenantActive, CreatedAt: e.clk.Now()}
 	if err := e.s.Apply(e.ctx, store.Change{Tenant: &store.TenantWrite{Tenant: hashed}}); err == nil {
 		t.Fatal("tenant id with '#' accepted")
 	}
@@ -453,7 +453,7 @@ func testChangeValidation(t *testing.T, e *env) {
 	}
 
 	// A tenant write is the tenant and its key counters.
-	other := store.Tenant{ID: "other", Name: "Other", Status: store.TenantActive, CreatedAt: e.clock.Now()}
+	other := store.Tenant{ID: "other", Name: "Other", Status: store.TenantActive, CreatedAt: e.clk.Now()}
 	tooMany := audit[:store.MaxChangeItems-store.TenantWriteItems+1]
 	for i := range tooMany {
 		tooMany[i].TenantID = "other"
@@ -464,7 +464,7 @@ func testChangeValidation(t *testing.T, e *env) {
 
 func testTenantWriteWithKeys(t *testing.T, e *env) {
 	// Creating a tenant and its first key in one change, as onboarding does.
-	tn := store.Tenant{ID: "acme", Name: "Acme", Status: store.TenantActive, CreatedAt: e.clock.Now()}
+	tn := store.Tenant{ID: "acme", Name: "Acme", Status: store.TenantActive, CreatedAt: e.clk.Now()}
 	e.apply(t, store.Change{
 		Tenant: &store.TenantWrite{Tenant: tn},
 		Keys:   []store.KeyWrite{{Key: e.key("acme", "k00000000001")}},
@@ -502,7 +502,7 @@ func testTenantWriteWithKeys(t *testing.T, e *env) {
 	}
 
 	// A tenant created offboarded cannot receive its first key either.
-	off := store.Tenant{ID: "gone", Status: store.TenantOffboarded, CreatedAt: e.clock.Now()}
+	off := store.Tenant{ID: "gone", Status: store.TenantOffboarded, CreatedAt: e.clk.Now()}
 	err = e.s.Apply(e.ctx, store.Change{Tenant: &store.TenantWrite{Tenant: off}, Keys: []store.KeyWrite{{Key: e.key("gone", "k00000000005")}}})
 	wantErr(t, err, store.ErrConflict)
 	_, err = e.s.GetTenant(e.ctx, "gone")
@@ -519,7 +519,7 @@ func (e *env) createKeys(t *testing.T, tenant string, n int, edit func(i int, k 
 			edit(i, &k)
 		}
 		keys = append(keys, e.createKey(t, k))
-		e.clock.Advance(time.Millisecond)
+		e.clk.Advance(time.Millisecond)
 	}
 	return keys
 }
@@ -575,7 +575,7 @@ func testListKeysPagination(t *testing.T, e *env) {
 	}
 	// Keys created in the same instant are ordered by id.
 	e.tenant(t, "same")
-	at := e.clock.Now()
+	at := e.clk.Now()
 	for _, id := range []string{"b00000000002", "b00000000001", "b00000000003"} {
 		k := e.key("same", id)
 		k.CreatedAt = at
@@ -681,7 +681,7 @@ func testAudit(t *testing.T, e *env) {
 		}
 		e.apply(t, store.Change{Audit: []store.AuditEntry{a}})
 		want = append([]store.AuditEntry{a}, want...)
-		e.clock.Advance(time.Second)
+		e.clk.Advance(time.Second)
 	}
 	var got []store.AuditEntry
 	q := store.AuditQuery{Limit: 5}
@@ -755,7 +755,7 @@ func testAuditEnvironment(t *testing.T, e *env) {
 		},
 	} {
 		e.apply(t, store.Change{Audit: []store.AuditEntry{edit()}})
-		e.clock.Advance(time.Second)
+		e.clk.Advance(time.Second)
 	}
 	for env, want := range map[string][]string{
 		"live": {"tenant", "live1"},
@@ -790,12 +790,12 @@ func testAuditEnvironment(t *testing.T, e *env) {
 func testAuditTTL(t *testing.T, e *env) {
 	e.tenant(t, "acme")
 	kept := e.audit("acme", "kept", "k00000000001")
-	kept.ExpiresAt = e.clock.Now().Add(48 * time.Hour)
+	kept.ExpiresAt = e.clk.Now().Add(48 * time.Hour)
 	forever := e.audit("acme", "forever", "k00000000001")
 	soon := e.audit("acme", "soon", "k00000000001")
-	soon.ExpiresAt = e.clock.Now().Add(time.Hour)
+	soon.ExpiresAt = e.clk.Now().Add(time.Hour)
 	gone := e.audit("acme", "gone", "k00000000001")
-	gone.ExpiresAt = e.clock.Now().Add(-time.Second)
+	gone.ExpiresAt = e.clk.Now().Add(-time.Second)
 	e.apply(t, store.Change{Audit: []store.AuditEntry{kept, forever, soon, gone}})
 
 	ids := func(q store.AuditQuery) []string {
@@ -812,7 +812,7 @@ func testAuditTTL(t *testing.T, e *env) {
 	}
 	// Same time for all: ordered by id descending.
 	wantEqual(t, "live entries", ids(store.AuditQuery{Limit: 10}), []string{"soon", "kept", "forever"})
-	e.clock.Advance(2 * time.Hour)
+	e.clk.Advance(2 * time.Hour)
 	wantEqual(t, "after an hour", ids(store.AuditQuery{Limit: 10}), []string{"kept", "forever"})
 	wantEqual(t, "by key after an hour", ids(store.AuditQuery{KeyID: "k00000000001", Limit: 10}), []string{"kept", "forever"})
 	// An expired id is free again.
@@ -824,7 +824,7 @@ func testAuditTTL(t *testing.T, e *env) {
 func testTouchKey(t *testing.T, e *env) {
 	e.tenant(t, "acme")
 	k := e.createKey(t, e.key("acme", "k00000000001"))
-	now := e.clock.Now()
+	now := e.clk.Now()
 	wrote, err := e.s.TouchKey(e.ctx, k.ID, now, 5*time.Minute)
 	if err != nil || !wrote {
 		t.Fatalf("first touch: %v %v", wrote, err)
@@ -886,15 +886,15 @@ func testPeppers(t *testing.T, e *env) {
 	}
 	var want []store.Pepper
 	for _, v := range []int{2, 1, 10} {
-		p := store.Pepper{Version: v, Ciphertext: []byte{byte(v), 0, 1}, KeyID: "arn:aws:kms:eu-west-1:111122223333:key/abc", CreatedAt: e.clock.Now()}
+		p := store.Pepper{Version: v, Ciphertext: []byte{byte(v), 0, 1}, KeyID: "arn:aws:kms:eu-west-1:111122223333:key/abc", CreatedAt: e.clk.Now()}
 		if err := e.s.CreatePepper(e.ctx, p); err != nil {
 			t.Fatalf("CreatePepper(%d): %v", v, err)
 		}
-		e.clock.Advance(time.Minute)
+		e.clk.Advance(time.Minute)
 		want = append(want, p)
 	}
 	want[0], want[1] = want[1], want[0]
-	wantErr(t, e.s.CreatePepper(e.ctx, store.Pepper{Version: 2, Ciphertext: []byte("x"), CreatedAt: e.clock.Now()}), store.ErrAlreadyExists)
+	wantErr(t, e.s.CreatePepper(e.ctx, store.Pepper{Version: 2, Ciphertext: []byte("x"), CreatedAt: e.clk.Now()}), store.ErrAlreadyExists)
 	got, err := e.s.ListPeppers(e.ctx)
 	if err != nil {
 		t.Fatalf("ListPeppers: %v", err)
@@ -906,7 +906,7 @@ func testPeppers(t *testing.T, e *env) {
 }
 
 func testIdempotency(t *testing.T, e *env) {
-	r := store.Idempotency{TenantID: "acme", Key: "retry-1", RequestHash: "h1", CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(24 * time.Hour)}
+	r := store.Idempotency{TenantID: "acme", Key: "retry-1", RequestHash: "h1", CreatedAt: e.clk.Now(), ExpiresAt: e.clk.Now().Add(24 * time.Hour)}
 	if err := e.s.PutIdempotency(e.ctx, r); err != nil {
 		t.Fatalf("PutIdempotency: %v", err)
 	}
@@ -950,7 +950,7 @@ func testIdempotency(t *testing.T, e *env) {
 
 	// Only the record the caller holds is removed: a newer claim of the
 	// same key (another CreatedAt or request) stays.
-	r = store.Idempotency{TenantID: "acme", Key: "retry-2", RequestHash: "h1", CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(24 * time.Hour)}
+	r = store.Idempotency{TenantID: "acme", Key: "retry-2", RequestHash: "h1", CreatedAt: e.clk.Now(), ExpiresAt: e.clk.Now().Add(24 * time.Hour)}
 	if err := e.s.PutIdempotency(e.ctx, r); err != nil {
 		t.Fatalf("PutIdempotency: %v", err)
 	}
@@ -981,7 +981,7 @@ func testIdempotency(t *testing.T, e *env) {
 // answer, or no effect.
 func testIdempotentChange(t *testing.T, e *env) {
 	e.tenant(t, "acme")
-	claim := store.Idempotency{TenantID: "acme", Key: "create-1", RequestHash: "h1", CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(24 * time.Hour)}
+	claim := store.Idempotency{TenantID: "acme", Key: "create-1", RequestHash: "h1", CreatedAt: e.clk.Now(), ExpiresAt: e.clk.Now().Add(24 * time.Hour)}
 	if err := e.s.PutIdempotency(e.ctx, claim); err != nil {
 		t.Fatal(err)
 	}
@@ -1021,11 +1021,11 @@ func testIdempotentChange(t *testing.T, e *env) {
 		t.Fatal("a done record completed a second change")
 	}
 	// An expired claim completes nothing.
-	late := store.Idempotency{TenantID: "acme", Key: "late", RequestHash: "h", CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Minute)}
+	late := store.Idempotency{TenantID: "acme", Key: "late", RequestHash: "h", CreatedAt: e.clk.Now(), ExpiresAt: e.clk.Now().Add(time.Minute)}
 	if err := e.s.PutIdempotency(e.ctx, late); err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Advance(time.Minute)
+	e.clk.Advance(time.Minute)
 	wantErr(t, e.s.Apply(e.ctx, store.Change{Keys: []store.KeyWrite{{Key: again}}, Idempotency: answer(late)}), store.ErrConflict)
 	if created(again.ID) {
 		t.Fatal("an expired claim completed a change")
@@ -1033,16 +1033,16 @@ func testIdempotentChange(t *testing.T, e *env) {
 }
 
 func testIdempotencyTTL(t *testing.T, e *env) {
-	r := store.Idempotency{TenantID: "acme", Key: "k", RequestHash: "h1", CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)}
+	r := store.Idempotency{TenantID: "acme", Key: "k", RequestHash: "h1", CreatedAt: e.clk.Now(), ExpiresAt: e.clk.Now().Add(time.Hour)}
 	if err := e.s.PutIdempotency(e.ctx, r); err != nil {
 		t.Fatalf("PutIdempotency: %v", err)
 	}
-	e.clock.Advance(time.Hour)
+	e.clk.Advance(time.Hour)
 	_, err := e.s.GetIdempotency(e.ctx, "acme", "k")
 	wantErr(t, err, store.ErrNotFound)
 	wantErr(t, e.s.CompleteIdempotency(e.ctx, r), store.ErrNotFound)
 	// An expired record no longer blocks its key.
-	r.RequestHash, r.CreatedAt, r.ExpiresAt = "h2", e.clock.Now(), e.clock.Now().Add(time.Hour)
+	r.RequestHash, r.CreatedAt, r.ExpiresAt = "h2", e.clk.Now(), e.clk.Now().Add(time.Hour)
 	if err := e.s.PutIdempotency(e.ctx, r); err != nil {
 		t.Fatalf("PutIdempotency over an expired record: %v", err)
 	}
@@ -1052,11 +1052,11 @@ func testIdempotencyTTL(t *testing.T, e *env) {
 	}
 
 	// A zero ExpiresAt never expires.
-	forever := store.Idempotency{TenantID: "acme", Key: "forever", RequestHash: "h", CreatedAt: e.clock.Now()}
+	forever := store.Idempotency{TenantID: "acme", Key: "forever", RequestHash: "h", CreatedAt: e.clk.Now()}
 	if err := e.s.PutIdempotency(e.ctx, forever); err != nil {
 		t.Fatalf("PutIdempotency without expiry: %v", err)
 	}
-	e.clock.Advance(10 * 365 * 24 * time.Hour)
+	e.clk.Advance(10 * 365 * 24 * time.Hour)
 	if got, err := e.s.GetIdempotency(e.ctx, "acme", "forever"); err != nil || !got.ExpiresAt.IsZero() {
 		t.Fatalf("a record without expiry read back: %v %+v", err, got)
 	}
@@ -1079,7 +1079,7 @@ func testConcurrentRevokeAndRotate(t *testing.T, e *env) {
 		rotated := old
 		rotated.Status, rotated.ReplacedBy = store.KeyExpiring, newKey.ID
 		revoked := old
-		revoked.Status, revoked.RevokedAt = store.KeyRevoked, e.clock.Now()
+		revoked.Status, revoked.RevokedAt = store.KeyRevoked, e.clk.Now()
 
 		changes := []store.Change{
 			{Keys: []store.KeyWrite{{Key: newKey}, {Key: rotated, ExpectedRevision: old.Revision}},
@@ -1146,7 +1146,7 @@ func testConcurrentCreateSameID(t *testing.T, e *env) {
 func testConcurrentIdempotency(t *testing.T, e *env) {
 	errs := concurrently(6, func(int) error {
 		return e.s.PutIdempotency(e.ctx, store.Idempotency{TenantID: "acme", Key: "same", RequestHash: "h",
-			CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)})
+			CreatedAt: e.clk.Now(), ExpiresAt: e.clk.Now().Add(time.Hour)})
 	})
 	winners := 0
 	for _, err := range errs {
@@ -1195,7 +1195,7 @@ func testTenantIsolation(t *testing.T, e *env) {
 	// Idempotency keys are per tenant.
 	records := map[string]store.Idempotency{}
 	for _, tenant := range []string{"alpha", "bravo"} {
-		r := store.Idempotency{TenantID: tenant, Key: "shared", RequestHash: tenant, CreatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)}
+		r := store.Idempotency{TenantID: tenant, Key: "shared", RequestHash: tenant, CreatedAt: e.clk.Now(), ExpiresAt: e.clk.Now().Add(time.Hour)}
 		if err := e.s.PutIdempotency(e.ctx, r); err != nil {
 			t.Fatalf("PutIdempotency(%s): %v", tenant, err)
 		}
@@ -1215,7 +1215,7 @@ func testTenantIsolation(t *testing.T, e *env) {
 func testListExpiring(t *testing.T, e *env) {
 	e.tenant(t, "alpha")
 	e.tenant(t, "bravo")
-	now := e.clock.Now()
+	now := e.clk.Now()
 	var want []string
 	// Keys of two tenants expiring at interleaved times, some at the same
 	// instant, and keys that must not appear.
@@ -1298,7 +1298,7 @@ func testListExpiring(t *testing.T, e *env) {
 // settle is there.
 func testListingsBeforeSettling(t *testing.T, e *env) {
 	e.tenant(t, "acme")
-	now := e.clock.Now()
+	now := e.clk.Now()
 	keys := e.createKeys(t, "acme", 12, func(i int, k *store.Key) {
 		k.ExpiresAt = now.Add(time.Duration(i+1) * time.Hour)
 	})
@@ -1310,7 +1310,7 @@ func testListingsBeforeSettling(t *testing.T, e *env) {
 	for i, k := range keys {
 		switch i % 4 {
 		case 0:
-			k.Status, k.RevokedAt = store.KeyRevoked, e.clock.Now()
+			k.Status, k.RevokedAt = store.KeyRevoked, e.clk.Now()
 		case 1:
 			k.ExpiresAt = k.ExpiresAt.Add(30 * time.Minute) // a later position in the expiry window
 		case 2:
@@ -1324,7 +1324,7 @@ func testListingsBeforeSettling(t *testing.T, e *env) {
 	for i := range 3 {
 		k := e.createKey(t, e.key("acme", fmt.Sprintf("new%09d", i)))
 		touched[k.ID] = true
-		e.clock.Advance(time.Millisecond)
+		e.clk.Advance(time.Millisecond)
 	}
 	current := map[string]store.Key{}
 	for _, k := range keys {
@@ -1387,7 +1387,7 @@ func testScanKeys(t *testing.T, e *env) {
 	e.createKeys(t, "bravo", 8, nil)
 	// Non-key items must not disturb the scan.
 	e.apply(t, store.Change{Audit: []store.AuditEntry{e.audit("alpha", "a1", "")}})
-	if err := e.s.CreatePepper(e.ctx, store.Pepper{Version: 1, Ciphertext: []byte("c"), CreatedAt: e.clock.Now()}); err != nil {
+	if err := e.s.CreatePepper(e.ctx, store.Pepper{Version: 1, Ciphertext: []byte("c"), CreatedAt: e.clk.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	for _, limit := range []int{1, 4, 100} {
@@ -1403,11 +1403,11 @@ func testScanKeys(t *testing.T, e *env) {
 
 func testRetirePepper(t *testing.T, e *env) {
 	for v := 1; v <= 2; v++ {
-		if err := e.s.CreatePepper(e.ctx, store.Pepper{Version: v, Ciphertext: []byte{byte(v)}, CreatedAt: e.clock.Now()}); err != nil {
+		if err := e.s.CreatePepper(e.ctx, store.Pepper{Version: v, Ciphertext: []byte{byte(v)}, CreatedAt: e.clk.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	at := e.clock.Now().Add(time.Hour)
+	at := e.clk.Now().Add(time.Hour)
 	if err := e.s.RetirePepper(e.ctx, 1, at); err != nil {
 		t.Fatalf("RetirePepper: %v", err)
 	}

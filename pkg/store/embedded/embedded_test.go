@@ -22,7 +22,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/keyward/keyward/internal/testclock"
+	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/conformance"
 )
@@ -62,23 +62,23 @@ func openTemp(t testing.TB, now func() time.Time, opts ...Option) *Store {
 }
 
 // eachMode runs fn against a temporary store and a file store.
-func eachMode(t *testing.T, fn func(t *testing.T, s *Store, clock *testclock.Clock)) {
+func eachMode(t *testing.T, fn func(t *testing.T, s *Store, clk *clock.Manual)) {
 	t.Run("temp", func(t *testing.T) {
-		clock := newClock()
-		fn(t, openTemp(t, clock.Now), clock)
+		clk := newClock()
+		fn(t, openTemp(t, clk.Now), clk)
 	})
 	t.Run("file", func(t *testing.T) {
-		clock := newClock()
-		fn(t, openFile(t, filepath.Join(t.TempDir(), "keyward.db"), clock.Now), clock)
+		clk := newClock()
+		fn(t, openFile(t, filepath.Join(t.TempDir(), "keyward.db"), clk.Now), clk)
 	})
 }
 
-func newClock() *testclock.Clock {
-	return testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 987654321, time.UTC))
+func newClock() *clock.Manual {
+	return clock.NewManual(time.Date(2026, 3, 1, 12, 0, 0, 987654321, time.UTC))
 }
 
 func TestClosedStoreRefusesCalls(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, _ *testclock.Clock) {
+	eachMode(t, func(t *testing.T, s *Store, _ *clock.Manual) {
 		ctx := t.Context()
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
@@ -96,7 +96,7 @@ func TestClosedStoreRefusesCalls(t *testing.T) {
 }
 
 func TestCancelledContext(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, _ *testclock.Clock) {
+	eachMode(t, func(t *testing.T, s *Store, _ *clock.Manual) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if _, err := s.GetTenant(ctx, "acme"); !errors.Is(err, context.Canceled) {
@@ -114,9 +114,9 @@ func TestCancelledContext(t *testing.T) {
 
 // Stored values must not alias what callers passed in.
 func TestWritesAreCopied(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
+	eachMode(t, func(t *testing.T, s *Store, clk *clock.Manual) {
 		ctx := t.Context()
-		tn := store.Tenant{ID: "acme", Status: store.TenantActive, CreatedAt: clock.Now()}
+		tn := store.Tenant{ID: "acme", Status: store.TenantActive, CreatedAt: clk.Now()}
 		k := store.Key{ID: "k1", TenantID: "acme", Scopes: []string{"a"}, Hash: []byte{1}, Metadata: map[string]string{"m": "1"}, Notices: []string{"n"}, Status: store.KeyActive}
 		a := store.AuditEntry{TenantID: "acme", ID: "a1", Details: map[string]string{"d": "1"}}
 		if err := s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: tn}, Keys: []store.KeyWrite{{Key: k}}, Audit: []store.AuditEntry{a}}); err != nil {
@@ -159,15 +159,15 @@ func TestScanCursor(t *testing.T) {
 }
 
 func TestRetirePepperRefusesZeroTime(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
+	eachMode(t, func(t *testing.T, s *Store, clk *clock.Manual) {
 		ctx := t.Context()
-		if err := s.CreatePepper(ctx, store.Pepper{Version: 1, CreatedAt: clock.Now()}); err != nil {
+		if err := s.CreatePepper(ctx, store.Pepper{Version: 1, CreatedAt: clk.Now()}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.RetirePepper(ctx, 1, time.Time{}); err == nil {
 			t.Fatal("retired at the zero time")
 		}
-		if err := s.RetirePepper(ctx, 1, clock.Now()); err != nil {
+		if err := s.RetirePepper(ctx, 1, clk.Now()); err != nil {
 			t.Fatalf("RetirePepper after the refusal: %v", err)
 		}
 	})
@@ -175,7 +175,7 @@ func TestRetirePepperRefusesZeroTime(t *testing.T) {
 
 // populate makes every kind of write. Times are in a non-UTC zone with
 // nanoseconds, so that round trips check normalisation and precision.
-func populate(t *testing.T, s *Store, clock *testclock.Clock) {
+func populate(t *testing.T, s *Store, clk *clock.Manual) {
 	t.Helper()
 	ctx := t.Context()
 	must := func(err error) {
@@ -184,7 +184,7 @@ func populate(t *testing.T, s *Store, clock *testclock.Clock) {
 			t.Fatal(err)
 		}
 	}
-	at := clock.Now().In(time.FixedZone("CET", 3600))
+	at := clk.Now().In(time.FixedZone("CET", 3600))
 	must(s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: store.Tenant{ID: "acme", Name: "Acme", Status: store.TenantActive, CreatedAt: at}}}))
 	gone := store.Tenant{ID: "gone", Name: "Gone", Status: store.TenantActive, CreatedAt: at}
 	must(s.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: gone}}))
@@ -268,9 +268,9 @@ func wantState(t *testing.T, got, want state) {
 
 func TestReopenRestoresEverything(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "keyward.db")
-	clock := newClock()
-	s := openFile(t, path, clock.Now)
-	populate(t, s, clock)
+	clk := newClock()
+	s := openFile(t, path, clk.Now)
+	populate(t, s, clk)
 	before := dump(t, s)
 	k1, err := s.GetKey(t.Context(), "k1")
 	if err != nil {
@@ -285,7 +285,7 @@ func TestReopenRestoresEverything(t *testing.T) {
 		}
 	}
 
-	s = openFile(t, path, clock.Now)
+	s = openFile(t, path, clk.Now)
 	wantState(t, dump(t, s), before)
 	got, err := s.GetKey(t.Context(), "k1")
 	if err != nil || !reflect.DeepEqual(got, k1) {
@@ -302,7 +302,7 @@ func TestReopenRestoresEverything(t *testing.T) {
 		t.Fatalf("audit after reopen: %v %+v", err, audit)
 	}
 	peppers, err := s.ListPeppers(t.Context())
-	if err != nil || len(peppers) != 2 || !peppers[0].RetiredAt.Equal(clock.Now().Add(time.Hour)) || !peppers[1].RetiredAt.IsZero() {
+	if err != nil || len(peppers) != 2 || !peppers[0].RetiredAt.Equal(clk.Now().Add(time.Hour)) || !peppers[1].RetiredAt.IsZero() {
 		t.Fatalf("peppers after reopen: %v %+v", err, peppers)
 	}
 	for job, want := range map[string]string{"sweep": "c2", "rotate": ""} {
@@ -315,9 +315,9 @@ func TestReopenRestoresEverything(t *testing.T) {
 		t.Fatalf("ListKeys after reopen: %v %+v", err, page)
 	}
 	// A temporary store reaches the same state by the same writes.
-	clock = newClock()
-	temp := openTemp(t, clock.Now)
-	populate(t, temp, clock)
+	clk = newClock()
+	temp := openTemp(t, clk.Now)
+	populate(t, temp, clk)
 	wantState(t, dump(t, temp), before)
 }
 
@@ -327,12 +327,12 @@ const crashEnv = "EMBEDDED_CRASH_DB"
 // then kills itself with SIGKILL, without Close.
 func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	if path := os.Getenv(crashEnv); path != "" {
-		clock := newClock()
-		s, err := Open(path, WithClock(clock.Now))
+		clk := newClock()
+		s, err := Open(path, WithClock(clk.Now))
 		if err != nil {
 			t.Fatal(err)
 		}
-		populate(t, s, clock)
+		populate(t, s, clk)
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // the signal ends the process
 	}
@@ -345,10 +345,10 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		t.Fatalf("child did not die by SIGKILL: %v\n%s", err, out)
 	}
 
-	clock := newClock()
-	want := openTemp(t, clock.Now)
-	populate(t, want, clock)
-	s := openFile(t, path, clock.Now) // also shows the dead process's lock is gone
+	clk := newClock()
+	want := openTemp(t, clk.Now)
+	populate(t, want, clk)
+	s := openFile(t, path, clk.Now) // also shows the dead process's lock is gone
 	wantState(t, dump(t, s), dump(t, want))
 }
 
@@ -459,20 +459,20 @@ func readAll(ctx context.Context, s *Store) error {
 
 // closedFile is a database file in dir at path, populated and closed:
 // its state as read through the store, and its bytes.
-func closedFile(t *testing.T) (dir, path string, clock *testclock.Clock, want state, raw []byte) {
+func closedFile(t *testing.T) (dir, path string, clk *clock.Manual, want state, raw []byte) {
 	t.Helper()
 	dir = t.TempDir()
 	path = filepath.Join(dir, "keyward.db")
-	clock = newClock()
-	s := openFile(t, path, clock.Now)
-	populate(t, s, clock)
+	clk = newClock()
+	s := openFile(t, path, clk.Now)
+	populate(t, s, clk)
 	want = dump(t, s)
 	s.Close()
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dir, path, clock, want, raw
+	return dir, path, clk, want, raw
 }
 
 // TestDamageIsDetectedNeverServed damages a database file as disks and
@@ -481,7 +481,7 @@ func closedFile(t *testing.T) (dir, path string, clock *testclock.Clock, want st
 // store that reads back exactly what was written; never a changed key,
 // never a panic.
 func TestDamageIsDetectedNeverServed(t *testing.T) {
-	dir, path, clock, want, good := closedFile(t)
+	dir, path, clk, want, good := closedFile(t)
 	clean, err := os.ReadFile(path + cleanSuffix)
 	if err != nil {
 		t.Fatalf("no record of the clean close: %v", err)
@@ -521,7 +521,7 @@ func TestDamageIsDetectedNeverServed(t *testing.T) {
 		if err := os.WriteFile(p+cleanSuffix, clean, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		d, err := Open(p, WithClock(clock.Now))
+		d, err := Open(p, WithClock(clk.Now))
 		if err != nil {
 			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), p) {
 				t.Errorf("%s: Open: %v, want ErrDamaged naming the file", name, err)
@@ -579,11 +579,11 @@ func TestNewerFormatRefused(t *testing.T) {
 // here the file's size limit) changes nothing, and the store goes on.
 func TestFailedWriteChangesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keyward.db")
-	clock := newClock()
-	s := openFile(t, path, clock.Now)
-	populate(t, s, clock)
+	clk := newClock()
+	s := openFile(t, path, clk.Now)
+	populate(t, s, clk)
 	s.Close()
-	s = openFile(t, path, clock.Now, withBoltOptions(func(o *bolt.Options) { o.MaxSize, o.InitialMmapSize = 256<<10, 0 }))
+	s = openFile(t, path, clk.Now, withBoltOptions(func(o *bolt.Options) { o.MaxSize, o.InitialMmapSize = 256<<10, 0 }))
 	want := dump(t, s)
 	big := store.Key{ID: "k3", TenantID: "acme", Status: store.KeyActive, Description: strings.Repeat("x", 1<<20)}
 	if err := s.Apply(t.Context(), store.Change{Keys: []store.KeyWrite{{Key: big}}}); err == nil {
@@ -596,13 +596,13 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 }
 
 func TestDropExpired(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
-		populate(t, s, clock)
+	eachMode(t, func(t *testing.T, s *Store, clk *clock.Manual) {
+		populate(t, s, clk)
 		ctx := t.Context()
 		if n, err := s.DropExpired(ctx); err != nil || n != 0 {
 			t.Fatalf("DropExpired before anything expired: %d %v", n, err)
 		}
-		clock.Advance(2 * time.Hour) // a2 and r1 expire after one hour
+		clk.Advance(2 * time.Hour) // a2 and r1 expire after one hour
 		if n, err := s.DropExpired(ctx); err != nil || n != 2 {
 			t.Fatalf("DropExpired: %d %v, want 2", n, err)
 		}
@@ -625,11 +625,11 @@ func TestDropExpired(t *testing.T) {
 }
 
 func TestOutbox(t *testing.T) {
-	clock := newClock()
-	s := openTemp(t, clock.Now, WithOutbox())
+	clk := newClock()
+	s := openTemp(t, clk.Now, WithOutbox())
 	ctx := t.Context()
 	entry := func(id string) store.AuditEntry {
-		return store.AuditEntry{TenantID: "acme", ID: id, Time: clock.Now(), Action: "key.created"}
+		return store.AuditEntry{TenantID: "acme", ID: id, Time: clk.Now(), Action: "key.created"}
 	}
 	if err := s.Apply(ctx, store.Change{Audit: []store.AuditEntry{entry("a1"), entry("a2")}}); err != nil {
 		t.Fatal(err)
@@ -657,7 +657,7 @@ func TestOutbox(t *testing.T) {
 		t.Fatalf("outbox after publishing: %v %+v", err, out)
 	}
 	// Without WithOutbox nothing is kept.
-	plain := openTemp(t, clock.Now)
+	plain := openTemp(t, clk.Now)
 	if err := plain.Apply(ctx, store.Change{Audit: []store.AuditEntry{entry("a1")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -667,7 +667,7 @@ func TestOutbox(t *testing.T) {
 }
 
 func TestUsagePlans(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, _ *testclock.Clock) {
+	eachMode(t, func(t *testing.T, s *Store, _ *clock.Manual) {
 		ctx := t.Context()
 		for id, tier := range map[string]string{"a": "default", "b": "high"} {
 			if err := s.SetUsagePlan(ctx, id, tier); err != nil {
@@ -689,11 +689,11 @@ func TestUsagePlans(t *testing.T) {
 // TestReleaseClaims: unfinished Idempotency-Key records go, with their
 // TTL index entries; completed ones stay.
 func TestReleaseClaims(t *testing.T) {
-	clock := newClock()
-	s := openTemp(t, clock.Now)
+	clk := newClock()
+	s := openTemp(t, clk.Now)
 	ctx := t.Context()
 	rec := func(key string) store.Idempotency {
-		return store.Idempotency{TenantID: "acme:live", Key: key, RequestHash: "h", CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+		return store.Idempotency{TenantID: "acme:live", Key: key, RequestHash: "h", CreatedAt: clk.Now(), ExpiresAt: clk.Now().Add(time.Hour)}
 	}
 	for _, k := range []string{"running", "done"} {
 		if err := s.PutIdempotency(ctx, rec(k)); err != nil {
@@ -740,8 +740,8 @@ func TestImportJournal(t *testing.T) {
 	if err := os.WriteFile(journal, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clock := newClock()
-	s := openFile(t, filepath.Join(dir, "keyward.db"), clock.Now, WithOutbox())
+	clk := newClock()
+	s := openFile(t, filepath.Join(dir, "keyward.db"), clk.Now, WithOutbox())
 	published := func(id string) bool { return id != "a1" }
 	if err := ImportJournal(t.Context(), journal, s, published); err != nil {
 		t.Fatalf("ImportJournal: %v", err)
@@ -774,8 +774,8 @@ func TestImportJournal(t *testing.T) {
 	}
 	wantState(t, dump(t, s), before)
 	// A database with keys of its own is never imported into.
-	other := openTemp(t, clock.Now)
-	populate(t, other, clock)
+	other := openTemp(t, clk.Now)
+	populate(t, other, clk)
 	if err := ImportJournal(t.Context(), journal, other, published); err == nil || !strings.Contains(err.Error(), "holds keys already") {
 		t.Fatalf("an import into a database in use: %v", err)
 	}
@@ -784,7 +784,7 @@ func TestImportJournal(t *testing.T) {
 	if err := os.WriteFile(journal, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fresh := openTemp(t, clock.Now)
+	fresh := openTemp(t, clk.Now)
 	if err := ImportJournal(t.Context(), journal, fresh, published); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("import of a corrupt journal: %v", err)
 	}
@@ -797,8 +797,8 @@ func TestImportJournal(t *testing.T) {
 // recognises (the file itself intact) is left out of listings and named,
 // and GetKey refuses it.
 func TestCorruptKeyIsSkippedInListings(t *testing.T) {
-	eachMode(t, func(t *testing.T, s *Store, clock *testclock.Clock) {
-		populate(t, s, clock)
+	eachMode(t, func(t *testing.T, s *Store, clk *clock.Manual) {
+		populate(t, s, clk)
 		ctx := t.Context()
 		err := s.update(ctx, func(tx *bolt.Tx) error {
 			k, _, err := s.getKey(tx, "k2")
@@ -847,7 +847,7 @@ func TestCorruptKeyIsSkippedInListings(t *testing.T) {
 // the file, or on the freelist page, or on its parent (a cycle). Each is
 // refused as damage, with no goroutine left behind and the file released.
 func TestDamagedPageTreeIsRefused(t *testing.T) {
-	dir, _, clock, _, good := closedFile(t)
+	dir, _, clk, _, good := closedFile(t)
 	le := binary.LittleEndian
 	ps := os.Getpagesize()
 	newest := 0
@@ -882,7 +882,7 @@ func TestDamagedPageTreeIsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 { // the second time shows the first released the file
-			if d, err := Open(p, WithClock(clock.Now)); !errors.Is(err, ErrDamaged) {
+			if d, err := Open(p, WithClock(clk.Now)); !errors.Is(err, ErrDamaged) {
 				if err == nil {
 					d.Close()
 				}

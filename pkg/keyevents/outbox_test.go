@@ -1,4 +1,4 @@
-package events_test
+package keyevents_test
 
 import (
 	"context"
@@ -21,8 +21,8 @@ import (
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/pkg/apikey"
-	"github.com/keyward/keyward/pkg/events"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/keyevents"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
@@ -32,11 +32,11 @@ func TestMain(m *testing.M) { dynamolocal.Main(m) }
 type flakyBus struct {
 	mu        sync.Mutex
 	refuse    map[string]bool
-	published map[string]events.Event
+	published map[string]keyevents.Event
 	times     map[string]int
 }
 
-func (b *flakyBus) Publish(_ context.Context, evs []events.Event) ([]string, error) {
+func (b *flakyBus) Publish(_ context.Context, evs []keyevents.Event) ([]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var failed []string
@@ -61,7 +61,7 @@ func (b *flakyBus) Publish(_ context.Context, evs []events.Event) ([]string, err
 // publisher delivers each event at least once, retrying what failed.
 func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 	ctx := t.Context()
-	actor := keys.Actor{ID: "operator", RequestID: "req-1"}
+	actor := lifecycle.Actor{ID: "operator", RequestID: "req-1"}
 	client, table, svc, o := onboarded(t, actor)
 	admin := o.Live
 	if _, err := svc.Revoke(ctx, actor, "acme", admin.Key.ID); err != nil {
@@ -70,8 +70,8 @@ func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 	// The "crash": the writes are acknowledged and nothing was published.
 
 	records := readStream(t, client, dynamolocal.StreamsClient(t), table)
-	bus := &flakyBus{refuse: map[string]bool{"key.revoked": true}, published: map[string]events.Event{}, times: map[string]int{}}
-	h := events.StreamHandler{Publisher: bus, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	bus := &flakyBus{refuse: map[string]bool{"key.revoked": true}, published: map[string]keyevents.Event{}, times: map[string]int{}}
+	h := keyevents.StreamHandler{Publisher: bus, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
 	resp, err := h.Handle(ctx, lambdaevents.DynamoDBEvent{Records: records})
 	if err != nil {
 		t.Fatal(err)
@@ -116,12 +116,12 @@ func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 // real stream delivers.
 func TestStreamFilter(t *testing.T) {
 	ctx := t.Context()
-	client, table, svc, o := onboarded(t, keys.Actor{ID: "operator"})
+	client, table, svc, o := onboarded(t, lifecycle.Actor{ID: "operator"})
 	st := dynamo.New(client, table)
 	if _, err := st.TouchKey(ctx, o.Live.Key.ID, time.Now(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Revoke(ctx, keys.Actor{ID: "operator"}, "acme", o.Live.Key.ID); err != nil {
+	if _, err := svc.Revoke(ctx, lifecycle.Actor{ID: "operator"}, "acme", o.Live.Key.ID); err != nil {
 		t.Fatal(err)
 	}
 	var pattern map[string]any
@@ -186,14 +186,14 @@ func matches(pattern, event map[string]any) bool {
 
 // onboarded is a DynamoDB Local table with tenant acme onboarded by actor,
 // and the service that did it.
-func onboarded(t *testing.T, actor keys.Actor) (*dynamodb.Client, string, *keys.Service, keys.Onboarded) {
+func onboarded(t *testing.T, actor lifecycle.Actor) (*dynamodb.Client, string, *lifecycle.Service, lifecycle.Onboarded) {
 	t.Helper()
 	client, table := dynamolocal.NewTable(t)
 	st := dynamo.New(client, table)
 	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
-	svc := keys.New(st, ring, format)
-	o, err := svc.Onboard(t.Context(), actor, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+	svc := lifecycle.New(st, ring, format)
+	o, err := svc.Onboard(t.Context(), actor, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"})
 	if err != nil {
 		t.Fatal(err)
 	}

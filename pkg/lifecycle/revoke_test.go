@@ -1,4 +1,4 @@
-package keys_test
+package lifecycle_test
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/apikey"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -20,17 +20,17 @@ import (
 // created still loses that key: the revocation lists until it has seen
 // every key the store counted.
 func TestBulkRevocationsMissNoNewKey(t *testing.T) {
-	clock := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
-	st := storetest.Lagging(t, clock.Now)
-	_, ring := storetest.Peppers(t, st, clock.Now())
+	clk := clock.NewManual(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	st := storetest.Lagging(t, clk.Now)
+	_, ring := storetest.Peppers(t, st, clk.Now())
 	format, _ := apikey.NewFormat("sk")
-	svc := keys.New(st, ring, format, keys.WithClock(clock.Now))
-	ctx, op := t.Context(), keys.Actor{ID: "operator"}
-	if _, err := svc.Onboard(ctx, op, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+	svc := lifecycle.New(st, ring, format, lifecycle.WithClock(clk.Now))
+	ctx, op := t.Context(), lifecycle.Actor{ID: "operator"}
+	if _, err := svc.Onboard(ctx, op, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
 		t.Fatal(err)
 	}
-	create := func(member string) keys.Created {
-		c, err := svc.Create(ctx, op, "acme", keys.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}, CreatedBy: member})
+	create := func(member string) lifecycle.Created {
+		c, err := svc.Create(ctx, op, "acme", lifecycle.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}, CreatedBy: member})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,12 +61,12 @@ func TestBulkRevocationsMissNoNewKey(t *testing.T) {
 // bulk revocation reaches its time budget.
 type slowStore struct {
 	store.Store
-	clock *testclock.Clock
-	step  time.Duration
+	clk  *clock.Manual
+	step time.Duration
 }
 
 func (s slowStore) Apply(ctx context.Context, c store.Change) error {
-	s.clock.Advance(s.step)
+	s.clk.Advance(s.step)
 	return s.Store.Apply(ctx, c)
 }
 
@@ -74,18 +74,18 @@ func (s slowStore) Apply(ctx context.Context, c store.Change) error {
 // call can finish says it is incomplete, never complete, and the next call
 // continues where it stopped until every key is revoked.
 func TestBulkRevocationStopsAtItsBudget(t *testing.T) {
-	clock := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
-	storetest.ForEach(t, clock.Now, func(t *testing.T, st store.Store) {
-		ctx, op := t.Context(), keys.Actor{ID: "operator"}
-		_, ring := storetest.Peppers(t, st, clock.Now())
+	clk := clock.NewManual(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	storetest.ForEach(t, clk.Now, func(t *testing.T, st store.Store) {
+		ctx, op := t.Context(), lifecycle.Actor{ID: "operator"}
+		_, ring := storetest.Peppers(t, st, clk.Now())
 		format, _ := apikey.NewFormat("sk")
-		setup := keys.New(st, ring, format, keys.WithClock(clock.Now))
-		if _, err := setup.Onboard(ctx, op, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+		setup := lifecycle.New(st, ring, format, lifecycle.WithClock(clk.Now))
+		if _, err := setup.Onboard(ctx, op, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
 			t.Fatal(err)
 		}
 		const members = 230
 		for i := range members {
-			if _, err := setup.Create(ctx, op, "acme", keys.CreateParams{Name: fmt.Sprint(i), Environment: apikey.Live,
+			if _, err := setup.Create(ctx, op, "acme", lifecycle.CreateParams{Name: fmt.Sprint(i), Environment: apikey.Live,
 				Scopes: []string{"invoices:read"}, CreatedBy: "mem_bot"}); err != nil {
 				t.Fatal(err)
 			}
@@ -95,8 +95,8 @@ func TestBulkRevocationStopsAtItsBudget(t *testing.T) {
 		}
 		// Each write (a transaction of up to 50 revocations) takes 2 s of
 		// a 5 s budget.
-		svc := keys.New(slowStore{Store: st, clock: clock, step: 2 * time.Second}, ring, format,
-			keys.WithClock(clock.Now), keys.WithRevokeBudget(5*time.Second))
+		svc := lifecycle.New(slowStore{Store: st, clk: clk, step: 2 * time.Second}, ring, format,
+			lifecycle.WithClock(clk.Now), lifecycle.WithRevokeBudget(5*time.Second))
 		total, calls := 0, 0
 		for ; calls < 20; calls++ {
 			n, err := svc.RevokeMember(ctx, op, "acme", "mem_bot")
@@ -104,7 +104,7 @@ func TestBulkRevocationStopsAtItsBudget(t *testing.T) {
 			if err == nil {
 				break
 			}
-			if !errors.Is(err, keys.ErrIncomplete) {
+			if !errors.Is(err, lifecycle.ErrIncomplete) {
 				t.Fatalf("call %d: %v", calls, err)
 			}
 		}
@@ -146,18 +146,18 @@ func (h *hidingStore) ListKeys(ctx context.Context, tenant string, q store.KeyQu
 // index has not shown yet: the revocation is not complete until that one
 // is revoked too.
 func TestNewerKeyDoesNotStandInForAMissedOne(t *testing.T) {
-	clock := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	clk := clock.NewManual(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
 	base := storetest.Temp(t)
-	_, ring := storetest.Peppers(t, base, clock.Now())
+	_, ring := storetest.Peppers(t, base, clk.Now())
 	format, _ := apikey.NewFormat("sk")
-	ctx, op := t.Context(), keys.Actor{ID: "operator"}
-	setup := keys.New(base, ring, format, keys.WithClock(clock.Now))
-	if _, err := setup.Onboard(ctx, op, keys.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+	ctx, op := t.Context(), lifecycle.Actor{ID: "operator"}
+	setup := lifecycle.New(base, ring, format, lifecycle.WithClock(clk.Now))
+	if _, err := setup.Onboard(ctx, op, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
 		t.Fatal(err)
 	}
-	create := func() keys.Created {
-		clock.Advance(time.Second)
-		c, err := setup.Create(ctx, op, "acme", keys.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}, CreatedBy: "mem_bob"})
+	create := func() lifecycle.Created {
+		clk.Advance(time.Second)
+		c, err := setup.Create(ctx, op, "acme", lifecycle.CreateParams{Name: "k", Environment: apikey.Live, Scopes: []string{"invoices:read"}, CreatedBy: "mem_bob"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,13 +165,13 @@ func TestNewerKeyDoesNotStandInForAMissedOne(t *testing.T) {
 	}
 	missed := create()
 	st := &hidingStore{Store: base, hide: missed.Key.ID, afterCount: func() { create() }}
-	svc := keys.New(st, ring, format, keys.WithClock(clock.Now), keys.WithRevokeBudget(time.Second),
-		keys.WithSleep(func(_ context.Context, d time.Duration) error { clock.Advance(d); return nil }))
+	svc := lifecycle.New(st, ring, format, lifecycle.WithClock(clk.Now), lifecycle.WithRevokeBudget(time.Second),
+		lifecycle.WithSleep(func(_ context.Context, d time.Duration) error { clk.Advance(d); return nil }))
 	_, err := svc.RevokeMember(ctx, op, "acme", "mem_bob")
 	if k, _ := base.GetKey(ctx, missed.Key.ID); err == nil && k.Status != store.KeyRevoked {
 		t.Fatalf("RevokeMember reported success with a counted key %s", k.Status)
 	}
-	if !errors.Is(err, keys.ErrIncomplete) {
+	if !errors.Is(err, lifecycle.ErrIncomplete) {
 		t.Fatalf("RevokeMember = %v, want ErrIncomplete while a counted key is not listed", err)
 	}
 }

@@ -3,7 +3,7 @@
 // of a member or of an offboarded tenant, and onboard tenants. Every change
 // is written together with its audit entry in one store transaction. The
 // admin API, the rotation jobs and the local stack all call this package.
-package keys
+package lifecycle
 
 import (
 	"context"

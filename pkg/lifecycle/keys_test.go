@@ -1,4 +1,4 @@
-package keys_test
+package lifecycle_test
 
 import (
 	"bytes"
@@ -15,9 +15,9 @@ import (
 
 	"github.com/keyward/keyward/internal/dynamolocal"
 	"github.com/keyward/keyward/internal/storetest"
-	"github.com/keyward/keyward/internal/testclock"
 	"github.com/keyward/keyward/pkg/apikey"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -25,28 +25,28 @@ import (
 func TestMain(m *testing.M) { dynamolocal.Main(m) }
 
 type fixture struct {
-	svc    *keys.Service
+	svc    *lifecycle.Service
 	st     store.Store
 	ring   *pepper.Ring
 	format apikey.Format
-	clock  *testclock.Clock
+	clk    *clock.Manual
 	ctx    context.Context
-	actor  keys.Actor
+	actor  lifecycle.Actor
 	tokens []string // every token issued, to prove none is persisted
 }
 
 // run runs test against every store backend with a tenant "acme" onboarded.
 func run(t *testing.T, test func(t *testing.T, f *fixture)) {
-	c := testclock.New(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	c := clock.NewManual(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
 	storetest.ForEach(t, c.Now, func(t *testing.T, st store.Store) {
 		ctx := t.Context()
 		_, ring := storetest.Peppers(t, st, c.Now())
 		format, _ := apikey.NewFormat("sk")
 		f := &fixture{
-			svc: keys.New(st, ring, format, keys.WithClock(c.Now)), st: st, ring: ring, format: format,
-			clock: c, ctx: ctx, actor: keys.Actor{ID: "key_admin0000001", RequestID: "req-1"},
+			svc: lifecycle.New(st, ring, format, lifecycle.WithClock(c.Now)), st: st, ring: ring, format: format,
+			clk: c, ctx: ctx, actor: lifecycle.Actor{ID: "key_admin0000001", RequestID: "req-1"},
 		}
-		o, err := f.svc.Onboard(ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "acme", Name: "Acme"})
+		o, err := f.svc.Onboard(ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,7 +57,7 @@ func run(t *testing.T, test func(t *testing.T, f *fixture)) {
 	})
 }
 
-func (f *fixture) create(t *testing.T, tenant string, p keys.CreateParams) keys.Created {
+func (f *fixture) create(t *testing.T, tenant string, p lifecycle.CreateParams) lifecycle.Created {
 	t.Helper()
 	if p.Name == "" {
 		p.Name = "integration"
@@ -126,8 +126,8 @@ func (f *fixture) auditActions(t *testing.T, tenant, keyID string) []string {
 
 func TestCreate(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		expires := f.clock.Now().Add(30 * 24 * time.Hour)
-		c := f.create(t, "acme", keys.CreateParams{
+		expires := f.clk.Now().Add(30 * 24 * time.Hour)
+		c := f.create(t, "acme", lifecycle.CreateParams{
 			Name: "billing sync", Description: "nightly export", Environment: apikey.Test,
 			Scopes: []string{"invoices:read", "customers:write"}, ExpiresAt: expires,
 			AllowedIPs: []string{"203.0.113.7", "2001:db8::1/32"}, AllowedOrigins: []string{"HTTPS://App.Example.com:443"},
@@ -166,7 +166,7 @@ func TestCreate(t *testing.T) {
 
 func TestCreateValidation(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		now := f.clock.Now()
+		now := f.clk.Now()
 		long := strings.Repeat("x", 600)
 		tooMany := make(map[string]string)
 		for i := range 21 {
@@ -174,41 +174,41 @@ func TestCreateValidation(t *testing.T) {
 		}
 		cases := []struct {
 			field string
-			edit  func(p *keys.CreateParams)
+			edit  func(p *lifecycle.CreateParams)
 		}{
-			{"name", func(p *keys.CreateParams) { p.Name = "" }},
-			{"name", func(p *keys.CreateParams) { p.Name = " padded" }},
-			{"name", func(p *keys.CreateParams) { p.Name = "bell\a" }},
-			{"name", func(p *keys.CreateParams) { p.Name = long }},
-			{"description", func(p *keys.CreateParams) { p.Description = long }},
-			{"environment", func(p *keys.CreateParams) { p.Environment = "prod" }},
-			{"scopes", func(p *keys.CreateParams) { p.Scopes = []string{} }},
-			{"scopes", func(p *keys.CreateParams) { p.Scopes = []string{"invoices"} }},
-			{"scopes", func(p *keys.CreateParams) { p.Scopes = []string{"a:read", "a:read"} }},
-			{"expires_at", func(p *keys.CreateParams) { p.ExpiresAt = now.Add(-time.Second) }},
-			{"expires_at", func(p *keys.CreateParams) { p.ExpiresAt = now.Add(keys.MaxLifetime + time.Hour) }},
-			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"10.0.0.0/33"} }},
-			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"example.com"} }},
-			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"fe80::1%eth0"} }},
-			{"allowed_ips", func(p *keys.CreateParams) { p.AllowedIPs = []string{"::ffff:10.0.0.1"} }},
-			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"*"} }},
-			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://*.example.com"} }},
-			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://example.com/path"} }},
-			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"ftp://example.com"} }},
-			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"example.com"} }},
-			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://user@example.com"} }},
-			{"allowed_origins", func(p *keys.CreateParams) { p.AllowedOrigins = []string{"https://example.com:99999"} }},
-			{"rate_limit.requests_per_minute", func(p *keys.CreateParams) { p.RateLimit.RequestsPerMinute = -1 }},
-			{"rate_limit.burst", func(p *keys.CreateParams) { p.RateLimit = store.RateLimit{RequestsPerMinute: 10, Burst: 11} }},
-			{"created_by", func(p *keys.CreateParams) { p.CreatedBy = "alice smith" }},
-			{"metadata", func(p *keys.CreateParams) { p.Metadata = tooMany }},
-			{"metadata", func(p *keys.CreateParams) { p.Metadata = map[string]string{"k": long} }},
+			{"name", func(p *lifecycle.CreateParams) { p.Name = "" }},
+			{"name", func(p *lifecycle.CreateParams) { p.Name = " padded" }},
+			{"name", func(p *lifecycle.CreateParams) { p.Name = "bell\a" }},
+			{"name", func(p *lifecycle.CreateParams) { p.Name = long }},
+			{"description", func(p *lifecycle.CreateParams) { p.Description = long }},
+			{"environment", func(p *lifecycle.CreateParams) { p.Environment = "prod" }},
+			{"scopes", func(p *lifecycle.CreateParams) { p.Scopes = []string{} }},
+			{"scopes", func(p *lifecycle.CreateParams) { p.Scopes = []string{"invoices"} }},
+			{"scopes", func(p *lifecycle.CreateParams) { p.Scopes = []string{"a:read", "a:read"} }},
+			{"expires_at", func(p *lifecycle.CreateParams) { p.ExpiresAt = now.Add(-time.Second) }},
+			{"expires_at", func(p *lifecycle.CreateParams) { p.ExpiresAt = now.Add(lifecycle.MaxLifetime + time.Hour) }},
+			{"allowed_ips", func(p *lifecycle.CreateParams) { p.AllowedIPs = []string{"10.0.0.0/33"} }},
+			{"allowed_ips", func(p *lifecycle.CreateParams) { p.AllowedIPs = []string{"example.com"} }},
+			{"allowed_ips", func(p *lifecycle.CreateParams) { p.AllowedIPs = []string{"fe80::1%eth0"} }},
+			{"allowed_ips", func(p *lifecycle.CreateParams) { p.AllowedIPs = []string{"::ffff:10.0.0.1"} }},
+			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"*"} }},
+			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://*.example.com"} }},
+			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://example.com/path"} }},
+			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"ftp://example.com"} }},
+			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"example.com"} }},
+			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://user@example.com"} }},
+			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://example.com:99999"} }},
+			{"rate_limit.requests_per_minute", func(p *lifecycle.CreateParams) { p.RateLimit.RequestsPerMinute = -1 }},
+			{"rate_limit.burst", func(p *lifecycle.CreateParams) { p.RateLimit = store.RateLimit{RequestsPerMinute: 10, Burst: 11} }},
+			{"created_by", func(p *lifecycle.CreateParams) { p.CreatedBy = "alice smith" }},
+			{"metadata", func(p *lifecycle.CreateParams) { p.Metadata = tooMany }},
+			{"metadata", func(p *lifecycle.CreateParams) { p.Metadata = map[string]string{"k": long} }},
 		}
 		for _, c := range cases {
-			p := keys.CreateParams{Name: "ok", Environment: apikey.Live, Scopes: []string{"invoices:read"}}
+			p := lifecycle.CreateParams{Name: "ok", Environment: apikey.Live, Scopes: []string{"invoices:read"}}
 			c.edit(&p)
 			_, err := f.svc.Create(f.ctx, f.actor, "acme", p)
-			var ve *keys.ValidationError
+			var ve *lifecycle.ValidationError
 			if !errors.As(err, &ve) || ve.Field != c.field {
 				t.Errorf("%+v: error %v, want a validation error on %s", p, err, c.field)
 			}
@@ -217,7 +217,7 @@ func TestCreateValidation(t *testing.T) {
 		if len(page.Keys) != 2 { // the admin keys only
 			t.Fatalf("refused creates left %d keys", len(page.Keys)-2)
 		}
-		if _, err := f.svc.Create(f.ctx, f.actor, "nobody", keys.CreateParams{Name: "x", Environment: apikey.Live, Scopes: []string{"*"}}); !errors.Is(err, keys.ErrTenantInactive) {
+		if _, err := f.svc.Create(f.ctx, f.actor, "nobody", lifecycle.CreateParams{Name: "x", Environment: apikey.Live, Scopes: []string{"*"}}); !errors.Is(err, lifecycle.ErrTenantInactive) {
 			t.Fatalf("create in a missing tenant: %v", err)
 		}
 	})
@@ -225,21 +225,21 @@ func TestCreateValidation(t *testing.T) {
 
 func TestGetAndListAreTenantScoped(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		if _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"}); err != nil {
+		if _, err := f.svc.Onboard(f.ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "beta", Name: "Beta"}); err != nil {
 			t.Fatal(err)
 		}
-		a := f.create(t, "acme", keys.CreateParams{})
-		if _, err := f.svc.Get(f.ctx, "beta", a.Key.ID); !errors.Is(err, keys.ErrNotFound) {
+		a := f.create(t, "acme", lifecycle.CreateParams{})
+		if _, err := f.svc.Get(f.ctx, "beta", a.Key.ID); !errors.Is(err, lifecycle.ErrNotFound) {
 			t.Fatalf("beta read acme's key: %v", err)
 		}
-		if _, err := f.svc.Revoke(f.ctx, f.actor, "beta", a.Key.ID); !errors.Is(err, keys.ErrNotFound) {
+		if _, err := f.svc.Revoke(f.ctx, f.actor, "beta", a.Key.ID); !errors.Is(err, lifecycle.ErrNotFound) {
 			t.Fatalf("beta revoked acme's key: %v", err)
 		}
 		name := "hijacked"
-		if _, err := f.svc.Update(f.ctx, f.actor, "beta", a.Key.ID, keys.UpdateParams{Name: &name}); !errors.Is(err, keys.ErrNotFound) {
+		if _, err := f.svc.Update(f.ctx, f.actor, "beta", a.Key.ID, lifecycle.UpdateParams{Name: &name}); !errors.Is(err, lifecycle.ErrNotFound) {
 			t.Fatalf("beta updated acme's key: %v", err)
 		}
-		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "beta", a.Key.ID, 0); !errors.Is(err, keys.ErrNotFound) {
+		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "beta", a.Key.ID, 0); !errors.Is(err, lifecycle.ErrNotFound) {
 			t.Fatalf("beta rotated acme's key: %v", err)
 		}
 		page, err := f.svc.List(f.ctx, "beta", store.KeyQuery{Limit: 100})
@@ -254,15 +254,15 @@ func TestGetAndListAreTenantScoped(t *testing.T) {
 
 func TestListValidationAndEffectiveStatus(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		c := f.create(t, "acme", keys.CreateParams{ExpiresAt: f.clock.Now().Add(time.Hour)})
+		c := f.create(t, "acme", lifecycle.CreateParams{ExpiresAt: f.clk.Now().Add(time.Hour)})
 		for _, q := range []store.KeyQuery{{Limit: 0}, {Limit: 101}, {Limit: 5, Environment: "prod"}, {Limit: 5, Status: "gone"},
 			{Limit: 5, Cursor: "garbage!"}, {Limit: 5, CreatedBy: "a b"}} {
-			var ve *keys.ValidationError
+			var ve *lifecycle.ValidationError
 			if _, err := f.svc.List(f.ctx, "acme", q); !errors.As(err, &ve) {
 				t.Errorf("List(%+v): %v, want a validation error", q, err)
 			}
 		}
-		f.clock.Advance(time.Hour)
+		f.clk.Advance(time.Hour)
 		got, _ := f.svc.Get(f.ctx, "acme", c.Key.ID)
 		page, _ := f.svc.List(f.ctx, "acme", store.KeyQuery{Limit: 1})
 		if got.Status != store.KeyExpired || page.Keys[0].Status != store.KeyExpired {
@@ -273,12 +273,12 @@ func TestListValidationAndEffectiveStatus(t *testing.T) {
 
 func TestUpdate(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		c := f.create(t, "acme", keys.CreateParams{AllowedIPs: []string{"10.0.0.0/8"}, Metadata: map[string]string{"a": "b"}})
-		f.clock.Advance(time.Minute)
+		c := f.create(t, "acme", lifecycle.CreateParams{AllowedIPs: []string{"10.0.0.0/8"}, Metadata: map[string]string{"a": "b"}})
+		f.clk.Advance(time.Minute)
 		name, scopes, none := "renamed", []string{"invoices:write"}, []string{}
 		rate := store.RateLimit{RequestsPerMinute: 600, Burst: 50}
-		expires := f.clock.Now().Add(48 * time.Hour)
-		got, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{
+		expires := f.clk.Now().Add(48 * time.Hour)
+		got, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{
 			Name: &name, Scopes: &scopes, AllowedIPs: &none, RateLimit: &rate, ExpiresAt: &expires,
 		})
 		if err != nil {
@@ -287,17 +287,17 @@ func TestUpdate(t *testing.T) {
 		stored, _ := f.st.GetKey(f.ctx, c.Key.ID)
 		if stored.Name != name || fmt.Sprint(stored.Scopes) != "[invoices:write]" || len(stored.AllowedIPs) != 0 ||
 			stored.RateLimit != rate || !stored.ExpiresAt.Equal(expires) || stored.Metadata["a"] != "b" ||
-			stored.Revision != 2 || got.Revision != 2 || !stored.UpdatedAt.Equal(f.clock.Now()) {
+			stored.Revision != 2 || got.Revision != 2 || !stored.UpdatedAt.Equal(f.clk.Now()) {
 			t.Fatalf("after update: %+v", stored)
 		}
 		page, _ := f.st.ListAudit(f.ctx, "acme", store.AuditQuery{KeyID: c.Key.ID, Limit: 1})
-		if e := page.Entries[0]; e.Action != keys.ActionKeyUpdated || e.Details["fields"] != "name,scopes,allowed_ips,rate_limit,expires_at" || e.Actor != f.actor.ID || e.RequestID != "req-1" {
+		if e := page.Entries[0]; e.Action != lifecycle.ActionKeyUpdated || e.Details["fields"] != "name,scopes,allowed_ips,rate_limit,expires_at" || e.Actor != f.actor.ID || e.RequestID != "req-1" {
 			t.Fatalf("audit entry %+v", e)
 		}
 
-		var ve *keys.ValidationError
+		var ve *lifecycle.ValidationError
 		bad := []string{"nope"}
-		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{Scopes: &bad}); !errors.As(err, &ve) || ve.Field != "scopes" {
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Scopes: &bad}); !errors.As(err, &ve) || ve.Field != "scopes" {
 			t.Fatalf("bad scopes: %v", err)
 		}
 		if again, _ := f.st.GetKey(f.ctx, c.Key.ID); again.Revision != 2 {
@@ -306,7 +306,7 @@ func TestUpdate(t *testing.T) {
 		if _, err := f.svc.Revoke(f.ctx, f.actor, "acme", c.Key.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{Name: &name}); !errors.Is(err, keys.ErrConflict) {
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Name: &name}); !errors.Is(err, lifecycle.ErrConflict) {
 			t.Fatalf("update of a revoked key: %v", err)
 		}
 	})
@@ -314,12 +314,12 @@ func TestUpdate(t *testing.T) {
 
 func TestRotate(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		old := f.create(t, "acme", keys.CreateParams{
+		old := f.create(t, "acme", lifecycle.CreateParams{
 			Scopes: []string{"invoices:read", "customers:write"}, AllowedIPs: []string{"192.0.2.0/24"},
 			RateLimit: store.RateLimit{RequestsPerMinute: 120}, CreatedBy: "mem_bob", Metadata: map[string]string{"env": "prod"},
 		})
-		f.clock.Advance(time.Second)
-		nk, oldAfter, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, keys.DefaultOverlap)
+		f.clk.Advance(time.Second)
+		nk, oldAfter, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, lifecycle.DefaultOverlap)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,13 +330,13 @@ func TestRotate(t *testing.T) {
 			n.RateLimit != old.Key.RateLimit || n.CreatedBy != "mem_bob" || n.Metadata["env"] != "prod" || !n.ExpiresAt.IsZero() {
 			t.Fatalf("replacement does not inherit: %+v", n)
 		}
-		if oldAfter.Status != store.KeyExpiring || !oldAfter.ExpiresAt.Equal(f.clock.Now().Add(keys.DefaultOverlap)) {
+		if oldAfter.Status != store.KeyExpiring || !oldAfter.ExpiresAt.Equal(f.clk.Now().Add(lifecycle.DefaultOverlap)) {
 			t.Fatalf("old key after rotation: %s until %v", oldAfter.Status, oldAfter.ExpiresAt)
 		}
-		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, time.Hour); !errors.Is(err, keys.ErrConflict) {
+		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, time.Hour); !errors.Is(err, lifecycle.ErrConflict) {
 			t.Fatalf("second rotation of a replaced key: %v", err)
 		}
-		f.clock.Advance(keys.DefaultOverlap)
+		f.clk.Advance(lifecycle.DefaultOverlap)
 		if got, _ := f.svc.Get(f.ctx, "acme", old.Key.ID); got.Status != store.KeyExpired {
 			t.Fatalf("old key after the overlap: %s", got.Status)
 		}
@@ -351,8 +351,8 @@ func TestRotate(t *testing.T) {
 
 func TestRotateNeverOutlivesOldExpiry(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		end := f.clock.Now().Add(2 * time.Hour)
-		old := f.create(t, "acme", keys.CreateParams{ExpiresAt: end})
+		end := f.clk.Now().Add(2 * time.Hour)
+		old := f.create(t, "acme", lifecycle.CreateParams{ExpiresAt: end})
 		nk, oldAfter, err := f.svc.Rotate(f.ctx, f.actor, "acme", old.Key.ID, 12*time.Hour)
 		if err != nil {
 			t.Fatal(err)
@@ -362,28 +362,28 @@ func TestRotateNeverOutlivesOldExpiry(t *testing.T) {
 			t.Fatalf("new expires %v, old %v; both must end at %v", nk.Key.ExpiresAt, oldAfter.ExpiresAt, end)
 		}
 
-		now := f.create(t, "acme", keys.CreateParams{})
+		now := f.create(t, "acme", lifecycle.CreateParams{})
 		nk, oldAfter, err = f.svc.Rotate(f.ctx, f.actor, "acme", now.Key.ID, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.tokens = append(f.tokens, nk.Token.Plain())
-		if oldAfter.Status != store.KeyExpired || !oldAfter.ExpiresAt.Equal(f.clock.Now()) {
+		if oldAfter.Status != store.KeyExpired || !oldAfter.ExpiresAt.Equal(f.clk.Now()) {
 			t.Fatalf("rotation with no overlap left the old key %s until %v", oldAfter.Status, oldAfter.ExpiresAt)
 		}
-		for _, bad := range []time.Duration{-time.Second, keys.MaxOverlap + time.Second} {
-			var ve *keys.ValidationError
+		for _, bad := range []time.Duration{-time.Second, lifecycle.MaxOverlap + time.Second} {
+			var ve *lifecycle.ValidationError
 			if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", nk.Key.ID, bad); !errors.As(err, &ve) || ve.Field != "expire_old_in" {
 				t.Fatalf("overlap %v: %v", bad, err)
 			}
 		}
 		// The overlap of a replaced key can be cut short but not stretched.
-		later := f.clock.Now().Add(24 * time.Hour)
-		if _, err := f.svc.Update(f.ctx, f.actor, "acme", old.Key.ID, keys.UpdateParams{ExpiresAt: &later}); err == nil {
+		later := f.clk.Now().Add(24 * time.Hour)
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", old.Key.ID, lifecycle.UpdateParams{ExpiresAt: &later}); err == nil {
 			t.Fatal("stretched a replaced key's overlap")
 		}
-		sooner := f.clock.Now().Add(time.Minute)
-		if _, err := f.svc.Update(f.ctx, f.actor, "acme", old.Key.ID, keys.UpdateParams{ExpiresAt: &sooner}); err != nil {
+		sooner := f.clk.Now().Add(time.Minute)
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", old.Key.ID, lifecycle.UpdateParams{ExpiresAt: &sooner}); err != nil {
 			t.Fatalf("cutting the overlap short: %v", err)
 		}
 	})
@@ -391,10 +391,10 @@ func TestRotateNeverOutlivesOldExpiry(t *testing.T) {
 
 func TestRevoke(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		c := f.create(t, "acme", keys.CreateParams{})
-		f.clock.Advance(time.Second)
+		c := f.create(t, "acme", lifecycle.CreateParams{})
+		f.clk.Advance(time.Second)
 		got, err := f.svc.Revoke(f.ctx, f.actor, "acme", c.Key.ID)
-		if err != nil || got.Status != store.KeyRevoked || !got.RevokedAt.Equal(f.clock.Now()) {
+		if err != nil || got.Status != store.KeyRevoked || !got.RevokedAt.Equal(f.clk.Now()) {
 			t.Fatalf("Revoke: %v %+v", err, got)
 		}
 		again, err := f.svc.Revoke(f.ctx, f.actor, "acme", c.Key.ID)
@@ -404,10 +404,10 @@ func TestRevoke(t *testing.T) {
 		if acts := f.auditActions(t, "acme", c.Key.ID); fmt.Sprint(acts) != "[key.revoked key.created]" {
 			t.Fatalf("audit %v", acts)
 		}
-		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", c.Key.ID, time.Hour); !errors.Is(err, keys.ErrConflict) {
+		if _, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", c.Key.ID, time.Hour); !errors.Is(err, lifecycle.ErrConflict) {
 			t.Fatalf("rotating a revoked key: %v", err)
 		}
-		if _, err := f.svc.Revoke(f.ctx, f.actor, "acme", "nope00000000"); !errors.Is(err, keys.ErrNotFound) {
+		if _, err := f.svc.Revoke(f.ctx, f.actor, "acme", "nope00000000"); !errors.Is(err, lifecycle.ErrNotFound) {
 			t.Fatalf("revoking a missing key: %v", err)
 		}
 	})
@@ -418,10 +418,10 @@ func TestRevoke(t *testing.T) {
 func TestConcurrentRevokeAndRotate(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
 		for range 5 {
-			c := f.create(t, "acme", keys.CreateParams{})
+			c := f.create(t, "acme", lifecycle.CreateParams{})
 			var wg sync.WaitGroup
 			var rotErr error
-			var rotated keys.Created
+			var rotated lifecycle.Created
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
@@ -443,7 +443,7 @@ func TestConcurrentRevokeAndRotate(t *testing.T) {
 				if _, err := f.st.GetKey(f.ctx, rotated.Key.ID); err != nil || old.ReplacedBy != rotated.Key.ID {
 					t.Fatalf("rotation reported success but left %+v / %v", old, err)
 				}
-			} else if !errors.Is(rotErr, keys.ErrConflict) || old.ReplacedBy != "" {
+			} else if !errors.Is(rotErr, lifecycle.ErrConflict) || old.ReplacedBy != "" {
 				t.Fatalf("rotation failed with %v, old key %+v", rotErr, old)
 			}
 		}
@@ -452,13 +452,13 @@ func TestConcurrentRevokeAndRotate(t *testing.T) {
 
 func TestRevokeMember(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		var bobs []keys.Created
+		var bobs []lifecycle.Created
 		for i := range 120 { // more than a page and several transactions
 			by := "mem_bob"
 			if i%4 == 0 {
 				by = "mem_carol"
 			}
-			c := f.create(t, "acme", keys.CreateParams{CreatedBy: by})
+			c := f.create(t, "acme", lifecycle.CreateParams{CreatedBy: by})
 			if by == "mem_bob" {
 				bobs = append(bobs, c)
 			}
@@ -482,7 +482,7 @@ func TestRevokeMember(t *testing.T) {
 		if n, err := f.svc.RevokeMember(f.ctx, f.actor, "acme", "mem_bob"); n != 0 || err != nil {
 			t.Fatalf("second RevokeMember = %d, %v", n, err)
 		}
-		var ve *keys.ValidationError
+		var ve *lifecycle.ValidationError
 		if _, err := f.svc.RevokeMember(f.ctx, f.actor, "acme", "bad id"); !errors.As(err, &ve) {
 			t.Fatalf("bad member id: %v", err)
 		}
@@ -491,7 +491,7 @@ func TestRevokeMember(t *testing.T) {
 
 func TestOnboardAndOffboard(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		o, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Beta"})
+		o, err := f.svc.Onboard(f.ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "beta", Name: "Beta"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -504,21 +504,21 @@ func TestOnboardAndOffboard(t *testing.T) {
 		if k := o.Test.Key; k.Environment != "test" || fmt.Sprint(k.Scopes) != "[keys:admin]" || k.TenantID != "beta" || o.Test.Token.Environment() != "test" {
 			t.Fatalf("onboarded test key %+v", k)
 		}
-		if _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: "beta", Name: "Again"}); !errors.Is(err, keys.ErrConflict) {
+		if _, err := f.svc.Onboard(f.ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "beta", Name: "Again"}); !errors.Is(err, lifecycle.ErrConflict) {
 			t.Fatalf("second onboarding: %v", err)
 		}
 		for _, bad := range []string{"", "B", "x", "has space", strings.Repeat("a", 64), "-lead"} {
-			var ve *keys.ValidationError
-			if _, err := f.svc.Onboard(f.ctx, keys.Actor{ID: "operator"}, keys.OnboardParams{TenantID: bad, Name: "n"}); !errors.As(err, &ve) {
+			var ve *lifecycle.ValidationError
+			if _, err := f.svc.Onboard(f.ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: bad, Name: "n"}); !errors.As(err, &ve) {
 				t.Errorf("tenant id %q: %v", bad, err)
 			}
 		}
 		for range 130 {
-			f.create(t, "beta", keys.CreateParams{})
+			f.create(t, "beta", lifecycle.CreateParams{})
 		}
-		survivor := f.create(t, "acme", keys.CreateParams{})
+		survivor := f.create(t, "acme", lifecycle.CreateParams{})
 
-		n, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "beta")
+		n, err := f.svc.Offboard(f.ctx, lifecycle.Actor{ID: "operator"}, "beta")
 		if err != nil || n != 132 { // and both admin keys
 			t.Fatalf("Offboard = %d, %v; want 132", n, err)
 		}
@@ -526,16 +526,16 @@ func TestOnboardAndOffboard(t *testing.T) {
 		if len(page.Keys) != 0 {
 			t.Fatalf("%d keys of an offboarded tenant still active", len(page.Keys))
 		}
-		if _, err := f.svc.Create(f.ctx, f.actor, "beta", keys.CreateParams{Name: "late", Environment: apikey.Live, Scopes: []string{"*"}}); !errors.Is(err, keys.ErrTenantInactive) {
+		if _, err := f.svc.Create(f.ctx, f.actor, "beta", lifecycle.CreateParams{Name: "late", Environment: apikey.Live, Scopes: []string{"*"}}); !errors.Is(err, lifecycle.ErrTenantInactive) {
 			t.Fatalf("create after offboarding: %v", err)
 		}
-		if n, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "beta"); n != 0 || err != nil {
+		if n, err := f.svc.Offboard(f.ctx, lifecycle.Actor{ID: "operator"}, "beta"); n != 0 || err != nil {
 			t.Fatalf("second Offboard = %d, %v", n, err)
 		}
 		if k, _ := f.svc.Get(f.ctx, "acme", survivor.Key.ID); k.Status != store.KeyActive {
 			t.Fatal("offboarding beta touched acme's key")
 		}
-		if _, err := f.svc.Offboard(f.ctx, keys.Actor{ID: "operator"}, "nobody"); !errors.Is(err, keys.ErrNotFound) {
+		if _, err := f.svc.Offboard(f.ctx, lifecycle.Actor{ID: "operator"}, "nobody"); !errors.Is(err, lifecycle.ErrNotFound) {
 			t.Fatalf("offboarding a missing tenant: %v", err)
 		}
 	})
@@ -545,10 +545,10 @@ func TestOnboardAndOffboard(t *testing.T) {
 // key each change reads, not against an earlier read.
 func TestActorAllowVetsTheKeyAsWritten(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		c := f.create(t, "acme", keys.CreateParams{})
+		c := f.create(t, "acme", lifecycle.CreateParams{})
 		// Someone upgrades the key after the caller looked at it.
 		upgraded := []string{"keys:admin"}
-		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, keys.UpdateParams{Scopes: &upgraded}); err != nil {
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Scopes: &upgraded}); err != nil {
 			t.Fatal(err)
 		}
 		refuse := errors.New("may not change management keys")
@@ -560,7 +560,7 @@ func TestActorAllowVetsTheKeyAsWritten(t *testing.T) {
 			return nil
 		}
 		name := "renamed"
-		if _, err := f.svc.Update(f.ctx, actor, "acme", c.Key.ID, keys.UpdateParams{Name: &name}); !errors.Is(err, refuse) {
+		if _, err := f.svc.Update(f.ctx, actor, "acme", c.Key.ID, lifecycle.UpdateParams{Name: &name}); !errors.Is(err, refuse) {
 			t.Fatalf("Update: %v", err)
 		}
 		if _, _, err := f.svc.Rotate(f.ctx, actor, "acme", c.Key.ID, 0); !errors.Is(err, refuse) {
@@ -580,9 +580,9 @@ func TestActorAllowVetsTheKeyAsWritten(t *testing.T) {
 // DynamoDB item holds 400 KB) cannot make the revocation it causes fail.
 func TestLeakReportOfAnySizeRevokes(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
-		c := f.create(t, "acme", keys.CreateParams{})
+		c := f.create(t, "acme", lifecycle.CreateParams{})
 		huge := "https://github.com/o/r/blob/main/" + strings.Repeat("é", 450_000)
-		_, revoked, err := f.svc.Leak(f.ctx, keys.Actor{ID: "github"}, c.Key, true, map[string]string{"url": huge, "source": "content"})
+		_, revoked, err := f.svc.Leak(f.ctx, lifecycle.Actor{ID: "github"}, c.Key, true, map[string]string{"url": huge, "source": "content"})
 		if err != nil || !revoked {
 			t.Fatalf("Leak: revoked %v, %v", revoked, err)
 		}
@@ -590,9 +590,9 @@ func TestLeakReportOfAnySizeRevokes(t *testing.T) {
 		if err != nil || len(page.Entries) == 0 {
 			t.Fatal(err)
 		}
-		i := slices.IndexFunc(page.Entries, func(a store.AuditEntry) bool { return a.Action == keys.ActionKeyLeaked })
+		i := slices.IndexFunc(page.Entries, func(a store.AuditEntry) bool { return a.Action == lifecycle.ActionKeyLeaked })
 		if i < 0 {
-			t.Fatalf("no %s entry", keys.ActionKeyLeaked)
+			t.Fatalf("no %s entry", lifecycle.ActionKeyLeaked)
 		}
 		url := page.Entries[i].Details["url"]
 		if len(url) > 2048 || !strings.HasSuffix(url, "…(truncated)") || !utf8.ValidString(url) || page.Entries[i].Details["source"] != "content" {

@@ -1,7 +1,7 @@
 // Package cloud is the wiring the Lambda functions share: configuration
 // from the environment the CDK stack sets, and the DynamoDB store and
 // KMS-backed pepper ring built from it. It holds no logic of its own.
-package cloud
+package wiring
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/apigw"
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/store/dynamo"

@@ -1,4 +1,4 @@
-// Command rotation runs keyward's scheduled jobs on EventBridge schedules;
+// Command jobs runs keyward's scheduled jobs on EventBridge schedules;
 // each schedule passes {"job": "<name>"} (see package jobs). Wiring only.
 package main
 
@@ -12,9 +12,9 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
-	"github.com/keyward/keyward/internal/cloud"
+	"github.com/keyward/keyward/functions/internal/wiring"
 	"github.com/keyward/keyward/pkg/jobs"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 )
 
@@ -24,12 +24,12 @@ type input struct {
 }
 
 func main() {
-	rt := cloud.Start(context.Background())
+	rt := wiring.Start(context.Background())
 	interval := jobs.DefaultPepperInterval
 	if v := os.Getenv("KEYWARD_PEPPER_ROTATION_DAYS"); v != "" {
 		days, err := strconv.Atoi(v)
 		if err != nil || days < 1 {
-			cloud.Fatal(rt.Log, "configuration", fmt.Errorf("KEYWARD_PEPPER_ROTATION_DAYS %q is not a number of days", v))
+			wiring.Fatal(rt.Log, "configuration", fmt.Errorf("KEYWARD_PEPPER_ROTATION_DAYS %q is not a number of days", v))
 		}
 		interval = time.Duration(days) * 24 * time.Hour
 	}
@@ -37,7 +37,7 @@ func main() {
 		Store: rt.Store,
 		// The jobs never mint keys, so the service gets no hasher: this
 		// function holds no kms:Decrypt and never sees a plaintext pepper.
-		Keys:           keys.New(rt.Store, nil, rt.Format, keys.WithAuditRetention(keys.DefaultAuditRetention)),
+		Keys:           lifecycle.New(rt.Store, nil, rt.Format, lifecycle.WithAuditRetention(lifecycle.DefaultAuditRetention)),
 		Peppers:        pepper.KMS{Client: kms.NewFromConfig(rt.AWS), KeyID: rt.Env.PepperKeyID},
 		RateLimits:     rt.UsagePlans(),
 		Flusher:        rt.Flusher(),

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"regexp"
 
-	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/config"
 )
 
 // responseType is what API Gateway itself knows of a gateway response

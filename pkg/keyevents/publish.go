@@ -1,4 +1,4 @@
-package events
+package keyevents
 
 import (
 	"bytes"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyward/keyward/config"
+	"github.com/keyward/keyward/pkg/config"
 )
 
 // Echo is the built-in protected API: it answers 200 with what it

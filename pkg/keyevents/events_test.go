@@ -1,4 +1,4 @@
-package events_test
+package keyevents_test
 
 import (
 	"cmp"
@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 
-	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/keyevents"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
@@ -27,14 +27,14 @@ import (
 var at = time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
 
 func TestFromAudit(t *testing.T) {
-	e := events.FromAudit(store.AuditEntry{TenantID: "acme", ID: "a1", Time: at, Actor: "key_admin", Action: "key.revoked",
+	e := keyevents.FromAudit(store.AuditEntry{TenantID: "acme", ID: "a1", Time: at, Actor: "key_admin", Action: "key.revoked",
 		KeyID: "AbCdEfGhIjKl", KeyDisplay: "sk_live_…wxyz", RequestID: "r1", Details: map[string]string{"reason": "x"}})
-	want := events.Event{ID: "evt_a1", Type: "key.revoked", TenantID: "acme", KeyID: "key_AbCdEfGhIjKl", KeyDisplay: "sk_live_…wxyz",
+	want := keyevents.Event{ID: "evt_a1", Type: "key.revoked", TenantID: "acme", KeyID: "key_AbCdEfGhIjKl", KeyDisplay: "sk_live_…wxyz",
 		Actor: "key_admin", Time: at, RequestID: "r1", Data: map[string]string{"reason": "x"}}
 	if got, _ := json.Marshal(e); string(got) != string(must(json.Marshal(want))) {
 		t.Fatalf("event %s", got)
 	}
-	sys := events.FromAudit(store.AuditEntry{TenantID: store.SystemTenant, ID: "a2", Time: at, Actor: "system:pepper-rotation", Action: "pepper.rotated"})
+	sys := keyevents.FromAudit(store.AuditEntry{TenantID: store.SystemTenant, ID: "a2", Time: at, Actor: "system:pepper-rotation", Action: "pepper.rotated"})
 	if sys.TenantID != "" || sys.KeyID != "" {
 		t.Fatalf("system event %+v", sys)
 	}
@@ -83,17 +83,17 @@ func (b *recordingBus) PutEvents(_ context.Context, in *eventbridge.PutEventsInp
 
 // publisher is an EventBridge publisher on bus that records its waits
 // instead of waiting.
-func publisher(bus *recordingBus, waits *[]time.Duration) events.EventBridge {
-	return events.EventBridge{Client: bus, Bus: "keyward-events", Sleep: func(_ context.Context, d time.Duration) error {
+func publisher(bus *recordingBus, waits *[]time.Duration) keyevents.EventBridge {
+	return keyevents.EventBridge{Client: bus, Bus: "keyward-events", Sleep: func(_ context.Context, d time.Duration) error {
 		*waits = append(*waits, d)
 		return nil
 	}}
 }
 
-func someEvents(n int, typeAt map[int]string) []events.Event {
-	var evs []events.Event
+func someEvents(n int, typeAt map[int]string) []keyevents.Event {
+	var evs []keyevents.Event
 	for i := range n {
-		evs = append(evs, events.Event{ID: fmt.Sprintf("evt_%02d", i), Type: cmp.Or(typeAt[i], "key.created"), Time: at, Actor: "x"})
+		evs = append(evs, keyevents.Event{ID: fmt.Sprintf("evt_%02d", i), Type: cmp.Or(typeAt[i], "key.created"), Time: at, Actor: "x"})
 	}
 	return evs
 }
@@ -158,7 +158,7 @@ func TestEventBridgeEntrySizes(t *testing.T) {
 // failingPublisher fails without naming any event.
 type failingPublisher struct{}
 
-func (failingPublisher) Publish(context.Context, []events.Event) ([]string, error) {
+func (failingPublisher) Publish(context.Context, []keyevents.Event) ([]string, error) {
 	return nil, errors.New("encoding")
 }
 
@@ -180,11 +180,11 @@ func TestStreamHandlerDropsNothing(t *testing.T) {
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
 
 	bus := &recordingBus{}
-	resp, err := events.StreamHandler{Publisher: events.EventBridge{Client: bus, Bus: "b"}, Logger: quiet}.Handle(t.Context(), batch)
+	resp, err := keyevents.StreamHandler{Publisher: keyevents.EventBridge{Client: bus, Bus: "b"}, Logger: quiet}.Handle(t.Context(), batch)
 	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "2" || len(bus.calls) != 1 || len(bus.calls[0]) != 2 {
 		t.Fatalf("an undecodable entry: %+v %v, %d calls", resp, err, len(bus.calls))
 	}
-	resp, err = events.StreamHandler{Publisher: failingPublisher{}, Logger: quiet}.Handle(t.Context(), batch)
+	resp, err = keyevents.StreamHandler{Publisher: failingPublisher{}, Logger: quiet}.Handle(t.Context(), batch)
 	var got []string
 	for _, f := range resp.BatchItemFailures {
 		got = append(got, f.ItemIdentifier)
@@ -196,9 +196,9 @@ func TestStreamHandlerDropsNothing(t *testing.T) {
 
 func TestFilePublisher(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.jsonl")
-	f := &events.File{Path: path, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	f := &keyevents.File{Path: path, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
 	for range 2 {
-		if failed, err := f.Publish(t.Context(), []events.Event{{ID: "evt_1", Type: "key.created", Time: at}}); err != nil || failed != nil {
+		if failed, err := f.Publish(t.Context(), []keyevents.Event{{ID: "evt_1", Type: "key.created", Time: at}}); err != nil || failed != nil {
 			t.Fatal(failed, err)
 		}
 	}
@@ -225,13 +225,13 @@ func TestFilePublisherDropsTornLine(t *testing.T) {
 		if err := os.WriteFile(path, []byte(before), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		f := &events.File{Path: path, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
-		if _, err := f.Publish(t.Context(), []events.Event{{ID: "evt_2", Type: "key.created", Time: at}}); err != nil {
+		f := &keyevents.File{Path: path, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+		if _, err := f.Publish(t.Context(), []keyevents.Event{{ID: "evt_2", Type: "key.created", Time: at}}); err != nil {
 			t.Fatal(err)
 		}
 		data, _ := os.ReadFile(path)
 		for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
-			var ev events.Event
+			var ev keyevents.Event
 			if err := json.Unmarshal([]byte(line), &ev); err != nil {
 				t.Fatalf("%s: line %q", name, line)
 			}

@@ -15,10 +15,9 @@ import (
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/clock"
-	"github.com/keyward/keyward/pkg/gateway"
-	"github.com/keyward/keyward/pkg/keys"
+	"github.com/keyward/keyward/pkg/lifecycle"
+	"github.com/keyward/keyward/pkg/localstack/gateway"
 	"github.com/keyward/keyward/pkg/store"
-	"github.com/keyward/keyward/pkg/usage"
 )
 
 // holdingStore holds the first read of one key after it has read it, until
@@ -52,13 +51,13 @@ func TestRevocationRaceIsClosedByTheSecondFlush(t *testing.T) {
 	st := storetest.Temp(t)
 	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
-	svc := keys.New(st, ring, format)
+	svc := lifecycle.New(st, ring, format)
 	gwCfg := loadGateway(t)
-	o, err := svc.Onboard(ctx, keys.Actor{ID: "op"}, keys.OnboardParams{TenantID: "acme", Name: "Acme", RateLimit: gwCfg.HighestTier().RateLimit()})
+	o, err := svc.Onboard(ctx, lifecycle.Actor{ID: "op"}, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme", RateLimit: gwCfg.HighestTier().RateLimit()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := svc.Create(ctx, keys.Actor{ID: "op"}, "acme", keys.CreateParams{Name: "data", Environment: apikey.Live, Scopes: []string{"invoices:read"}})
+	data, err := svc.Create(ctx, lifecycle.Actor{ID: "op"}, "acme", lifecycle.CreateParams{Name: "data", Environment: apikey.Live, Scopes: []string{"invoices:read"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +96,7 @@ func TestRevocationRaceIsClosedByTheSecondFlush(t *testing.T) {
 	}
 	for _, k := range []store.Key{o.Live.Key, data.Key} {
 		tier, _ := gwCfg.TierOf(k.RateLimit)
-		_ = gw.Provision(ctx, usage.Identity(gwCfg.UsageIdentity, k.TenantID, k.ID), tier.Name)
+		_ = gw.Provision(ctx, gwCfg.RateLimitIdentity(k.TenantID, k.ID), tier.Name)
 	}
 
 	go func() { first <- get() }()

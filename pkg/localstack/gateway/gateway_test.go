@@ -21,9 +21,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/keyward/keyward/config"
-	"github.com/keyward/keyward/internal/testclock"
-	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/localstack/gateway"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 )
@@ -125,7 +125,7 @@ type harness struct {
 	t        *testing.T
 	gw       *gateway.Gateway
 	authz    *stub
-	clock    *testclock.Clock
+	clk      *clock.Manual
 	upstream *recording
 	admin    *recording
 	logs     *bytes.Buffer
@@ -158,9 +158,9 @@ func loadGateway(t *testing.T) config.Gateway {
 // change the configuration first.
 func newHarness(t *testing.T, adjust func(*gateway.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, authz: &stub{answer: allowAll()}, clock: testclock.New(t0), upstream: &recording{}, admin: &recording{}, logs: &bytes.Buffer{}}
+	h := &harness{t: t, authz: &stub{answer: allowAll()}, clk: clock.NewManual(t0), upstream: &recording{}, admin: &recording{}, logs: &bytes.Buffer{}}
 	cfg := gateway.Config{Routes: routes(t), Gateway: loadGateway(t), Authorizer: h.authz, Admin: h.admin, Upstream: h.upstream,
-		OperatorToken: "op-secret", Now: h.clock.Now, Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
+		OperatorToken: "op-secret", Now: h.clk.Now, Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
 	if adjust != nil {
 		adjust(&cfg)
 	}
@@ -337,12 +337,12 @@ func TestCachedDecisionIsReusedAcrossRoutesUntilTTL(t *testing.T) {
 	if n := h.authz.calls(); n != 1 {
 		t.Fatalf("authorizer called %d times, want 1 within the TTL", n)
 	}
-	h.clock.Advance(299 * time.Second)
+	h.clk.Advance(299 * time.Second)
 	h.get("/invoices")
 	if n := h.authz.calls(); n != 1 {
 		t.Fatalf("authorizer called %d times before the TTL ran out", n)
 	}
-	h.clock.Advance(time.Second)
+	h.clk.Advance(time.Second)
 	h.get("/invoices")
 	if n := h.authz.calls(); n != 2 {
 		t.Fatalf("authorizer called %d times, want a new call at the TTL", n)
@@ -501,11 +501,11 @@ func TestThrottling(t *testing.T) {
 		t.Fatalf("upstream %d, authorizer %d: throttling applies to cached decisions", h.upstream.count(), h.authz.calls())
 	}
 
-	h.clock.Advance(time.Second) // one token at one per second
+	h.clk.Advance(time.Second) // one token at one per second
 	wantResponse(t, h.get("/invoices"), 200, "")
 	wantResponse(t, h.get("/invoices"), 429, "")
 
-	h.clock.Advance(time.Hour) // the bucket holds no more than the burst
+	h.clk.Advance(time.Hour) // the bucket holds no more than the burst
 	for range 10 {
 		wantResponse(t, h.get("/invoices"), 200, "")
 	}
@@ -611,7 +611,7 @@ func TestOperatorTokenGuessesAreThrottled(t *testing.T) {
 	// told from a guess until it is checked.
 	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.9:1234", http.Header{"Authorization": {"Bearer op-secret"}}), 429, "")
 	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.10:1234", http.Header{"Authorization": {"Bearer op-secret"}}), 200, "")
-	h.clock.Advance(6 * time.Second)
+	h.clk.Advance(6 * time.Second)
 	wantResponse(t, h.do("POST", "/v1/tenants", "192.0.2.9:1234", http.Header{"Authorization": {"Bearer op-secret"}}), 200, "")
 }
 
@@ -853,7 +853,7 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 	}
 	// Once the cache is full of expired entries, the next decision
 	// evicts them and keeps the live ones.
-	h.clock.Advance(time.Duration(loadGateway(t).Authorizer.CacheTTLSeconds) * time.Second)
+	h.clk.Advance(time.Duration(loadGateway(t).Authorizer.CacheTTLSeconds) * time.Second)
 	fresh := func(i int) http.Header {
 		return http.Header{"Authorization": {fmt.Sprintf("Bearer fresh%d%s", i, long)}}
 	}

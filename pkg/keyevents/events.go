@@ -8,7 +8,7 @@
 // AWS) delivers each new entry to the publisher at least once, so no event
 // is lost when a function crashes after its write. Each event's id is its
 // audit entry's, so consumers can drop duplicates.
-package events
+package keyevents
 
 import (
 	"context"

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/keyward/keyward/config"
-	"github.com/keyward/keyward/pkg/gateway"
+	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/localstack/gateway"
 )
 
 func TestRenderEveryShippedResponseIsJSON(t *testing.T) {

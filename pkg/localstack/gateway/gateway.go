@@ -64,9 +64,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/keyward/keyward/config"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 )
