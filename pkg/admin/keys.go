@@ -423,7 +423,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	}
 	actor := vetted(c)
 	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
-		return http.StatusOK, resource(lifecycle.Effective(o.Keys[0], s.cfg.Now()))
+		return http.StatusOK, resource(o.Keys[0].Effective(s.cfg.Now()))
 	})
 	k, err := s.cfg.Keys.Update(r.Context(), actor, c.TenantID, id, p)
 	if err != nil {

@@ -138,7 +138,7 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 	revoke := s.cfg.Leaks.Responder.Policy != leaks.Flag
 	actor := vetted(c)
 	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
-		return http.StatusOK, resource(lifecycle.Effective(o.Keys[0], s.cfg.Now()))
+		return http.StatusOK, resource(o.Keys[0].Effective(s.cfg.Now()))
 	})
 	k, revoked, err := s.cfg.Keys.Leak(r.Context(), actor, k, revoke, details)
 	if err != nil {

@@ -42,7 +42,7 @@ import (
 
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/config"
-	"github.com/keyward/keyward/pkg/lifecycle"
+	"github.com/keyward/keyward/pkg/origin"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/scope"
@@ -202,7 +202,7 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	// key needs it) turns it into a 401, not a failure. The answer is the
 	// same 401 as for a wrong secret. Only the statuses that mean usable
 	// pass: anything else is corrupt data, and fails closed.
-	switch effective := lifecycle.Effective(k, now); effective.Status {
+	switch effective := k.Effective(now); effective.Status {
 	case store.KeyActive, store.KeyExpiring:
 	case store.KeyRevoked:
 		return none, refuse(ReasonRevoked)
@@ -309,7 +309,7 @@ func (a *Authorizer) restrict(k store.Key, req events.APIGatewayCustomAuthorizer
 		if len(origins) != 1 {
 			return ReasonOrigin, msgOrigin
 		}
-		o, err := lifecycle.NormalOrigin(origins[0])
+		o, err := origin.Normal(origins[0])
 		if err != nil {
 			return ReasonOrigin, msgOrigin
 		}

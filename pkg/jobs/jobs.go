@@ -294,7 +294,7 @@ func (j *Jobs) ReportUnused(ctx context.Context) (Result, error) {
 	return j.resumable(ctx, UnusedKeys, func(cursor string) (store.KeyPage, error) {
 		return j.cfg.Store.ScanKeys(ctx, cursor, page)
 	}, func(k store.Key) (bool, error) {
-		switch lifecycle.Effective(k, now).Status {
+		switch k.Effective(now).Status {
 		case store.KeyRevoked, store.KeyExpired:
 			return j.releaseIdentity(ctx, k)
 		case store.KeyExpiring:
@@ -422,7 +422,7 @@ func (j *Jobs) retirePeppers(ctx context.Context) (int, bool, error) {
 			return 0, false, fmt.Errorf("jobs: scanning keys: %w", err)
 		}
 		for _, k := range p.Keys {
-			if s := lifecycle.Effective(k, now).Status; s == store.KeyActive || s == store.KeyExpiring {
+			if s := k.Effective(now).Status; s == store.KeyActive || s == store.KeyExpiring {
 				delete(candidates, k.PepperVersion)
 			}
 		}

@@ -151,7 +151,7 @@ func (r Responder) one(ctx context.Context, actor lifecycle.Actor, rep Report) (
 	if r.Now != nil {
 		now = r.Now
 	}
-	if st := lifecycle.Effective(k, now()).Status; st == store.KeyRevoked || st == store.KeyExpired {
+	if st := k.Effective(now()).Status; st == store.KeyRevoked || st == store.KeyExpired {
 		return falsePositive, false, nil
 	}
 	ok, err := r.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)

@@ -329,7 +329,7 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (store.Key, error)
 	if err != nil {
 		return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
 	}
-	return Effective(k, s.now()), nil
+	return k.Effective(s.now()), nil
 }
 
 // Stored returns one of the tenant's keys as stored, for a change the
@@ -343,15 +343,6 @@ func (s *Service) Stored(ctx context.Context, tenant, id string) (store.Key, err
 		return store.Key{}, fmt.Errorf("keys: reading key: %w", err)
 	}
 	return k, nil
-}
-
-// Effective returns k with the status it has at now: a key past its expiry
-// is expired even before the sweep has written so.
-func Effective(k store.Key, now time.Time) store.Key {
-	if (k.Status == store.KeyActive || k.Status == store.KeyExpiring) && !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
-		k.Status = store.KeyExpired
-	}
-	return k
 }
 
 // List returns a page of the tenant's keys, newest first.
@@ -383,7 +374,7 @@ func (s *Service) List(ctx context.Context, tenant string, q store.KeyQuery) (st
 	}
 	now := s.now()
 	for i := range page.Keys {
-		page.Keys[i] = Effective(page.Keys[i], now)
+		page.Keys[i] = page.Keys[i].Effective(now)
 	}
 	return page, nil
 }
@@ -514,14 +505,14 @@ func (s *Service) mutate(ctx context.Context, actor Actor, tenant, id string, ch
 		var c store.Change
 		done, err := change(&k, &c, now)
 		if err != nil || done {
-			return Effective(k, now), err
+			return k.Effective(now), err
 		}
 		k.UpdatedAt = now
 		c.Keys = append([]store.KeyWrite{{Key: k, ExpectedRevision: rev}}, c.Keys...)
 		err = s.write(ctx, actor, c)
 		if err == nil {
 			k.Revision = rev + 1
-			return Effective(k, now), nil
+			return k.Effective(now), nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			return store.Key{}, s.writeError("writing key", err)
@@ -531,7 +522,7 @@ func (s *Service) mutate(ctx context.Context, actor Actor, tenant, id string, ch
 }
 
 func usable(k store.Key, now time.Time) error {
-	switch Effective(k, now).Status {
+	switch k.Effective(now).Status {
 	case store.KeyRevoked:
 		return conflict("the key is revoked")
 	case store.KeyExpired:
@@ -804,7 +795,7 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 		if !slices.Contains(k.Notices, store.NoticeLeaked) {
 			k.Notices = append(slices.Clone(k.Notices), store.NoticeLeaked)
 		}
-		if live := Effective(*k, now).Status; revoke && (live == store.KeyActive || live == store.KeyExpiring) {
+		if live := k.Effective(now).Status; revoke && (live == store.KeyActive || live == store.KeyExpiring) {
 			if _, err := s.revokeInto(k, c, actor, now, "leaked"); err != nil {
 				return false, err
 			}
@@ -829,7 +820,7 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 	err := s.write(ctx, actor, c)
 	if err == nil {
 		written.Revision = rev + 1
-		return Effective(written, now), revoked, nil
+		return written.Effective(now), revoked, nil
 	}
 	if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
 		return store.Key{}, false, fmt.Errorf("keys: %w", err)

@@ -3,14 +3,13 @@ package lifecycle
 import (
 	"fmt"
 	"net/netip"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/origin"
 	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -170,7 +169,7 @@ func normalOrigins(in []string) ([]string, error) {
 	out := make([]string, 0, len(in))
 	seen := map[string]bool{}
 	for _, s := range in {
-		o, err := NormalOrigin(s)
+		o, err := origin.Normal(s)
 		if err != nil {
 			return nil, invalid("allowed_origins", "%v", err)
 		}
@@ -180,48 +179,6 @@ func normalOrigins(in []string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// NormalOrigin returns the canonical form of an origin, or an error if s
-// is not exactly scheme://host[:port].
-func NormalOrigin(s string) (string, error) {
-	if strings.Contains(s, "*") {
-		return "", fmt.Errorf("%q: wildcards are not allowed", s)
-	}
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.Opaque != "" {
-		return "", fmt.Errorf("%q is not an origin (scheme://host[:port])", s)
-	}
-	scheme := strings.ToLower(u.Scheme)
-	if scheme != "https" && scheme != "http" {
-		return "", fmt.Errorf("%q: scheme must be https or http", s)
-	}
-	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery || strings.HasSuffix(s, "#") {
-		return "", fmt.Errorf("%q: an origin has no user, path, query or fragment", s)
-	}
-	host := strings.ToLower(u.Hostname())
-	if host == "" {
-		return "", fmt.Errorf("%q has no host", s)
-	}
-	port := u.Port()
-	if port != "" {
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
-			return "", fmt.Errorf("%q: bad port", s)
-		}
-		if (scheme == "https" && n == 443) || (scheme == "http" && n == 80) {
-			port = ""
-		} else {
-			port = strconv.Itoa(n)
-		}
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	if port != "" {
-		return scheme + "://" + host + ":" + port, nil
-	}
-	return scheme + "://" + host, nil
 }
 
 func normalRateLimit(r store.RateLimit) (store.RateLimit, error) {

@@ -365,3 +365,12 @@ type Store interface {
 	// its answer must be replayed, not its effect repeated.
 	DeleteIdempotency(ctx context.Context, r Idempotency) error
 }
+
+// Effective returns k with the status it has at now: a key past its expiry
+// is expired even before the sweep has written so.
+func (k Key) Effective(now time.Time) Key {
+	if (k.Status == KeyActive || k.Status == KeyExpiring) && !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
+		k.Status = KeyExpired
+	}
+	return k
+}
