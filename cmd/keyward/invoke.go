@@ -16,6 +16,7 @@ import (
 	"github.com/keyward/keyward/pkg/admin"
 	keyevents "github.com/keyward/keyward/pkg/keyevents"
 	"github.com/keyward/keyward/pkg/localstack"
+	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 // invoke runs one function's handler once on an event file against the
@@ -91,7 +92,7 @@ func invoke(args []string) error {
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return fmt.Errorf("event: %w", err)
 		}
-		h := keyevents.StreamHandler{Publisher: stack.Events, Logger: o.Logger}
+		h := keyevents.StreamHandler{Decode: dynamo.AuditFromStream, Publisher: stack.Events, Logger: o.Logger}
 		resp, err := h.Handle(ctx, ev)
 		if err != nil {
 			return err

@@ -13,10 +13,10 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/localstack"
 )
 
@@ -55,11 +55,11 @@ func env(name, fallback string) string {
 func stackFlags(fs *flag.FlagSet) (*localstack.Options, *string) {
 	o := &localstack.Options{}
 	fs.StringVar(&o.DataDir, "data", env("KEYWARD_DATA_DIR", ".keyward"), "data directory (KEYWARD_DATA_DIR)")
-	fs.StringVar(&o.RoutesFile, "routes", os.Getenv("KEYWARD_ROUTES_FILE"), "route table of the protected API (KEYWARD_ROUTES_FILE); default the demo API")
+	fs.StringVar(&o.RoutesFile, "routes", os.Getenv(config.EnvRoutesFile), "route table of the protected API ("+config.EnvRoutesFile+"); default the demo API")
 	fs.StringVar(&o.GatewayFile, "gateway", os.Getenv("KEYWARD_GATEWAY_FILE"), "gateway settings, like pkg/config/gateway.json (KEYWARD_GATEWAY_FILE); default the shipped ones")
 	fs.StringVar(&o.GitHubKeysFile, "github-keys", os.Getenv("KEYWARD_GITHUB_KEYS_FILE"), "keys that may sign leaked-key reports, in GitHub's format (KEYWARD_GITHUB_KEYS_FILE)")
-	fs.StringVar(&o.TokenPrefix, "prefix", env("KEYWARD_TOKEN_PREFIX", apikey.DefaultPrefix), "token prefix (KEYWARD_TOKEN_PREFIX)")
-	ttl := fs.String("cache-ttl", os.Getenv("KEYWARD_CACHE_TTL"), "authorizer cache TTL in seconds (KEYWARD_CACHE_TTL); default gateway.json's")
+	fs.StringVar(&o.TokenPrefix, "prefix", env(config.EnvTokenPrefix, apikey.DefaultPrefix), "token prefix ("+config.EnvTokenPrefix+")")
+	ttl := fs.String("cache-ttl", os.Getenv(config.EnvCacheTTL), "authorizer cache TTL in seconds ("+config.EnvCacheTTL+"); default gateway.json's")
 	return o, ttl
 }
 
@@ -67,9 +67,9 @@ func applyTTL(o *localstack.Options, ttl string) error {
 	if ttl == "" {
 		return nil
 	}
-	n, err := strconv.Atoi(ttl)
+	n, err := config.ParseCacheTTL(ttl)
 	if err != nil {
-		return fmt.Errorf("cache TTL %q is not a number of seconds", ttl)
+		return fmt.Errorf("cache TTL: %w", err)
 	}
 	o.CacheTTL = &n
 	return nil

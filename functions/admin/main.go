@@ -4,32 +4,20 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/keyward/keyward/functions/internal/wiring"
 	"github.com/keyward/keyward/pkg/admin"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/lifecycle"
 )
 
 func main() {
 	ctx := context.Background()
-	rt := wiring.Start(ctx)
-	if rt.Env.OperatorRole == "" {
-		wiring.Fatal(rt.Log, "configuration", errors.New("KEYWARD_OPERATOR_ROLE_ARN must be set"))
-	}
-	policy := leaks.Policy(os.Getenv("KEYWARD_LEAK_POLICY"))
-	if policy == "" {
-		policy = leaks.Revoke
-	}
-	if policy != leaks.Revoke && policy != leaks.Flag {
-		wiring.Fatal(rt.Log, "configuration", fmt.Errorf("KEYWARD_LEAK_POLICY %q must be revoke or flag", policy))
-	}
+	rt := wiring.Start(ctx, config.FnAdmin)
 	peppers := rt.Peppers(ctx)
 	svc := lifecycle.New(rt.Store, peppers, rt.Format, lifecycle.WithAuditRetention(lifecycle.DefaultAuditRetention))
 	srv := admin.New(admin.Config{
@@ -40,9 +28,9 @@ func main() {
 		Flusher:    rt.Flusher(),
 		Leaks: admin.Leaks{
 			Keys:      &leaks.GitHubKeys{URL: leaks.GitHubKeysURL},
-			Responder: leaks.Responder{Keys: svc, Store: rt.Store, Peppers: peppers, Format: rt.Format, Policy: policy},
+			Responder: leaks.Responder{Keys: svc, Store: rt.Store, Peppers: peppers, Format: rt.Format, Policy: rt.Config.LeakPolicy},
 		},
 		Logger: rt.Log,
 	})
-	lambda.Start(httpadapter.New(admin.FromAPIGateway(rt.Env.OperatorRole, srv)).ProxyWithContext)
+	lambda.Start(httpadapter.New(admin.FromAPIGateway(rt.Config.OperatorRoleARN, srv)).ProxyWithContext)
 }

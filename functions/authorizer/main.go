@@ -9,17 +9,14 @@ import (
 
 	"github.com/keyward/keyward/functions/internal/wiring"
 	"github.com/keyward/keyward/pkg/authorizer"
+	"github.com/keyward/keyward/pkg/config"
 )
 
 func main() {
 	ctx := context.Background()
-	rt := wiring.Start(ctx)
-	routes, err := rt.Env.Routes()
-	if err != nil {
-		wiring.Fatal(rt.Log, "route table", err)
-	}
+	rt := wiring.Start(ctx, config.FnAuthorizer)
 	a, err := authorizer.New(authorizer.Config{Store: rt.Store, Peppers: rt.Peppers(ctx), Format: rt.Format,
-		Routes: routes, Gateway: rt.Gateway, Logger: rt.Log})
+		Routes: rt.Routes(), Gateway: rt.Gateway, Logger: rt.Log})
 	if err != nil {
 		wiring.Fatal(rt.Log, "authorizer", err)
 	}

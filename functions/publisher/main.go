@@ -4,27 +4,22 @@ package main
 
 import (
 	"context"
-	"errors"
-	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 
 	"github.com/keyward/keyward/functions/internal/wiring"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/keyevents"
+	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 func main() {
-	log := wiring.Logger()
-	bus := os.Getenv("KEYWARD_EVENT_BUS")
-	if bus == "" {
-		wiring.Fatal(log, "configuration", errors.New("KEYWARD_EVENT_BUS must be set"))
+	rt := wiring.Start(context.Background(), config.FnPublisher)
+	h := keyevents.StreamHandler{
+		Decode:    dynamo.AuditFromStream,
+		Publisher: keyevents.EventBridge{Client: eventbridge.NewFromConfig(rt.AWS), Bus: rt.Config.EventBus},
+		Logger:    rt.Log,
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(context.Background())
-	if err != nil {
-		wiring.Fatal(log, "aws configuration", err)
-	}
-	h := keyevents.StreamHandler{Publisher: keyevents.EventBridge{Client: eventbridge.NewFromConfig(awsCfg), Bus: bus}, Logger: log}
 	lambda.Start(h.Handle)
 }

@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -107,60 +104,49 @@ func (k *keyward) function(fn string) {
 	k.fns[fn] = awslambda.NewFunction(k.stack, jsii.String(id+"Function"), props)
 }
 
-// environment is what internal/cloud (and the publisher) read.
+// environment is fn's environment, built by config.Deployment as the
+// function parses it. A function that would refuse it at start (a
+// variable it needs the stack did not set) makes an error annotation, so
+// that `cdk deploy` refuses the assembly.
 func (k *keyward) environment(fn string) map[string]string {
-	if fn == FnPublisher {
-		return map[string]string{"KEYWARD_EVENT_BUS": *k.bus.EventBusName()}
+	d := k.deployment()
+	if err := d.Validate(fn); err != nil {
+		awscdk.Annotations_Of(k.stack).AddError(jsii.String(fmt.Sprintf("the %s function's environment: %v", fn, err)))
 	}
-	gw := k.s.Gateway
-	env := map[string]string{
-		"KEYWARD_TABLE":         *k.table.TableName(),
-		"KEYWARD_PEPPER_KEY_ID": *k.pepperKey.KeyArn(),
-		"KEYWARD_TOKEN_PREFIX":  k.s.Prefix,
-		// Every function that reads the gateway settings gets the
-		// deployed overrides, so that all three agree (the admin and
-		// jobs functions compute usage identities too).
-		"KEYWARD_CACHE_TTL":      strconv.Itoa(gw.Authorizer.CacheTTLSeconds),
-		"KEYWARD_USAGE_IDENTITY": gw.UsageIdentity,
-	}
-	// Tiers other than the shipped ones reach the functions too (the
-	// admin API accepts only the tiers' rates).
-	if shipped, err := config.LoadGateway(); err != nil || !slices.Equal(gw.RateLimitTiers, shipped.RateLimitTiers) {
-		tiers, _ := json.Marshal(gw.RateLimitTiers)
-		env["KEYWARD_RATE_LIMIT_TIERS"] = string(tiers)
-	}
-	switch fn {
-	case FnAuthorizer:
-		if k.s.RoutesFile != "" {
-			env["KEYWARD_ROUTES_FILE"] = RoutesLayerPath
-		}
-	case FnAdmin:
-		env["KEYWARD_REST_API_ID"] = *k.api.RestApiId()
-		env["KEYWARD_STAGE"] = k.s.Stage
-		env["KEYWARD_USAGE_PLANS"] = k.usagePlansEnv()
-		env["KEYWARD_OPERATOR_ROLE_ARN"] = *k.operator.RoleArn()
-		if k.s.LeakPolicy != "" {
-			env["KEYWARD_LEAK_POLICY"] = string(k.s.LeakPolicy)
-		}
-	case FnJobs:
-		env["KEYWARD_USAGE_PLANS"] = k.usagePlansEnv()
-		// The expiry sweep flushes the stage's authorizer cache.
-		env["KEYWARD_REST_API_ID"] = *k.api.RestApiId()
-		env["KEYWARD_STAGE"] = k.s.Stage
-		if k.s.PepperRotationDays != 0 {
-			env["KEYWARD_PEPPER_ROTATION_DAYS"] = strconv.Itoa(k.s.PepperRotationDays)
-		}
-	}
-	return env
+	return d.Environ(fn)
 }
 
-// usagePlansEnv is KEYWARD_USAGE_PLANS: tier=planId,... in tier order.
-func (k *keyward) usagePlansEnv() string {
-	var pairs []string
-	for _, t := range k.s.Gateway.RateLimitTiers {
-		pairs = append(pairs, t.Name+"="+*k.plans[t.Name].UsagePlanId())
+// deployment is the functions' configuration: the settings, and the
+// names of the resources built so far (the authorizer function comes
+// before the REST API that calls it, which the admin and jobs functions
+// name). Every function that reads the gateway settings gets the
+// deployed overrides, so that all three agree (the admin and jobs
+// functions compute usage identities too).
+func (k *keyward) deployment() config.Deployment {
+	d := config.Deployment{
+		Table:              *k.table.TableName(),
+		PepperKeyID:        *k.pepperKey.KeyArn(),
+		TokenPrefix:        k.s.Prefix,
+		Gateway:            k.s.Gateway,
+		Stage:              k.s.Stage,
+		LeakPolicy:         k.s.LeakPolicy,
+		PepperRotationDays: k.s.PepperRotationDays,
+		EventBus:           *k.bus.EventBusName(),
 	}
-	return strings.Join(pairs, ",")
+	if k.s.RoutesFile != "" {
+		d.RoutesFile = RoutesLayerPath
+	}
+	if k.api != nil {
+		d.RestAPIID = *k.api.RestApiId()
+		d.UsagePlans = map[string]string{}
+		for tier, plan := range k.plans {
+			d.UsagePlans[tier] = *plan.UsagePlanId()
+		}
+	}
+	if k.operator != nil {
+		d.OperatorRoleARN = *k.operator.RoleArn()
+	}
+	return d
 }
 
 // code is the function's bootstrap directory, or a placeholder when it

@@ -12,6 +12,7 @@ package stack
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -23,7 +24,6 @@ import (
 
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/config"
-	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/route"
 )
 
@@ -68,19 +68,19 @@ var productionStages = []string{"prod", "production"}
 
 // Functions are the Lambda functions, each built by `make build` as
 // <distDir>/<name>/bootstrap.
-var Functions = []string{FnAuthorizer, FnAdmin, FnJobs, FnPublisher}
+var Functions = config.Functions
 
 // Function names, as in functions/<name>.
 const (
-	FnAuthorizer = "authorizer"
-	FnAdmin      = "admin"
-	FnJobs       = "jobs"
-	FnPublisher  = "publisher"
+	FnAuthorizer = config.FnAuthorizer
+	FnAdmin      = config.FnAdmin
+	FnJobs       = config.FnJobs
+	FnPublisher  = config.FnPublisher
 )
 
 // Settings is the stack's configuration.
 type Settings struct {
-	Prefix string // token prefix: KEYWARD_TOKEN_PREFIX
+	Prefix string // token prefix (config.EnvTokenPrefix)
 	Stage  string // API stage, and part of every name
 	// Production turns on the table's deletion protection and RETAIN on
 	// the table, the keys and the log groups.
@@ -105,11 +105,11 @@ type Settings struct {
 	// when the account already has one.
 	APIGatewayAccountRole bool
 	// LeakPolicy is what a leaked live key reported by GitHub's secret
-	// scanning gets (KEYWARD_LEAK_POLICY); "" leaves the admin
+	// scanning gets (config.EnvLeakPolicy); "" leaves the admin
 	// function's default, revoke.
-	LeakPolicy leaks.Policy
+	LeakPolicy config.LeakPolicy
 	// PepperRotationDays is how old the newest pepper gets before the
-	// rotation job makes another (KEYWARD_PEPPER_ROTATION_DAYS); 0 leaves
+	// rotation job makes another (config.EnvPepperRotationDays); 0 leaves
 	// the job's default, 90.
 	PepperRotationDays int
 }
@@ -157,7 +157,7 @@ func FromContext(get func(key string) any, root string) (Settings, error) {
 	c.boolean(CtxAPIGatewayAccountRole, &s.APIGatewayAccountRole)
 	var policy string
 	c.str(CtxLeakPolicy, &policy)
-	s.LeakPolicy = leaks.Policy(policy)
+	s.LeakPolicy = config.LeakPolicy(policy)
 	if c.err != nil {
 		return Settings{}, c.err
 	}
@@ -272,8 +272,8 @@ func (c *contextReader) tiers(key string, dst *[]config.Tier) {
 
 // Validate checks the settings as far as synthesis can.
 func (s Settings) Validate() error {
-	if _, err := apikey.NewFormat(s.Prefix); err != nil {
-		return fmt.Errorf("context %s: %w", CtxPrefix, err)
+	if err := s.checkDeployment(); err != nil {
+		return err
 	}
 	if !stageName.MatchString(s.Stage) {
 		return fmt.Errorf("context %s: %q must be 1 to 20 lowercase letters, digits and hyphens, starting with a letter", CtxStage, s.Stage)
@@ -285,21 +285,12 @@ func (s Settings) Validate() error {
 	if strings.HasSuffix(s.UpstreamURL, "/") {
 		return fmt.Errorf("context %s: %q: drop the trailing slash (route paths start with one)", CtxUpstreamURL, s.UpstreamURL)
 	}
-	if err := s.Gateway.Validate(); err != nil {
-		return fmt.Errorf("gateway settings with the context's overrides: %w", err)
-	}
 	for _, rt := range config.GatewayResponseTypes {
 		for name, v := range s.Gateway.GatewayResponses[rt].Headers {
 			if strings.Contains(v, "'") {
 				return fmt.Errorf("gateway response %s: header %s: a single quote cannot be a static API Gateway value", rt, name)
 			}
 		}
-	}
-	if s.PepperRotationDays < 0 || s.PepperRotationDays > 3650 {
-		return fmt.Errorf("context %s: %d must be 1 to 3650 days", CtxPepperRotationDays, s.PepperRotationDays)
-	}
-	if s.LeakPolicy != "" && s.LeakPolicy != leaks.Revoke && s.LeakPolicy != leaks.Flag {
-		return fmt.Errorf("context %s: %q must be %s or %s", CtxLeakPolicy, s.LeakPolicy, leaks.Revoke, leaks.Flag)
 	}
 	if (s.DomainName == "") != (s.CertificateARN == "") {
 		return fmt.Errorf("context %s and %s go together", CtxDomainName, CtxCertificateARN)
@@ -313,6 +304,34 @@ func (s Settings) Validate() error {
 		return fmt.Errorf("route table %s: %w", cmp.Or(s.RoutesFile, "pkg/config/routes.json"), err)
 	}
 	return nil
+}
+
+// contextOfVariable is the context key of each variable that
+// config.Deployment's Check names in an error; the gateway settings'
+// errors come from three keys.
+var contextOfVariable = map[string]string{
+	config.EnvTokenPrefix:        CtxPrefix,
+	config.EnvLeakPolicy:         CtxLeakPolicy,
+	config.EnvPepperRotationDays: CtxPepperRotationDays,
+}
+
+// checkDeployment checks the functions' settings that synthesis knows
+// (the rest are the resources' names, known at deployment) with the
+// functions' own check, so that synthesis refuses what a function would
+// refuse at start, with the same message.
+func (s Settings) checkDeployment() error {
+	d := config.Deployment{TokenPrefix: s.Prefix, Gateway: s.Gateway, Stage: s.Stage,
+		LeakPolicy: s.LeakPolicy, PepperRotationDays: s.PepperRotationDays}
+	err := d.Check()
+	var ve *config.VariableError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ve) && contextOfVariable[ve.Name] != "":
+		return fmt.Errorf("context %s: %w", contextOfVariable[ve.Name], err)
+	default:
+		return fmt.Errorf("context %s, %s or %s: %w", CtxAuthorizerCacheTTL, CtxUsageIdentity, CtxRateLimitTiers, err)
+	}
 }
 
 // MissingBootstraps lists the functions whose <DistDir>/<fn>/bootstrap

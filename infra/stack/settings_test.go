@@ -137,3 +137,32 @@ func TestDeployDocCoversContext(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingsRefusedAsTheFunctionsWould: a literal setting a function
+// would refuse at start fails synthesis with the function's own message
+// (config.Deployment's), behind the context key it came from.
+func TestSettingsRefusedAsTheFunctionsWould(t *testing.T) {
+	for name, c := range map[string]struct {
+		key, value, env string
+	}{
+		"prefix":             {stack.CtxPrefix, "SK", config.EnvTokenPrefix},
+		"ttl":                {stack.CtxAuthorizerCacheTTL, "3601", config.EnvCacheTTL},
+		"usage identity":     {stack.CtxUsageIdentity, "member", config.EnvUsageIdentity},
+		"tiers":              {stack.CtxRateLimitTiers, `[{"name":"x"}]`, config.EnvRateLimitTiers},
+		"no tiers":           {stack.CtxRateLimitTiers, `[]`, config.EnvRateLimitTiers},
+		"leak policy":        {stack.CtxLeakPolicy, "ignore", config.EnvLeakPolicy},
+		"rotation days":      {stack.CtxPepperRotationDays, "-1", config.EnvPepperRotationDays},
+		"long rotation days": {stack.CtxPepperRotationDays, "3651", config.EnvPepperRotationDays},
+	} {
+		_, synth := stack.FromContext(contextOf(map[string]any{c.key: c.value}), repoRoot)
+		_, start := config.DeploymentFromEnv(func(name string) string {
+			if name == c.env {
+				return c.value
+			}
+			return ""
+		})
+		if synth == nil || start == nil || !strings.Contains(synth.Error(), start.Error()) || !strings.Contains(synth.Error(), c.key) {
+			t.Errorf("%s: synthesis says %v, the function %v", name, synth, start)
+		}
+	}
+}

@@ -1,12 +1,14 @@
 package stack_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -225,8 +227,8 @@ func TestFunctions(t *testing.T) {
 		}
 		plans := strings.Join(pairs, ",")
 		common := map[string]string{
-			"KEYWARD_TABLE": ref(x.table), "KEYWARD_PEPPER_KEY_ID": arn(x.pepperKey), "KEYWARD_TOKEN_PREFIX": "keyward",
-			"KEYWARD_CACHE_TTL": c.ttl, "KEYWARD_USAGE_IDENTITY": c.uid,
+			config.EnvTable: ref(x.table), config.EnvPepperKeyID: arn(x.pepperKey), config.EnvTokenPrefix: "keyward",
+			config.EnvCacheTTL: c.ttl, config.EnvUsageIdentity: c.uid,
 		}
 		with := func(extra map[string]string) map[string]string {
 			m := map[string]string{}
@@ -239,11 +241,11 @@ func TestFunctions(t *testing.T) {
 			return m
 		}
 		authzEnv := with(nil)
-		adminEnv := with(map[string]string{"KEYWARD_REST_API_ID": ref(x.api), "KEYWARD_STAGE": c.s.Stage, "KEYWARD_USAGE_PLANS": plans,
-			"KEYWARD_OPERATOR_ROLE_ARN": att(x.operator, "Arn")})
+		adminEnv := with(map[string]string{config.EnvRestAPIID: ref(x.api), config.EnvStage: c.s.Stage, config.EnvUsagePlans: plans,
+			config.EnvOperatorRoleARN: att(x.operator, "Arn")})
 		if c.s.RoutesFile != "" { // prod
-			authzEnv = with(map[string]string{"KEYWARD_ROUTES_FILE": "/opt/keyward/routes.json"})
-			adminEnv["KEYWARD_LEAK_POLICY"] = "flag"
+			authzEnv = with(map[string]string{config.EnvRoutesFile: "/opt/keyward/routes.json"})
+			adminEnv[config.EnvLeakPolicy] = "flag"
 		}
 		want := map[string]struct {
 			memory, timeout, reserved float64
@@ -251,9 +253,9 @@ func TestFunctions(t *testing.T) {
 		}{
 			stack.FnAuthorizer: {256, 5, 0, authzEnv},
 			stack.FnAdmin:      {256, 25, 0, adminEnv},
-			stack.FnJobs: {256, 300, float64(len(jobs.Names)), with(map[string]string{"KEYWARD_USAGE_PLANS": plans,
-				"KEYWARD_REST_API_ID": ref(x.api), "KEYWARD_STAGE": c.s.Stage})},
-			stack.FnPublisher: {256, 30, 5, map[string]string{"KEYWARD_EVENT_BUS": ref(x.bus)}},
+			stack.FnJobs: {256, 300, float64(len(jobs.Names)), with(map[string]string{config.EnvUsagePlans: plans,
+				config.EnvRestAPIID: ref(x.api), config.EnvStage: c.s.Stage})},
+			stack.FnPublisher: {256, 30, 5, map[string]string{config.EnvEventBus: ref(x.bus)}},
 		}
 		for _, fn := range stack.Functions {
 			p := props(c.m.res[x.fn[fn]])
@@ -292,6 +294,64 @@ func TestFunctions(t *testing.T) {
 			if (fn == stack.FnAuthorizer && c.s.RoutesFile != "") != (layers != "") {
 				t.Errorf("%s %s layers %s", c.name, fn, layers)
 			}
+		}
+	}
+}
+
+// placeholder stands for a CloudFormation reference (${Id} or
+// ${Id.Attr}, as flat renders them) in a function's environment.
+var placeholder = regexp.MustCompile(`\$\{([A-Za-z0-9]+)(\.[A-Za-z]+)?\}`)
+
+// TestFunctionEnvironmentsParse: the environment the stack sets for each
+// function, with its references replaced by placeholders, is one the
+// function's own parser accepts with that function's requirements, and
+// carries the settings as synthesis read them.
+func TestFunctionEnvironmentsParse(t *testing.T) {
+	f := get(t)
+	tiersS, err := stack.FromContext(contextOf(map[string]any{"stage": "tiers", "rateLimitTiers": customTiers, "pepperRotationDays": "30"}), repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		m    *tmpl
+		s    stack.Settings
+	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}, {"tiers", f.tiers, tiersS}} {
+		parsed := 0
+		for _, r := range c.m.ofType("AWS::Lambda::Function") {
+			p := props(r)
+			fn := strings.TrimPrefix(flat(p["FunctionName"]), c.s.StackName()+"-")
+			if !slices.Contains(stack.Functions, fn) {
+				continue // the first-pepper custom resource's handler
+			}
+			env := map[string]string{}
+			for k, v := range p["Environment"].(map[string]any)["Variables"].(map[string]any) {
+				env[k] = placeholder.ReplaceAllString(flat(v), "placeholder-$1")
+			}
+			d, err := config.DeploymentFromEnv(func(name string) string { return env[name] })
+			if err == nil {
+				err = d.Validate(fn)
+			}
+			if err != nil {
+				t.Errorf("%s %s refuses its environment: %v\n%v", c.name, fn, err, env)
+				continue
+			}
+			parsed++
+			if fn == stack.FnPublisher {
+				continue
+			}
+			if d.TokenPrefix != c.s.Prefix || !reflect.DeepEqual(d.Gateway, c.s.Gateway) {
+				t.Errorf("%s %s reads prefix %q and gateway %+v, want %q and %+v", c.name, fn, d.TokenPrefix, d.Gateway, c.s.Prefix, c.s.Gateway)
+			}
+			if fn == stack.FnAdmin && d.LeakPolicy != cmp.Or(c.s.LeakPolicy, config.LeakRevoke) {
+				t.Errorf("%s admin reads leak policy %q", c.name, d.LeakPolicy)
+			}
+			if fn == stack.FnJobs && d.PepperRotationDays != c.s.PepperRotationDays {
+				t.Errorf("%s jobs reads %d rotation days, want %d", c.name, d.PepperRotationDays, c.s.PepperRotationDays)
+			}
+		}
+		if parsed != len(stack.Functions) {
+			t.Errorf("%s: %d functions' environments parsed, want %d", c.name, parsed, len(stack.Functions))
 		}
 	}
 }
@@ -1091,16 +1151,16 @@ func TestCustomTiers(t *testing.T) {
 	for _, fn := range f.tiers.ofType("AWS::Lambda::Function") {
 		env, _ := fn["Properties"].(map[string]any)["Environment"].(map[string]any)
 		vars, _ := env["Variables"].(map[string]any)
-		if vars["KEYWARD_EVENT_BUS"] != nil {
+		if vars[config.EnvEventBus] != nil {
 			continue // the publisher reads no gateway settings
 		}
-		if _, rotation := vars["KEYWARD_PEPPER_ROTATION_DAYS"]; rotation && vars["KEYWARD_PEPPER_ROTATION_DAYS"] != "30" {
-			t.Errorf("KEYWARD_PEPPER_ROTATION_DAYS %v", vars["KEYWARD_PEPPER_ROTATION_DAYS"])
+		if _, rotation := vars[config.EnvPepperRotationDays]; rotation && vars[config.EnvPepperRotationDays] != "30" {
+			t.Errorf("%s %v", config.EnvPepperRotationDays, vars[config.EnvPepperRotationDays])
 		}
-		if v, _ := vars["KEYWARD_RATE_LIMIT_TIERS"].(string); v != "" {
+		if v, _ := vars[config.EnvRateLimitTiers].(string); v != "" {
 			var tiers []map[string]any
 			if err := json.Unmarshal([]byte(v), &tiers); err != nil || len(tiers) != 2 || tiers[1]["name"] != "bulk" {
-				t.Errorf("KEYWARD_RATE_LIMIT_TIERS %q", v)
+				t.Errorf("%s %q", config.EnvRateLimitTiers, v)
 			}
 			seen++
 		}
@@ -1111,7 +1171,7 @@ func TestCustomTiers(t *testing.T) {
 	// With the shipped tiers the variable is left out.
 	for _, fn := range f.dev.ofType("AWS::Lambda::Function") {
 		env, _ := fn["Properties"].(map[string]any)["Environment"].(map[string]any)
-		if vars, _ := env["Variables"].(map[string]any); vars["KEYWARD_RATE_LIMIT_TIERS"] != nil {
+		if vars, _ := env["Variables"].(map[string]any); vars[config.EnvRateLimitTiers] != nil {
 			t.Fatal("the shipped tiers were passed as an override")
 		}
 	}

@@ -31,7 +31,7 @@ import (
 const version = "2.9.30"
 
 // EndpointEnv names a DynamoDB Local that is already running, such as the
-// one `make test` starts for the whole run (cmd/with-dynamodb-local); without
+// one `make test` starts for the whole run (scripts/with-dynamodb-local); without
 // it each test binary starts its own.
 const EndpointEnv = "KEYWARD_DYNAMODB_ENDPOINT"
 

@@ -2,7 +2,8 @@
 // management for tenants (authorized by keyward's own authorizer with
 // management scopes) and tenant onboarding and offboarding for the
 // platform's operators (IAM in AWS, an operator token locally). The Lambda
-// function adapts it to API Gateway; the local stack serves it directly.
+// function adapts it to API Gateway's proxy integration (FromAPIGateway),
+// and the local stack's gateway emulation invokes it the same way.
 //
 // Who the caller is comes only from the request's context (Caller), which
 // the trusted adapter in front of the handler sets: never from a parameter.
@@ -34,9 +35,9 @@ type Caller struct {
 	KeyID       string // "key_<id>"
 	Environment string
 	Scopes      []string
-	// Operator is set for the platform's operators (the operator role in
-	// AWS, the operator token locally); OperatorID names them for the
-	// audit. Principal is the IAM identity API Gateway verified, operator
+	// Operator is set for the platform's operators (sessions of the
+	// operator role, which locally the operator token stands for);
+	// OperatorID names them for the audit. Principal is the IAM identity API Gateway verified, operator
 	// or not.
 	Operator   bool
 	OperatorID string
@@ -145,7 +146,7 @@ func New(cfg Config) *Server {
 	s.mux.Handle("POST /v1/members/{member_id}/revoke-keys", tenant(scopeAdmin, s.revokeMember))
 	s.mux.Handle("GET /v1/audit", tenant(scopeRead, s.listAudit))
 	s.mux.Handle("POST /v1/keys/{id}/report-leak", tenant(scopeWrite, s.reportLeak))
-	s.mux.HandleFunc("POST /v1/leaks/github", s.githubLeaks)
+	s.mux.Handle("POST /v1/leaks/github", handle(s.githubLeaks))
 	s.mux.Handle("POST /v1/tenants", s.operatorRoute(s.idempotent(handle(s.onboard))))
 	s.mux.Handle("POST /v1/tenants/{id}/offboard", s.operatorRoute(s.idempotent(handle(s.offboard))))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/awslabs/aws-lambda-go-api-proxy/core"
+
+	"github.com/keyward/keyward/pkg/authorizer"
 )
 
 // FromAPIGateway establishes the caller of a request that API Gateway's
@@ -24,11 +26,9 @@ func FromAPIGateway(operatorRole string, next http.Handler) http.Handler {
 			return
 		}
 		c := Caller{RequestID: rc.RequestID}
-		str := func(name string) string { v, _ := rc.Authorizer[name].(string); return v }
-		switch {
-		case str("tenant_id") != "":
-			c.TenantID, c.KeyID, c.Environment, c.Scopes = str("tenant_id"), str("key_id"), str("environment"), strings.Fields(str("scopes"))
-		case rc.Identity.UserArn != "":
+		if kc, ok := authorizer.DecodeContext(rc.Authorizer); ok {
+			c.TenantID, c.KeyID, c.Environment, c.Scopes = kc.TenantID, kc.KeyID, kc.Environment, kc.Scopes
+		} else if rc.Identity.UserArn != "" {
 			c.Principal = rc.Identity.UserArn
 			c.Operator = IsRole(rc.Identity.UserArn, operatorRole)
 			if c.Operator {

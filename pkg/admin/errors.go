@@ -102,19 +102,29 @@ const maxBody = 64 << 10
 // readBody reads a request body of at most maxBody bytes. A body that is
 // present must be declared JSON.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return nil, errTooLarge
-	}
-	if err != nil {
-		return nil, invalidRequest("", "The request body could not be read.")
+	body, e := readLimited(w, r, maxBody, errTooLarge)
+	if e != nil {
+		return nil, e
 	}
 	if len(body) > 0 {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || mt != "application/json" {
 			return nil, errNotJSON
 		}
+	}
+	return body, nil
+}
+
+// readLimited reads a request body of at most limit bytes, whatever its
+// type; a larger one gets tooLarge.
+func readLimited(w http.ResponseWriter, r *http.Request, limit int64, tooLarge *apiError) ([]byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var overLimit *http.MaxBytesError
+	if errors.As(err, &overLimit) {
+		return nil, tooLarge
+	}
+	if err != nil {
+		return nil, invalidRequest("", "The request body could not be read.")
 	}
 	return body, nil
 }

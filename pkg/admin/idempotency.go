@@ -59,6 +59,9 @@ type held struct {
 	// answered is set when a change was written with the claim's receipt:
 	// the change completed the record itself.
 	answered bool
+	// forgotten is set when the answer must not be replayed, whatever its
+	// status (forget).
+	forgotten bool
 }
 
 type heldKey struct{}
@@ -82,6 +85,15 @@ func (s *Server) receipt(r *http.Request, answer func(lifecycle.Outcome) (int, a
 		h.answered = true
 		return status, append(body, '\n'), nil
 	}}
+}
+
+// forget releases the request's claim once it is answered, whatever the
+// answer: a retry runs the request again. For answers that report a
+// failure to be retried rather than an outcome.
+func forget(r *http.Request) {
+	if h, ok := r.Context().Value(heldKey{}).(*held); ok {
+		h.forgotten = true
+	}
 }
 
 // idempotent makes POST and PATCH requests that carry an Idempotency-Key
@@ -124,36 +136,47 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		sum := sha256.Sum256([]byte(r.Method + " " + r.URL.RequestURI() + "\n" + string(body)))
-		now := s.cfg.Now()
-		rec := store.Idempotency{TenantID: namespace, Key: key, RequestHash: hex.EncodeToString(sum[:]),
-			CreatedAt: now, ExpiresAt: now.Add(idempotencyTTL)}
-
-		if done := s.claim(w, r, rec, body); done {
-			return
-		}
-		cw := &capture{ResponseWriter: w}
-		h := &held{claim: rec}
-		next.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), heldKey{}, h)))
-		if h.answered && cw.status < 300 {
-			return // the change completed the record
-		}
-		// What follows runs even if the client has gone: a claim left
-		// open would hold the key for two minutes.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flushTimeout)
-		defer cancel()
-		if cw.status >= 500 || cw.status == http.StatusConflict {
-			// Nothing to replay: let a retry run again. A record its change
-			// completed stays: that change happened.
-			if err := s.cfg.Store.DeleteIdempotency(ctx, rec); err != nil && !errors.Is(err, store.ErrConflict) {
-				s.cfg.Logger.ErrorContext(ctx, "releasing an idempotency key failed", "error", err)
-			}
-			return
-		}
-		rec.Done, rec.StatusCode, rec.Body = true, cw.status, cw.body.Bytes()
-		if err := s.cfg.Store.CompleteIdempotency(ctx, rec); err != nil {
-			s.cfg.Logger.ErrorContext(ctx, "recording an idempotent answer failed", "error", err)
-		}
+		s.once(w, r, s.idempotency(namespace, key, hex.EncodeToString(sum[:])), body, next)
 	})
+}
+
+// idempotency is a new record of the Idempotency-Key key in namespace, for
+// the request whose digest is hash.
+func (s *Server) idempotency(namespace, key, hash string) store.Idempotency {
+	now := s.cfg.Now()
+	return store.Idempotency{TenantID: namespace, Key: key, RequestHash: hash, CreatedAt: now, ExpiresAt: now.Add(idempotencyTTL)}
+}
+
+// once serves next under the claim rec, whose request has body: an
+// earlier answer under it is replayed, and next's answer is recorded for
+// later ones, except a server-side failure (5xx), a conflict (409) or a
+// forgotten answer, which release the claim so that a retry runs again.
+func (s *Server) once(w http.ResponseWriter, r *http.Request, rec store.Idempotency, body []byte, next http.Handler) {
+	if done := s.claim(w, r, rec, body); done {
+		return
+	}
+	cw := &capture{ResponseWriter: w}
+	h := &held{claim: rec}
+	next.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), heldKey{}, h)))
+	if h.answered && cw.status < 300 {
+		return // the change completed the record
+	}
+	// What follows runs even if the client has gone: a claim left
+	// open would hold the key for two minutes.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flushTimeout)
+	defer cancel()
+	if cw.status >= 500 || cw.status == http.StatusConflict || h.forgotten {
+		// Nothing to replay: let a retry run again. A record its change
+		// completed stays: that change happened.
+		if err := s.cfg.Store.DeleteIdempotency(ctx, rec); err != nil && !errors.Is(err, store.ErrConflict) {
+			s.cfg.Logger.ErrorContext(ctx, "releasing an idempotency key failed", "error", err)
+		}
+		return
+	}
+	rec.Done, rec.StatusCode, rec.Body = true, cw.status, cw.body.Bytes()
+	if err := s.cfg.Store.CompleteIdempotency(ctx, rec); err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "recording an idempotent answer failed", "error", err)
+	}
 }
 
 // claim takes the Idempotency-Key for this request, or answers from an

@@ -1,17 +1,13 @@
 package admin
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/lifecycle"
-	"github.com/keyward/keyward/pkg/store"
 )
 
 // maxLeakBody bounds GitHub's reports, as its partner program does.
@@ -24,48 +20,46 @@ const maxLeakField = 2048
 // a replayed report changes nothing and gets the first answer back.
 const leakNamespace = "_github-secret-scanning"
 
-var errNotGitHub = &apiError{Status: http.StatusUnauthorized, Type: "unauthorized",
-	Message: "The request is not signed by a GitHub secret scanning key."}
+var (
+	errNotGitHub = &apiError{Status: http.StatusUnauthorized, Type: "unauthorized",
+		Message: "The request is not signed by a GitHub secret scanning key."}
+	errReportTooLarge = &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request", Code: "body_too_large",
+		Message: "The report is larger than 1 MiB."}
+)
 
 // githubLeaks is GitHub's secret scanning partner callback: public, since
-// GitHub's signature over the raw body is the credential.
-func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLeakBody))
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		writeError(w, &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request", Code: "body_too_large",
-			Message: "The report is larger than 1 MiB."})
-		return
-	case err != nil:
-		writeError(w, invalidRequest("", "The request body could not be read."))
-		return
+// GitHub's signature over the raw body is the credential. Nothing is
+// decoded before the signature is verified. A report is answered once, by
+// its body's digest: GitHub's resending of it changes nothing and gets the
+// first answer back.
+func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request, _ Caller) *apiError {
+	body, e := readLimited(w, r, maxLeakBody, errReportTooLarge)
+	if e != nil {
+		return e
 	}
-	err = leaks.Verify(r.Context(), s.cfg.Leaks.Keys, r.Header.Get("Github-Public-Key-Identifier"), r.Header.Get("Github-Public-Key-Signature"), body)
+	err := leaks.Verify(r.Context(), s.cfg.Leaks.Keys, r.Header.Get("Github-Public-Key-Identifier"), r.Header.Get("Github-Public-Key-Signature"), body)
 	switch {
 	case errors.Is(err, leaks.ErrUnsigned), errors.Is(err, leaks.ErrBadSignature), errors.Is(err, leaks.ErrUnknownKey):
 		s.cfg.Logger.WarnContext(r.Context(), "refused a secret scanning report", "reason", err.Error())
-		writeError(w, errNotGitHub)
-		return
+		return errNotGitHub
 	case err != nil:
-		writeError(w, s.internal(r, "verifying GitHub's signature", err))
-		return
+		return s.internal(r, "verifying GitHub's signature", err)
 	}
 	var reports []leaks.Report
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&reports); err != nil || dec.More() {
-		writeError(w, invalidRequest("", "The report must be a JSON array of {token, type, url, source}."))
-		return
+	if decode(body, &reports) != nil {
+		return invalidRequest("", "The report must be a JSON array of {token, type, url, source}.")
 	}
 	sum := sha256.Sum256(body)
-	now := s.cfg.Now()
-	rec := store.Idempotency{TenantID: leakNamespace, Key: hex.EncodeToString(sum[:]), RequestHash: hex.EncodeToString(sum[:]),
-		CreatedAt: now, ExpiresAt: now.Add(idempotencyTTL)}
-	if answered := s.claim(w, r, rec, body); answered {
-		return
-	}
-	c, _ := callerFrom(r.Context())
+	digest := hex.EncodeToString(sum[:])
+	s.once(w, r, s.idempotency(leakNamespace, digest, digest), body, handle(func(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
+		return s.answerReports(w, r, c, reports)
+	}))
+	return nil
+}
+
+// answerReports revokes or flags the reported keys and answers GitHub's
+// feedback.
+func (s *Server) answerReports(w http.ResponseWriter, r *http.Request, c Caller, reports []leaks.Report) *apiError {
 	out, err := s.cfg.Leaks.Responder.Respond(r.Context(), lifecycle.Actor{ID: "github:secret-scanning", RequestID: c.RequestID}, reports)
 	if out.Revoked > 0 {
 		// Also when the report failed part-way: what was revoked stays
@@ -77,20 +71,11 @@ func (s *Server) githubLeaks(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		// Nothing to replay: GitHub retries, and the report runs again.
-		_ = s.cfg.Store.DeleteIdempotency(r.Context(), rec)
-		writeError(w, s.internal(r, "handling a secret scanning report", err))
-		return
+		forget(r)
+		return s.internal(r, "handling a secret scanning report", err)
 	}
-	feedback := out.Feedback
-	if feedback == nil {
-		feedback = []leaks.Feedback{}
-	}
-	answer, _ := json.Marshal(feedback)
-	rec.Done, rec.StatusCode, rec.Body = true, http.StatusOK, append(answer, '\n')
-	if err := s.cfg.Store.CompleteIdempotency(r.Context(), rec); err != nil {
-		s.cfg.Logger.ErrorContext(r.Context(), "recording the answer to a secret scanning report failed", "error", err)
-	}
-	writeJSON(w, http.StatusOK, feedback)
+	writeJSON(w, http.StatusOK, nonNil(out.Feedback))
+	return nil
 }
 
 type reportLeakBody struct {

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/leaks"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -174,6 +176,43 @@ func TestGitHubLeakReports(t *testing.T) {
 			"Github-Public-Key-Identifier", g.id, "Github-Public-Key-Signature", g.sign(t, body))
 		if string(again) != string(raw) || hdr.Get("Idempotent-Replayed") != "true" || leakEvents("acme") != 2 {
 			t.Fatalf("replay: %v %s", hdr, again)
+		}
+	})
+}
+
+// failingReads fails the leak responder's key reads with err.
+type failingReads struct {
+	leaks.Store
+	err error
+}
+
+func (f failingReads) GetKey(context.Context, string) (store.Key, error) { return store.Key{}, f.err }
+
+// TestFailedReportIsAnsweredAgain: a report whose handling failed is not
+// kept for replay, whatever the failure's answer: GitHub's retry runs it.
+func TestFailedReportIsAnsweredAgain(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		g := newGitHub(t)
+		h.withGitHub(g)
+		liveID, live := h.secret(h.writer, "live")
+		body := reportsBody(live)
+		headers := []string{"Github-Public-Key-Identifier", g.id, "Github-Public-Key-Signature", g.sign(t, body)}
+		working := h.leaks.Responder.Store
+		for _, err := range []error{errors.New("throttled"), &lifecycle.ValidationError{Field: "url", Message: "is too long"}} {
+			h.leaks.Responder.Store = failingReads{Store: working, err: err}
+			h.build()
+			if status, _, out := h.do(admin.Caller{}, "POST", "/v1/leaks/github", body, headers...); status < 400 {
+				t.Fatalf("%v: answered %d %s", err, status, out)
+			}
+		}
+		h.leaks.Responder.Store = working
+		h.build()
+		hdr, raw := h.ok(admin.Caller{}, "POST", "/v1/leaks/github", body, 200, headers...)
+		if hdr.Get("Idempotent-Replayed") != "" || !strings.Contains(string(raw), "true_positive") {
+			t.Fatalf("the retry: %v %s", hdr, raw)
+		}
+		if status, _ := h.statusOf(liveID); status != store.KeyRevoked {
+			t.Fatalf("the key after the retry: %s", status)
 		}
 	})
 }

@@ -229,22 +229,24 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	a.maintain(ctx, k, tok.Plain(), now)
 
 	publicID := apikey.PublicID(k.ID)
+	kc := keyContext(k, publicID)
 	resp := events.APIGatewayCustomAuthorizerResponse{
 		PrincipalID:        publicID,
 		UsageIdentifierKey: a.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID),
-		Context:            keyContext(k, publicID),
 	}
 	// 5. The environment travels in the context: the backend routes test
 	// keys to test data. 6. Restrictions that hold for every route.
 	if reason, msg := a.restrict(k, req); reason != "" {
 		resp.PolicyDocument = policy.Document(nil, []string{arn.Prefix + "*"})
-		resp.Context["error_code"], resp.Context["error_message"] = reason, msg
+		kc.ErrorCode, kc.ErrorMessage = reason, msg
+		resp.Context = kc.Encode()
 		d.outcome, d.reason = "deny", reason
 		return resp, d
 	}
 	// 7 and 8. Every route the scopes allow, and a Deny for all others.
 	resp.PolicyDocument = a.policyFor(arn.Prefix, k.Scopes)
-	resp.Context["error_code"], resp.Context["error_message"] = ReasonScope, msgScope
+	kc.ErrorCode, kc.ErrorMessage = ReasonScope, msgScope
+	resp.Context = kc.Encode()
 	d.outcome, d.reason = "deny", ReasonScope
 	if policy.Allows(resp.PolicyDocument, req.MethodArn) {
 		d.outcome, d.reason = "allow", ReasonAllow
@@ -254,14 +256,8 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 
 // keyContext is what the backend learns about the caller, mapped by the
 // gateway to X-Keyward-* headers.
-func keyContext(k store.Key, publicID string) map[string]any {
-	return map[string]any{
-		"tenant_id":   k.TenantID,
-		"key_id":      publicID,
-		"environment": k.Environment,
-		"scopes":      strings.Join(k.Scopes, " "),
-		"key_name":    k.Name,
-	}
+func keyContext(k store.Key, publicID string) Context {
+	return Context{TenantID: k.TenantID, KeyID: publicID, Environment: k.Environment, Scopes: k.Scopes, KeyName: k.Name}
 }
 
 func (a *Authorizer) maintain(ctx context.Context, k store.Key, token string, now time.Time) {

@@ -1,8 +1,10 @@
 // Package config holds the configuration that the authorizer, the CDK
 // stack and the local stack share, so that the three cannot drift: the
 // route table of the protected API (routes.json, the platform's to edit),
-// keyward's own admin routes (admin-routes.json), and the gateway settings
-// (gateway.json: authorizer caching, usage plans, gateway responses).
+// keyward's own admin routes (admin-routes.json), the gateway settings
+// (gateway.json: authorizer caching, usage plans, gateway responses), and
+// the deployed functions' environment (Deployment: every KEYWARD_*
+// variable, set by the CDK stack and parsed by the functions).
 package config
 
 import (

@@ -180,11 +180,11 @@ func TestStreamHandlerDropsNothing(t *testing.T) {
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
 
 	bus := &recordingBus{}
-	resp, err := keyevents.StreamHandler{Publisher: keyevents.EventBridge{Client: bus, Bus: "b"}, Logger: quiet}.Handle(t.Context(), batch)
+	resp, err := keyevents.StreamHandler{Decode: dynamo.AuditFromStream, Publisher: keyevents.EventBridge{Client: bus, Bus: "b"}, Logger: quiet}.Handle(t.Context(), batch)
 	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "2" || len(bus.calls) != 1 || len(bus.calls[0]) != 2 {
 		t.Fatalf("an undecodable entry: %+v %v, %d calls", resp, err, len(bus.calls))
 	}
-	resp, err = keyevents.StreamHandler{Publisher: failingPublisher{}, Logger: quiet}.Handle(t.Context(), batch)
+	resp, err = keyevents.StreamHandler{Decode: dynamo.AuditFromStream, Publisher: failingPublisher{}, Logger: quiet}.Handle(t.Context(), batch)
 	var got []string
 	for _, f := range resp.BatchItemFailures {
 		got = append(got, f.ItemIdentifier)
@@ -239,5 +239,32 @@ func TestFilePublisherDropsTornLine(t *testing.T) {
 		if !strings.HasSuffix(string(data), `"key.created","actor":"","time":"2026-09-01T08:00:00Z"}`+"\n") {
 			t.Fatalf("%s: the new event is not the last line:\n%s", name, data)
 		}
+	}
+}
+
+// TestStreamHandlerDecodesWithItsDecoder: the handler knows no table
+// layout; it publishes what the injected decoder makes of each inserted
+// image, and without one it fails the batch rather than drop it.
+func TestStreamHandlerDecodesWithItsDecoder(t *testing.T) {
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	batch := lambdaevents.DynamoDBEvent{Records: []lambdaevents.DynamoDBEventRecord{
+		{EventName: "INSERT", Change: lambdaevents.DynamoDBStreamRecord{SequenceNumber: "1",
+			NewImage: map[string]lambdaevents.DynamoDBAttributeValue{"entry": lambdaevents.NewStringAttribute("a1")}}},
+		{EventName: "MODIFY", Change: lambdaevents.DynamoDBStreamRecord{SequenceNumber: "2",
+			NewImage: map[string]lambdaevents.DynamoDBAttributeValue{"entry": lambdaevents.NewStringAttribute("a2")}}},
+	}}
+	var decoded []string
+	decode := func(img map[string]lambdaevents.DynamoDBAttributeValue) (store.AuditEntry, bool, error) {
+		id := img["entry"].String()
+		decoded = append(decoded, id)
+		return store.AuditEntry{TenantID: "acme", ID: id, Time: at, Actor: "x", Action: "key.created"}, true, nil
+	}
+	bus := &recordingBus{}
+	resp, err := keyevents.StreamHandler{Decode: decode, Publisher: keyevents.EventBridge{Client: bus, Bus: "b"}, Logger: quiet}.Handle(t.Context(), batch)
+	if err != nil || len(resp.BatchItemFailures) != 0 || strings.Join(decoded, ",") != "a1" || len(bus.calls) != 1 || len(bus.calls[0]) != 1 {
+		t.Fatalf("%+v %v: decoded %v, %d calls", resp, err, decoded, len(bus.calls))
+	}
+	if _, err := (keyevents.StreamHandler{Publisher: failingPublisher{}, Logger: quiet}).Handle(t.Context(), batch); err == nil {
+		t.Fatal("a handler without a decoder accepted a batch")
 	}
 }

@@ -71,7 +71,7 @@ func TestOutboxSurvivesACrashBeforePublishing(t *testing.T) {
 
 	records := readStream(t, client, dynamolocal.StreamsClient(t), table)
 	bus := &flakyBus{refuse: map[string]bool{"key.revoked": true}, published: map[string]keyevents.Event{}, times: map[string]int{}}
-	h := keyevents.StreamHandler{Publisher: bus, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	h := keyevents.StreamHandler{Decode: dynamo.AuditFromStream, Publisher: bus, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
 	resp, err := h.Handle(ctx, lambdaevents.DynamoDBEvent{Records: records})
 	if err != nil {
 		t.Fatal(err)

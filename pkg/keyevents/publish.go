@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,13 +14,17 @@ import (
 	lambdaevents "github.com/aws/aws-lambda-go/events"
 
 	"github.com/keyward/keyward/pkg/store"
-	"github.com/keyward/keyward/pkg/store/dynamo"
 )
 
 // Publisher sends events and reports the ids it could not send.
 type Publisher interface {
 	Publish(ctx context.Context, evs []Event) (failed []string, err error)
 }
+
+// DecodeImage decodes the audit entry in a stream record's new image; ok
+// is false for an image of any other item. The store that owns the table's
+// layout provides it (dynamo.AuditFromStream).
+type DecodeImage func(img map[string]lambdaevents.DynamoDBAttributeValue) (a store.AuditEntry, ok bool, err error)
 
 // StreamHandler is the Lambda handler of the table's stream: it publishes
 // the event of every new audit entry and reports the records whose event
@@ -28,6 +33,7 @@ type Publisher interface {
 // fails when Lambda's retries run out goes to the mapping's dead-letter
 // queue, which has an alarm: nothing is dropped without a person told.
 type StreamHandler struct {
+	Decode    DecodeImage
 	Publisher Publisher
 	Logger    *slog.Logger
 }
@@ -35,6 +41,10 @@ type StreamHandler struct {
 // Handle publishes a batch of stream records.
 func (h StreamHandler) Handle(ctx context.Context, batch lambdaevents.DynamoDBEvent) (lambdaevents.DynamoDBEventResponse, error) {
 	var resp lambdaevents.DynamoDBEventResponse
+	if h.Decode == nil {
+		// An error, not a panic: Lambda retries the whole batch.
+		return resp, errors.New("events: the stream handler has no image decoder")
+	}
 	fail := func(sequence string) {
 		resp.BatchItemFailures = append(resp.BatchItemFailures, lambdaevents.DynamoDBBatchItemFailure{ItemIdentifier: sequence})
 	}
@@ -44,7 +54,7 @@ func (h StreamHandler) Handle(ctx context.Context, batch lambdaevents.DynamoDBEv
 		if r.EventName != string(lambdaevents.DynamoDBOperationTypeInsert) {
 			continue
 		}
-		a, ok, err := dynamo.AuditFromStream(r.Change.NewImage)
+		a, ok, err := h.Decode(r.Change.NewImage)
 		if err != nil {
 			// Reported, not skipped: Lambda retries it, bisecting the
 			// batch, and then sends it to the dead-letter queue, so a

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -59,15 +60,16 @@ type Feedback struct {
 	Label     string `json:"label"` // true_positive or false_positive
 }
 
-// Policy is what happens to an exposed key, of either environment.
-type Policy string
+// Policy is what happens to an exposed key, of either environment; the
+// deployment's setting (KEYWARD_LEAK_POLICY), defined in package config.
+type Policy = config.LeakPolicy
 
 const (
 	// Revoke ends exposed keys at once, as Stripe may on its users'
 	// behalf; the default.
-	Revoke Policy = "revoke"
+	Revoke = config.LeakRevoke
 	// Flag only records the exposure (a key.leaked event) for the owner.
-	Flag Policy = "flag"
+	Flag = config.LeakFlag
 )
 
 // Store reads keys by id.

@@ -38,7 +38,7 @@ func BoundsOf(k store.Key) Bounds {
 
 // ErrRestricted: the request would make a key less restricted than its
 // caller, or act in another environment. A *RestrictionError says which.
-var ErrRestricted = errors.New("keys: beyond the caller's restrictions")
+var ErrRestricted = errors.New("lifecycle: beyond the caller's restrictions")
 
 // RestrictionError names the field that would exceed the caller's bounds.
 type RestrictionError struct {
@@ -46,7 +46,7 @@ type RestrictionError struct {
 	Message string
 }
 
-func (e *RestrictionError) Error() string { return "keys: " + e.Field + ": " + e.Message }
+func (e *RestrictionError) Error() string { return "lifecycle: " + e.Field + ": " + e.Message }
 
 // Is makes errors.Is(err, ErrRestricted) hold.
 func (e *RestrictionError) Is(target error) bool { return target == ErrRestricted }

@@ -13,6 +13,29 @@ import (
 	"github.com/keyward/keyward/pkg/store"
 )
 
+// Revoke ends a key at once. Revoking a revoked key changes nothing.
+func (s *Service) Revoke(ctx context.Context, actor Actor, tenant, id string) (store.Key, error) {
+	return s.mutate(ctx, actor, tenant, id, func(k *store.Key, c *store.Change, now time.Time) (bool, error) {
+		return s.revokeInto(k, c, actor, now, "")
+	})
+}
+
+// revokeInto marks k revoked and adds its audit entry to c; it reports
+// done when k is already revoked.
+func (s *Service) revokeInto(k *store.Key, c *store.Change, actor Actor, now time.Time, reason string) (bool, error) {
+	if k.Status == store.KeyRevoked {
+		return true, nil
+	}
+	k.Status, k.RevokedAt, k.UpdatedAt = store.KeyRevoked, now, now
+	var details map[string]string
+	if reason != "" {
+		details = map[string]string{"reason": reason}
+	}
+	entry, err := s.audit(ActionKeyRevoked, *k, actor, now, details)
+	c.Audit = append(c.Audit, entry)
+	return false, err
+}
+
 // Bulk revocations: a removed member's keys, an offboarded tenant's.
 //
 // Each is complete or says it is not. The keys are found through an index
@@ -31,7 +54,7 @@ import (
 // ErrIncomplete: a bulk revocation stopped at its time budget before it
 // had seen every key it must revoke. What it revoked stays revoked; call it
 // again to continue.
-var ErrIncomplete = errors.New("keys: revocation incomplete; call again to continue")
+var ErrIncomplete = errors.New("lifecycle: revocation incomplete; call again to continue")
 
 // DefaultRevokeBudget is how long one bulk revocation call may run: the
 // admin function has 25 s, and still flushes the authorizer cache (about
@@ -82,7 +105,7 @@ func (s *Service) revokeComplete(ctx context.Context, actor Actor, b bulk) (int,
 		}
 		want, err := b.count(ctx)
 		if err != nil {
-			return total, fmt.Errorf("keys: counting the keys to revoke: %w", err)
+			return total, fmt.Errorf("lifecycle: counting the keys to revoke: %w", err)
 		}
 		if int64(passSeen) >= want {
 			return total, s.store.PutCheckpoint(ctx, b.job, "")
@@ -120,7 +143,7 @@ func (s *Service) revokePass(ctx context.Context, actor Actor, b bulk, seen int,
 			return revoked, 0, nil // a checkpoint of another layout: list again from the start
 		}
 		if err != nil {
-			return revoked, seen, fmt.Errorf("keys: listing keys to revoke: %w", err)
+			return revoked, seen, fmt.Errorf("lifecycle: listing keys to revoke: %w", err)
 		}
 		// A key that does not decode is passed over, not a reason to leave
 		// the others working; the authorizer refuses it anyway.
@@ -217,41 +240,4 @@ func (s *Service) RevokeMember(ctx context.Context, actor Actor, tenant, member 
 		b.job += "/" + env
 	}
 	return s.revokeComplete(ctx, actor, b)
-}
-
-// Offboard marks the tenant offboarded, so no key can be created in it,
-// then revokes every key it has. It is idempotent: calling it again
-// finishes an offboarding that was interrupted, or that stopped with
-// ErrIncomplete. It returns how many keys this call revoked.
-func (s *Service) Offboard(ctx context.Context, actor Actor, tenant string) (int, error) {
-	t, err := s.store.GetTenant(ctx, tenant)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0, ErrNotFound
-	}
-	if err != nil {
-		return 0, fmt.Errorf("keys: reading tenant: %w", err)
-	}
-	if t.Status != store.TenantOffboarded {
-		now := s.now().UTC()
-		off := t
-		off.Status, off.OffboardedAt = store.TenantOffboarded, now
-		entry, err := s.entry(tenant, ActionTenantOffboarded, nil, actor, now, nil)
-		if err != nil {
-			return 0, err
-		}
-		err = s.store.Apply(ctx, store.Change{Tenant: &store.TenantWrite{Tenant: off, ExpectedRevision: t.Revision}, Audit: []store.AuditEntry{entry}})
-		if err != nil && !errors.Is(err, store.ErrConflict) {
-			return 0, s.writeError("offboarding tenant", err)
-		}
-		// On a conflict a key was created meanwhile or another offboarding
-		// won; either way, read the tenant again.
-		if t, err = s.store.GetTenant(ctx, tenant); err != nil {
-			return 0, fmt.Errorf("keys: reading tenant: %w", err)
-		}
-		if t.Status != store.TenantOffboarded {
-			return 0, conflict("the tenant changed while offboarding; retry")
-		}
-	}
-	return s.revokeComplete(ctx, actor, bulk{tenant: tenant, reason: "tenant offboarded", job: "offboard/" + tenant,
-		count: func(ctx context.Context) (int64, error) { return s.store.KeyCount(ctx, tenant) }})
 }

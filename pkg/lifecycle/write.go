@@ -60,7 +60,7 @@ func (s *Service) write(ctx context.Context, actor Actor, c store.Change) error 
 	if actor.Prepare != nil && len(created) > 0 {
 		var err error
 		if undo, err = actor.Prepare(ctx, created); err != nil {
-			return fmt.Errorf("keys: preparing new keys: %w", err)
+			return fmt.Errorf("lifecycle: preparing new keys: %w", err)
 		}
 	}
 	if r := actor.Receipt; r != nil {
@@ -78,7 +78,7 @@ func (s *Service) write(ctx context.Context, actor Actor, c store.Change) error 
 		status, body, err := r.Answer(out)
 		if err != nil {
 			undo()
-			return fmt.Errorf("keys: rendering the idempotent answer: %w", err)
+			return fmt.Errorf("lifecycle: rendering the idempotent answer: %w", err)
 		}
 		done := r.Claim
 		done.Done, done.StatusCode, done.Body = true, status, body

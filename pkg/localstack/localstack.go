@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
+
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
@@ -37,11 +39,16 @@ import (
 // DemoTenant is the tenant the first start creates.
 const DemoTenant = "demo"
 
-// OperatorRole stands in for the stack's operator role when `keyward
-// invoke` runs the admin handler on an event: a session of it, such as
-// arn:aws:sts::000000000000:assumed-role/keyward-local-operator/me, is an
-// operator. The served stack takes the operator token instead.
+// OperatorRole stands in for the stack's operator role: a session of it,
+// such as arn:aws:sts::000000000000:assumed-role/keyward-local-operator/me,
+// is an operator, in an event `keyward invoke` runs the admin handler on
+// and behind the served stack's gateway, where the operator token signs
+// requests as OperatorSession.
 const OperatorRole = "arn:aws:iam::000000000000:role/keyward-local-operator"
+
+// OperatorSession is the session of OperatorRole that the operator token
+// stands for: the actor of the audit entries it makes.
+const OperatorSession = "arn:aws:sts::000000000000:assumed-role/keyward-local-operator/local"
 
 // Options configure the local stack.
 type Options struct {
@@ -203,11 +210,14 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 		return fmt.Errorf("localstack: %w", err)
 	}
 	// The admin API provisions rate limits in, and flushes, the gateway
-	// that fronts it, so the two are tied after both exist.
+	// that fronts it, so the two are tied after both exist. The gateway
+	// invokes it as the admin function: through the Lambda adapter and
+	// FromAPIGateway, as in AWS.
 	var adminAPI http.Handler
-	gw, err := gateway.New(gateway.Config{Routes: routes, Gateway: s.Gateway, Authorizer: authz,
-		Admin:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminAPI.ServeHTTP(w, r) }),
-		Upstream: upstream, OperatorToken: s.OperatorToken, Now: o.Now, Logger: o.Logger})
+	adminFunction := httpadapter.New(admin.FromAPIGateway(OperatorRole,
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminAPI.ServeHTTP(w, r) }))).ProxyWithContext
+	gw, err := gateway.New(gateway.Config{Routes: routes, Gateway: s.Gateway, Authorizer: authz, Admin: adminFunction,
+		Upstream: upstream, OperatorToken: s.OperatorToken, OperatorARN: OperatorSession, Now: o.Now, Logger: o.Logger})
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/localstack"
-	"github.com/keyward/keyward/pkg/localstack/gateway"
 	"github.com/keyward/keyward/pkg/store/embedded"
 )
 
@@ -92,10 +91,10 @@ func TestStack(t *testing.T) {
 	found := false
 	for _, e := range audit["data"].([]any) {
 		e := e.(map[string]any)
-		found = found || e["actor"] == gateway.OperatorID && e["request_id"] == onboardID
+		found = found || e["actor"] == localstack.OperatorSession && e["request_id"] == onboardID
 	}
 	if !found {
-		t.Errorf("no audit entry by %s with request id %s: %v", gateway.OperatorID, onboardID, audit["data"])
+		t.Errorf("no audit entry by %s with request id %s: %v", localstack.OperatorSession, onboardID, audit["data"])
 	}
 
 	// Revocation flushes the cache: the very next request is refused,

@@ -3,7 +3,7 @@
 // binary shares one JVM (dynamolocal.EndpointEnv) instead of starting its
 // own on a busy machine. DynamoDB Local is stopped when the command ends.
 //
-//	go run ./cmd/with-dynamodb-local -- go test ./...
+//	go run ./scripts/with-dynamodb-local -- go test ./...
 package main
 
 import (

@@ -2,9 +2,19 @@
 // (v1) that the CDK stack deploys in front of the protected API and
 // keyward's admin API: route matching, the Lambda REQUEST authorizer and
 // its result cache, policy evaluation, usage-plan throttling, gateway
-// responses, and the mapping of the authorizer's context to the backend's
-// X-Keyward-* headers. It reads the configuration the CDK stack deploys
-// (config.Gateway and the compiled route table), never a copy of it.
+// responses, the mapping of the authorizer's context to the backend's
+// X-Keyward-* headers, and the Lambda proxy integration of the admin API
+// (the proxy event, with the authorizer's context or the operator's IAM
+// identity in its request context). It reads the configuration the CDK
+// stack deploys (config.Gateway and the compiled route table), never a
+// copy of it.
+//
+// The files: gateway.go checks and routes a request; authorize.go runs
+// the authorizer and the operator token check (failures.go throttles
+// wrong tokens); cache.go caches decisions; plans.go holds the usage
+// plans; forward.go hands an admitted request to the upstream (upstream.go:
+// Echo or Proxy) or, through lambda.go, to the admin function;
+// responses.go and render.go answer with gateway responses.
 //
 // Deliberate deviations from API Gateway:
 //
@@ -13,7 +23,9 @@
 //     MISSING_AUTHENTICATION_TOKEN, another scheme INCOMPLETE_SIGNATURE and
 //     a wrong token INVALID_SIGNATURE (403 each, as AWS answers unsigned,
 //     malformed and badly signed requests), and failed attempts are
-//     throttled per client address (429).
+//     throttled per client address (429). The admin function then sees
+//     Config.OperatorARN, a session of the operator role, as the
+//     request's identity.userArn, as if that session had signed it.
 //   - Header names reach the authorizer in Go's canonical form
 //     ("Cloudfront-Forwarded-Proto"), since net/http does not keep the
 //     client's spelling; the authorizer looks headers up case-insensitively.
@@ -46,7 +58,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -55,7 +66,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,10 +74,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/config"
-	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 )
 
@@ -77,6 +85,10 @@ type Authorizer interface {
 	Authorize(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (events.APIGatewayCustomAuthorizerResponse, error)
 }
 
+// LambdaProxy is a Lambda function's handler behind a proxy integration,
+// such as httpadapter.New(h).ProxyWithContext.
+type LambdaProxy func(context.Context, events.APIGatewayProxyRequest) (events.APIGatewayProxyResponse, error)
+
 // Config configures a Gateway.
 type Config struct {
 	// Routes is the compiled route table of config.Routes and
@@ -84,23 +96,26 @@ type Config struct {
 	Routes     *route.Table
 	Gateway    config.Gateway
 	Authorizer Authorizer
-	// Admin is keyward's admin API; it receives the /v1 routes.
-	Admin http.Handler
+	// Admin is keyward's admin function; it receives the /v1 routes as
+	// API Gateway's Lambda proxy integration delivers them.
+	Admin LambdaProxy
 	// Upstream is the protected API: Echo, or Proxy to the user's service.
 	Upstream http.Handler
 	// OperatorToken stands in for IAM on routes with auth "iam"; empty
 	// refuses them all.
 	OperatorToken string
+	// OperatorARN is the IAM identity the operator token stands for: a
+	// session of the stack's operator role
+	// (arn:aws:sts::<account>:assumed-role/<role>/<session>), which the
+	// admin function receives as identity.userArn. Required with an
+	// OperatorToken.
+	OperatorARN string
 	// Region, AccountID, APIID and Stage name the API in method ARNs;
 	// they default to "local", "000000000000", "keyward" and "local".
 	Region, AccountID, APIID, Stage string
 	Now                             func() time.Time
 	Logger                          *slog.Logger
 }
-
-// OperatorID is the audit identity of requests made with the operator
-// token.
-const OperatorID = "operator:local"
 
 // API Gateway's limits, which the emulation enforces.
 const (
@@ -112,13 +127,9 @@ const (
 	IntegrationTimeout = 29 * time.Second
 )
 
-// maxCacheBytes bounds the authorizer cache's keys and decisions; past it
-// expired entries go, and if that is not enough the cache starts over,
-// which costs only authorizer calls.
-const maxCacheBytes = 16 << 20
-
 // Gateway is the emulated API Gateway stage, an http.Handler. It is also
-// the admin API's admin.RateLimits and admin.CacheFlusher.
+// the admin API's rate limits (Provision and Remove, as admin.RateLimits)
+// and its authorizer.Flusher.
 type Gateway struct {
 	cfg       Config
 	arnPrefix string // through the stage and its slash
@@ -133,28 +144,15 @@ type Gateway struct {
 	operatorFailures failures
 }
 
-type cached struct {
-	resp    events.APIGatewayCustomAuthorizerResponse
-	expires time.Time
-	size    int // bytes counted against maxCacheBytes
-}
-
-// plan is one identity's usage plan: its tier and its token bucket.
-type plan struct {
-	tier   config.Tier
-	tokens float64
-	at     time.Time
-}
-
-var (
-	_ admin.RateLimits   = (*Gateway)(nil)
-	_ authorizer.Flusher = (*Gateway)(nil)
-)
+var _ authorizer.Flusher = (*Gateway)(nil)
 
 // New returns a Gateway.
 func New(cfg Config) (*Gateway, error) {
 	if cfg.Routes == nil || cfg.Authorizer == nil || cfg.Admin == nil || cfg.Upstream == nil {
 		return nil, errors.New("gateway: routes, authorizer, admin and upstream are required")
+	}
+	if cfg.OperatorToken != "" && cfg.OperatorARN == "" {
+		return nil, errors.New("gateway: an operator token needs the operator ARN it stands for")
 	}
 	if err := cfg.Gateway.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -183,44 +181,6 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// Flush clears the authorizer cache, as FlushStageAuthorizersCache does:
-// decisions still being made are cached when they arrive.
-func (g *Gateway) Flush(context.Context) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	clear(g.cache)
-	g.cacheBytes = 0
-	return nil
-}
-
-// Provision puts identity (an authorizer's usageIdentifierKey) in the
-// usage plan of tier. Moving it to another tier starts a full bucket, as
-// another usage plan would.
-func (g *Gateway) Provision(_ context.Context, identity, tier string) error {
-	t, ok := g.tiers[tier]
-	if !ok {
-		return fmt.Errorf("gateway: provisioning %q: unknown rate limit tier %q", identity, tier)
-	}
-	if identity == "" {
-		return errors.New("gateway: provisioning an empty identity")
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if p, ok := g.plans[identity]; !ok || p.tier != t {
-		g.plans[identity] = &plan{tier: t, tokens: float64(t.Burst), at: g.cfg.Now()}
-	}
-	return nil
-}
-
-// Remove takes identity out of its usage plan; its requests are refused
-// from then on.
-func (g *Gateway) Remove(_ context.Context, identity string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.plans, identity)
-	return nil
-}
-
 // call is one request on its way through the gateway.
 type call struct {
 	w         *recorder
@@ -228,6 +188,7 @@ type call struct {
 	id        string
 	sourceIP  string
 	route     route.Route
+	params    map[string]string // the route's path parameters
 	matched   bool
 	principal string // the authorizer's principalId, for the access log
 	rendered  string // the gateway response type, when the gateway answered
@@ -242,11 +203,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case headSize(r) > MaxHead:
 		g.refuse(c, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("The request line and headers are larger than %d bytes.", MaxHead))
 	case r.ContentLength > MaxPayload:
-		// API Gateway's own answer, which it does not let a deployment
-		// customize.
-		c.w.Header().Set("Content-Type", "application/json")
-		c.w.WriteHeader(http.StatusRequestEntityTooLarge)
-		_, _ = c.w.Write([]byte(`{"message":"Request Too Long"}`))
+		g.tooLong(c)
 	case !plainPath(r.URL):
 		g.refuse(c, http.StatusBadRequest, "The request path holds a ';', a backslash, an encoded '%' or a NUL, which this API does not accept.")
 	default:
@@ -274,329 +231,18 @@ func (g *Gateway) serve(c *call) {
 		c.rendered = "NO_ROUTE"
 		return
 	}
-	c.route, c.matched = rt, true
+	c.route, c.params, c.matched = rt, params, true
 	switch rt.Auth {
 	case config.AuthNone:
-		g.forward(c, admin.Caller{RequestID: c.id}, nil)
+		g.forward(c, admitted{})
 	case config.AuthIAM:
 		if !g.operator(c) {
 			return
 		}
-		g.forward(c, admin.Caller{Operator: true, OperatorID: OperatorID, RequestID: c.id}, nil)
+		g.forward(c, admitted{userARN: g.cfg.OperatorARN})
 	default:
-		g.authorize(c, params)
+		g.authorize(c)
 	}
-}
-
-// operator checks the operator token, the local stand-in for a SigV4
-// signature, and answers the request when it is missing or wrong.
-func (g *Gateway) operator(c *call) bool {
-	now := g.cfg.Now()
-	if wait := g.operatorFailures.wait(c.sourceIP, now); wait > 0 {
-		c.w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		g.refuse(c, http.StatusTooManyRequests, "Too many requests with a wrong operator token from this address; retry after the Retry-After delay.")
-		return false
-	}
-	vals := c.r.Header.Values("Authorization")
-	var responseType string
-	switch {
-	case len(vals) == 0 || vals[0] == "":
-		responseType = "MISSING_AUTHENTICATION_TOKEN"
-	case len(vals) > 1:
-		responseType = "INCOMPLETE_SIGNATURE"
-	default:
-		scheme, cred, _ := strings.Cut(vals[0], " ")
-		switch {
-		case !strings.EqualFold(scheme, "Bearer"):
-			responseType = "INCOMPLETE_SIGNATURE"
-		case g.cfg.OperatorToken == "" || subtle.ConstantTimeCompare([]byte(cred), []byte(g.cfg.OperatorToken)) != 1:
-			responseType = "INVALID_SIGNATURE"
-		}
-	}
-	if responseType == "" {
-		return true
-	}
-	g.operatorFailures.fail(c.sourceIP, now)
-	g.reply(c, responseType, nil)
-	return false
-}
-
-// authorize runs a key-authorized route: the cached or fresh authorizer
-// decision, the policy, the usage plan, then the target.
-func (g *Gateway) authorize(c *call, params map[string]string) {
-	arn := policy.MethodARN{Prefix: g.arnPrefix, Method: c.r.Method, Path: strings.TrimPrefix(c.r.URL.Path, "/")}.String()
-	key, present, cacheable := g.cacheKey(c)
-	if g.ttl > 0 && !present {
-		g.reply(c, "UNAUTHORIZED", nil)
-		return
-	}
-	var resp events.APIGatewayCustomAuthorizerResponse
-	hit := false
-	if cacheable {
-		resp, hit = g.lookup(key)
-	}
-	if !hit {
-		out, err := g.cfg.Authorizer.Authorize(c.r.Context(), g.event(c, params, arn))
-		switch {
-		// API Gateway knows a refusal only by this exact error message.
-		case err != nil && err.Error() == "Unauthorized":
-			g.reply(c, "UNAUTHORIZED", nil)
-			return
-		case err != nil:
-			g.cfg.Logger.ErrorContext(c.r.Context(), "authorizer failed", "request_id", c.id, "error", err)
-			g.reply(c, "AUTHORIZER_FAILURE", nil)
-			return
-		}
-		if resp, err = received(out); err != nil {
-			g.cfg.Logger.ErrorContext(c.r.Context(), "authorizer response refused", "request_id", c.id, "error", err)
-			g.reply(c, "AUTHORIZER_CONFIGURATION_ERROR", nil)
-			return
-		}
-		if cacheable {
-			g.remember(key, resp)
-		}
-	}
-	c.principal = resp.PrincipalID
-	vars := map[string]string{}
-	for name, v := range resp.Context {
-		vars["context.authorizer."+name] = contextString(v)
-	}
-	if !policy.Allows(resp.PolicyDocument, arn) {
-		g.reply(c, "ACCESS_DENIED", vars)
-		return
-	}
-	switch known, ok := g.admit(resp.UsageIdentifierKey); {
-	case !known:
-		g.reply(c, "INVALID_API_KEY", vars)
-		return
-	case !ok:
-		g.reply(c, "THROTTLED", vars)
-		return
-	}
-	str := func(name string) string { return contextString(resp.Context[name]) }
-	g.forward(c, admin.Caller{TenantID: str("tenant_id"), KeyID: str("key_id"), Environment: str("environment"),
-		Scopes: strings.Fields(str("scopes")), RequestID: c.id}, resp.Context)
-}
-
-// headerSource prefixes identity sources that name a request header.
-const headerSource = "method.request.header."
-
-// cacheKey returns the values of the identity sources, each
-// length-prefixed so that no two different requests share a key; whether
-// every source is present and non-empty; and whether the decision may be
-// cached under the key: only when each source has one value, which is
-// then the credential the authorizer decides on (it refuses two).
-func (g *Gateway) cacheKey(c *call) (key string, present, cacheable bool) {
-	var b strings.Builder
-	present, cacheable = true, g.ttl > 0
-	for _, src := range g.cfg.Gateway.Authorizer.IdentitySources {
-		v := ""
-		if name, ok := strings.CutPrefix(src, headerSource); ok {
-			vals := c.r.Header.Values(name)
-			if len(vals) > 1 {
-				cacheable = false
-			}
-			if len(vals) > 0 {
-				v = vals[len(vals)-1]
-			}
-		} else if src == config.IdentitySourceIP {
-			v = c.sourceIP
-		}
-		if v == "" {
-			present = false
-		}
-		b.WriteString(strconv.Itoa(len(v)) + ":" + v + ";")
-	}
-	return b.String(), present, cacheable && present
-}
-
-// lookup returns a live cached decision; an expired one is evicted.
-func (g *Gateway) lookup(key string) (events.APIGatewayCustomAuthorizerResponse, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	e, ok := g.cache[key]
-	if !ok {
-		return events.APIGatewayCustomAuthorizerResponse{}, false
-	}
-	if !g.cfg.Now().Before(e.expires) {
-		delete(g.cache, key)
-		g.cacheBytes -= e.size
-		return events.APIGatewayCustomAuthorizerResponse{}, false
-	}
-	return e.resp, true
-}
-
-// remember caches a decision for the TTL, within maxCacheBytes.
-func (g *Gateway) remember(key string, resp events.APIGatewayCustomAuthorizerResponse) {
-	size := len(key) + decisionSize(resp)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := g.cfg.Now()
-	if old, ok := g.cache[key]; ok {
-		delete(g.cache, key)
-		g.cacheBytes -= old.size
-	}
-	if g.cacheBytes+size > maxCacheBytes {
-		for k, e := range g.cache {
-			if !now.Before(e.expires) {
-				delete(g.cache, k)
-				g.cacheBytes -= e.size
-			}
-		}
-	}
-	if g.cacheBytes+size > maxCacheBytes {
-		clear(g.cache)
-		g.cacheBytes = 0
-	}
-	g.cache[key] = cached{resp: resp, expires: now.Add(g.ttl), size: size}
-	g.cacheBytes += size
-}
-
-// decisionSize estimates the bytes a cached decision holds, generously:
-// map and struct overheads count as a fixed amount per entry.
-func decisionSize(resp events.APIGatewayCustomAuthorizerResponse) int {
-	n := 256 + len(resp.PrincipalID) + len(resp.UsageIdentifierKey)
-	for _, st := range resp.PolicyDocument.Statement {
-		n += 64
-		for _, r := range st.Resource {
-			n += len(r) + 16
-		}
-	}
-	for k, v := range resp.Context {
-		n += len(k) + len(contextString(v)) + 32
-	}
-	return n
-}
-
-// event builds the REQUEST authorizer event as API Gateway does.
-func (g *Gateway) event(c *call, params map[string]string, arn string) events.APIGatewayCustomAuthorizerRequestTypeRequest {
-	r := c.r
-	headers, multi := map[string]string{}, map[string][]string{}
-	if r.Host != "" {
-		headers["Host"], multi["Host"] = r.Host, []string{r.Host}
-	}
-	for name, vals := range r.Header {
-		if len(vals) > 0 {
-			headers[name], multi[name] = vals[len(vals)-1], slices.Clone(vals)
-		}
-	}
-	var query map[string]string
-	var multiQuery map[string][]string
-	if q := r.URL.Query(); len(q) > 0 {
-		query, multiQuery = map[string]string{}, map[string][]string(q)
-		for name, vals := range q {
-			query[name] = vals[len(vals)-1]
-		}
-	}
-	return events.APIGatewayCustomAuthorizerRequestTypeRequest{
-		Type:                            "REQUEST",
-		MethodArn:                       arn,
-		Resource:                        c.route.Path,
-		Path:                            r.URL.Path,
-		HTTPMethod:                      r.Method,
-		Headers:                         headers,
-		MultiValueHeaders:               multi,
-		QueryStringParameters:           query,
-		MultiValueQueryStringParameters: multiQuery,
-		PathParameters:                  params,
-		RequestContext: events.APIGatewayCustomAuthorizerRequestTypeRequestContext{
-			Path:         "/" + g.cfg.Stage + r.URL.Path,
-			AccountID:    g.cfg.AccountID,
-			ResourceID:   resourceID(c.route.Path),
-			Stage:        g.cfg.Stage,
-			RequestID:    c.id,
-			Identity:     events.APIGatewayCustomAuthorizerRequestTypeRequestIdentity{SourceIP: c.sourceIP},
-			ResourcePath: c.route.Path,
-			HTTPMethod:   r.Method,
-			APIID:        g.cfg.APIID,
-		},
-	}
-}
-
-// received checks the authorizer's response as API Gateway checks it: a
-// principal, a policy, and a context of strings, numbers and booleans only.
-func received(out events.APIGatewayCustomAuthorizerResponse) (events.APIGatewayCustomAuthorizerResponse, error) {
-	if out.PrincipalID == "" || len(out.PolicyDocument.Statement) == 0 {
-		return out, errors.New("gateway: authorizer response lacks a principalId or a policy")
-	}
-	// Checked as AWS checks the JSON a Lambda returns, without encoding it:
-	// this runs on every uncached request. The copy keeps a cached answer
-	// safe from whoever reads it.
-	ctx := make(map[string]any, len(out.Context))
-	for name, v := range out.Context {
-		switch v.(type) {
-		case string, bool, float64, float32, int, int32, int64, uint, uint32, uint64:
-		default:
-			return out, fmt.Errorf("gateway: authorizer context %q is not a string, number or boolean", name)
-		}
-		ctx[name] = v
-	}
-	out.Context = ctx
-	return out, nil
-}
-
-// admit counts a request against identity's usage plan: known is false
-// when no plan holds identity, ok when its bucket is empty.
-func (g *Gateway) admit(identity string) (known, ok bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	p, known := g.plans[identity]
-	if !known {
-		return false, false
-	}
-	now := g.cfg.Now()
-	if d := now.Sub(p.at); d > 0 {
-		p.tokens = min(float64(p.tier.Burst), p.tokens+d.Seconds()*float64(p.tier.RequestsPerMinute)/60)
-		p.at = now
-	}
-	if p.tokens < 1 {
-		return true, false
-	}
-	p.tokens--
-	return true, true
-}
-
-// forward hands an admitted request to its target: the admin API, which
-// learns its caller from the context, or the upstream, which learns it from
-// the headers the CDK stack maps from the authorizer's context
-// (config.IntegrationHeaders), applied alike here.
-func (g *Gateway) forward(c *call, caller admin.Caller, authz map[string]any) {
-	// config.Routes reserves /v1 for the admin API.
-	if c.route.Path == "/v1" || strings.HasPrefix(c.route.Path, "/v1/") {
-		g.cfg.Admin.ServeHTTP(c.w, c.r.WithContext(admin.WithCaller(c.r.Context(), caller)))
-		return
-	}
-	out := c.r.Clone(c.r.Context())
-	// The client must not pose as a tenant, and the backend never sees
-	// the key: not under another spelling (X_Keyward_Tenant_Id reaches
-	// CGI-style backends as the same variable), and the client may not
-	// name the gateway's headers as hop-by-hop ones (Connection), which
-	// the proxy would then remove after they are set.
-	delete(out.Header, "Connection")
-	for name := range out.Header {
-		if reserved(name) {
-			delete(out.Header, name)
-		}
-	}
-	for header, source := range config.IntegrationHeaders {
-		if static, ok := strings.CutPrefix(source, "'"); ok {
-			out.Header.Set(header, strings.TrimSuffix(static, "'"))
-		} else if v, ok := authz[strings.TrimPrefix(source, contextSource)]; ok {
-			out.Header.Set(header, contextString(v))
-		}
-	}
-	g.cfg.Upstream.ServeHTTP(c.w, out)
-}
-
-// contextSource prefixes an integration header mapped from the
-// authorizer's context.
-const contextSource = "context.authorizer."
-
-// reserved reports whether a client header name stands, under any
-// spelling, for the credential or a header the gateway sets.
-func reserved(name string) bool {
-	n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
-	return n == "authorization" || strings.HasPrefix(n, "x-keyward-")
 }
 
 // cleanPath refuses paths that a backend could resolve to another route
@@ -611,32 +257,6 @@ func cleanPath(u *url.URL) bool {
 		}
 	}
 	return true
-}
-
-// reply answers with a gateway response.
-func (g *Gateway) reply(c *call, responseType string, vars map[string]string) {
-	all := map[string]string{"context.requestId": c.id, "context.error.message": builtin(responseType).message}
-	for k, v := range vars {
-		all[k] = v
-	}
-	status, header, body := Render(g.cfg.Gateway, responseType, all)
-	g.write(c, status, header, body)
-	c.rendered = responseType
-}
-
-// refuse answers a request the emulation refuses before routing, in the
-// error envelope of DEFAULT_4XX with its own status and message.
-func (g *Gateway) refuse(c *call, status int, message string) {
-	_, header, body := Render(g.cfg.Gateway, "DEFAULT_4XX", map[string]string{"context.requestId": c.id, "context.error.message": message})
-	g.write(c, status, header, body)
-}
-
-func (g *Gateway) write(c *call, status int, header http.Header, body []byte) {
-	for k, v := range header {
-		c.w.Header()[k] = v
-	}
-	c.w.WriteHeader(status)
-	_, _ = c.w.Write(body)
 }
 
 // headSize is the size of the request line and headers as sent.
@@ -676,18 +296,33 @@ func plainPath(u *url.URL) bool {
 	return true
 }
 
-// contextString renders an authorizer context value as API Gateway
-// substitutes it into templates and headers.
-func contextString(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64)
-	case bool:
-		return strconv.FormatBool(v)
+// eventHeaders are the request's headers as API Gateway puts them in an
+// event: the last value of each, and all of them, Host included.
+func eventHeaders(r *http.Request) (map[string]string, map[string][]string) {
+	headers, multi := map[string]string{}, map[string][]string{}
+	if r.Host != "" {
+		headers["Host"], multi["Host"] = r.Host, []string{r.Host}
 	}
-	return ""
+	for name, vals := range r.Header {
+		if len(vals) > 0 {
+			headers[name], multi[name] = vals[len(vals)-1], slices.Clone(vals)
+		}
+	}
+	return headers, multi
+}
+
+// eventQuery is the query string as API Gateway puts it in an event: the
+// last value of each parameter, and all of them; null without any.
+func eventQuery(r *http.Request) (map[string]string, map[string][]string) {
+	q := r.URL.Query()
+	if len(q) == 0 {
+		return nil, nil
+	}
+	query := map[string]string{}
+	for name, vals := range q {
+		query[name] = vals[len(vals)-1]
+	}
+	return query, map[string][]string(q)
 }
 
 // sourceIP is the connection's address: never X-Forwarded-For, which the

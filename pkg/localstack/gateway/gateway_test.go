@@ -121,13 +121,44 @@ func (b *recording) last() *http.Request {
 	return b.reqs[len(b.reqs)-1]
 }
 
+// function is a Lambda proxy handler that records the events it receives
+// and answers from a script (200 {"ok":true} without one).
+type function struct {
+	mu     sync.Mutex
+	events []events.APIGatewayProxyRequest
+	answer func(events.APIGatewayProxyRequest) (events.APIGatewayProxyResponse, error)
+}
+
+func (f *function) invoke(_ context.Context, ev events.APIGatewayProxyRequest) (events.APIGatewayProxyResponse, error) {
+	f.mu.Lock()
+	f.events = append(f.events, ev)
+	answer := f.answer
+	f.mu.Unlock()
+	if answer != nil {
+		return answer(ev)
+	}
+	return events.APIGatewayProxyResponse{StatusCode: 200, Headers: map[string]string{"Content-Type": "application/json"}, Body: `{"ok":true}`}, nil
+}
+
+func (f *function) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.events)
+}
+
+func (f *function) last() events.APIGatewayProxyRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.events[len(f.events)-1]
+}
+
 type harness struct {
 	t        *testing.T
 	gw       *gateway.Gateway
 	authz    *stub
 	clk      *clock.Manual
 	upstream *recording
-	admin    *recording
+	admin    *function
 	logs     *bytes.Buffer
 }
 
@@ -158,9 +189,9 @@ func loadGateway(t *testing.T) config.Gateway {
 // change the configuration first.
 func newHarness(t *testing.T, adjust func(*gateway.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, authz: &stub{answer: allowAll()}, clk: clock.NewManual(t0), upstream: &recording{}, admin: &recording{}, logs: &bytes.Buffer{}}
-	cfg := gateway.Config{Routes: routes(t), Gateway: loadGateway(t), Authorizer: h.authz, Admin: h.admin, Upstream: h.upstream,
-		OperatorToken: "op-secret", Now: h.clk.Now, Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
+	h := &harness{t: t, authz: &stub{answer: allowAll()}, clk: clock.NewManual(t0), upstream: &recording{}, admin: &function{}, logs: &bytes.Buffer{}}
+	cfg := gateway.Config{Routes: routes(t), Gateway: loadGateway(t), Authorizer: h.authz, Admin: h.admin.invoke, Upstream: h.upstream,
+		OperatorToken: "op-secret", OperatorARN: operatorARN, Now: h.clk.Now, Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
 	if adjust != nil {
 		adjust(&cfg)
 	}
@@ -174,6 +205,9 @@ func newHarness(t *testing.T, adjust func(*gateway.Config)) *harness {
 	h.gw = gw
 	return h
 }
+
+// operatorARN is the identity the harness's operator token stands for.
+const operatorARN = "arn:aws:sts::000000000000:assumed-role/keyward-local-operator/local"
 
 const bearer = "Bearer sk_live_AbCdEfGhIjKl0123456789abcdefghijklmnopqrstuvXyZ9aB"
 
@@ -237,7 +271,7 @@ func TestRouteMissIsNotFoundAndInvokesNothing(t *testing.T) {
 // TestEventMatchesAPIGateway sends the request behind events/authorizer-bearer.json,
 // a real event, and expects the same event.
 func TestEventMatchesAPIGateway(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "..", "events", "authorizer-bearer.json"))
+	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "events", "authorizer-bearer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -712,15 +746,19 @@ func TestProxyForwardsToTheService(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	gw := loadGateway(t)
-	base := gateway.Config{Routes: routes(t), Gateway: gw, Authorizer: &stub{}, Admin: gateway.Echo(), Upstream: gateway.Echo()}
+	base := gateway.Config{Routes: routes(t), Gateway: gw, Authorizer: &stub{}, Admin: (&function{}).invoke, Upstream: gateway.Echo()}
 	if _, err := gateway.New(base); err != nil {
 		t.Fatal(err)
 	}
 	noAuthz := base
 	noAuthz.Authorizer = nil
+	noAdmin := base
+	noAdmin.Admin = nil
 	badTTL := base
 	badTTL.Gateway.Authorizer.CacheTTLSeconds = 7200
-	for name, cfg := range map[string]gateway.Config{"no authorizer": noAuthz, "bad TTL": badTTL} {
+	tokenWithoutARN := base
+	tokenWithoutARN.OperatorToken = "op-secret"
+	for name, cfg := range map[string]gateway.Config{"no authorizer": noAuthz, "no admin": noAdmin, "bad TTL": badTTL, "operator token without ARN": tokenWithoutARN} {
 		if _, err := gateway.New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
+
 	"github.com/keyward/keyward/internal/storetest"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
@@ -90,7 +92,7 @@ func TestRevocationRaceIsClosedByTheSecondFlush(t *testing.T) {
 	}
 	api := admin.New(admin.Config{Keys: svc, Store: st, Gateway: gwCfg, Logger: logger, Sleep: between,
 		Flusher: authorizer.Flusher(flushVia(func(ctx context.Context) error { return gw.Flush(ctx) }))})
-	gw, err = gateway.New(gateway.Config{Routes: routes(t), Gateway: gwCfg, Authorizer: authz, Admin: api, Upstream: gateway.Echo(), Logger: logger})
+	gw, err = gateway.New(gateway.Config{Routes: routes(t), Gateway: gwCfg, Authorizer: authz, Admin: httpadapter.New(admin.FromAPIGateway("", api)).ProxyWithContext, Upstream: gateway.Echo(), Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,13 +18,9 @@
 package embedded
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -375,144 +371,6 @@ func (s *Store) guard(err *error) {
 func (s *Store) damagedFile(what string) error {
 	return fmt.Errorf("%w %s (%s): keyward will not serve from it; restore it from a backup, or move it away to start afresh (docs/design.md, Damage)",
 		ErrDamaged, s.path, what)
-}
-
-// castagnoli is CRC-32C, which hardware computes.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// recordVersion is the first byte of every value.
-const recordVersion = 1
-
-// checksum covers a value's bucket and key too, so a value moved to
-// another key, or a key damaged in its page, fails it.
-func checksum(bucket, key, payload []byte) uint32 {
-	c := crc32.Update(0, castagnoli, bucket)
-	c = crc32.Update(c, castagnoli, []byte{0})
-	c = crc32.Update(c, castagnoli, key)
-	c = crc32.Update(c, castagnoli, []byte{0})
-	return crc32.Update(c, castagnoli, payload)
-}
-
-// encode is a value as stored: its version, its checksum, its JSON.
-func encode(bucket, key []byte, v any) ([]byte, error) {
-	payload, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("embedded: encoding %s: %w", bucket, err)
-	}
-	out := make([]byte, 5+len(payload))
-	out[0] = recordVersion
-	binary.BigEndian.PutUint32(out[1:5], checksum(bucket, key, payload))
-	copy(out[5:], payload)
-	return out, nil
-}
-
-// decode checks a stored value and decodes it into v, strictly.
-func (s *Store) decode(bucket, key, raw []byte, v any) error {
-	if len(raw) < 5 || raw[0] != recordVersion || binary.BigEndian.Uint32(raw[1:5]) != checksum(bucket, key, raw[5:]) {
-		return s.damagedFile(fmt.Sprintf("bucket %s, key %q: checksum mismatch", bucket, key))
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw[5:]))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return s.damagedFile(fmt.Sprintf("bucket %s, key %q: %v", bucket, key, err))
-	}
-	return nil
-}
-
-// put encodes v and stores it under key in bucket.
-func (s *Store) put(tx *bolt.Tx, bucket, key []byte, v any) error {
-	raw, err := encode(bucket, key, v)
-	if err != nil {
-		return err
-	}
-	return tx.Bucket(bucket).Put(key, raw)
-}
-
-// get decodes the value under key in bucket into v; false if missing.
-func (s *Store) get(tx *bolt.Tx, bucket, key []byte, v any) (bool, error) {
-	raw := tx.Bucket(bucket).Get(key)
-	if raw == nil {
-		return false, nil
-	}
-	return true, s.decode(bucket, key, raw, v)
-}
-
-// getKey reads a key by id, checked like every key read.
-func (s *Store) getKey(tx *bolt.Tx, id string) (store.Key, bool, error) {
-	var k store.Key
-	ok, err := s.get(tx, bKeys, []byte(id), &k)
-	if err != nil || !ok {
-		return store.Key{}, ok, err
-	}
-	if k.ID != id {
-		return store.Key{}, false, s.damagedFile(fmt.Sprintf("key %q holds key %q", id, k.ID))
-	}
-	if err := store.CheckKey(k); err != nil {
-		return store.Key{}, false, fmt.Errorf("embedded: %w", err)
-	}
-	return normalKey(k), true, nil
-}
-
-// seq is a sequence number or pepper version as an ordered key.
-func seq(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
-
-// join makes a compound key; ids never hold NUL.
-func join(parts ...string) []byte {
-	n := len(parts) - 1
-	for _, p := range parts {
-		n += len(p)
-	}
-	out := make([]byte, 0, n)
-	for i, p := range parts {
-		if i > 0 {
-			out = append(out, 0)
-		}
-		out = append(out, p...)
-	}
-	return out
-}
-
-// expired reports whether a TTL attribute has passed; zero never expires.
-// Like DynamoDB's TTL filter, an item is gone at its ExpiresAt, not after.
-func expired(expiresAt, now time.Time) bool {
-	return !expiresAt.IsZero() && !expiresAt.After(now)
-}
-
-// The normal functions canonicalise what comes back from JSON as the other
-// backend returns it: times in UTC.
-
-func normalKey(k store.Key) store.Key {
-	for _, t := range []*time.Time{&k.CreatedAt, &k.UpdatedAt, &k.NotBefore, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt} {
-		*t = t.UTC()
-	}
-	return k
-}
-
-// tenantRecord is a tenant as stored, with the count of the keys created
-// in it (store.Store.KeyCount).
-type tenantRecord struct {
-	store.Tenant
-	KeyCount int64 `json:"key_count"`
-}
-
-func normalTenant(t store.Tenant) store.Tenant {
-	t.CreatedAt, t.OffboardedAt = t.CreatedAt.UTC(), t.OffboardedAt.UTC()
-	return t
-}
-
-func normalPepper(p store.Pepper) store.Pepper {
-	p.CreatedAt, p.RetiredAt = p.CreatedAt.UTC(), p.RetiredAt.UTC()
-	return p
-}
-
-func normalAudit(e store.AuditEntry) store.AuditEntry {
-	e.Time, e.ExpiresAt = e.Time.UTC(), e.ExpiresAt.UTC()
-	return e
-}
-
-func normalIdem(r store.Idempotency) store.Idempotency {
-	r.CreatedAt, r.ExpiresAt = r.CreatedAt.UTC(), r.ExpiresAt.UTC()
-	return r
 }
 
 // withBoltOptions adjusts bbolt's options, for tests that limit the file.

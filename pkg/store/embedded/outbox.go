@@ -154,7 +154,7 @@ func (s *Store) drop(tx *bolt.Tx, bucket, key []byte) error {
 // as the local stack does at start (the file lock admits one process): each
 // such claim was left by a process that died, and a retry can then run at
 // once instead of waiting out the takeover delay. A change that makes keys
-// completes its claim in its own transaction (keys.Receipt), so an
+// completes its claim in its own transaction (lifecycle.Receipt), so an
 // unfinished claim has no such change behind it; other changes are
 // idempotent in effect.
 func (s *Store) ReleaseClaims(ctx context.Context) (int, error) {
