@@ -178,6 +178,7 @@ type keyJSON struct {
 		RequestsPerMinute int `json:"requests_per_minute"`
 		Burst             int
 	} `json:"rate_limit"`
+	CreatedBy *string `json:"created_by"`
 }
 
 func (h *harness) create(c admin.Caller, body map[string]any) keyJSON {
@@ -446,7 +447,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 
 func TestCrossTenantAccessIsNotFound(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
-		k := h.create(h.writer, map[string]any{"name": "acme's", "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_x"})
+		k := h.create(h.admin, map[string]any{"name": "acme's", "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_x"})
 		for _, r := range []struct {
 			method, path string
 			body         any
@@ -625,7 +626,7 @@ func TestRotateRevokeAndCacheFlush(t *testing.T) {
 		h.fails(h.writer, "PATCH", "/v1/keys/"+rot.Key.ID, map[string]any{"name": "x"}, 409, "conflict", "")
 
 		for i := range 3 {
-			h.create(h.writer, map[string]any{"name": fmt.Sprint(i), "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_gone"})
+			h.create(h.admin, map[string]any{"name": fmt.Sprint(i), "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_gone"})
 		}
 		_, raw = h.ok(h.admin, "POST", "/v1/members/mem_gone/revoke-keys", nil, 200)
 		if !strings.Contains(string(raw), `"revoked":3`) || h.flusher.count() != flushes+4 {
@@ -771,5 +772,21 @@ func TestOperatorIdempotencyIsNotATenants(t *testing.T) {
 		tenant := admin.Caller{TenantID: "operator", KeyID: out.Key.ID, Scopes: []string{"keys:admin"}}
 		h.ok(tenant, "POST", "/v1/keys", map[string]any{"name": "k", "environment": "live", "scopes": []string{"invoices:read"}}, 201, "Idempotency-Key", "op-1")
 		h.ok(op, "POST", "/v1/tenants", map[string]string{"tenant_id": "delta", "name": "Delta"}, 201, "Idempotency-Key", "op-1")
+	})
+}
+
+// TestOnlyAdminsNameAMember: created_by comes from the caller's member;
+// naming another is for keys:admin keys and operators (docs/admin-api.md).
+func TestOnlyAdminsNameAMember(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		body := map[string]any{"name": "for bob", "environment": "live", "scopes": []string{"invoices:read"}, "created_by": "mem_bob"}
+		before := h.count("acme")
+		h.fails(h.writer, "POST", "/v1/keys", body, 403, "exceeds_caller_restrictions", "created_by")
+		if n := h.count("acme"); n != before {
+			t.Fatalf("a refused create changed the key count: %d -> %d", before, n)
+		}
+		if k := h.create(h.admin, body); k.CreatedBy == nil || *k.CreatedBy != "mem_bob" {
+			t.Fatalf("an admin's key for bob: %+v", k)
+		}
 	})
 }

@@ -28,12 +28,49 @@ type Bounds struct {
 	AllowedOrigins []string
 	// RateLimit is the caller's own; zero for none.
 	RateLimit store.RateLimit
+	// Member is the person the caller acts for (the member who made the
+	// management key); empty for none. With MemberFixed, every key the
+	// caller creates is Member's, from this verified identity, and naming
+	// another member as created_by is refused.
+	Member      string
+	MemberFixed bool
+	// OwnKeysOnly limits updates, rotations and revocations to Member's
+	// own keys: the developer role.
+	OwnKeysOnly bool
 }
 
-// BoundsOf are the bounds a management key puts on what it manages.
+// BoundsOf are the bounds a management key puts on what it manages. Roles
+// map onto its scopes: keys:admin (admin) acts on every key of its
+// environment and may create keys for any member, a provider's backend
+// acting for a person; a key a member made without keys:admin (developer,
+// or viewer with keys:read) acts for that member, and changes only the
+// keys that member created.
 func BoundsOf(k store.Key) Bounds {
+	admin := scope.AnyGrants(k.Scopes, AdminScope)
 	return Bounds{Environment: k.Environment, ExpiresAt: k.ExpiresAt, AllowedIPs: k.AllowedIPs,
-		AllowedOrigins: k.AllowedOrigins, RateLimit: k.RateLimit}
+		AllowedOrigins: k.AllowedOrigins, RateLimit: k.RateLimit,
+		Member: k.CreatedBy, MemberFixed: !admin, OwnKeysOnly: !admin && k.CreatedBy != ""}
+}
+
+// creator is the created_by of a key the caller creates: the caller's
+// member unless one is named, which only a caller whose member is not
+// fixed may do.
+func (b Bounds) creator(named string) (string, error) {
+	switch {
+	case named == "" || named == b.Member:
+		return b.Member, nil
+	case b.MemberFixed:
+		return "", restricted("created_by", "only a keys:admin key or an operator may name the member a key is created for")
+	}
+	return named, nil
+}
+
+// owns reports whether a caller within b may change k.
+func (b Bounds) owns(k store.Key) error {
+	if b.OwnKeysOnly && k.CreatedBy != b.Member {
+		return restricted("created_by", "this key acts for %s and changes only the keys %s created", b.Member, b.Member)
+	}
+	return nil
 }
 
 // ErrRestricted: the request would make a key less restricted than its

@@ -96,7 +96,8 @@ func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now
 }
 
 // Create issues a new key in an active tenant, in the actor's environment
-// when p names none, and within the actor's bounds.
+// when p names none, within the actor's bounds, and for the actor's member
+// (Bounds.creator).
 func (s *Service) Create(ctx context.Context, actor Actor, tenant string, p CreateParams) (Created, error) {
 	if p.Environment == "" {
 		p.Environment = apikey.Environment(actor.Bounds.Environment)
@@ -104,6 +105,11 @@ func (s *Service) Create(ctx context.Context, actor Actor, tenant string, p Crea
 	if err := s.requireActiveTenant(ctx, tenant); err != nil {
 		return Created{}, err
 	}
+	creator, err := actor.Bounds.creator(p.CreatedBy)
+	if err != nil {
+		return Created{}, err
+	}
+	p.CreatedBy = creator
 	now := s.now().UTC()
 	c, err := s.newKey(ctx, tenant, p, now)
 	if err != nil {

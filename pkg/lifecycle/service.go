@@ -96,6 +96,9 @@ func (a Actor) vet(k store.Key) error {
 	if !a.Bounds.Sees(k) {
 		return ErrNotFound
 	}
+	if err := a.Bounds.owns(k); err != nil {
+		return err
+	}
 	if a.Allow != nil {
 		return a.Allow(k)
 	}
