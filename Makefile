@@ -26,12 +26,14 @@ dev:
 
 ## invoke: one function's handler on one event against the local data: make invoke FN=authorizer EVENT=events/authorizer-bearer.json TOKEN=sk_...
 invoke:
-	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin|rotation|publisher EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin|jobs|publisher EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
 	$(GO) run ./cmd/keyward invoke -fn $(FN) -event $(EVENT)
 
-## test: lint, then every test, with DynamoDB Local fetched (once) and one instance shared by every test binary
+## test: lint, then every test, with DynamoDB Local fetched (once) and one instance shared by every test binary, and Chromium installed when missing (the console's browser tests)
 test: lint
+	./scripts/ensure-chromium.sh >/dev/null
 	KEYWARD_DYNAMODB_LOCAL="$$(./scripts/dynamodb-local.sh | tail -n 1)" \
+	KEYWARD_CHROMIUM="$$(./scripts/ensure-chromium.sh 2>/dev/null | tail -n 1)" \
 		$(GO) run ./scripts/with-dynamodb-local -- $(GO) test -race -count=1 -timeout 15m $(PACKAGES)
 	./scripts/ensure-node.sh
 	cd infra && $(JSII_QUIET) $(GO) test -count=1 -timeout 10m ./...

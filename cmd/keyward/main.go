@@ -90,15 +90,16 @@ func dev(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	stack, err := localstack.Open(ctx, *o)
+	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *addr)
+	o.BaseURL = "http://" + ln.Addr().String()
+	stack, err := localstack.Open(ctx, *o)
 	if err != nil {
-		return errors.Join(err, stack.Close())
+		return errors.Join(err, ln.Close())
 	}
-	stack.PrintBanner(os.Stderr, "http://"+ln.Addr().String(), o.DataDir)
+	stack.PrintBanner(os.Stderr, o.BaseURL, o.DataDir)
 	o.Logger.Info("listening", "addr", ln.Addr().String(), "data", o.DataDir, "upstream", o.Upstream,
 		"cache_ttl_seconds", stack.Gateway.Authorizer.CacheTTLSeconds)
 	err = errors.Join(stack.Serve(ctx, ln), stack.Close())

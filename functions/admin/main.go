@@ -11,6 +11,7 @@ import (
 	"github.com/keyward/keyward/functions/internal/wiring"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/console"
 	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/lifecycle"
 )
@@ -20,17 +21,14 @@ func main() {
 	rt := wiring.Start(ctx, config.FnAdmin)
 	peppers := rt.Peppers(ctx)
 	svc := lifecycle.New(rt.Store, peppers, rt.Format, lifecycle.WithAuditRetention(lifecycle.DefaultAuditRetention))
-	srv := admin.New(admin.Config{
-		Keys:       svc,
-		Store:      rt.Store,
-		Gateway:    rt.Gateway,
-		RateLimits: rt.UsagePlans(),
-		Flusher:    rt.Flusher(),
+	plans, flusher := rt.UsagePlans(), rt.Flusher()
+	srv := admin.New(admin.Config{Keys: svc, Store: rt.Store, Gateway: rt.Gateway, RateLimits: plans, Flusher: flusher,
 		Leaks: admin.Leaks{
 			Keys:      &leaks.GitHubKeys{URL: leaks.GitHubKeysURL},
 			Responder: leaks.Responder{Keys: svc, Store: rt.Store, Peppers: peppers, Format: rt.Format, Policy: rt.Config.LeakPolicy},
 		},
 		Logger: rt.Log,
 	})
-	lambda.Start(httpadapter.New(admin.FromAPIGateway(rt.Config.OperatorRoleARN, srv)).ProxyWithContext)
+	h := rt.WithConsole(ctx, srv, console.Config{Keys: svc, Store: rt.Store, Peppers: peppers, RateLimits: plans, Flusher: flusher})
+	lambda.Start(httpadapter.New(admin.FromAPIGateway(rt.Config.OperatorRoleARN, h)).ProxyWithContext)
 }

@@ -146,7 +146,7 @@ func (k *keyward) restAPI() {
 	for _, r := range k.s.Routes.Routes {
 		k.protectedRoute(r)
 	}
-	for _, r := range config.AdminRoutes().Routes {
+	for _, r := range adminFunctionRoutes() {
 		k.adminRoute(r)
 	}
 	k.noRoutes()
@@ -252,8 +252,18 @@ func (k *keyward) adminFunctionARN() string {
 	return "arn:" + *awscdk.Aws_PARTITION() + ":lambda:" + *awscdk.Aws_REGION() + ":" + *awscdk.Aws_ACCOUNT_ID() + ":function:" + k.name(FnAdmin)
 }
 
-// adminRoute sends one of keyward's admin routes to the admin function
-// (Lambda proxy), authorized as config.AdminRoutes says.
+// adminFunctionRoutes are the routes the admin function serves: the admin
+// API's and the console's.
+func adminFunctionRoutes() []config.Route {
+	return append(config.AdminRoutes().Routes, config.ConsoleRoutes().Routes...)
+}
+
+// adminRoute sends one of the admin function's routes to it (Lambda
+// proxy), authorized as config.AdminRoutes and config.ConsoleRoutes say.
+// The function's answer goes to the client as it is (status, headers such
+// as Content-Type and Set-Cookie, body), so the console's HTML pages pass
+// through untouched; the gateway's own responses (gateway.json) are JSON,
+// and the API has no CORS configuration: the console is same-origin.
 func (k *keyward) adminRoute(r config.Route) {
 	integration := awsapigateway.NewIntegration(&awsapigateway.IntegrationProps{
 		Type:                  awsapigateway.IntegrationType_AWS_PROXY,
@@ -263,7 +273,8 @@ func (k *keyward) adminRoute(r config.Route) {
 	})
 	// auth "": management scopes, in the authorizer's policy and checked
 	// again by the handler; "iam": operators (SigV4); "none": GitHub's
-	// secret-scanning callback, which verifies its own signature.
+	// secret-scanning callback, which verifies its own signature, and the
+	// console, which signs members in itself (OpenID Connect).
 	opts := k.methodOptions(r, nil)
 	k.resource(r.Path).AddMethod(jsii.String(r.Method), integration, opts)
 }
@@ -326,7 +337,7 @@ func (k *keyward) noRoutes() {
 		AuthorizationType: awsapigateway.AuthorizationType_NONE,
 		MethodResponses:   &[]*awsapigateway.MethodResponse{{StatusCode: status}},
 	}
-	for _, p := range NoRoutePaths(k.s.Routes, config.AdminRoutes()) {
+	for _, p := range NoRoutePaths(k.s.Routes, config.AdminRoutes(), config.ConsoleRoutes()) {
 		k.resource(p).AddMethod(jsii.String("ANY"), integration, opts)
 	}
 }
@@ -335,9 +346,9 @@ func (k *keyward) noRoutes() {
 func arnPath(path string) string { return pathParam.ReplaceAllString(path, "*") }
 
 // adminIntegrationPermissions lets API Gateway invoke the admin function,
-// one permission per admin route and only from this API's stage.
+// one permission per route of its and only from this API's stage.
 func (k *keyward) adminIntegrationPermissions() {
-	for _, r := range config.AdminRoutes().Routes {
+	for _, r := range adminFunctionRoutes() {
 		id := "ApiInvoke" + r.Method + regexp.MustCompile(`[^A-Za-z0-9]`).ReplaceAllString(r.Path, "")
 		k.fns[FnAdmin].AddPermission(jsii.String(id), &awslambda.Permission{
 			Principal: awsiam.NewServicePrincipal(jsii.String("apigateway.amazonaws.com"), nil),

@@ -110,7 +110,7 @@ func (k *keyward) function(fn string) {
 // that `cdk deploy` refuses the assembly.
 func (k *keyward) environment(fn string) map[string]string {
 	d := k.deployment()
-	if err := d.Validate(fn); err != nil {
+	if err := checkable(d).Validate(fn); err != nil {
 		awscdk.Annotations_Of(k.stack).AddError(jsii.String(fmt.Sprintf("the %s function's environment: %v", fn, err)))
 	}
 	return d.Environ(fn)
@@ -146,6 +146,29 @@ func (k *keyward) deployment() config.Deployment {
 	if k.operator != nil {
 		d.OperatorRoleARN = *k.operator.RoleArn()
 	}
+	if k.signIn.issuer != "" {
+		d.OIDCIssuer, d.OIDCClientID, d.OIDCClientSecretARN = k.signIn.issuer, k.signIn.clientID, k.signIn.secretARN
+		d.OIDCTenantClaim, d.OIDCRoleClaim, d.OIDCMemberClaim = k.s.TenantClaim, k.s.RoleClaim, k.s.MemberClaim
+		d.ConsoleURL = k.consoleURL()
+	}
+	return d
+}
+
+// checkable is d with each value CloudFormation resolves at deployment
+// (a reference, or a string with one) replaced by one of the form it
+// resolves to, so that Validate checks what synthesis knows, and that
+// nothing a function needs is missing. The rest of the references are
+// names and ids, which Validate only needs to be set.
+func checkable(d config.Deployment) config.Deployment {
+	resolved := func(v *string, example string) {
+		if *awscdk.Token_IsUnresolved(jsii.String(*v)) {
+			*v = example
+		}
+	}
+	resolved(&d.OIDCIssuer, "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_example")
+	resolved(&d.OIDCClientID, "example")
+	resolved(&d.OIDCClientSecretARN, "arn:aws:secretsmanager:eu-west-1:111122223333:secret:example-AbCdEf")
+	resolved(&d.ConsoleURL, "https://example.execute-api.eu-west-1.amazonaws.com/dev"+config.ConsolePath)
 	return d
 }
 

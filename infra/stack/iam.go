@@ -79,7 +79,8 @@ func (k *keyward) permissions() {
 	// a tenant's keys and one key's audit entries, gsi3 for a member's,
 	// and BatchGetItem for the items those keys-only indexes name; API
 	// keys and usage-plan keys for rate limits; the stage's authorizer
-	// cache.
+	// cache; the console's client secret (its secret only: the stack's,
+	// or the one oidcClientSecretArn names).
 	var planKeys, planKey []string
 	for _, t := range k.s.Gateway.RateLimitTiers {
 		id := *k.plans[t.Name].UsagePlanId()
@@ -99,6 +100,8 @@ func (k *keyward) permissions() {
 		// DeleteUsagePlanKey.
 		statement("UsagePlanKey", []string{"apigateway:DELETE"}, planKey, nil),
 		k.flushStatement(),
+		// The console's OIDC client secret, read once at start.
+		statement("ConsoleClientSecret", []string{"secretsmanager:GetSecretValue"}, []string{k.signIn.secretARN}, nil),
 	)
 
 	// rotation: ListPeppers (Query), CreatePepper (PutItem), RetirePepper

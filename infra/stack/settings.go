@@ -45,6 +45,13 @@ const (
 	CtxAPIGatewayAccountRole = "apiGatewayCloudWatchRole"
 	CtxLeakPolicy            = "leakPolicy"
 	CtxPepperRotationDays    = "pepperRotationDays"
+	CtxCognitoDomainPrefix   = "cognitoDomainPrefix"
+	CtxOIDCIssuer            = "oidcIssuer"
+	CtxOIDCClientID          = "oidcClientId"
+	CtxOIDCClientSecretARN   = "oidcClientSecretArn"
+	CtxOIDCTenantClaim       = "oidcTenantClaim"
+	CtxOIDCRoleClaim         = "oidcRoleClaim"
+	CtxOIDCMemberClaim       = "oidcMemberClaim"
 )
 
 // ContextKeys lists every key (docs/deploy.md documents each).
@@ -52,6 +59,8 @@ var ContextKeys = []string{
 	CtxPrefix, CtxStage, CtxProduction, CtxUpstreamURL, CtxRoutesFile, CtxAuthorizerCacheTTL,
 	CtxUsageIdentity, CtxRateLimitTiers, CtxAlarmEmail, CtxDomainName, CtxCertificateARN,
 	CtxDistDir, CtxTracing, CtxAPIGatewayAccountRole, CtxLeakPolicy, CtxPepperRotationDays,
+	CtxCognitoDomainPrefix, CtxOIDCIssuer, CtxOIDCClientID, CtxOIDCClientSecretARN,
+	CtxOIDCTenantClaim, CtxOIDCRoleClaim, CtxOIDCMemberClaim,
 }
 
 // Defaults that do not come from package config.
@@ -112,7 +121,27 @@ type Settings struct {
 	// rotation job makes another (config.EnvPepperRotationDays); 0 leaves
 	// the job's default, 90.
 	PepperRotationDays int
+
+	// The members' sign-in to the console. With OIDCIssuer empty (the
+	// default) the stack creates an Amazon Cognito user pool, its hosted
+	// sign-in domain (CognitoDomainPrefix, "" for one derived from the
+	// stack's name) and the console's app client. Otherwise the console
+	// signs members in with that issuer, as the client OIDCClientID whose
+	// secret is in the Secrets Manager secret OIDCClientSecretARN.
+	CognitoDomainPrefix string
+	OIDCIssuer          string
+	OIDCClientID        string
+	OIDCClientSecretARN string
+	// The ID token's claims that name a member's tenant, role and
+	// identity (config.EnvOIDCTenantClaim …): by default the user pool's.
+	TenantClaim string
+	RoleClaim   string
+	MemberClaim string
 }
+
+// Cognito reports whether the stack creates the members' user pool, rather
+// than using an OIDC provider of the deployer's.
+func (s Settings) Cognito() bool { return s.OIDCIssuer == "" }
 
 // StackName is the CloudFormation stack's name, and the prefix of the
 // functions' names.
@@ -137,6 +166,9 @@ func FromContext(get func(key string) any, root string) (Settings, error) {
 		Gateway:               gw,
 		DistDir:               filepath.Join(root, "dist"),
 		APIGatewayAccountRole: true,
+		TenantClaim:           config.DefaultTenantClaim,
+		RoleClaim:             config.DefaultRoleClaim,
+		MemberClaim:           config.DefaultMemberClaim,
 	}
 	c := contextReader{get: get, root: root}
 	c.str(CtxPrefix, &s.Prefix)
@@ -155,6 +187,13 @@ func FromContext(get func(key string) any, root string) (Settings, error) {
 	c.path(CtxDistDir, &s.DistDir)
 	c.boolean(CtxTracing, &s.Tracing)
 	c.boolean(CtxAPIGatewayAccountRole, &s.APIGatewayAccountRole)
+	c.str(CtxCognitoDomainPrefix, &s.CognitoDomainPrefix)
+	c.str(CtxOIDCIssuer, &s.OIDCIssuer)
+	c.str(CtxOIDCClientID, &s.OIDCClientID)
+	c.str(CtxOIDCClientSecretARN, &s.OIDCClientSecretARN)
+	c.str(CtxOIDCTenantClaim, &s.TenantClaim)
+	c.str(CtxOIDCRoleClaim, &s.RoleClaim)
+	c.str(CtxOIDCMemberClaim, &s.MemberClaim)
 	var policy string
 	c.str(CtxLeakPolicy, &policy)
 	s.LeakPolicy = config.LeakPolicy(policy)
@@ -295,13 +334,73 @@ func (s Settings) Validate() error {
 	if (s.DomainName == "") != (s.CertificateARN == "") {
 		return fmt.Errorf("context %s and %s go together", CtxDomainName, CtxCertificateARN)
 	}
+	if s.DomainName != "" && !hostName.MatchString(s.DomainName) {
+		return fmt.Errorf("context %s: %q must be a host name, such as api.example.com", CtxDomainName, s.DomainName)
+	}
 	if s.AlarmEmail != "" && !strings.Contains(s.AlarmEmail, "@") {
 		return fmt.Errorf("context %s: %q is not an email address", CtxAlarmEmail, s.AlarmEmail)
 	}
 	// What the authorizer compiles at start, compiled now: a table it
 	// would refuse fails synthesis instead of every cold start.
-	if _, err := route.Compile(s.Routes, config.AdminRoutes()); err != nil {
-		return fmt.Errorf("route table %s: %w", cmp.Or(s.RoutesFile, "pkg/config/routes.json"), err)
+	table := cmp.Or(s.RoutesFile, "pkg/config/routes.json")
+	if _, err := route.Compile(s.Routes, config.AdminRoutes(), config.ConsoleRoutes()); err != nil {
+		return fmt.Errorf("route table %s: %w", table, err)
+	}
+	// The console owns every path below its own: API Gateway allows one
+	// variable child per resource, and the console's is {proxy+}.
+	for _, r := range s.Routes.Routes {
+		if r.Path == config.ConsolePath || strings.HasPrefix(r.Path, config.ConsolePath+"/") {
+			return fmt.Errorf("route table %s: %s %s: %s belongs to keyward's console", table, r.Method, r.Path, config.ConsolePath)
+		}
+	}
+	return s.validateSignIn()
+}
+
+// hostName is a DNS name in lowercase.
+var hostName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// cognitoDomainPrefix: Cognito's rule for a prefix of its own domain.
+var cognitoDomainPrefix = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// cognitoReserved are words a Cognito domain prefix may not contain.
+var cognitoReserved = []string{"aws", "amazon", "cognito"}
+
+// validateSignIn checks the members' sign-in: the user pool's domain, or
+// an OIDC provider of the deployer's (checkDeployment has checked each
+// value as the admin function would).
+func (s Settings) validateSignIn() error {
+	external := map[string]string{CtxOIDCIssuer: s.OIDCIssuer, CtxOIDCClientID: s.OIDCClientID, CtxOIDCClientSecretARN: s.OIDCClientSecretARN}
+	var missing []string
+	for _, key := range []string{CtxOIDCIssuer, CtxOIDCClientID, CtxOIDCClientSecretARN} {
+		if external[key] == "" {
+			missing = append(missing, key)
+		}
+	}
+	if len(missing) > 0 && len(missing) < len(external) {
+		return fmt.Errorf("context %s, %s and %s go together (an OIDC provider instead of the Cognito user pool): %s missing",
+			CtxOIDCIssuer, CtxOIDCClientID, CtxOIDCClientSecretARN, strings.Join(missing, ", "))
+	}
+	if !s.Cognito() {
+		if u, err := url.Parse(s.OIDCIssuer); err != nil || u.Scheme != "https" {
+			return fmt.Errorf("context %s: %q must be an https URL", CtxOIDCIssuer, s.OIDCIssuer)
+		}
+		if s.CognitoDomainPrefix != "" {
+			return fmt.Errorf("context %s is the Cognito user pool's, which the stack does not create with %s", CtxCognitoDomainPrefix, CtxOIDCIssuer)
+		}
+		return nil
+	}
+	prefix, key := s.CognitoDomainPrefix, CtxCognitoDomainPrefix
+	if prefix == "" {
+		// The default adds the stack's own id, known at deployment.
+		prefix, key = s.StackName(), CtxStage
+	}
+	if !cognitoDomainPrefix.MatchString(prefix) {
+		return fmt.Errorf("context %s: %q must be 1 to 63 lowercase letters, digits and hyphens, not starting or ending with a hyphen", key, prefix)
+	}
+	for _, w := range cognitoReserved {
+		if strings.Contains(prefix, w) {
+			return fmt.Errorf("context %s: the Cognito domain prefix %q must not contain %q (set %s)", key, prefix, w, CtxCognitoDomainPrefix)
+		}
 	}
 	return nil
 }
@@ -310,9 +409,16 @@ func (s Settings) Validate() error {
 // config.Deployment's Check names in an error; the gateway settings'
 // errors come from three keys.
 var contextOfVariable = map[string]string{
-	config.EnvTokenPrefix:        CtxPrefix,
-	config.EnvLeakPolicy:         CtxLeakPolicy,
-	config.EnvPepperRotationDays: CtxPepperRotationDays,
+	config.EnvTokenPrefix:         CtxPrefix,
+	config.EnvLeakPolicy:          CtxLeakPolicy,
+	config.EnvPepperRotationDays:  CtxPepperRotationDays,
+	config.EnvOIDCIssuer:          CtxOIDCIssuer,
+	config.EnvOIDCClientID:        CtxOIDCClientID,
+	config.EnvOIDCClientSecretARN: CtxOIDCClientSecretARN,
+	config.EnvOIDCTenantClaim:     CtxOIDCTenantClaim,
+	config.EnvOIDCRoleClaim:       CtxOIDCRoleClaim,
+	config.EnvOIDCMemberClaim:     CtxOIDCMemberClaim,
+	config.EnvConsoleURL:          CtxDomainName,
 }
 
 // checkDeployment checks the functions' settings that synthesis knows
@@ -321,7 +427,10 @@ var contextOfVariable = map[string]string{
 // refuse at start, with the same message.
 func (s Settings) checkDeployment() error {
 	d := config.Deployment{TokenPrefix: s.Prefix, Gateway: s.Gateway, Stage: s.Stage,
-		LeakPolicy: s.LeakPolicy, PepperRotationDays: s.PepperRotationDays}
+		LeakPolicy: s.LeakPolicy, PepperRotationDays: s.PepperRotationDays,
+		OIDCIssuer: s.OIDCIssuer, OIDCClientID: s.OIDCClientID, OIDCClientSecretARN: s.OIDCClientSecretARN,
+		OIDCTenantClaim: s.TenantClaim, OIDCRoleClaim: s.RoleClaim, OIDCMemberClaim: s.MemberClaim,
+		ConsoleURL: s.consoleURLIfKnown()}
 	err := d.Check()
 	var ve *config.VariableError
 	switch {
@@ -332,6 +441,15 @@ func (s Settings) checkDeployment() error {
 	default:
 		return fmt.Errorf("context %s, %s or %s: %w", CtxAuthorizerCacheTTL, CtxUsageIdentity, CtxRateLimitTiers, err)
 	}
+}
+
+// consoleURLIfKnown is the console's URL when synthesis knows it: on the
+// custom domain. The stage's URL is known at deployment.
+func (s Settings) consoleURLIfKnown() string {
+	if s.DomainName == "" {
+		return ""
+	}
+	return "https://" + s.DomainName + config.ConsolePath
 }
 
 // MissingBootstraps lists the functions whose <DistDir>/<fn>/bootstrap

@@ -40,12 +40,16 @@ func TestSettingsDefaultsComeFromConfig(t *testing.T) {
 	want := stack.Settings{
 		Prefix: "keyward", Stage: "dev", UpstreamURL: "https://example.com", Routes: routes, Gateway: gw,
 		DistDir: filepath.Join(repoRoot, "dist"), APIGatewayAccountRole: true,
+		TenantClaim: config.DefaultTenantClaim, RoleClaim: config.DefaultRoleClaim, MemberClaim: config.DefaultMemberClaim,
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("defaults = %+v, want %+v", s, want)
 	}
 	if s.StackName() != "keyward-dev" {
 		t.Errorf("stack name %q", s.StackName())
+	}
+	if !s.Cognito() {
+		t.Error("the default is not the Cognito user pool")
 	}
 }
 
@@ -90,6 +94,10 @@ func TestSettingsRefused(t *testing.T) {
 	if err := os.WriteFile(adminRoute, []byte(`{"routes":[{"method":"GET","path":"/v1/things","scope":"things:read"}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	consoleRoute := filepath.Join(dir, "console.json")
+	if err := os.WriteFile(consoleRoute, []byte(`{"routes":[{"method":"GET","path":"/console/{id}","scope":"things:read"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	badScope := filepath.Join(dir, "bad.json")
 	if err := os.WriteFile(badScope, []byte(`{"routes":[{"method":"GET","path":"/things","scope":"*"}]}`), 0o644); err != nil {
 		t.Fatal(err)
@@ -108,8 +116,10 @@ func TestSettingsRefused(t *testing.T) {
 		"tiers not json":        {"rateLimitTiers": "fast"},
 		"domain without cert":   {"domainName": "api.example.org"},
 		"cert without domain":   {"certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/x"},
+		"domain not a host":     {"domainName": "https://api.example.org", "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/x"},
 		"alarm email":           {"alarmEmail": "ops"},
 		"routes under /v1":      {"routesFile": adminRoute},
+		"routes under /console": {"routesFile": consoleRoute},
 		"routes compile":        {"routesFile": badScope},
 		"routes missing":        {"routesFile": filepath.Join(dir, "none.json")},
 		"production not bool":   {"production": "yes please"},
@@ -121,6 +131,54 @@ func TestSettingsRefused(t *testing.T) {
 	} {
 		if _, err := stack.FromContext(contextOf(ctx), repoRoot); err == nil {
 			t.Errorf("%s: %v accepted", name, ctx)
+		}
+	}
+}
+
+// TestSignInRefused: an OIDC provider's settings that the admin function
+// would refuse, or that do not go together, and a Cognito domain prefix
+// Cognito would refuse, fail synthesis naming the context key.
+func TestSignInRefused(t *testing.T) {
+	issuer, client, secret := "https://login.example.org", "keyward-console", "arn:aws:secretsmanager:eu-west-1:111122223333:secret:console-AbCdEf"
+	oidc := func(extra map[string]any) map[string]any {
+		m := map[string]any{stack.CtxOIDCIssuer: issuer, stack.CtxOIDCClientID: client, stack.CtxOIDCClientSecretARN: secret}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	for name, c := range map[string]struct {
+		ctx  map[string]any
+		want string
+	}{
+		"issuer alone":           {map[string]any{stack.CtxOIDCIssuer: issuer}, "oidcClientId, oidcClientSecretArn missing"},
+		"no secret":              {oidc(map[string]any{stack.CtxOIDCClientSecretARN: ""}), "oidcClientSecretArn missing"},
+		"secret alone":           {map[string]any{stack.CtxOIDCClientSecretARN: secret}, "oidcIssuer, oidcClientId missing"},
+		"issuer http":            {oidc(map[string]any{stack.CtxOIDCIssuer: "http://login.example.org"}), "context oidcIssuer"},
+		"issuer http localhost":  {oidc(map[string]any{stack.CtxOIDCIssuer: "http://localhost:8081"}), "context oidcIssuer"},
+		"issuer relative":        {oidc(map[string]any{stack.CtxOIDCIssuer: "login.example.org"}), "context oidcIssuer"},
+		"secret not an arn":      {oidc(map[string]any{stack.CtxOIDCClientSecretARN: "console-secret"}), "context oidcClientSecretArn"},
+		"secret parameter":       {oidc(map[string]any{stack.CtxOIDCClientSecretARN: "arn:aws:ssm:eu-west-1:111122223333:parameter/x"}), "context oidcClientSecretArn"},
+		"client id spaces":       {oidc(map[string]any{stack.CtxOIDCClientID: "my client"}), "context oidcClientId"},
+		"claim twice":            {oidc(map[string]any{stack.CtxOIDCRoleClaim: "custom:tenant_id"}), "context oidcRoleClaim"},
+		"claim spaces":           {map[string]any{stack.CtxOIDCMemberClaim: "user id"}, "context oidcMemberClaim"},
+		"domain prefix and oidc": {oidc(map[string]any{stack.CtxCognitoDomainPrefix: "acme"}), "context cognitoDomainPrefix"},
+		"domain prefix case":     {map[string]any{stack.CtxCognitoDomainPrefix: "Acme"}, "context cognitoDomainPrefix"},
+		"domain prefix hyphen":   {map[string]any{stack.CtxCognitoDomainPrefix: "acme-"}, "context cognitoDomainPrefix"},
+		"domain prefix reserved": {map[string]any{stack.CtxCognitoDomainPrefix: "acme-cognito"}, "context cognitoDomainPrefix"},
+		"stage reserved":         {map[string]any{stack.CtxStage: "laws"}, "set cognitoDomainPrefix"},
+		"issuer type":            {map[string]any{stack.CtxOIDCIssuer: 42.0}, "context oidcIssuer"},
+	} {
+		_, err := stack.FromContext(contextOf(c.ctx), repoRoot)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", name, err, c.want)
+		}
+	}
+	// An OIDC provider of one's own, and a stage with a reserved word and
+	// a prefix of its own, are fine.
+	for _, ctx := range []map[string]any{oidc(nil), oidc(map[string]any{stack.CtxStage: "laws"}), {stack.CtxStage: "laws", stack.CtxCognitoDomainPrefix: "acme-keys"}} {
+		if _, err := stack.FromContext(contextOf(ctx), repoRoot); err != nil {
+			t.Errorf("%v: %v", ctx, err)
 		}
 	}
 }
@@ -153,6 +211,12 @@ func TestSettingsRefusedAsTheFunctionsWould(t *testing.T) {
 		"leak policy":        {stack.CtxLeakPolicy, "ignore", config.EnvLeakPolicy},
 		"rotation days":      {stack.CtxPepperRotationDays, "-1", config.EnvPepperRotationDays},
 		"long rotation days": {stack.CtxPepperRotationDays, "3651", config.EnvPepperRotationDays},
+		"oidc issuer":        {stack.CtxOIDCIssuer, "http://login.example.org", config.EnvOIDCIssuer},
+		"oidc client":        {stack.CtxOIDCClientID, "a client", config.EnvOIDCClientID},
+		"oidc secret":        {stack.CtxOIDCClientSecretARN, "console-secret", config.EnvOIDCClientSecretARN},
+		"tenant claim":       {stack.CtxOIDCTenantClaim, "the tenant", config.EnvOIDCTenantClaim},
+		"role claim":         {stack.CtxOIDCRoleClaim, "the role", config.EnvOIDCRoleClaim},
+		"member claim":       {stack.CtxOIDCMemberClaim, "the member", config.EnvOIDCMemberClaim},
 	} {
 		_, synth := stack.FromContext(contextOf(map[string]any{c.key: c.value}), repoRoot)
 		_, start := config.DeploymentFromEnv(func(name string) string {

@@ -31,6 +31,9 @@ const (
 	OutputJobsFunctionName      = "JobsFunctionName"
 	OutputDomainTarget          = "CustomDomainTarget"
 	OutputOperatorRoleARN       = "OperatorRoleArn"
+	OutputConsoleURL            = "ConsoleUrl"
+	OutputUserPoolID            = "UserPoolId"
+	OutputSignInDomain          = "SignInDomain"
 )
 
 // keyward holds the constructs while the stack is built; each part is one
@@ -51,6 +54,7 @@ type keyward struct {
 	operator   awsiam.Role
 	authorizer awsapigateway.RequestAuthorizer
 	plans      map[string]awsapigateway.UsagePlan // by tier
+	signIn     signIn
 
 	bus awsevents.EventBus
 	dlq awssqs.Queue
@@ -86,6 +90,7 @@ func New(scope constructs.Construct, s Settings) awscdk.Stack {
 	k.function(FnAuthorizer)
 	k.restAPI()
 	k.operatorRole()
+	k.identity()
 	k.function(FnAdmin)
 	k.function(FnJobs)
 	k.function(FnPublisher)
@@ -123,6 +128,11 @@ func (k *keyward) outputs() {
 	out(OutputAlarmTopicARN, *k.topic.TopicArn(), "The SNS topic every alarm notifies")
 	out(OutputJobsFunctionName, *k.fns[FnJobs].FunctionName(), "The scheduled jobs' function")
 	out(OutputOperatorRoleARN, *k.operator.RoleArn(), "The role whose sessions onboard and offboard tenants (SigV4 on /v1/tenants)")
+	out(OutputConsoleURL, k.consoleURL(), "The members' web console")
+	if k.signIn.pool != nil {
+		out(OutputUserPoolID, *k.signIn.pool.UserPoolId(), "The members' Cognito user pool: invite members there, with custom:tenant_id and custom:role")
+		out(OutputSignInDomain, *k.signIn.domain.BaseUrl(nil), "The user pool's hosted sign-in pages")
+	}
 }
 
 // operatorRole creates the platform operators' role: principals of the

@@ -41,7 +41,8 @@ func TestMain(m *testing.M) {
 
 func TestResourceCounts(t *testing.T) {
 	f := get(t)
-	routes := len(f.devS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(stack.NoRoutePaths(f.devS.Routes, config.AdminRoutes()))
+	routes := len(f.devS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(config.ConsoleRoutes().Routes) +
+		len(stack.NoRoutePaths(f.devS.Routes, config.AdminRoutes(), config.ConsoleRoutes()))
 	for typ, n := range map[string]int{
 		"AWS::DynamoDB::Table":             1,
 		"AWS::KMS::Key":                    2,
@@ -67,6 +68,10 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::CloudWatch::Dashboard":       1,
 		"Custom::AWS":                      1,
 		"AWS::Lambda::LayerVersion":        0,
+		"AWS::Cognito::UserPool":           1,
+		"AWS::Cognito::UserPoolClient":     1,
+		"AWS::Cognito::UserPoolDomain":     1,
+		"AWS::SecretsManager::Secret":      1,
 	} {
 		if got := len(f.dev.ofType(typ)); got != n {
 			t.Errorf("%s: %d, want %d", typ, got, n)
@@ -81,10 +86,27 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::ApiGateway::BasePathMapping": 1,
 		"AWS::SNS::Subscription":           1,
 		"AWS::Lambda::LayerVersion":        1,
-		"AWS::ApiGateway::Method":          len(f.prodS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(stack.NoRoutePaths(f.prodS.Routes, config.AdminRoutes())),
+		"AWS::ApiGateway::Method": len(f.prodS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(config.ConsoleRoutes().Routes) +
+			len(stack.NoRoutePaths(f.prodS.Routes, config.AdminRoutes(), config.ConsoleRoutes())),
+		"AWS::Cognito::UserPool":      1,
+		"AWS::SecretsManager::Secret": 1,
 	} {
 		if got := len(f.prod.ofType(typ)); got != n {
 			t.Errorf("prod %s: %d, want %d", typ, got, n)
+		}
+	}
+	// With an OIDC provider of the deployer's: no user pool, no secret, no
+	// other function or role.
+	for typ, n := range map[string]int{
+		"AWS::Cognito::UserPool":       0,
+		"AWS::Cognito::UserPoolClient": 0,
+		"AWS::Cognito::UserPoolDomain": 0,
+		"AWS::SecretsManager::Secret":  0,
+		"AWS::Lambda::Function":        5,
+		"AWS::IAM::Role":               7,
+	} {
+		if got := len(f.oidc.ofType(typ)); got != n {
+			t.Errorf("oidc %s: %d, want %d", typ, got, n)
 		}
 	}
 }
@@ -243,6 +265,9 @@ func TestFunctions(t *testing.T) {
 		authzEnv := with(nil)
 		adminEnv := with(map[string]string{config.EnvRestAPIID: ref(x.api), config.EnvStage: c.s.Stage, config.EnvUsagePlans: plans,
 			config.EnvOperatorRoleARN: att(x.operator, "Arn")})
+		for k, v := range signInEnv(t, c.m, c.s) {
+			adminEnv[k] = v
+		}
 		if c.s.RoutesFile != "" { // prod
 			authzEnv = with(map[string]string{config.EnvRoutesFile: "/opt/keyward/routes.json"})
 			adminEnv[config.EnvLeakPolicy] = "flag"
@@ -302,6 +327,24 @@ func TestFunctions(t *testing.T) {
 // ${Id.Attr}, as flat renders them) in a function's environment.
 var placeholder = regexp.MustCompile(`\$\{([A-Za-z0-9]+)(\.[A-Za-z]+)?\}`)
 
+// pseudoParameters are values CloudFormation's pseudo parameters could
+// have.
+var pseudoParameters = strings.NewReplacer("${AWS::Region}", "eu-west-1", "${AWS::URLSuffix}", "amazonaws.com",
+	"${AWS::Partition}", "aws", "${AWS::AccountId}", "111122223333")
+
+// deployed is a value of the template as CloudFormation could resolve it:
+// a secret's reference is its ARN, any other reference a placeholder.
+func deployed(m *tmpl, v string) string {
+	v = pseudoParameters.Replace(v)
+	return placeholder.ReplaceAllStringFunc(v, func(r string) string {
+		id := placeholder.FindStringSubmatch(r)[1]
+		if m.res[id]["Type"] == "AWS::SecretsManager::Secret" {
+			return "arn:aws:secretsmanager:eu-west-1:111122223333:secret:" + id + "-AbCdEf"
+		}
+		return "placeholder-" + id
+	})
+}
+
 // TestFunctionEnvironmentsParse: the environment the stack sets for each
 // function, with its references replaced by placeholders, is one the
 // function's own parser accepts with that function's requirements, and
@@ -316,7 +359,7 @@ func TestFunctionEnvironmentsParse(t *testing.T) {
 		name string
 		m    *tmpl
 		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}, {"tiers", f.tiers, tiersS}} {
+	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}, {"tiers", f.tiers, tiersS}, {"oidc", f.oidc, f.oidcS}} {
 		parsed := 0
 		for _, r := range c.m.ofType("AWS::Lambda::Function") {
 			p := props(r)
@@ -326,7 +369,7 @@ func TestFunctionEnvironmentsParse(t *testing.T) {
 			}
 			env := map[string]string{}
 			for k, v := range p["Environment"].(map[string]any)["Variables"].(map[string]any) {
-				env[k] = placeholder.ReplaceAllString(flat(v), "placeholder-$1")
+				env[k] = deployed(c.m, flat(v))
 			}
 			d, err := config.DeploymentFromEnv(func(name string) string { return env[name] })
 			if err == nil {
@@ -345,6 +388,9 @@ func TestFunctionEnvironmentsParse(t *testing.T) {
 			}
 			if fn == stack.FnAdmin && d.LeakPolicy != cmp.Or(c.s.LeakPolicy, config.LeakRevoke) {
 				t.Errorf("%s admin reads leak policy %q", c.name, d.LeakPolicy)
+			}
+			if fn == stack.FnAdmin && (d.OIDCIssuer == "" || d.OIDCTenantClaim != c.s.TenantClaim || d.OIDCRoleClaim != c.s.RoleClaim || d.OIDCMemberClaim != c.s.MemberClaim) {
+				t.Errorf("%s admin reads the console's settings %+v", c.name, d)
 			}
 			if fn == stack.FnJobs && d.PepperRotationDays != c.s.PepperRotationDays {
 				t.Errorf("%s jobs reads %d rotation days, want %d", c.name, d.PepperRotationDays, c.s.PepperRotationDays)
@@ -460,7 +506,7 @@ func TestRouteTableIsConfigs(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]string{}
-		for _, r := range append(slices.Clone(protected.Routes), config.AdminRoutes().Routes...) {
+		for _, r := range slices.Concat(protected.Routes, config.AdminRoutes().Routes, config.ConsoleRoutes().Routes) {
 			want[r.Method+" "+r.Path] = r.Auth
 		}
 		got := map[string]string{}
@@ -518,7 +564,7 @@ func TestRouteTableIsConfigs(t *testing.T) {
 			}
 		}
 		adminURI := "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:" + c.s.StackName() + "-admin/invocations"
-		for _, r := range config.AdminRoutes().Routes {
+		for _, r := range slices.Concat(config.AdminRoutes().Routes, config.ConsoleRoutes().Routes) {
 			in := deployed[r.Method+" "+r.Path].Integration
 			if in["Type"] != "AWS_PROXY" || in["IntegrationHttpMethod"] != "POST" || flat(in["Uri"]) != adminURI {
 				t.Errorf("%s %s %s: integration %v", c.name, r.Method, r.Path, in)
@@ -579,7 +625,7 @@ func TestLambdaPermissions(t *testing.T) {
 		}
 	}
 	var want []string
-	for _, r := range config.AdminRoutes().Routes {
+	for _, r := range slices.Concat(config.AdminRoutes().Routes, config.ConsoleRoutes().Routes) {
 		path := r.Path
 		for _, seg := range strings.Split(r.Path, "/") {
 			if strings.HasPrefix(seg, "{") {
@@ -917,6 +963,7 @@ func TestLeastPrivilege(t *testing.T) {
 			"UsagePlanKeys":           {Actions: []string{"apigateway:GET", "apigateway:POST"}, Resources: sorted(planKeys...)},
 			"UsagePlanKey":            {Actions: []string{"apigateway:DELETE"}, Resources: sorted(planKey...)},
 			"FlushAuthorizerCache":    {Actions: []string{"apigateway:DELETE"}, Resources: []string{apigw("/restapis/" + ref(x.api) + "/stages/dev/cache/authorizers")}},
+			"ConsoleClientSecret":     {Actions: []string{"secretsmanager:GetSecretValue"}, Resources: []string{ref(consoleSecret(t, f.dev))}},
 		},
 		stack.FnJobs: {
 			"Logs":                    logs(stack.FnJobs),
@@ -1108,6 +1155,9 @@ func TestOutputs(t *testing.T) {
 		stack.OutputAlarmTopicARN:         ref(x.topic),
 		stack.OutputJobsFunctionName:      ref(x.fn[stack.FnJobs]),
 		stack.OutputOperatorRoleARN:       arn(x.operator),
+		stack.OutputConsoleURL:            "https://" + ref(x.api) + ".execute-api.${AWS::Region}.${AWS::URLSuffix}/dev/console",
+		stack.OutputUserPoolID:            ref(userPool(t, f.dev)),
+		stack.OutputSignInDomain:          "https://" + ref(signInDomain(t, f.dev)) + ".auth.${AWS::Region}.amazoncognito.com",
 	}
 	if !reflect.DeepEqual(out, want) {
 		t.Errorf("outputs\n got %v\nwant %v", out, want)
@@ -1121,7 +1171,7 @@ func TestMissingBootstrapBlocksDeploy(t *testing.T) {
 	if errs := assertions.Annotations_FromStack(f.nodist).FindError(jsii.String("*"), assertions.Match_AnyValue()); len(*errs) != 1 {
 		t.Errorf("%d errors on the stack without binaries", len(*errs))
 	}
-	for name, st := range map[string]awscdk.Stack{"dev": f.devStack, "prod": f.prodStack} {
+	for name, st := range map[string]awscdk.Stack{"dev": f.devStack, "prod": f.prodStack, "oidc": f.oidcStack} {
 		if errs := assertions.Annotations_FromStack(st).FindError(jsii.String("*"), assertions.Match_AnyValue()); len(*errs) != 0 {
 			t.Errorf("%s: errors %v", name, *errs)
 		}
@@ -1218,7 +1268,7 @@ func TestNoRoutes(t *testing.T) {
 			}
 		}
 		want := map[string]bool{}
-		for _, p := range stack.NoRoutePaths(c.s.Routes, config.AdminRoutes()) {
+		for _, p := range stack.NoRoutePaths(c.s.Routes, config.AdminRoutes(), config.ConsoleRoutes()) {
 			want[p] = true
 		}
 		if !reflect.DeepEqual(got, want) {
@@ -1226,7 +1276,7 @@ func TestNoRoutes(t *testing.T) {
 		}
 		// Every resource a route has, and the root, answers ANY; a greedy
 		// child is added only where no variable child is already.
-		for _, p := range []string{"/", "/v1", "/v1/keys/{id}", "/v1/{proxy+}", "/v1/keys/{id}/rotate/{proxy+}", "/{proxy+}"} {
+		for _, p := range []string{"/", "/v1", "/v1/keys/{id}", "/v1/{proxy+}", "/v1/keys/{id}/rotate/{proxy+}", "/{proxy+}", "/console", "/console/{proxy+}"} {
 			if !want[p] {
 				t.Errorf("%s: no no-route mock on %s", c.name, p)
 			}

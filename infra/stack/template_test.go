@@ -23,13 +23,21 @@ import (
 type fixture struct {
 	base                        string
 	dev, prod, tiers            *tmpl // tiers: a stack with customTiers
-	devS, prodS                 stack.Settings
+	oidc                        *tmpl // a stack with an OIDC provider of its own
+	devS, prodS, oidcS          stack.Settings
 	devStack, prodStack, nodist awscdk.Stack
+	oidcStack                   awscdk.Stack
 	prodRoutesFile              string
 }
 
 // fixtureBase holds the fixture's files, removed by TestMain.
 var fixtureBase string
+
+// The oidc fixture's provider and the secret of its client.
+const (
+	oidcIssuer    = "https://login.example.org/tenant/"
+	oidcSecretARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:keyward-console-AbCdEf"
+)
 
 // customTiers are rate-limit tiers other than the shipped ones.
 const customTiers = `[{"name":"default","requests_per_minute":120,"burst":20},{"name":"bulk","requests_per_minute":60000,"burst":5000}]`
@@ -67,6 +75,14 @@ var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 		"authorizerCacheTtl": "60", "usageIdentity": "tenant", "alarmEmail": "ops@example.org",
 		"domainName": "api.example.org", "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/abc",
 		"distDir": dist, "tracing": "true", "apiGatewayCloudWatchRole": "false", "leakPolicy": "flag",
+		"cognitoDomainPrefix": "acme-keys",
+	}), repoRoot); err != nil {
+		return nil, err
+	}
+	if f.oidcS, err = stack.FromContext(contextOf(map[string]any{
+		"stage": "oidc", "distDir": dist, "oidcIssuer": oidcIssuer, "oidcClientId": "keyward-console",
+		"oidcClientSecretArn": oidcSecretARN, "oidcTenantClaim": "https://example.org/tenant",
+		"oidcRoleClaim": "https://example.org/role", "oidcMemberClaim": "email",
 	}), repoRoot); err != nil {
 		return nil, err
 	}
@@ -82,7 +98,11 @@ var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 	f.devStack = stack.New(app, f.devS)
 	f.prodStack = stack.New(app, f.prodS)
 	f.nodist = stack.New(app, nodistS)
-	f.tiers = newTmpl(assertions.Template_FromStack(stack.New(app, tiersS), nil))
+	f.oidcStack = stack.New(app, f.oidcS)
+	tiers := stack.New(app, tiersS)
+	// Every stack exists before the first template: that synthesizes.
+	f.tiers = newTmpl(assertions.Template_FromStack(tiers, nil))
+	f.oidc = newTmpl(assertions.Template_FromStack(f.oidcStack, nil))
 	f.dev = newTmpl(assertions.Template_FromStack(f.devStack, nil))
 	f.prod = newTmpl(assertions.Template_FromStack(f.prodStack, nil))
 	return f, nil

@@ -37,7 +37,9 @@ var rank = map[string]int{
 	"pkg/leaks": 4, "pkg/jobs": 4,
 	// The admin API, and the local stand-in for API Gateway in front of it,
 	// which hands it requests as API Gateway does and so never imports it.
-	"pkg/admin": 5, "pkg/localstack/gateway": 5,
+	// The console beside it, and the local OpenID provider members of the
+	// demo tenant sign in with.
+	"pkg/admin": 5, "pkg/localstack/gateway": 5, "pkg/console": 5, "pkg/localstack/oidc": 5,
 	// Entry points: the Lambda functions and their wiring, the local stack.
 	"functions/internal/wiring": 6,
 	"functions/admin":           7, "functions/authorizer": 7, "functions/jobs": 7, "functions/publisher": 7, "pkg/localstack": 7,

@@ -20,6 +20,9 @@ import (
 // can set either.
 func FromAPIGateway(operatorRole string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// API Gateway serves only TLS 1.2+: browsers hold to it for a year
+		// (a plain-http local stack's header they ignore).
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
 		rc, ok := core.GetAPIGatewayContextFromContext(r.Context())
 		if !ok {
 			writeError(w, errUnauthorized)

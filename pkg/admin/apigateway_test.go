@@ -85,3 +85,14 @@ func TestFromAPIGateway(t *testing.T) {
 		t.Fatalf("request without API Gateway context: %d", rec.Code)
 	}
 }
+
+// TestHSTSOnEveryAnswer: the admin function's answers, the refusals
+// included, tell browsers to keep to https.
+func TestHSTSOnEveryAnswer(t *testing.T) {
+	h := admin.FromAPIGateway(operatorRole, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/keys", nil)) // no API Gateway context: refused
+	if rec.Code != http.StatusUnauthorized || rec.Header().Get("Strict-Transport-Security") != "max-age=31536000" {
+		t.Fatalf("%d, Strict-Transport-Security %q", rec.Code, rec.Header().Get("Strict-Transport-Security"))
+	}
+}

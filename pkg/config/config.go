@@ -150,8 +150,8 @@ func Routes(path string) (RouteTable, error) {
 		return RouteTable{}, fmt.Errorf("config: routes %s: %w", path, err)
 	}
 	for _, r := range t.Routes {
-		if strings.HasPrefix(r.Path, "/v1/") || r.Path == "/v1" {
-			return RouteTable{}, fmt.Errorf("config: routes: %s %s: /v1 belongs to keyward's admin API", r.Method, r.Path)
+		if AdminFunctionPath(r.Path) {
+			return RouteTable{}, fmt.Errorf("config: routes: %s %s: /v1 and /console belong to keyward's admin function", r.Method, r.Path)
 		}
 		// Only a key-authorized route gets IntegrationHeaders, which
 		// replace whatever the client sent under those names; on any other
@@ -283,4 +283,16 @@ func decodeStrict(data []byte, v any) error {
 		return fmt.Errorf("trailing data")
 	}
 	return nil
+}
+
+// AdminFunctionPath reports whether a route's path is the admin function's
+// (the admin API under /v1, the console under ConsolePath), which no
+// protected API's route may claim.
+func AdminFunctionPath(path string) bool {
+	for _, prefix := range []string{"/v1", ConsolePath} {
+		if path == prefix || strings.HasPrefix(path, prefix+"/") {
+			return true
+		}
+	}
+	return false
 }

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/keyward/keyward/pkg/apikey"
 )
@@ -29,6 +31,14 @@ const (
 	EnvLeakPolicy         = "KEYWARD_LEAK_POLICY"
 	EnvPepperRotationDays = "KEYWARD_PEPPER_ROTATION_DAYS"
 	EnvEventBus           = "KEYWARD_EVENT_BUS"
+
+	EnvOIDCIssuer          = "KEYWARD_OIDC_ISSUER"
+	EnvOIDCClientID        = "KEYWARD_OIDC_CLIENT_ID"
+	EnvOIDCClientSecretARN = "KEYWARD_OIDC_CLIENT_SECRET_ARN"
+	EnvOIDCTenantClaim     = "KEYWARD_OIDC_TENANT_CLAIM"
+	EnvOIDCRoleClaim       = "KEYWARD_OIDC_ROLE_CLAIM"
+	EnvOIDCMemberClaim     = "KEYWARD_OIDC_MEMBER_CLAIM"
+	EnvConsoleURL          = "KEYWARD_CONSOLE_URL"
 )
 
 // The Lambda functions, as in functions/<name>: each reads its own subset
@@ -57,6 +67,36 @@ const (
 
 // MaxPepperRotationDays bounds KEYWARD_PEPPER_ROTATION_DAYS (ten years).
 const MaxPepperRotationDays = 3650
+
+// ConsolePath is where the admin function serves the members' web console
+// (package console): every GET and POST at or below it (ConsoleRoutes).
+const ConsolePath = "/console"
+
+// The ID token claims the console reads by default, as the CDK stack's
+// Amazon Cognito user pool issues them: its custom attributes tenant_id and
+// role, and the user's subject.
+const (
+	DefaultTenantClaim = "custom:tenant_id"
+	DefaultRoleClaim   = "custom:role"
+	DefaultMemberClaim = "sub"
+)
+
+// ConsoleRoutes are the console's routes, served by the admin function
+// beside the admin API: GET and POST on ConsolePath and on every path
+// below it. They are public at the gateway (auth "none"): the console
+// signs members in with OpenID Connect and keeps its own session. They
+// are not in admin-routes.json, the JSON admin API that docs/openapi.yaml
+// documents route by route, so a gateway that serves the console compiles
+// them beside it: route.Compile(routes, AdminRoutes(), ConsoleRoutes()).
+func ConsoleRoutes() RouteTable {
+	var t RouteTable
+	for _, path := range []string{ConsolePath, ConsolePath + "/{proxy+}"} {
+		for _, method := range []string{"GET", "POST"} {
+			t.Routes = append(t.Routes, Route{Method: method, Path: path, Auth: AuthNone})
+		}
+	}
+	return t
+}
 
 // Deployment is the configuration of the deployed functions: what the CDK
 // stack sets in their environment (Environ) and what they read from it
@@ -87,7 +127,35 @@ type Deployment struct {
 	// rotation job makes another; 0 for the job's default.
 	PepperRotationDays int
 	EventBus           string // the EventBridge bus the publisher puts events on
+
+	// The console's sign-in, read by the admin function: the OpenID
+	// Connect provider's issuer URL, the console's client at that
+	// provider, and the Secrets Manager secret (its ARN) that holds the
+	// client's secret. Set together with ConsoleURL, or all unset (no
+	// console).
+	OIDCIssuer          string
+	OIDCClientID        string
+	OIDCClientSecretARN string
+	// The ID token claims that name a member's tenant, role and identity;
+	// "" for DefaultTenantClaim, DefaultRoleClaim and DefaultMemberClaim.
+	OIDCTenantClaim string
+	OIDCRoleClaim   string
+	OIDCMemberClaim string
+	// ConsoleURL is the console's base URL, ending in ConsolePath
+	// (https://api.example.com/console): the provider sends members back
+	// to ConsoleCallbackURL and, on sign-out, to ConsoleLogoutURL.
+	ConsoleURL string
 }
+
+// ConsoleCallbackURL is where the OpenID Connect provider sends a member
+// back after sign-in (the client's redirect URI).
+func (d Deployment) ConsoleCallbackURL() string { return d.ConsoleURL + "/callback" }
+
+// ConsoleLogoutURL is where the provider sends a member after sign-out.
+func (d Deployment) ConsoleLogoutURL() string { return d.ConsoleURL + "/signedout" }
+
+// consoleVariables are the variables the console needs together.
+var consoleVariables = []string{EnvOIDCIssuer, EnvOIDCClientID, EnvOIDCClientSecretARN, EnvConsoleURL}
 
 // Variable is one environment variable: which functions it is set for,
 // and whether they refuse to start without it.
@@ -168,6 +236,20 @@ var Variables = []Variable{
 		}},
 	{Name: EnvEventBus, Functions: []string{FnPublisher}, Required: true,
 		get: func(d Deployment) string { return d.EventBus }, set: func(d *Deployment, v string) error { d.EventBus = v; return nil }},
+	{Name: EnvOIDCIssuer, Functions: []string{FnAdmin},
+		get: func(d Deployment) string { return d.OIDCIssuer }, set: func(d *Deployment, v string) error { d.OIDCIssuer = v; return nil }},
+	{Name: EnvOIDCClientID, Functions: []string{FnAdmin},
+		get: func(d Deployment) string { return d.OIDCClientID }, set: func(d *Deployment, v string) error { d.OIDCClientID = v; return nil }},
+	{Name: EnvOIDCClientSecretARN, Functions: []string{FnAdmin},
+		get: func(d Deployment) string { return d.OIDCClientSecretARN }, set: func(d *Deployment, v string) error { d.OIDCClientSecretARN = v; return nil }},
+	{Name: EnvOIDCTenantClaim, Functions: []string{FnAdmin},
+		get: func(d Deployment) string { return d.OIDCTenantClaim }, set: func(d *Deployment, v string) error { d.OIDCTenantClaim = v; return nil }},
+	{Name: EnvOIDCRoleClaim, Functions: []string{FnAdmin},
+		get: func(d Deployment) string { return d.OIDCRoleClaim }, set: func(d *Deployment, v string) error { d.OIDCRoleClaim = v; return nil }},
+	{Name: EnvOIDCMemberClaim, Functions: []string{FnAdmin},
+		get: func(d Deployment) string { return d.OIDCMemberClaim }, set: func(d *Deployment, v string) error { d.OIDCMemberClaim = v; return nil }},
+	{Name: EnvConsoleURL, Functions: []string{FnAdmin},
+		get: func(d Deployment) string { return d.ConsoleURL }, set: func(d *Deployment, v string) error { d.ConsoleURL = v; return nil }},
 }
 
 // VariableError is a variable with a value the functions refuse.
@@ -190,7 +272,7 @@ func refuse(name, format string, args ...any) error {
 // DeploymentFromEnv reads the variables with getenv (os.Getenv) and checks
 // every value that is set; Validate then checks that a function has what
 // it needs. An unset optional variable leaves the default: gateway.json's
-// settings, apikey.DefaultPrefix, LeakRevoke.
+// settings, apikey.DefaultPrefix, LeakRevoke, the default claims.
 func DeploymentFromEnv(getenv func(string) string) (Deployment, error) {
 	gw, err := LoadGateway()
 	if err != nil {
@@ -209,6 +291,16 @@ func DeploymentFromEnv(getenv func(string) string) (Deployment, error) {
 	}
 	if d.LeakPolicy == "" {
 		d.LeakPolicy = LeakRevoke
+	}
+	for _, c := range []struct {
+		claim *string
+		def   string
+	}{
+		{&d.OIDCTenantClaim, DefaultTenantClaim}, {&d.OIDCRoleClaim, DefaultRoleClaim}, {&d.OIDCMemberClaim, DefaultMemberClaim},
+	} {
+		if *c.claim == "" {
+			*c.claim = c.def
+		}
 	}
 	return d, d.Check()
 }
@@ -236,7 +328,81 @@ func (d Deployment) Check() error {
 			return refuse(EnvUsagePlans, "tier %q, plan %q: want a name and an id without commas or equals signs", tier, id)
 		}
 	}
+	return d.checkConsole()
+}
+
+// checkConsole checks the console's settings that are set.
+func (d Deployment) checkConsole() error {
+	if d.OIDCIssuer != "" {
+		if err := checkBaseURL(d.OIDCIssuer); err != nil {
+			return refuse(EnvOIDCIssuer, "%q: %v", d.OIDCIssuer, err)
+		}
+	}
+	if d.OIDCClientID != "" && !printable(d.OIDCClientID) {
+		return refuse(EnvOIDCClientID, "%q has spaces or control characters", d.OIDCClientID)
+	}
+	if d.OIDCClientSecretARN != "" && !secretARN(d.OIDCClientSecretARN) {
+		return refuse(EnvOIDCClientSecretARN, "%q is not a Secrets Manager secret's ARN (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>)", d.OIDCClientSecretARN)
+	}
+	claims := map[string]string{}
+	for _, c := range []struct{ name, claim, def string }{
+		{EnvOIDCTenantClaim, d.OIDCTenantClaim, DefaultTenantClaim},
+		{EnvOIDCRoleClaim, d.OIDCRoleClaim, DefaultRoleClaim},
+		{EnvOIDCMemberClaim, d.OIDCMemberClaim, DefaultMemberClaim},
+	} {
+		claim := c.claim
+		if claim == "" {
+			claim = c.def
+		} else if !printable(claim) {
+			return refuse(c.name, "claim %q has spaces or control characters", claim)
+		}
+		if other, dup := claims[claim]; dup {
+			return refuse(c.name, "claim %q is %s's too: the tenant, the role and the member are three claims", claim, other)
+		}
+		claims[claim] = c.name
+	}
+	if d.ConsoleURL != "" {
+		err := checkBaseURL(d.ConsoleURL)
+		if u, _ := url.Parse(d.ConsoleURL); err == nil && !strings.HasSuffix(u.Path, ConsolePath) {
+			err = fmt.Errorf("the path must end in %s, where the console is served", ConsolePath)
+		}
+		if err == nil && strings.HasSuffix(d.ConsoleURL, "/") {
+			err = fmt.Errorf("drop the trailing slash")
+		}
+		if err != nil {
+			return refuse(EnvConsoleURL, "%q: %v", d.ConsoleURL, err)
+		}
+	}
 	return nil
+}
+
+// checkBaseURL admits an https URL without query, fragment or
+// credentials; http only on the loopback interface (a local provider).
+func checkBaseURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("not an absolute URL")
+	}
+	loopback := u.Hostname() == "localhost" || u.Hostname() == "127.0.0.1" || u.Hostname() == "::1"
+	if u.Scheme != "https" && !(u.Scheme == "http" && loopback) {
+		return fmt.Errorf("must be https (http only for localhost)")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("must have no query, fragment or credentials")
+	}
+	return nil
+}
+
+// printable reports whether v has no spaces and no control characters.
+func printable(v string) bool {
+	return !strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) })
+}
+
+// secretARN reports whether v is a Secrets Manager secret's ARN.
+func secretARN(v string) bool {
+	parts := strings.SplitN(v, ":", 7)
+	return len(parts) == 7 && parts[0] == "arn" && parts[1] != "" && parts[2] == "secretsmanager" &&
+		parts[3] != "" && parts[4] != "" && parts[5] == "secret" && parts[6] != "" && printable(v)
 }
 
 // Validate checks d as fn needs it: Check, every variable fn requires,
@@ -256,6 +422,22 @@ func (d Deployment) Validate(fn string) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("config: the %s function needs %s", fn, strings.Join(missing, ", "))
+	}
+	// The console's settings: all or none.
+	var set []string
+	missing = nil
+	for _, v := range Variables {
+		if slices.Contains(consoleVariables, v.Name) && v.Reads(fn) {
+			if v.get(d) == "" {
+				missing = append(missing, v.Name)
+			} else {
+				set = append(set, v.Name)
+			}
+		}
+	}
+	if len(set) > 0 && len(missing) > 0 {
+		return fmt.Errorf("config: the console needs %s together: %s set, %s not", strings.Join(consoleVariables, ", "),
+			strings.Join(set, ", "), strings.Join(missing, ", "))
 	}
 	if slices.Contains(flushing, fn) {
 		for _, t := range d.Gateway.RateLimitTiers {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -31,6 +32,10 @@ func deployed(t *testing.T) Deployment {
 		UsagePlans:      map[string]string{"default": "p1", "bulk": "p2"},
 		OperatorRoleARN: "arn:aws:iam::111122223333:role/keyward-dev-operator", LeakPolicy: LeakFlag,
 		PepperRotationDays: 30, EventBus: "keyward-dev",
+		OIDCIssuer: "https://login.example.com/tenant-1/", OIDCClientID: "console-client",
+		OIDCClientSecretARN: "arn:aws:secretsmanager:eu-west-1:111122223333:secret:keyward-console-AbCdEf",
+		OIDCTenantClaim:     "https://example.com/tenant", OIDCRoleClaim: "roles", OIDCMemberClaim: "email",
+		ConsoleURL: "https://api.example.com/console",
 	}
 }
 
@@ -83,6 +88,11 @@ func TestDeploymentDefaults(t *testing.T) {
 	if d.TokenPrefix != apikey.DefaultPrefix || d.LeakPolicy != LeakRevoke || d.PepperRotationDays != 0 || !reflect.DeepEqual(d.Gateway, gw) {
 		t.Errorf("defaults %+v", d)
 	}
+	// The claims of the CDK stack's Cognito user pool; no console.
+	if d.OIDCTenantClaim != "custom:tenant_id" || d.OIDCRoleClaim != "custom:role" || d.OIDCMemberClaim != "sub" ||
+		d.OIDCIssuer != "" || d.ConsoleURL != "" {
+		t.Errorf("console defaults %+v", d)
+	}
 	for _, fn := range Functions {
 		if err := d.Validate(fn); err == nil || !strings.Contains(err.Error(), "needs") {
 			t.Errorf("%s starts with nothing set: %v", fn, err)
@@ -118,6 +128,20 @@ func TestDeploymentRefused(t *testing.T) {
 		"rotation days":      {EnvPepperRotationDays, "0"},
 		"rotation days long": {EnvPepperRotationDays, "3651"},
 		"rotation days word": {EnvPepperRotationDays, "monthly"},
+		"issuer http":        {EnvOIDCIssuer, "http://login.example.com"},
+		"issuer relative":    {EnvOIDCIssuer, "login.example.com"},
+		"issuer query":       {EnvOIDCIssuer, "https://login.example.com/?tenant=1"},
+		"client id space":    {EnvOIDCClientID, "my client"},
+		"secret not an arn":  {EnvOIDCClientSecretARN, "keyward-console"},
+		"secret of ssm":      {EnvOIDCClientSecretARN, "arn:aws:ssm:eu-west-1:111122223333:parameter/x"},
+		"secret no name":     {EnvOIDCClientSecretARN, "arn:aws:secretsmanager:eu-west-1:111122223333:secret:"},
+		"tenant claim space": {EnvOIDCTenantClaim, "tenant id"},
+		"role is tenant":     {EnvOIDCRoleClaim, "custom:tenant_id"},
+		"member is role":     {EnvOIDCMemberClaim, "custom:role"},
+		"console http":       {EnvConsoleURL, "http://api.example.com/console"},
+		"console path":       {EnvConsoleURL, "https://api.example.com/admin"},
+		"console slash":      {EnvConsoleURL, "https://api.example.com/console/"},
+		"console query":      {EnvConsoleURL, "https://api.example.com/console?x=1"},
 	} {
 		_, err := DeploymentFromEnv(envOf(map[string]string{c.name: c.value}))
 		if err == nil {
@@ -147,6 +171,10 @@ func TestCheckIsTheParsersCheck(t *testing.T) {
 		"leak policy":    {func(d *Deployment) { d.LeakPolicy = "ignore" }, EnvLeakPolicy, "ignore"},
 		"rotation days":  {func(d *Deployment) { d.PepperRotationDays = -1 }, EnvPepperRotationDays, "-1"},
 		"long rotation":  {func(d *Deployment) { d.PepperRotationDays = 4000 }, EnvPepperRotationDays, "4000"},
+		"issuer":         {func(d *Deployment) { d.OIDCIssuer = "http://login.example.com" }, EnvOIDCIssuer, "http://login.example.com"},
+		"secret":         {func(d *Deployment) { d.OIDCClientSecretARN = "nope" }, EnvOIDCClientSecretARN, "nope"},
+		"claim":          {func(d *Deployment) { d.OIDCRoleClaim = "the role" }, EnvOIDCRoleClaim, "the role"},
+		"console url":    {func(d *Deployment) { d.ConsoleURL = "https://x.example.com/app" }, EnvConsoleURL, "https://x.example.com/app"},
 	} {
 		d := deployed(t)
 		c.set(&d)
@@ -154,6 +182,64 @@ func TestCheckIsTheParsersCheck(t *testing.T) {
 		_, parsed := DeploymentFromEnv(envOf(map[string]string{c.name: c.value}))
 		if checked == nil || parsed == nil || checked.Error() != parsed.Error() {
 			t.Errorf("%s: Check says %v, the parser %v", name, checked, parsed)
+		}
+	}
+}
+
+// TestConsoleSettings: the console's provider, client, secret and URL go
+// together; the loopback interface may use http (a local provider); the
+// provider's URLs come from the console's.
+func TestConsoleSettings(t *testing.T) {
+	d := deployed(t)
+	env := d.Environ(FnAdmin)
+	for _, name := range consoleVariables {
+		less := maps.Clone(env)
+		delete(less, name)
+		got, err := DeploymentFromEnv(envOf(less))
+		if err == nil {
+			err = got.Validate(FnAdmin)
+		}
+		if err == nil || !strings.Contains(err.Error(), name+" not") {
+			t.Errorf("without %s: %v", name, err)
+		}
+	}
+	// None of them: the admin function starts, without a console.
+	less := maps.Clone(env)
+	for _, name := range consoleVariables {
+		delete(less, name)
+	}
+	if got, err := DeploymentFromEnv(envOf(less)); err != nil || got.Validate(FnAdmin) != nil {
+		t.Errorf("without a console: %v", err)
+	}
+	local := map[string]string{EnvOIDCIssuer: "http://127.0.0.1:8081", EnvConsoleURL: "http://localhost:8080/console"}
+	if _, err := DeploymentFromEnv(envOf(local)); err != nil {
+		t.Errorf("local provider: %v", err)
+	}
+	if got, want := d.ConsoleCallbackURL(), "https://api.example.com/console/callback"; got != want {
+		t.Errorf("callback %q, want %q", got, want)
+	}
+	if got, want := d.ConsoleLogoutURL(), "https://api.example.com/console/signedout"; got != want {
+		t.Errorf("logout %q, want %q", got, want)
+	}
+}
+
+// TestConsoleRoutes: GET and POST on /console and below, public, and
+// they compile beside the admin routes.
+func TestConsoleRoutes(t *testing.T) {
+	var got []string
+	for _, r := range ConsoleRoutes().Routes {
+		if r.Auth != AuthNone || r.Scope != "" {
+			t.Errorf("%s %s: auth %q scope %q", r.Method, r.Path, r.Auth, r.Scope)
+		}
+		got = append(got, r.Method+" "+r.Path)
+	}
+	want := []string{"GET /console", "POST /console", "GET /console/{proxy+}", "POST /console/{proxy+}"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("console routes %v, want %v", got, want)
+	}
+	for _, r := range AdminRoutes().Routes {
+		if r.Path == ConsolePath || strings.HasPrefix(r.Path, ConsolePath+"/") {
+			t.Errorf("admin route %s %s is the console's", r.Method, r.Path)
 		}
 	}
 }

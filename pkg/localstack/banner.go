@@ -52,6 +52,13 @@ func (s *Stack) PrintBanner(w io.Writer, base, dataDir string) {
 		line("Revoke it (refused on the very next request):")
 		line("  curl -s -X POST %s/v1/keys/%s/revoke -H \"Authorization: Bearer $KEYWARD_ADMIN_KEY\"", base, demoID)
 	}
+	if len(s.Members) > 0 {
+		line("")
+		line("The console: %s/console. Sign in as a member of %q (passwords new each start):", base, DemoTenant)
+		for _, m := range s.Members {
+			line("  %-24s %-14s %s", m.Email, m.Password, m.Role)
+		}
+	}
 	line("")
 	line("Operator routes (IAM in AWS) take the operator token here:")
 	line("  export KEYWARD_OPERATOR_TOKEN=%s", s.OperatorToken)

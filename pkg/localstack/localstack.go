@@ -25,6 +25,7 @@ import (
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/console"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/keyevents"
 	"github.com/keyward/keyward/pkg/leaks"
@@ -68,9 +69,13 @@ type Options struct {
 	CacheTTL *int
 	// Fast runs the scheduled jobs every few seconds, and rotates peppers
 	// every minute, for trying rotation and expiry.
-	Fast   bool
-	Logger *slog.Logger
-	Now    func() time.Time
+	Fast bool
+	// BaseURL is where the stack is served (http://host:port): with it,
+	// the stack serves the console and the development OpenID provider
+	// its demo members sign in with.
+	BaseURL string
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Stack is an opened local stack.
@@ -89,6 +94,9 @@ type Stack struct {
 	// Events publishes to the log and events.jsonl, as the publisher
 	// function does to EventBridge.
 	Events *keyevents.File
+	// Members sign in to the console (with Options.BaseURL); their
+	// passwords are new each start.
+	Members []DemoMember
 
 	store *embedded.Store
 	log   *slog.Logger
@@ -174,7 +182,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
-	routes, err := route.Compile(rt, config.AdminRoutes())
+	routes, err := route.Compile(rt, config.AdminRoutes(), config.ConsoleRoutes())
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
@@ -213,9 +221,9 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	// that fronts it, so the two are tied after both exist. The gateway
 	// invokes it as the admin function: through the Lambda adapter and
 	// FromAPIGateway, as in AWS.
-	var adminAPI http.Handler
+	var adminAPI, adminFunctionHandler http.Handler
 	adminFunction := httpadapter.New(admin.FromAPIGateway(OperatorRole,
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminAPI.ServeHTTP(w, r) }))).ProxyWithContext
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminFunctionHandler.ServeHTTP(w, r) }))).ProxyWithContext
 	gw, err := gateway.New(gateway.Config{Routes: routes, Gateway: s.Gateway, Authorizer: authz, Admin: adminFunction,
 		Upstream: upstream, OperatorToken: s.OperatorToken, OperatorARN: OperatorSession, Now: o.Now, Logger: o.Logger})
 	if err != nil {
@@ -236,6 +244,19 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	adminAPI = admin.New(admin.Config{Keys: svc, Store: s.store, Gateway: s.Gateway, RateLimits: plans, Flusher: gw,
 		Leaks: leakResponse, Logger: o.Logger, Now: o.Now})
 	s.Handler, s.Authorizer, s.Admin = gw, authz, adminAPI
+	adminFunctionHandler = adminAPI
+	if o.BaseURL != "" {
+		provider, c, err := s.signIn(o.BaseURL, console.Config{Keys: svc, Store: s.store, Peppers: ring, Gateway: s.Gateway,
+			Resources: console.Resources(rt), RateLimits: plans, Flusher: gw, Logger: o.Logger, Now: o.Now})
+		if err != nil {
+			return err
+		}
+		adminFunctionHandler = c.Beside(adminAPI)
+		mux := http.NewServeMux()
+		mux.Handle(identityPath+"/", provider)
+		mux.Handle("/", gw)
+		s.Handler = mux
+	}
 	jc := jobs.Config{Store: s.store, Keys: svc, Peppers: kr, RateLimits: plans, Flusher: gw, Gateway: s.Gateway, Now: o.Now, Logger: o.Logger}
 	s.Schedule = LocalSchedules
 	if o.Fast {

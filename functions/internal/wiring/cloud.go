@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/apigateway"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -72,7 +71,7 @@ func Start(ctx context.Context, fn string) *Runtime {
 	if err != nil {
 		Fatal(log, "configuration", err)
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	awsCfg, err := lambdaAWSConfig(os.Getenv)
 	if err != nil {
 		Fatal(log, "aws configuration", err)
 	}

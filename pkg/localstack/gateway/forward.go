@@ -22,8 +22,8 @@ type admitted struct {
 // stack maps from the authorizer's context (config.IntegrationHeaders),
 // applied alike here.
 func (g *Gateway) forward(c *call, a admitted) {
-	// config.Routes reserves /v1 for the admin API.
-	if c.route.Path == "/v1" || strings.HasPrefix(c.route.Path, "/v1/") {
+	// config.Routes reserves the admin function's paths.
+	if config.AdminFunctionPath(c.route.Path) {
 		g.invokeAdmin(c, a)
 		return
 	}

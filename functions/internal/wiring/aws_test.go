@@ -1,0 +1,28 @@
+package wiring
+
+import (
+	"testing"
+)
+
+func TestLambdaAWSConfig(t *testing.T) {
+	env := map[string]string{"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
+	cfg, err := lambdaAWSConfig(func(k string) string { return env[k] })
+	if err != nil || cfg.Region != "eu-west-1" {
+		t.Fatalf("config: %+v %v", cfg, err)
+	}
+	creds, err := cfg.Credentials.Retrieve(t.Context())
+	if err != nil || creds.AccessKeyID != "AKIDEXAMPLE" || creds.SecretAccessKey != "secret" || creds.SessionToken != "token" {
+		t.Fatalf("credentials: %+v %v", creds, err)
+	}
+	for _, missing := range []string{"AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
+		without := func(k string) string {
+			if k == missing {
+				return ""
+			}
+			return env[k]
+		}
+		if _, err := lambdaAWSConfig(without); err == nil {
+			t.Errorf("started without %s", missing)
+		}
+	}
+}
