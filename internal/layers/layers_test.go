@@ -34,7 +34,7 @@ var rank = map[string]int{
 	"pkg/route": 2,
 	// The domain.
 	"pkg/lifecycle": 3, "pkg/authorizer": 3, "pkg/keyevents": 3,
-	"pkg/leaks": 4, "pkg/jobs": 4,
+	"pkg/leaks": 4, "pkg/jobs": 4, "pkg/ratelimits": 4,
 	// The admin API, and the local stand-in for API Gateway in front of it,
 	// which hands it requests as API Gateway does and so never imports it.
 	// The console beside it, and the local OpenID provider members of the

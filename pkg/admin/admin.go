@@ -23,6 +23,7 @@ import (
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/leaks"
 	"github.com/keyward/keyward/pkg/lifecycle"
+	"github.com/keyward/keyward/pkg/ratelimits"
 	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -71,10 +72,7 @@ const (
 
 // RateLimits provisions the per-key rate limits that API Gateway's usage
 // plans enforce (package apigw in AWS, the gateway emulation locally).
-type RateLimits interface {
-	Provision(ctx context.Context, identity, tier string) error
-	Remove(ctx context.Context, identity string) error
-}
+type RateLimits = ratelimits.Plans
 
 // Store is what the admin API reads beyond the lifecycle: the audit log
 // and idempotency records.
@@ -115,8 +113,9 @@ type Leaks struct {
 
 // Server is the admin API.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg    Config
+	mux    *http.ServeMux
+	limits ratelimits.Identities
 }
 
 // New returns the admin API handler.
@@ -133,7 +132,7 @@ func New(cfg Config) *Server {
 	if cfg.Leaks.Keys == nil {
 		cfg.Leaks.Keys = leaks.StaticKeys{} // no key: every report is refused
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), limits: ratelimits.Identities{Plans: cfg.RateLimits, Gateway: cfg.Gateway, Logger: cfg.Logger}}
 	tenant := func(need string, h func(http.ResponseWriter, *http.Request, Caller) *apiError) http.Handler {
 		return s.tenantRoute(need, s.idempotent(handle(h)))
 	}

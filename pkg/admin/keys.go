@@ -171,7 +171,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 		return e
 	}
 	actor := actorOf(c)
-	actor.Prepare = s.prepareIdentities(r)
+	actor.Prepare = s.limits.Prepare()
 	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
 		return http.StatusCreated, created{Key: resource(o.Keys[0])}
 	})

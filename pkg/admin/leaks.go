@@ -130,7 +130,7 @@ func (s *Server) reportLeak(w http.ResponseWriter, r *http.Request, c Caller) *a
 		return s.internal(r, "reporting a leak", err)
 	}
 	if revoked {
-		s.unprovision(r, k)
+		s.limits.Remove(r.Context(), k)
 		if e := s.flush(r); e != nil {
 			return e
 		}

@@ -38,7 +38,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 		}
 	}
 	actor := vetted(c)
-	actor.Prepare = s.prepareIdentities(r)
+	actor.Prepare = s.limits.Prepare()
 	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
 		prev := resource(o.Keys[0])
 		return http.StatusCreated, created{Key: resource(o.Keys[1]), PreviousKey: &prev}
@@ -51,7 +51,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 		// The old key ends now: cached decisions must not outlive it. The
 		// rotation is saved and its secret exists only in this answer, so
 		// a failed flush is reported beside the secret, not instead of it.
-		s.unprovision(r, old)
+		s.limits.Remove(r.Context(), old)
 		if e := s.flush(r); e != nil {
 			w.Header().Set("Warning", `199 keyward "`+e.Message+`"`)
 		}
@@ -73,7 +73,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	if err != nil {
 		return s.internal(r, "revoking key", err)
 	}
-	s.unprovision(r, k)
+	s.limits.Remove(r.Context(), k)
 	if e := s.flush(r); e != nil {
 		return e
 	}

@@ -47,7 +47,7 @@ func (s *Server) onboard(w http.ResponseWriter, r *http.Request, c Caller) *apiE
 		return e
 	}
 	actor := actorOf(c)
-	actor.Prepare = s.prepareIdentities(r)
+	actor.Prepare = s.limits.Prepare()
 	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
 		return http.StatusCreated, onboarded{Tenant: tenantOf(*o.Tenant), Key: resource(o.Keys[0]), TestKey: resource(o.Keys[1])}
 	})

@@ -10,7 +10,6 @@ import (
 
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
-	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -74,7 +73,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, m *member) er
 		return s.internal(r, "claiming the create form", err)
 	}
 	actor := m.actor(r, f.Environment)
-	actor.Prepare = s.prepareIdentities(r)
+	actor.Prepare = s.limits.Prepare()
 	actor.Receipt = &lifecycle.Receipt{Claim: claim, Answer: func(o lifecycle.Outcome) (int, []byte, error) {
 		return http.StatusCreated, []byte(apikey.PublicID(o.Keys[0].ID)), nil
 	}}
@@ -178,7 +177,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, m *member) er
 		overlap = time.Duration(h) * time.Hour
 	}
 	actor := m.actor(r, k.Environment)
-	actor.Prepare = s.prepareIdentities(r)
+	actor.Prepare = s.limits.Prepare()
 	nk, old, err := s.cfg.Keys.Rotate(r.Context(), actor, m.Tenant, id, overlap)
 	if err != nil {
 		return s.internal(r, "regenerating key", err)
@@ -188,7 +187,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, m *member) er
 		// The old key ends now: cached decisions must not outlive it. The
 		// secret exists only in this answer, so a failed flush is shown
 		// beside it, not instead of it.
-		s.unprovision(r.Context(), old)
+		s.limits.Remove(r.Context(), old)
 		if err := s.flush(r.Context()); err != nil {
 			d.Warning = "The old key has ended, but the gateway's cache could not be flushed: it may still be accepted for a few minutes."
 		}
@@ -222,7 +221,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, m *member) er
 	if err != nil {
 		return s.internal(r, "revoking key", err)
 	}
-	s.unprovision(r.Context(), k)
+	s.limits.Remove(r.Context(), k)
 	if err := s.flush(r.Context()); err != nil {
 		return errFlush
 	}
@@ -291,60 +290,13 @@ func (s *Server) revokeMember(w http.ResponseWriter, r *http.Request, m *member)
 	return nil
 }
 
-// The gateway's part, as the admin API does it (pkg/admin, ratelimits.go
-// and keys.go): a key's rate-limit identity exists before the key does and
-// goes when it ends; a change that takes access away flushes the
+// The gateway's part, as the admin API does it: a key's rate-limit
+// identity exists before the key does and goes when it ends
+// (ratelimits.Identities); a change that takes access away flushes the
 // authorizer cache twice (authorizer.Invalidate).
 
-// gatewayTimeout bounds provisioning cleanup and the two flushes.
-const gatewayTimeout = 20 * time.Second
-
-func (s *Server) provision(ctx context.Context, k store.Key) error {
-	t, ok := s.cfg.Gateway.TierOf(k.RateLimit)
-	if !ok {
-		return &pageError{Status: http.StatusBadRequest, Title: "Check the form", Field: "tier",
-			Message: "The key's rate limit is not one of the deployed tiers."}
-	}
-	return s.cfg.RateLimits.Provision(ctx, s.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID), t.Name)
-}
-
-// prepareIdentities provisions the identities of the keys a change
-// creates before it is written (lifecycle.Prepare), removing them again
-// if the write fails.
-func (s *Server) prepareIdentities(r *http.Request) lifecycle.Prepare {
-	if s.cfg.RateLimits == nil {
-		return nil
-	}
-	return func(ctx context.Context, created []store.Key) (func(), error) {
-		var done []store.Key
-		undo := func() {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), gatewayTimeout)
-			defer cancel()
-			for _, k := range done {
-				s.unprovision(ctx, k)
-			}
-		}
-		for _, k := range created {
-			if err := s.provision(ctx, k); err != nil {
-				undo()
-				return nil, err
-			}
-			done = append(done, k)
-		}
-		return undo, nil
-	}
-}
-
-// unprovision removes a dead key's identity; per-tenant identities
-// outlive any one key.
-func (s *Server) unprovision(ctx context.Context, k store.Key) {
-	if s.cfg.RateLimits == nil || s.cfg.Gateway.UsageIdentity != config.UsagePerKey {
-		return
-	}
-	if err := s.cfg.RateLimits.Remove(ctx, s.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID)); err != nil {
-		s.cfg.Logger.WarnContext(ctx, "removing rate-limit identity failed", "key_id", apikey.PublicID(k.ID), "error", err)
-	}
-}
+// flushTimeout bounds the two flushes.
+const flushTimeout = 20 * time.Second
 
 // flush makes a change that took access away effective on the next
 // request where the gateway caches decisions, even if the browser leaves.
@@ -352,7 +304,7 @@ func (s *Server) flush(ctx context.Context) error {
 	if s.cfg.Flusher == nil || s.cfg.Gateway.Authorizer.CacheTTLSeconds == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gatewayTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 	defer cancel()
 	if err := authorizer.Invalidate(ctx, s.cfg.Flusher, s.cfg.Now(), s.cfg.Now, s.cfg.Sleep); err != nil {
 		s.cfg.Logger.ErrorContext(ctx, "flushing the authorizer cache failed", "error", err)

@@ -51,6 +51,7 @@ import (
 	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/lifecycle"
+	"github.com/keyward/keyward/pkg/ratelimits"
 	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -95,12 +96,8 @@ type KeySource interface {
 const SessionKeyLabel = "keyward console session key v1"
 
 // RateLimits provisions the rate-limit identities API Gateway's usage plans
-// enforce: the method set of admin.RateLimits, which *apigw.UsagePlans and
-// the local stack's plans satisfy.
-type RateLimits interface {
-	Provision(ctx context.Context, identity, tier string) error
-	Remove(ctx context.Context, identity string) error
-}
+// enforce: *apigw.UsagePlans in AWS, the local gateway's plans locally.
+type RateLimits = ratelimits.Plans
 
 // Config configures the console.
 type Config struct {
@@ -185,6 +182,7 @@ type Server struct {
 	csp    atomic.Pointer[string]
 	oidcMu sync.Mutex
 	idp    *provider // discovered on the first sign-in
+	limits ratelimits.Identities
 }
 
 // New returns the console, its templates parsed.
@@ -232,7 +230,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, base: base, secure: base.Scheme == "https", pages: pages,
-		seal: newSealer(cfg.Peppers)}
+		limits: ratelimits.Identities{Plans: cfg.RateLimits, Gateway: cfg.Gateway, Logger: cfg.Logger},
+		seal:   newSealer(cfg.Peppers)}
 	s.setCSP(origin(issuer))
 	s.routes()
 	return s, nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/lifecycle"
+	"github.com/keyward/keyward/pkg/ratelimits"
 )
 
 //go:embed templates/*.html
@@ -130,6 +131,9 @@ func fromDomain(err error) *pageError {
 		return &pageError{Status: http.StatusForbidden, Title: "Not allowed", Message: sentence(re.Message), Field: formField(re.Field)}
 	case errors.As(err, &ve):
 		return &pageError{Status: http.StatusBadRequest, Title: "Check the form", Message: sentence(fieldLabel(ve.Field) + " " + ve.Message), Field: formField(ve.Field)}
+	case errors.Is(err, ratelimits.ErrNoTier):
+		return &pageError{Status: http.StatusBadRequest, Title: "Check the form", Field: "tier",
+			Message: "The key's rate limit is not one of the deployed tiers."}
 	case errors.Is(err, lifecycle.ErrNotFound):
 		return errNotFound
 	case errors.Is(err, lifecycle.ErrTenantInactive):
