@@ -106,6 +106,18 @@ func (s *Server) sentAlready(r *http.Request, m *member, claim store.Idempotency
 // changeable reads a key the member may change, for the pages that ask
 // before a change; the lifecycle decides on the change itself.
 func (s *Server) changeable(r *http.Request, m *member) (store.Key, error) {
+	k, err := s.key(r, m)
+	if err != nil {
+		return store.Key{}, err
+	}
+	if !m.owns(k) {
+		return store.Key{}, forbidden("This key was created by %s; a %s changes only the keys they created.", orNobody(k.CreatedBy), m.Role)
+	}
+	return k, nil
+}
+
+// key is the key the request's path names, in the member's tenant.
+func (s *Server) key(r *http.Request, m *member) (store.Key, error) {
 	id, err := keyID(r)
 	if err != nil {
 		return store.Key{}, err
@@ -113,9 +125,6 @@ func (s *Server) changeable(r *http.Request, m *member) (store.Key, error) {
 	k, err := s.cfg.Keys.Get(r.Context(), m.Tenant, id)
 	if err != nil {
 		return store.Key{}, s.internal(r, "reading key", err)
-	}
-	if !m.owns(k) {
-		return store.Key{}, forbidden("This key was created by %s; a %s changes only the keys they created.", orNobody(k.CreatedBy), m.Role)
 	}
 	return k, nil
 }
@@ -152,14 +161,11 @@ func (s *Server) rotatePage(w http.ResponseWriter, r *http.Request, m *member) e
 // rotateKey regenerates a key: the new key's secret is shown once; the old
 // key stops at once or keeps working for the overlap chosen.
 func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, m *member) error {
-	id, err := keyID(r)
+	k, err := s.key(r, m)
 	if err != nil {
 		return err
 	}
-	k, err := s.cfg.Keys.Get(r.Context(), m.Tenant, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
-	}
+	id := k.ID
 	if k.Environment == "live" && !s.fresh(m) {
 		s.reauth(w, r, r.URL.Path)
 		return nil
@@ -209,14 +215,11 @@ func (s *Server) revokePage(w http.ResponseWriter, r *http.Request, m *member) e
 
 // revokeKey revokes a key and makes it effective on the next request.
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, m *member) error {
-	id, err := keyID(r)
+	k, err := s.key(r, m)
 	if err != nil {
 		return err
 	}
-	k, err := s.cfg.Keys.Get(r.Context(), m.Tenant, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
-	}
+	id := k.ID
 	k, err = s.cfg.Keys.Revoke(r.Context(), m.actor(r, k.Environment), m.Tenant, id)
 	if err != nil {
 		return s.internal(r, "revoking key", err)

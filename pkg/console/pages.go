@@ -153,14 +153,11 @@ type keyData struct {
 
 // keyPage shows one key and its history from the audit log.
 func (s *Server) keyPage(w http.ResponseWriter, r *http.Request, m *member) error {
-	id, err := keyID(r)
+	k, err := s.key(r, m)
 	if err != nil {
 		return err
 	}
-	k, err := s.cfg.Keys.Get(r.Context(), m.Tenant, id)
-	if err != nil {
-		return s.internal(r, "reading key", err)
-	}
+	id := k.ID
 	page, err := s.cfg.Store.ListAudit(r.Context(), m.Tenant, store.AuditQuery{KeyID: id, Limit: pageSize})
 	if err != nil {
 		return s.internal(r, "reading the key's history", err)
