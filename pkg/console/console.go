@@ -234,6 +234,11 @@ func New(cfg Config) (*Server, error) {
 		seal:   newSealer(cfg.Peppers)}
 	s.setCSP(origin(issuer))
 	s.routes()
+	// Discover the provider now, in the background, so that the pages an
+	// instance renders allow its endpoints (form-action) before anyone
+	// signs in through this instance; a provider that is down is
+	// discovered at the next sign-in instead.
+	go func() { _, _ = s.provider(context.Background()) }()
 	return s, nil
 }
 

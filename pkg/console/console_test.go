@@ -317,3 +317,27 @@ func TestSecurityHeaders(t *testing.T) {
 		t.Fatalf("console.js: %d %q", answers["script"].Code, ct)
 	}
 }
+
+// TestRemovedMemberIsSignedOut: revoking a member's keys as a whole (a
+// person who left) ends their console sessions on every instance, however
+// it is done (here, as the admin API does, through the lifecycle); a
+// sign-in after it works again.
+func TestRemovedMemberIsSignedOut(t *testing.T) {
+	f := newFixture(t)
+	dev := f.as(lifecycle.RoleDeveloper, "dan")
+	dev.create(t, createForm("dan's"))
+	other := f.as(lifecycle.RoleDeveloper, "eve")
+	f.clk.Advance(time.Minute)
+	if _, err := f.svc.RevokeMember(t.Context(), lifecycle.Actor{ID: "operator"}, "acme", "dan"); err != nil {
+		t.Fatal(err)
+	}
+	wantSignIn(t, dev.get("/console/keys"))
+	before := f.count()
+	wantSignIn(t, dev.post("/console/keys", createForm("after removal")))
+	if f.count() != before {
+		t.Fatal("a removed member's session made a key")
+	}
+	wantStatus(t, other.get("/console/keys"), http.StatusOK)
+	f.clk.Advance(time.Second)
+	wantStatus(t, f.as(lifecycle.RoleDeveloper, "dan").get("/console/keys"), http.StatusOK)
+}

@@ -55,13 +55,16 @@ func (s *Server) provider(ctx context.Context) (*provider, error) {
 		idp.endSession = discovered.EndSession
 	}
 	// A form whose answer sends the browser to sign in again (a live
-	// key's create) must be allowed to end at the authorization
-	// endpoint, which may lie on another origin than the issuer.
-	issuer, _ := url.Parse(s.cfg.Issuer)
-	auth, err := url.Parse(p.Endpoint().AuthURL)
-	if err == nil && auth.Host != "" {
-		s.setCSP(origin(issuer), origin(auth))
+	// key's create), or to sign out at the provider, must be allowed to
+	// end at those endpoints, which may lie on other origins than the
+	// issuer's (Cognito's do).
+	origins := []string{}
+	for _, endpoint := range []string{s.cfg.Issuer, p.Endpoint().AuthURL, idp.endSession} {
+		if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+			origins = append(origins, origin(u))
+		}
 	}
+	s.setCSP(origins...)
 	s.idp = idp
 	return idp, nil
 }
@@ -158,11 +161,14 @@ func (s *Server) finishSignIn(r *http.Request) (session, string, error) {
 	if err != nil {
 		return session{}, "", refused(http.StatusBadRequest, "This sign-in was not started here, or has expired. Sign in again.")
 	}
-	if e := q.Get("error"); e != "" {
-		return session{}, "", refused(http.StatusForbidden, "The sign-in provider refused: "+clip(e+" "+q.Get("error_description"), 300))
-	}
+	// The state first: an answer this browser's sign-in did not ask for
+	// shows nothing of what it carries.
 	if st := q.Get("state"); f.State == "" || subtle.ConstantTimeCompare([]byte(st), []byte(f.State)) != 1 {
 		return session{}, "", refused(http.StatusBadRequest, "The sign-in's state does not match the one this browser started. Sign in again.")
+	}
+	if e := q.Get("error"); e != "" {
+		s.cfg.Logger.WarnContext(ctx, "the sign-in provider refused", "error", clip(e, 100), "description", clip(q.Get("error_description"), 300))
+		return session{}, "", refused(http.StatusForbidden, "The sign-in provider refused the sign-in. Try again, or ask your administrator.")
 	}
 	if now.After(time.Unix(f.Started, 0).Add(flowLifetime)) {
 		return session{}, "", refused(http.StatusBadRequest, "This sign-in took too long. Sign in again.")
@@ -231,14 +237,12 @@ func (s *Server) sessionOf(ctx context.Context, claims map[string]any, idt *oidc
 		s.cfg.Logger.ErrorContext(ctx, "reading the tenant at sign-in failed", "error", err)
 		return session{}, refused(http.StatusServiceUnavailable, "Sign-in cannot finish now. Try again in a moment.")
 	}
-	// auth_time is when the person last proved who they are. A provider
-	// that leaves it out after max_age=0 authenticated them for this
-	// token; otherwise it is unknown, and a live key's create asks again.
+	// auth_time is when the person last proved who they are; without it
+	// (a provider that ignores max_age may leave it out too) it is
+	// unknown, and a fresh sign-in cannot be shown.
 	var authTime int64
 	if v, ok := claims["auth_time"].(float64); ok && v > 0 {
 		authTime = min(int64(v), now.Unix())
-	} else if f.Reauth {
-		authTime = idt.IssuedAt.Unix()
 	}
 	if f.Reauth && authTime < f.Started-60 {
 		return session{}, refused(http.StatusForbidden, "The sign-in provider did not ask you to sign in again, which creating or regenerating a live key needs.")

@@ -89,7 +89,12 @@ func TestCallbackRefusals(t *testing.T) {
 		{"no state", flowOf(nil), "code=abc", nil, http.StatusBadRequest, "state does not match"},
 		{"no PKCE verifier", flowOf(func(fl *console.TestFlow) { fl.Verifier = "" }), ok, nil, http.StatusBadRequest, "PKCE"},
 		{"expired flow", flowOf(func(fl *console.TestFlow) { fl.Started = f.clk.Now().Add(-11 * time.Minute) }), ok, nil, http.StatusBadRequest, "too long"},
-		{"provider error", flowOf(nil), "state=" + good.State + "&error=access_denied", nil, http.StatusForbidden, "access_denied"},
+		{"provider error", flowOf(nil), "state=" + good.State + "&error=access_denied", nil, http.StatusForbidden, "provider refused"},
+		// Another site's text on the console's origin: not shown, and the
+		// state is judged first.
+		{"forged provider error", flowOf(nil), "state=x&error=access_denied&error_description=Your+account+is+locked", nil, http.StatusBadRequest, "state does not match"},
+		{"no auth_time on a fresh sign-in", flowOf(func(fl *console.TestFlow) { fl.Reauth = true }), ok,
+			func(c map[string]any) { delete(c, "auth_time") }, http.StatusForbidden, "did not ask you to sign in again"},
 		{"no code", flowOf(nil), "state=" + good.State, nil, http.StatusBadRequest, "no authorization code"},
 		{"no tenant", flowOf(nil), ok, func(c map[string]any) { delete(c, "custom:tenant_id") }, http.StatusForbidden, "custom:tenant_id"},
 		{"unknown tenant", flowOf(nil), ok, func(c map[string]any) { c["custom:tenant_id"] = "nobody" }, http.StatusForbidden, "not active"},

@@ -175,7 +175,8 @@ func (s *Server) setSession(ctx context.Context, w http.ResponseWriter, sess ses
 var errNoSession = errors.New("console: no session")
 
 // loadSession opens the session cookie and checks that the session has
-// neither ended nor been signed out. The version it was sealed under is
+// neither ended nor been signed out, and that its member has not been
+// removed since. The version it was sealed under is
 // returned too.
 func (s *Server) loadSession(r *http.Request) (session, int, error) {
 	c, err := r.Cookie(sessionCookie)
@@ -199,6 +200,15 @@ func (s *Server) loadSession(r *http.Request) (session, int, error) {
 		return session{}, 0, errNoSession // signed out
 	case !errors.Is(err, store.ErrNotFound):
 		return session{}, 0, fmt.Errorf("console: reading the session's sign-out: %w", err)
+	}
+	// A member removed since sign-in (their keys revoked as a whole) is
+	// signed out everywhere.
+	removed, ok, err := lifecycle.RemovedAt(r.Context(), s.cfg.Store, sess.Tenant, sess.Member)
+	switch {
+	case err != nil:
+		return session{}, 0, fmt.Errorf("console: %w", err)
+	case ok && !time.Unix(sess.Issued, 0).After(removed):
+		return session{}, 0, errNoSession
 	}
 	return sess, version, nil
 }

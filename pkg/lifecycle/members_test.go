@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/store"
@@ -101,6 +102,32 @@ func TestDevelopersChangeOnlyTheirOwnKeys(t *testing.T) {
 		admin := f.managementKey(t, "mem_carol", "keys:admin")
 		if _, err := f.svc.Revoke(f.ctx, admin, "acme", bobs.ID); err != nil {
 			t.Fatalf("an admin revoking bob's key: %v", err)
+		}
+	})
+}
+
+// TestRevokeMemberRecordsRemoval: revoking a member's keys as a whole
+// records when, and a later removal moves the record forward.
+func TestRevokeMemberRecordsRemoval(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		if _, ok, err := lifecycle.RemovedAt(f.ctx, f.st, "acme", "mem_dan"); ok || err != nil {
+			t.Fatalf("before any removal: %v %v", ok, err)
+		}
+		op := lifecycle.Actor{ID: "operator"}
+		first := f.clk.Now()
+		if _, err := f.svc.RevokeMember(f.ctx, op, "acme", "mem_dan"); err != nil {
+			t.Fatal(err)
+		}
+		f.clk.Advance(time.Hour)
+		if _, err := f.svc.RevokeMember(f.ctx, op, "acme", "mem_dan"); err != nil {
+			t.Fatal(err)
+		}
+		at, ok, err := lifecycle.RemovedAt(f.ctx, f.st, "acme", "mem_dan")
+		if err != nil || !ok || !at.Equal(first.Add(time.Hour)) {
+			t.Fatalf("removed at %v %v %v, want %v", at, ok, err, first.Add(time.Hour))
+		}
+		if _, ok, _ := lifecycle.RemovedAt(f.ctx, f.st, "other", "mem_dan"); ok {
+			t.Fatal("a removal crossed tenants")
 		}
 	})
 }

@@ -239,5 +239,9 @@ func (s *Service) RevokeMember(ctx context.Context, actor Actor, tenant, member 
 		b.only = func(k store.Key) bool { return k.Environment == env }
 		b.job += "/" + env
 	}
-	return s.revokeComplete(ctx, actor, b)
+	n, err := s.revokeComplete(ctx, actor, b)
+	if err == nil {
+		err = s.recordRemoval(ctx, tenant, member, s.now())
+	}
+	return n, err
 }

@@ -63,6 +63,7 @@ type Store interface {
 	Apply(ctx context.Context, c store.Change) error
 	GetCheckpoint(ctx context.Context, job string) (string, error)
 	PutCheckpoint(ctx context.Context, job, cursor string) error
+	PutIdempotency(ctx context.Context, r store.Idempotency) error
 	GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error)
 	DeleteIdempotency(ctx context.Context, r store.Idempotency) error
 }

@@ -248,14 +248,20 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	if o.BaseURL != "" {
 		provider, c, err := s.signIn(o.BaseURL, console.Config{Keys: svc, Store: s.store, Peppers: ring, Gateway: s.Gateway,
 			Resources: console.Resources(rt), RateLimits: plans, Flusher: gw, Logger: o.Logger, Now: o.Now})
-		if err != nil {
-			return err
+		switch {
+		case err != nil:
+			// The console signs in over https, or plain http on this
+			// machine only (-addr 0.0.0.0 is neither): the rest of the
+			// stack serves without it.
+			o.Logger.Warn("the console is not served", "error", err)
+			s.Members = nil
+		default:
+			adminFunctionHandler = c.Beside(adminAPI)
+			mux := http.NewServeMux()
+			mux.Handle(identityPath+"/", provider)
+			mux.Handle("/", gw)
+			s.Handler = mux
 		}
-		adminFunctionHandler = c.Beside(adminAPI)
-		mux := http.NewServeMux()
-		mux.Handle(identityPath+"/", provider)
-		mux.Handle("/", gw)
-		s.Handler = mux
 	}
 	jc := jobs.Config{Store: s.store, Keys: svc, Peppers: kr, RateLimits: plans, Flusher: gw, Gateway: s.Gateway, Now: o.Now, Logger: o.Logger}
 	s.Schedule = LocalSchedules
