@@ -228,7 +228,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, m *member) er
 	if err := s.flush(r.Context()); err != nil {
 		return errFlush
 	}
-	http.Redirect(w, r, Prefix+"/keys/"+apikey.PublicID(id)+"?done=revoked", http.StatusSeeOther)
+	http.Redirect(w, r, s.url(Prefix)+"/keys/"+apikey.PublicID(id)+"?done=revoked", http.StatusSeeOther)
 	return nil
 }
 
@@ -289,7 +289,7 @@ func (s *Server) revokeMember(w http.ResponseWriter, r *http.Request, m *member)
 	case err != nil:
 		return s.internal(r, "revoking the member's keys", err)
 	}
-	http.Redirect(w, r, Prefix+"/members?"+url.Values{"member": {who}, "revoked": {strconv.Itoa(n)}}.Encode(), http.StatusSeeOther)
+	http.Redirect(w, r, s.url(Prefix)+"/members?"+url.Values{"member": {who}, "revoked": {strconv.Itoa(n)}}.Encode(), http.StatusSeeOther)
 	return nil
 }
 

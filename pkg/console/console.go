@@ -174,8 +174,9 @@ func Resources(tables ...config.RouteTable) []string {
 // Server is the console.
 type Server struct {
 	cfg    Config
-	base   *url.URL
-	secure bool // cookies are Secure, HSTS is sent
+	base   *url.URL // the origin
+	root   string   // the path the console's Prefix lies under: a stage's, or ""
+	secure bool     // cookies are Secure, HSTS is sent
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
 	seal   *sealer
@@ -201,16 +202,20 @@ func New(cfg Config) (*Server, error) {
 		cfg.BaseURL = redirect.Scheme + "://" + redirect.Host
 	}
 	base, err := url.Parse(strings.TrimSuffix(cfg.BaseURL, "/"))
-	if err != nil || base.Host == "" || (base.Path != "" && base.Path != "/") || base.RawQuery != "" {
-		return nil, fmt.Errorf("console: BaseURL %q must be an origin such as https://admin.example.com", cfg.BaseURL)
+	if err != nil || base.Host == "" || base.RawQuery != "" || base.Fragment != "" || strings.Contains(base.Path, "//") {
+		return nil, fmt.Errorf("console: BaseURL %q must be an origin, or an origin and a path such as API Gateway's stage (https://abc.execute-api.eu-west-1.amazonaws.com/prod)", cfg.BaseURL)
 	}
-	base.Path = ""
+	// The console's own links, redirects and cookies live under root
+	// (a stage's path; "" at an origin's root); the requests it is handed
+	// have it removed, as API Gateway removes the stage.
+	root := strings.TrimSuffix(base.Path, "/")
+	base.Path, base.RawPath = "", ""
 	local := base.Hostname() == "localhost" || base.Hostname() == "127.0.0.1"
 	if base.Scheme != "https" && !(base.Scheme == "http" && local) {
 		return nil, fmt.Errorf("console: BaseURL %q must be https (http only for localhost and 127.0.0.1)", cfg.BaseURL)
 	}
-	if origin(redirect) != origin(base) || !strings.HasPrefix(redirect.Path, Prefix+"/") {
-		return nil, fmt.Errorf("console: RedirectURL %q must lie under %s%s/", cfg.RedirectURL, origin(base), Prefix)
+	if origin(redirect) != origin(base) || !strings.HasPrefix(redirect.Path, root+Prefix+"/") {
+		return nil, fmt.Errorf("console: RedirectURL %q must lie under %s%s%s/", cfg.RedirectURL, origin(base), root, Prefix)
 	}
 	issuer, err := url.Parse(cfg.Issuer)
 	if err != nil || issuer.Host == "" || (issuer.Scheme != "https" && issuer.Scheme != "http") {
@@ -229,7 +234,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, base: base, secure: base.Scheme == "https", pages: pages,
+	s := &Server{cfg: cfg, base: base, root: root, secure: base.Scheme == "https", pages: pages,
 		limits: ratelimits.Identities{Plans: cfg.RateLimits, Gateway: cfg.Gateway, Logger: cfg.Logger},
 		seal:   newSealer(cfg.Peppers)}
 	s.setCSP(origin(issuer))
@@ -305,7 +310,7 @@ func (s *Server) routes() {
 	// API Gateway's routes are /console and /console/{proxy+}, which
 	// /console/ is not: the console's home is /console itself.
 	home := func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, Prefix+"/keys", http.StatusSeeOther)
+		http.Redirect(w, r, s.url(Prefix)+"/keys", http.StatusSeeOther)
 	}
 	m.HandleFunc("GET /console", home)
 	m.HandleFunc("GET /console/{$}", home)
@@ -382,6 +387,9 @@ func requestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }
+
+// url is a console path (Prefix...) as the browser reaches it.
+func (s *Server) url(path string) string { return s.root + path }
 
 // Beside serves the console under Prefix and api everywhere else: the
 // admin function's handler, in AWS and locally.

@@ -341,3 +341,43 @@ func TestRemovedMemberIsSignedOut(t *testing.T) {
 	f.clk.Advance(time.Second)
 	wantStatus(t, f.as(lifecycle.RoleDeveloper, "dan").get("/console/keys"), http.StatusOK)
 }
+
+// TestUnderAStage: at API Gateway's stage URL the console's pages,
+// redirects and cookies carry the stage's path, while the requests it is
+// handed do not (API Gateway removes the stage).
+func TestUnderAStage(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.cfg
+	cfg.BaseURL, cfg.RedirectURL = base+"/prod", base+"/prod/console/callback"
+	staged := f.newServer(cfg)
+	cookie, csrf := staged.SessionCookie(t, console.TestSession{Tenant: "acme", Member: "ada", Role: lifecycle.RoleAdmin})
+	c := &client{f: f, srv: staged, cookie: cookie, csrf: csrf}
+
+	rec := c.get("/console/keys?env=test")
+	wantStatus(t, rec, http.StatusOK)
+	page := rec.Body.String()
+	if !strings.Contains(page, `href="/prod/console/keys/new`) || strings.Contains(page, `href="/console/`) || strings.Contains(page, `action="/console/`) {
+		t.Fatalf("the keys page's links are not under the stage:\n%s", page)
+	}
+	if got := (&client{f: f, srv: staged}).get("/console/keys").Header().Get("Location"); !strings.HasPrefix(got, "/prod/console/login?") {
+		t.Fatalf("sign-in redirect %q", got)
+	}
+	wantStatus(t, c.post("/console/logout", nil), http.StatusOK)
+	signedIn := f.session(console.TestSession{Tenant: "acme", Member: "ada", Role: lifecycle.RoleAdmin})
+	if ck := cookieNamed(signedIn.get("/console/keys"), console.SessionCookieName); ck != nil && ck.Path != "/console" {
+		t.Fatalf("an origin's console cookie path %q", ck.Path)
+	}
+	c2, _ := staged.SessionCookie(t, console.TestSession{Tenant: "acme", Member: "ada", Role: lifecycle.RoleAdmin})
+	rec = (&client{f: f, srv: staged, cookie: c2}).get("/console/keys")
+	for _, ck := range rec.Result().Cookies() {
+		if ck.Path != "/prod/console" {
+			t.Fatalf("cookie %s has path %q under a stage", ck.Name, ck.Path)
+		}
+	}
+	for _, bad := range []string{base + "/prod?x=1", base + "//prod"} {
+		cfg.BaseURL = bad
+		if _, err := console.New(cfg); err == nil {
+			t.Errorf("BaseURL %q accepted", bad)
+		}
+	}
+}

@@ -165,5 +165,5 @@ func (s *Server) newKeyPage(w http.ResponseWriter, r *http.Request, m *member) e
 
 // reauth sends the member to sign in again, then back to ret.
 func (s *Server) reauth(w http.ResponseWriter, r *http.Request, ret string) {
-	http.Redirect(w, r, Prefix+"/login?reauth=1&return="+url.QueryEscape(ret), http.StatusSeeOther)
+	http.Redirect(w, r, s.url(Prefix)+"/login?reauth=1&return="+url.QueryEscape(ret), http.StatusSeeOther)
 }

@@ -148,7 +148,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, nil, s.internal(r, "sealing the session", err))
 		return
 	}
-	http.Redirect(w, r, ret, http.StatusSeeOther)
+	http.Redirect(w, r, s.url(ret), http.StatusSeeOther)
 }
 
 func (s *Server) finishSignIn(r *http.Request) (session, string, error) {

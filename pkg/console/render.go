@@ -60,6 +60,7 @@ func parsePages() (map[string]*template.Template, error) {
 
 // view is what the layout renders around a page.
 type view struct {
+	Root  string  // prefixes every console path in a page (Server.url)
 	M     *member // nil when no one is signed in
 	Env   string
 	Other string // the other environment
@@ -76,7 +77,7 @@ var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // render writes a page; every page is sent with Cache-Control: no-store
 // (ServeHTTP).
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, m *member, data any) {
-	v := view{M: m, Data: data, Here: Prefix + "/keys"}
+	v := view{Root: s.root, M: m, Data: data, Here: Prefix + "/keys"}
 	if m != nil {
 		v.Env, v.Write, v.Admin = m.env, m.can(needWrite), m.can(needAdmin)
 		v.Other = "live"

@@ -147,7 +147,7 @@ func (s *sealer) open(ctx context.Context, purpose, value string, v any) (int, e
 }
 
 func (s *Server) cookie(name, value string, maxAge time.Duration) *http.Cookie {
-	c := &http.Cookie{Name: name, Value: value, Path: Prefix, MaxAge: int(maxAge / time.Second),
+	c := &http.Cookie{Name: name, Value: value, Path: s.url(Prefix), MaxAge: int(maxAge / time.Second),
 		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode}
 	if maxAge <= 0 {
 		c.MaxAge = -1 // Max-Age=0: delete it
@@ -264,7 +264,7 @@ func (s *Server) member(need string, h memberHandler) http.Handler {
 			if r.Method == http.MethodGet {
 				ret = r.URL.RequestURI()
 			}
-			http.Redirect(w, r, Prefix+"/login?return="+url.QueryEscape(ret), http.StatusSeeOther)
+			http.Redirect(w, r, s.url(Prefix)+"/login?return="+url.QueryEscape(ret), http.StatusSeeOther)
 			return
 		}
 		if err != nil {
@@ -380,7 +380,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, m *member) error
 		if u, err := url.Parse(idp.endSession); err == nil {
 			q := u.Query()
 			q.Set("client_id", s.cfg.ClientID)
-			q.Set("post_logout_redirect_uri", s.cfg.BaseURL+SignedOutPath)
+			q.Set("post_logout_redirect_uri", origin(s.base)+s.url(SignedOutPath))
 			u.RawQuery = q.Encode()
 			http.Redirect(w, r, u.String(), http.StatusSeeOther)
 			return nil

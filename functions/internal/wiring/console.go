@@ -62,8 +62,8 @@ func ClientSecret(ctx context.Context, sm SecretGetter, arn string) (string, err
 // admin API when the deployment configures one. cfg brings the console's
 // domain parts (lifecycle, store, peppers, rate limits, flusher); the
 // sign-in settings come from the deployment. A console that cannot be
-// built (a console URL it refuses, such as a stage path it cannot serve
-// under) is left out and logged, and the admin API is served alone.
+// built (a console URL it refuses) is left out and logged, and the admin
+// API is served alone.
 func (r *Runtime) WithConsole(ctx context.Context, api http.Handler, cfg console.Config) http.Handler {
 	if !r.HasConsole() {
 		return api
