@@ -147,7 +147,7 @@ var flashes = map[string]string{
 
 type keyData struct {
 	Key     keyRow
-	History []auditRow
+	Entries []auditRow // its history (the audit table's rows)
 	Flash   string
 }
 
@@ -162,7 +162,7 @@ func (s *Server) keyPage(w http.ResponseWriter, r *http.Request, m *member) erro
 	if err != nil {
 		return s.internal(r, "reading the key's history", err)
 	}
-	s.render(w, r, http.StatusOK, "key", m, keyData{Key: m.row(k), History: auditRows(page.Entries), Flash: flashes[r.URL.Query().Get("done")]})
+	s.render(w, r, http.StatusOK, "key", m, keyData{Key: m.row(k), Entries: auditRows(page.Entries), Flash: flashes[r.URL.Query().Get("done")]})
 	return nil
 }
 
