@@ -114,22 +114,17 @@ func parseTime(field, s string) (time.Time, *apiError) {
 	return t, nil
 }
 
-// flushTimeout bounds making a change effective: two coalesced flushes,
-// retried on throttling, and the wait between them.
-const flushTimeout = 20 * time.Second
+// flushTimeout bounds the gateway calls that clean up after a request,
+// which run even if the client has gone.
+const flushTimeout = authorizer.InvalidateTimeout
 
 // flush makes a revocation or narrowing effective on the next request even
 // where the gateway caches decisions: at once, and again once a decision
 // that read the key before the change can no longer land in the cache
 // (authorizer.Invalidate).
 func (s *Server) flush(r *http.Request) *apiError {
-	if s.cfg.Flusher == nil || s.cfg.Gateway.Authorizer.CacheTTLSeconds == 0 {
-		return nil
-	}
 	// Both flushes run even if the client hangs up: the change is made.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), flushTimeout)
-	defer cancel()
-	if err := authorizer.Invalidate(ctx, s.cfg.Flusher, s.cfg.Now(), s.cfg.Now, s.cfg.Sleep); err != nil {
+	if err := authorizer.InvalidateChange(r.Context(), s.cfg.Flusher, s.cfg.Gateway.Authorizer.CacheTTLSeconds, s.cfg.Now, s.cfg.Sleep); err != nil {
 		s.cfg.Logger.ErrorContext(r.Context(), "flushing the authorizer cache failed", "error", err)
 		return &apiError{Status: http.StatusInternalServerError, Type: "api_error", Code: "cache_flush_failed",
 			Message: "The change is saved, but the gateway's authorizer cache could not be flushed, so cached decisions may still allow the old access; retry the request."}

@@ -38,3 +38,21 @@ func Invalidate(ctx context.Context, f Flusher, changedAt time.Time, now func() 
 	}
 	return f.Flush(ctx)
 }
+
+// InvalidateTimeout bounds making one change effective: two flushes,
+// retried on throttling, and the wait between them.
+const InvalidateTimeout = 20 * time.Second
+
+// InvalidateChange makes a change just made effective on the next request
+// (Invalidate from now), where a cache holds decisions: none without a
+// flusher or with the cache off (cacheTTLSeconds 0). It runs to the end
+// even if ctx is cancelled (the caller has gone, the change is made),
+// within InvalidateTimeout.
+func InvalidateChange(ctx context.Context, f Flusher, cacheTTLSeconds int, now func() time.Time, sleep func(context.Context, time.Duration) error) error {
+	if f == nil || cacheTTLSeconds == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), InvalidateTimeout)
+	defer cancel()
+	return Invalidate(ctx, f, now(), now, sleep)
+}

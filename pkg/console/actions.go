@@ -298,18 +298,10 @@ func (s *Server) revokeMember(w http.ResponseWriter, r *http.Request, m *member)
 // (ratelimits.Identities); a change that takes access away flushes the
 // authorizer cache twice (authorizer.Invalidate).
 
-// flushTimeout bounds the two flushes.
-const flushTimeout = 20 * time.Second
-
 // flush makes a change that took access away effective on the next
 // request where the gateway caches decisions, even if the browser leaves.
 func (s *Server) flush(ctx context.Context) error {
-	if s.cfg.Flusher == nil || s.cfg.Gateway.Authorizer.CacheTTLSeconds == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
-	defer cancel()
-	if err := authorizer.Invalidate(ctx, s.cfg.Flusher, s.cfg.Now(), s.cfg.Now, s.cfg.Sleep); err != nil {
+	if err := authorizer.InvalidateChange(ctx, s.cfg.Flusher, s.cfg.Gateway.Authorizer.CacheTTLSeconds, s.cfg.Now, s.cfg.Sleep); err != nil {
 		s.cfg.Logger.ErrorContext(ctx, "flushing the authorizer cache failed", "error", err)
 		return err
 	}
