@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyward/keyward/pkg/accesslog"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/clock"
@@ -156,26 +157,16 @@ func New(cfg Config) *Server {
 // body, so never a secret).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.cfg.Now()
-	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	rec := accesslog.NewRecorder(w)
 	c, _ := callerFrom(r.Context())
 	if c.RequestID != "" {
 		w.Header().Set("Request-Id", c.RequestID)
 	}
 	s.mux.ServeHTTP(rec, r)
 	s.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "admin request",
-		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.status),
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.Status),
 		slog.String("tenant_id", c.TenantID), slog.String("caller", actorOf(c).ID),
 		slog.String("request_id", c.RequestID), slog.Float64("latency_ms", float64(s.cfg.Now().Sub(start).Microseconds())/1000))
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
-	r.ResponseWriter.WriteHeader(code)
 }
 
 func actorOf(c Caller) lifecycle.Actor {

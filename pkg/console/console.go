@@ -47,6 +47,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyward/keyward/pkg/accesslog"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/clock"
 	"github.com/keyward/keyward/pkg/config"
@@ -354,25 +355,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reqID := newRequestID()
 	h.Set("Request-Id", reqID)
-	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	rec := accesslog.NewRecorder(w)
 	info := &logInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), logKey{}, info))
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, reqID))
 	s.mux.ServeHTTP(rec, r)
 	s.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "console request",
-		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.status),
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.Status),
 		slog.String("tenant_id", info.tenant), slog.String("member", info.member), slog.String("request_id", reqID),
 		slog.Float64("latency_ms", float64(s.cfg.Now().Sub(start).Microseconds())/1000))
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
-	r.ResponseWriter.WriteHeader(code)
 }
 
 type (

@@ -74,6 +74,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/keyward/keyward/pkg/accesslog"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/route"
@@ -183,7 +184,7 @@ func New(cfg Config) (*Gateway, error) {
 
 // call is one request on its way through the gateway.
 type call struct {
-	w         *recorder
+	w         *accesslog.Recorder
 	r         *http.Request
 	id        string
 	sourceIP  string
@@ -197,7 +198,7 @@ type call struct {
 // ServeHTTP handles one request as API Gateway would.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.cfg.Now()
-	c := &call{w: &recorder{ResponseWriter: w, status: http.StatusOK}, r: r, id: newRequestID(), sourceIP: sourceIP(r)}
+	c := &call{w: accesslog.NewRecorder(w), r: r, id: newRequestID(), sourceIP: sourceIP(r)}
 	w.Header().Set("Request-Id", c.id)
 	switch {
 	case headSize(r) > MaxHead:
@@ -217,7 +218,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Never a header: the Authorization header is a credential.
 	g.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "gateway request",
 		slog.String("request_id", c.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-		slog.String("route", routeName), slog.Int("status", c.w.status), slog.String("gateway_response", c.rendered),
+		slog.String("route", routeName), slog.Int("status", c.w.Status), slog.String("gateway_response", c.rendered),
 		slog.String("principal", c.principal), slog.String("source_ip", c.sourceIP),
 		slog.Float64("latency_ms", float64(g.cfg.Now().Sub(start).Microseconds())/1000))
 }
@@ -351,18 +352,3 @@ func resourceID(path string) string {
 	sum := sha256.Sum256([]byte(path))
 	return hex.EncodeToString(sum[:3])
 }
-
-// recorder remembers the status for the access log.
-type recorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *recorder) WriteHeader(code int) {
-	r.status = code
-	r.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController (the reverse proxy's flushes) reach
-// the connection.
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
