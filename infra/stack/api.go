@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"sort"
 	"strconv"
@@ -104,9 +105,9 @@ func (k *keyward) apiResourcePolicy() awsiam.PolicyDocument {
 // pathParam matches {name} and the greedy {name+}.
 var pathParam = regexp.MustCompile(`\{([A-Za-z0-9_]+)(\+?)\}`)
 
-// restAPI builds the REST API: the protected routes and the admin
-// routes, the authorizer, the gateway responses, the usage plans, the
-// stage and the optional custom domain.
+// restAPI builds the REST API: the protected routes, again on the
+// browser endpoint, and the admin routes, the authorizers, the gateway
+// responses, the usage plans, the stage and the optional custom domain.
 func (k *keyward) restAPI() {
 	accessLogs := awslogs.NewLogGroup(k.stack, jsii.String("AccessLogs"), &awslogs.LogGroupProps{
 		LogGroupName:  jsii.String("/aws/apigateway/" + k.s.StackName() + "/access"),
@@ -134,18 +135,12 @@ func (k *keyward) restAPI() {
 	})
 
 	gw := k.s.Gateway
-	k.authorizer = awsapigateway.NewRequestAuthorizer(k.stack, jsii.String("Authorizer"), &awsapigateway.RequestAuthorizerProps{
-		AuthorizerName: jsii.String(k.s.StackName()),
-		Handler:        k.fns[FnAuthorizer],
-		// Already in API Gateway's syntax in gateway.json
-		// (method.request.header.Authorization, context.identity.sourceIp).
-		IdentitySources: jsii.Strings(gw.Authorizer.IdentitySources...),
-		ResultsCacheTtl: awscdk.Duration_Seconds(jsii.Number(gw.Authorizer.CacheTTLSeconds)),
-	})
+	k.authorizer = k.requestAuthorizer("Authorizer", k.s.StackName(), gw.Authorizer)
 
 	for _, r := range k.s.Routes.Routes {
-		k.protectedRoute(r)
+		k.protectedRoute(r, endpoint{k.authorizer, config.IntegrationHeaders})
 	}
+	k.browserEndpoint()
 	for _, r := range adminFunctionRoutes() {
 		k.adminRoute(r)
 	}
@@ -174,6 +169,18 @@ func (k *keyward) restAPI() {
 			Description: jsii.String("Point " + k.s.DomainName + " here (CNAME, or a Route 53 alias with the regional hosted zone)"),
 		})
 	}
+}
+
+// requestAuthorizer attaches the authorizer function to the API.
+func (k *keyward) requestAuthorizer(id, name string, a config.Authorizer) awsapigateway.RequestAuthorizer {
+	return awsapigateway.NewRequestAuthorizer(k.stack, jsii.String(id), &awsapigateway.RequestAuthorizerProps{
+		AuthorizerName: jsii.String(name),
+		Handler:        k.fns[FnAuthorizer],
+		// Already in API Gateway's syntax in gateway.json
+		// (method.request.header.Authorization, context.identity.sourceIp).
+		IdentitySources: jsii.Strings(a.IdentitySources...),
+		ResultsCacheTtl: awscdk.Duration_Seconds(jsii.Number(a.CacheTTLSeconds)),
+	})
 }
 
 // resource returns the API resource for a route path.
@@ -213,20 +220,30 @@ func (k *keyward) methodOptions(r config.Route, params map[string]*bool) *awsapi
 // IntegrationHeaders are config.IntegrationHeaders as integration request
 // parameters: the authorizer's context as X-Keyward-* headers, and a static
 // Authorization header in place of the client's, which is the key itself.
-func IntegrationHeaders() map[string]string {
+func IntegrationHeaders() map[string]string { return integrationHeaders(config.IntegrationHeaders) }
+
+func integrationHeaders(headers map[string]string) map[string]string {
 	m := map[string]string{}
-	for header, source := range config.IntegrationHeaders {
+	for header, source := range headers {
 		m["integration.request.header."+header] = source
 	}
 	return m
 }
 
-// protectedRoute forwards one route to the upstream (HTTP proxy), with
-// its path parameters and the integration headers (config.Routes admits
-// only key-authorized routes to the protected API).
-func (k *keyward) protectedRoute(r config.Route) {
+// endpoint is what a protected route's method differs by between the
+// server endpoint and the browser one.
+type endpoint struct {
+	authorizer awsapigateway.IAuthorizer
+	headers    map[string]string // config.IntegrationHeaders or config.BrowserIntegrationHeaders()
+}
+
+// protectedRoute forwards one route to the upstream (HTTP proxy) at its
+// config.UpstreamPath, with its path parameters and the endpoint's
+// integration headers (config.Routes admits only key-authorized routes to
+// the protected API).
+func (k *keyward) protectedRoute(r config.Route, e endpoint) {
 	methodParams := map[string]*bool{}
-	integrationParams := IntegrationHeaders()
+	integrationParams := integrationHeaders(e.headers)
 	for _, m := range pathParam.FindAllStringSubmatch(r.Path, -1) {
 		methodParams["method.request.path."+m[1]] = jsii.Bool(true)
 		integrationParams["integration.request.path."+m[1]] = "method.request.path." + m[1]
@@ -235,13 +252,15 @@ func (k *keyward) protectedRoute(r config.Route) {
 		Type:                  awsapigateway.IntegrationType_HTTP_PROXY,
 		IntegrationHttpMethod: jsii.String(r.Method),
 		// The greedy {name+} is {name} in an integration URI.
-		Uri: jsii.String(k.s.UpstreamURL + strings.ReplaceAll(r.Path, "+}", "}")),
+		Uri: jsii.String(k.s.UpstreamURL + strings.ReplaceAll(config.UpstreamPath(r.Path), "+}", "}")),
 		Options: &awsapigateway.IntegrationOptions{
 			ConnectionType:    awsapigateway.ConnectionType_INTERNET,
 			RequestParameters: ptr(jsiiMap(integrationParams)),
 		},
 	})
-	k.resource(r.Path).AddMethod(jsii.String(r.Method), integration, k.methodOptions(r, methodParams))
+	opts := k.methodOptions(r, methodParams)
+	opts.Authorizer = e.authorizer
+	k.resource(r.Path).AddMethod(jsii.String(r.Method), integration, opts)
 }
 
 // adminFunctionARN is built from the admin function's fixed name rather
@@ -263,7 +282,7 @@ func adminFunctionRoutes() []config.Route {
 // The function's answer goes to the client as it is (status, headers such
 // as Content-Type and Set-Cookie, body), so the console's HTML pages pass
 // through untouched; the gateway's own responses (gateway.json) are JSON,
-// and the API has no CORS configuration: the console is same-origin.
+// and no admin route has a CORS preflight: the console is same-origin.
 func (k *keyward) adminRoute(r config.Route) {
 	integration := awsapigateway.NewIntegration(&awsapigateway.IntegrationProps{
 		Type:                  awsapigateway.IntegrationType_AWS_PROXY,
@@ -320,24 +339,28 @@ func NoRoutePaths(routes ...config.RouteTable) []string {
 // MISSING_AUTHENTICATION_TOKEN (or, for a request with a non-SigV4
 // Authorization header, INCOMPLETE_SIGNATURE), which keyward keeps for
 // what they also mean: an operator route called without a signature.
+// Like every answer of the gateway's own, it carries the CORS headers, so
+// that a page on the browser endpoint can read it.
 func (k *keyward) noRoutes() {
 	nr := k.s.Gateway.NoRoute
 	status := jsii.String(strconv.Itoa(nr.Status))
+	cors := mockHeaders(k.s.Gateway.Browser.CORSHeaders())
 	integration := awsapigateway.NewMockIntegration(&awsapigateway.IntegrationOptions{
 		// The mock's status; a request of another content type gets API
 		// Gateway's 415.
 		RequestTemplates:    &map[string]*string{"application/json": jsii.String(fmt.Sprintf(`{"statusCode": %d}`, nr.Status))},
 		PassthroughBehavior: awsapigateway.PassthroughBehavior_WHEN_NO_TEMPLATES,
 		IntegrationResponses: &[]*awsapigateway.IntegrationResponse{{
-			StatusCode:        status,
-			ResponseTemplates: &map[string]*string{"application/json": jsii.String(nr.Template)},
+			StatusCode:         status,
+			ResponseParameters: &cors.params,
+			ResponseTemplates:  &map[string]*string{"application/json": jsii.String(cors.template(nr.Template))},
 		}},
 	})
 	opts := &awsapigateway.MethodOptions{
 		AuthorizationType: awsapigateway.AuthorizationType_NONE,
-		MethodResponses:   &[]*awsapigateway.MethodResponse{{StatusCode: status}},
+		MethodResponses:   &[]*awsapigateway.MethodResponse{{StatusCode: status, ResponseParameters: &cors.declared}},
 	}
-	for _, p := range NoRoutePaths(k.s.Routes, config.AdminRoutes(), config.ConsoleRoutes()) {
+	for _, p := range NoRoutePaths(k.s.Routes, config.BrowserRoutes(k.s.Routes), config.AdminRoutes(), config.ConsoleRoutes()) {
 		k.resource(p).AddMethod(jsii.String("ANY"), integration, opts)
 	}
 }
@@ -368,7 +391,9 @@ func GatewayResponseHeaders(r config.GatewayResponse) map[string]string {
 	return m
 }
 
-// gatewayResponses renders every response type keyward defines.
+// gatewayResponses renders every response type keyward defines, each
+// with the CORS headers, which a gateway response may map from the
+// request's headers directly.
 func (k *keyward) gatewayResponses() {
 	types := append([]string(nil), config.GatewayResponseTypes...)
 	sort.Strings(types)
@@ -381,9 +406,9 @@ func (k *keyward) gatewayResponses() {
 		if r.Status != 0 {
 			opts.StatusCode = jsii.String(strconv.Itoa(r.Status))
 		}
-		if h := GatewayResponseHeaders(r); len(h) > 0 {
-			opts.ResponseHeaders = ptr(jsiiMap(h))
-		}
+		h := GatewayResponseHeaders(r)
+		maps.Copy(h, k.s.Gateway.Browser.CORSHeaders())
+		opts.ResponseHeaders = ptr(jsiiMap(h))
 		k.api.AddGatewayResponse(jsii.String("Response"+strings.ReplaceAll(title(strings.ToLower(rt)), "_", "")), opts)
 	}
 }

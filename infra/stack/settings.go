@@ -343,7 +343,7 @@ func (s Settings) Validate() error {
 	// What the authorizer compiles at start, compiled now: a table it
 	// would refuse fails synthesis instead of every cold start.
 	table := cmp.Or(s.RoutesFile, "pkg/config/routes.json")
-	if _, err := route.Compile(s.Routes, config.AdminRoutes(), config.ConsoleRoutes()); err != nil {
+	if _, err := route.Compile(config.APIRoutes(s.Routes)...); err != nil {
 		return fmt.Errorf("route table %s: %w", table, err)
 	}
 	// The console owns every path below its own: API Gateway allows one

@@ -32,6 +32,7 @@ const (
 	OutputDomainTarget          = "CustomDomainTarget"
 	OutputOperatorRoleARN       = "OperatorRoleArn"
 	OutputConsoleURL            = "ConsoleUrl"
+	OutputBrowserURL            = "BrowserUrl"
 	OutputUserPoolID            = "UserPoolId"
 	OutputSignInDomain          = "SignInDomain"
 )
@@ -50,11 +51,12 @@ type keyward struct {
 	pepperKey awskms.Key
 	table     awsdynamodb.Table
 
-	api        awsapigateway.RestApi
-	operator   awsiam.Role
-	authorizer awsapigateway.RequestAuthorizer
-	plans      map[string]awsapigateway.UsagePlan // by tier
-	signIn     signIn
+	api               awsapigateway.RestApi
+	operator          awsiam.Role
+	authorizer        awsapigateway.RequestAuthorizer
+	browserAuthorizer awsapigateway.RequestAuthorizer    // the browser endpoint's (config.BrowserPath)
+	plans             map[string]awsapigateway.UsagePlan // by tier
+	signIn            signIn
 
 	bus awsevents.EventBus
 	dlq awssqs.Queue
@@ -121,6 +123,7 @@ func (k *keyward) outputs() {
 	}
 	out(OutputAPIURL, *k.api.Url(), "The stage's base URL: the protected API")
 	out(OutputAdminAPIURL, *k.api.Url()+"v1", "keyward's admin API (the same API, under /v1)")
+	out(OutputBrowserURL, k.browserURL(), "The protected API for pages in browsers (keys with allowed origins), CORS answered by the gateway")
 	out(OutputAuthorizerFunctionARN, *k.fns[FnAuthorizer].FunctionArn(), "The REQUEST authorizer, to attach to other REST APIs (docs/deploy.md)")
 	out(OutputEventBusName, *k.bus.EventBusName(), "The bus keyward's key events are put on (source keyward)")
 	out(OutputTableName, *k.table.TableName(), "The DynamoDB table")

@@ -39,10 +39,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// methods is how many methods the API has: every route, again on the
+// browser endpoint with a preflight per resource there, and the no-route
+// mocks.
+func methods(s stack.Settings) int {
+	browser := config.BrowserRoutes(s.Routes)
+	return len(s.Routes.Routes) + len(browser.Routes) + len(stack.PreflightMethods(browser)) +
+		len(config.AdminRoutes().Routes) + len(config.ConsoleRoutes().Routes) +
+		len(stack.NoRoutePaths(s.Routes, browser, config.AdminRoutes(), config.ConsoleRoutes()))
+}
+
 func TestResourceCounts(t *testing.T) {
 	f := get(t)
-	routes := len(f.devS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(config.ConsoleRoutes().Routes) +
-		len(stack.NoRoutePaths(f.devS.Routes, config.AdminRoutes(), config.ConsoleRoutes()))
+	routes := methods(f.devS)
 	for typ, n := range map[string]int{
 		"AWS::DynamoDB::Table":             1,
 		"AWS::KMS::Key":                    2,
@@ -53,7 +62,7 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::Logs::LogGroup":              6, // four functions, access logs, the first-pepper handler
 		"AWS::ApiGateway::RestApi":         1,
 		"AWS::ApiGateway::Stage":           1,
-		"AWS::ApiGateway::Authorizer":      1,
+		"AWS::ApiGateway::Authorizer":      2, // the server endpoint's and the browser endpoint's
 		"AWS::ApiGateway::Method":          routes,
 		"AWS::ApiGateway::GatewayResponse": len(config.GatewayResponseTypes),
 		"AWS::ApiGateway::UsagePlan":       len(f.devS.Gateway.RateLimitTiers),
@@ -86,10 +95,9 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::ApiGateway::BasePathMapping": 1,
 		"AWS::SNS::Subscription":           1,
 		"AWS::Lambda::LayerVersion":        1,
-		"AWS::ApiGateway::Method": len(f.prodS.Routes.Routes) + len(config.AdminRoutes().Routes) + len(config.ConsoleRoutes().Routes) +
-			len(stack.NoRoutePaths(f.prodS.Routes, config.AdminRoutes(), config.ConsoleRoutes())),
-		"AWS::Cognito::UserPool":      1,
-		"AWS::SecretsManager::Secret": 1,
+		"AWS::ApiGateway::Method":          methods(f.prodS),
+		"AWS::Cognito::UserPool":           1,
+		"AWS::SecretsManager::Secret":      1,
 	} {
 		if got := len(f.prod.ofType(typ)); got != n {
 			t.Errorf("prod %s: %d, want %d", typ, got, n)
@@ -415,7 +423,7 @@ func TestAuthorizer(t *testing.T) {
 		ttl  float64
 	}{{"dev", f.dev, f.devS, float64(gw.Authorizer.CacheTTLSeconds)}, {"prod", f.prod, f.prodS, 60}} {
 		x := c.m.ids(t, c.s)
-		_, p := c.m.only(t, "AWS::ApiGateway::Authorizer")
+		p := props(c.m.res[x.authorizer])
 		if p["Type"] != "REQUEST" || p["AuthorizerResultTtlInSeconds"] != c.ttl {
 			t.Errorf("%s authorizer %v", c.name, p)
 		}
@@ -439,6 +447,7 @@ func TestAuthorizer(t *testing.T) {
 // deployedRoute is a method as the template has it.
 type deployedRoute struct {
 	Method, Path, Auth string
+	Authorizer         string // a CUSTOM method's, as ${Id}
 	APIKey             bool
 	Integration        map[string]any
 	MethodParams       map[string]any
@@ -447,28 +456,18 @@ type deployedRoute struct {
 // routesOf rebuilds the API's route table from its resources and methods.
 func routesOf(t *testing.T, m *tmpl) map[string]deployedRoute {
 	t.Helper()
-	apiID, _ := m.only(t, "AWS::ApiGateway::RestApi")
-	authzID, _ := m.only(t, "AWS::ApiGateway::Authorizer")
-	var path func(ref string) string
-	path = func(r string) string {
-		if r == att(apiID, "RootResourceId") {
-			return ""
-		}
-		id := strings.TrimSuffix(strings.TrimPrefix(r, "${"), "}")
-		p := props(m.res[id])
-		return path(flat(p["ParentId"])) + "/" + p["PathPart"].(string)
+	authorizers := map[string]bool{}
+	for id := range m.ofType("AWS::ApiGateway::Authorizer") {
+		authorizers[ref(id)] = true
 	}
 	out := map[string]deployedRoute{}
 	for id, r := range m.ofType("AWS::ApiGateway::Method") {
 		p := props(r)
-		d := deployedRoute{Method: p["HttpMethod"].(string), Path: path(flat(p["ResourceId"]))}
-		if d.Path == "" {
-			d.Path = "/"
-		}
+		d := deployedRoute{Method: p["HttpMethod"].(string), Path: m.path(t, flat(p["ResourceId"]))}
 		switch p["AuthorizationType"] {
 		case "CUSTOM":
-			if flat(p["AuthorizerId"]) != ref(authzID) {
-				t.Errorf("method %s: authorizer %s", id, flat(p["AuthorizerId"]))
+			if d.Authorizer = flat(p["AuthorizerId"]); !authorizers[d.Authorizer] {
+				t.Errorf("method %s: authorizer %s", id, d.Authorizer)
 			}
 			d.Auth = config.AuthKey
 		case "AWS_IAM":
@@ -481,7 +480,7 @@ func routesOf(t *testing.T, m *tmpl) map[string]deployedRoute {
 		d.APIKey, _ = p["ApiKeyRequired"].(bool)
 		d.Integration, _ = p["Integration"].(map[string]any)
 		if d.Integration["Type"] == "MOCK" {
-			continue // noRoutes', checked by TestNoRoutes
+			continue // noRoutes' and the preflights, checked by TestNoRoutes and TestBrowserPreflights
 		}
 		d.MethodParams, _ = p["RequestParameters"].(map[string]any)
 		key := d.Method + " " + d.Path
@@ -506,9 +505,10 @@ func TestRouteTableIsConfigs(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]string{}
-		for _, r := range slices.Concat(protected.Routes, config.AdminRoutes().Routes, config.ConsoleRoutes().Routes) {
+		for _, r := range slices.Concat(protected.Routes, config.BrowserRoutes(protected).Routes, config.AdminRoutes().Routes, config.ConsoleRoutes().Routes) {
 			want[r.Method+" "+r.Path] = r.Auth
 		}
+		x := c.m.ids(t, c.s)
 		got := map[string]string{}
 		deployed := routesOf(t, c.m)
 		for key, d := range deployed {
@@ -516,12 +516,18 @@ func TestRouteTableIsConfigs(t *testing.T) {
 			if d.APIKey != (d.Auth == config.AuthKey) {
 				t.Errorf("%s %s: api key required %v with auth %q", c.name, key, d.APIKey, d.Auth)
 			}
+			authorizer := ref(x.authorizer)
+			if config.OnBrowserEndpoint(d.Path) {
+				authorizer = ref(x.browserAuthorizer)
+			}
+			if d.Auth == config.AuthKey && d.Authorizer != authorizer {
+				t.Errorf("%s %s: authorizer %s, want %s", c.name, key, d.Authorizer, authorizer)
+			}
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s routes (method path → auth):\n got %v\nwant %v", c.name, got, want)
 		}
 
-		x := c.m.ids(t, c.s)
 		headers := map[string]any{}
 		for header, source := range config.IntegrationHeaders {
 			headers["integration.request.header."+header] = source
@@ -600,7 +606,7 @@ func TestIntegrationHeaders(t *testing.T) {
 func TestLambdaPermissions(t *testing.T) {
 	f := get(t)
 	x := f.dev.ids(t, f.devS)
-	var admin []string
+	var admin, authorizers []string
 	for _, r := range f.dev.ofType("AWS::Lambda::Permission") {
 		p := props(r)
 		if p["Action"] != "lambda:InvokeFunction" {
@@ -613,9 +619,11 @@ func TestLambdaPermissions(t *testing.T) {
 			}
 			admin = append(admin, flat(p["SourceArn"]))
 		case arn(x.fn[stack.FnAuthorizer]):
-			if p["Principal"] != "apigateway.amazonaws.com" || !strings.HasSuffix(flat(p["SourceArn"]), ref(x.api)+"/authorizers/"+ref(x.authorizer)) {
-				t.Errorf("authorizer permission %v", flat(p["SourceArn"]))
+			src := flat(p["SourceArn"])
+			if p["Principal"] != "apigateway.amazonaws.com" || !strings.Contains(src, ref(x.api)+"/authorizers/") {
+				t.Errorf("authorizer permission %v", src)
 			}
+			authorizers = append(authorizers, src[strings.LastIndex(src, "/")+1:])
 		case arn(x.fn[stack.FnJobs]):
 			if p["Principal"] != "events.amazonaws.com" || !strings.HasSuffix(flat(p["SourceArn"]), ".Arn}") {
 				t.Errorf("rotation permission %v", p)
@@ -639,6 +647,11 @@ func TestLambdaPermissions(t *testing.T) {
 	if !reflect.DeepEqual(admin, want) {
 		t.Errorf("admin permissions:\n got %v\nwant %v", admin, want)
 	}
+	// One for each attachment of the authorizer, from that one only.
+	sort.Strings(authorizers)
+	if w := sorted(ref(x.authorizer), ref(x.browserAuthorizer)); !reflect.DeepEqual(authorizers, w) {
+		t.Errorf("authorizer permissions for %v, want %v", authorizers, w)
+	}
 }
 
 func TestGatewayResponsesAreConfigs(t *testing.T) {
@@ -648,6 +661,7 @@ func TestGatewayResponsesAreConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := f.dev.ids(t, f.devS)
+	cors := gw.Browser.CORSHeaders()
 	deployed := config.Gateway{GatewayResponses: map[string]config.GatewayResponse{}}
 	for id, r := range f.dev.ofType("AWS::ApiGateway::GatewayResponse") {
 		p := props(r)
@@ -664,6 +678,9 @@ func TestGatewayResponsesAreConfigs(t *testing.T) {
 		for name, v := range mapOf(p["ResponseParameters"]) {
 			h, ok := strings.CutPrefix(name, "gatewayresponse.header.")
 			value := v.(string)
+			if _, isCORS := cors[h]; ok && isCORS {
+				continue // TestBrowserGatewayResponses
+			}
 			if !ok || len(value) < 2 || value[0] != '\'' || value[len(value)-1] != '\'' {
 				t.Errorf("%s: parameter %s = %s is not a static header", rt, name, value)
 				continue
@@ -692,7 +709,7 @@ func TestGatewayResponsesAreConfigs(t *testing.T) {
 		"context.requestId": "req-123", "context.authorizer.error_code": "insufficient_scope",
 		"context.authorizer.error_message": "This key lacks invoices:read.", "context.error.message": "Missing Authentication Token",
 	}
-	deployed.Authorizer, deployed.RateLimitTiers, deployed.UsageIdentity = gw.Authorizer, gw.RateLimitTiers, gw.UsageIdentity
+	deployed.Authorizer, deployed.RateLimitTiers, deployed.UsageIdentity, deployed.Browser = gw.Authorizer, gw.RateLimitTiers, gw.UsageIdentity, gw.Browser
 	for _, rt := range config.GatewayResponseTypes {
 		s1, h1, b1 := gateway.Render(deployed, rt, vars)
 		s2, h2, b2 := gateway.Render(gw, rt, vars)
@@ -1148,6 +1165,7 @@ func TestOutputs(t *testing.T) {
 	want := map[string]string{
 		stack.OutputAPIURL:                api,
 		stack.OutputAdminAPIURL:           api + "v1",
+		stack.OutputBrowserURL:            "https://" + ref(x.api) + ".execute-api.${AWS::Region}.${AWS::URLSuffix}/dev/browser",
 		stack.OutputAuthorizerFunctionARN: arn(x.fn[stack.FnAuthorizer]),
 		stack.OutputEventBusName:          ref(x.bus),
 		stack.OutputTableName:             ref(x.table),
@@ -1239,36 +1257,26 @@ func TestNoRoutes(t *testing.T) {
 		m    *tmpl
 		s    stack.Settings
 	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
-		apiID, _ := c.m.only(t, "AWS::ApiGateway::RestApi")
-		var path func(r string) string
-		path = func(r string) string {
-			if r == att(apiID, "RootResourceId") {
-				return ""
-			}
-			p := props(c.m.res[strings.TrimSuffix(strings.TrimPrefix(r, "${"), "}")])
-			return path(flat(p["ParentId"])) + "/" + p["PathPart"].(string)
-		}
 		got := map[string]bool{}
 		for _, r := range c.m.ofType("AWS::ApiGateway::Method") {
 			p := props(r)
 			in, _ := p["Integration"].(map[string]any)
-			if in["Type"] != "MOCK" {
-				continue
+			if in["Type"] != "MOCK" || p["HttpMethod"] == "OPTIONS" {
+				continue // OPTIONS: the browser endpoint's preflights, TestBrowserPreflights
 			}
-			at := path(flat(p["ResourceId"]))
-			if at == "" {
-				at = "/"
-			}
+			at := c.m.path(t, flat(p["ResourceId"]))
 			got[at] = true
 			resp := in["IntegrationResponses"].([]any)[0].(map[string]any)
+			templates := mapOf(resp["ResponseTemplates"])
+			_, body := splitOverrides(templates["application/json"].(string))
 			if p["HttpMethod"] != "ANY" || p["AuthorizationType"] != "NONE" || resp["StatusCode"] != "404" ||
-				flat(resp["ResponseTemplates"]) != flat(map[string]any{"application/json": c.s.Gateway.NoRoute.Template}) ||
+				len(templates) != 1 || body != c.s.Gateway.NoRoute.Template ||
 				flat(in["RequestTemplates"]) != flat(map[string]any{"application/json": `{"statusCode": 404}`}) {
 				t.Errorf("%s no-route method on %s: %s", c.name, at, flat(p))
 			}
 		}
 		want := map[string]bool{}
-		for _, p := range stack.NoRoutePaths(c.s.Routes, config.AdminRoutes(), config.ConsoleRoutes()) {
+		for _, p := range stack.NoRoutePaths(c.s.Routes, config.BrowserRoutes(c.s.Routes), config.AdminRoutes(), config.ConsoleRoutes()) {
 			want[p] = true
 		}
 		if !reflect.DeepEqual(got, want) {
@@ -1276,12 +1284,12 @@ func TestNoRoutes(t *testing.T) {
 		}
 		// Every resource a route has, and the root, answers ANY; a greedy
 		// child is added only where no variable child is already.
-		for _, p := range []string{"/", "/v1", "/v1/keys/{id}", "/v1/{proxy+}", "/v1/keys/{id}/rotate/{proxy+}", "/{proxy+}", "/console", "/console/{proxy+}"} {
+		for _, p := range []string{"/", "/v1", "/v1/keys/{id}", "/v1/{proxy+}", "/v1/keys/{id}/rotate/{proxy+}", "/{proxy+}", "/console", "/console/{proxy+}", "/browser", "/browser/{proxy+}"} {
 			if !want[p] {
 				t.Errorf("%s: no no-route mock on %s", c.name, p)
 			}
 		}
-		for _, p := range []string{"/v1/keys/{proxy+}", "/invoices/{proxy+}"} {
+		for _, p := range []string{"/v1/keys/{proxy+}", "/invoices/{proxy+}", "/browser/invoices/{proxy+}"} {
 			if want[p] {
 				t.Errorf("%s: a greedy child beside a variable one on %s", c.name, p)
 			}

@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -142,6 +143,22 @@ func (m *tmpl) ofType(typ string) map[string]map[string]any {
 		}
 	}
 	return out
+}
+
+// path is the path of an API resource, given as flat renders a reference
+// to it (a method's ResourceId).
+func (m *tmpl) path(t *testing.T, resource string) string {
+	t.Helper()
+	apiID, _ := m.only(t, "AWS::ApiGateway::RestApi")
+	var up func(r string) string
+	up = func(r string) string {
+		if r == att(apiID, "RootResourceId") {
+			return ""
+		}
+		p := props(m.res[strings.TrimSuffix(strings.TrimPrefix(r, "${"), "}")])
+		return up(flat(p["ParentId"])) + "/" + p["PathPart"].(string)
+	}
+	return cmp.Or(up(resource), "/")
 }
 
 // props returns a resource's properties.
@@ -319,9 +336,10 @@ func (m *tmpl) rolePolicy(t *testing.T, roleID string) map[string]statement {
 
 // ids are the logical ids the tests refer to, found by what they are.
 type ids struct {
-	table, tableKey, pepperKey, api, authorizer, bus, dlq, topic, operator string
-	fn, role, logs                                                         map[string]string
-	plans                                                                  map[string]string
+	table, tableKey, pepperKey, api, bus, dlq, topic, operator string
+	authorizer, browserAuthorizer                              string
+	fn, role, logs                                             map[string]string
+	plans                                                      map[string]string
 }
 
 func (m *tmpl) ids(t *testing.T, s stack.Settings) ids {
@@ -329,7 +347,8 @@ func (m *tmpl) ids(t *testing.T, s stack.Settings) ids {
 	var x ids
 	x.table, _ = m.only(t, "AWS::DynamoDB::Table")
 	x.api, _ = m.only(t, "AWS::ApiGateway::RestApi")
-	x.authorizer, _ = m.only(t, "AWS::ApiGateway::Authorizer")
+	x.authorizer, _ = m.find(t, "AWS::ApiGateway::Authorizer", "Name", s.StackName())
+	x.browserAuthorizer, _ = m.find(t, "AWS::ApiGateway::Authorizer", "Name", s.StackName()+"-browser")
 	x.bus, _ = m.only(t, "AWS::Events::EventBus")
 	x.dlq, _ = m.only(t, "AWS::SQS::Queue")
 	x.topic, _ = m.only(t, "AWS::SNS::Topic")

@@ -20,7 +20,7 @@ func validKey() map[string]any {
 		"display": "sk_live_…x9Z0", "environment": "live", "scopes": []any{"invoices:read"},
 		"status": "active", "created_at": "2026-07-01T10:00:00Z", "created_by": nil,
 		"expires_at": "2026-07-02T10:00:00Z", "last_used_at": nil, "revoked_at": nil,
-		"allowed_ips": []any{}, "allowed_origins": []any{},
+		"allowed_ips": []any{}, "allowed_origins": []any{}, "allow_browser_writes": false,
 		"rate_limit": map[string]any{"requests_per_minute": 60, "burst": 10},
 		"replaces":   nil, "replaced_by": nil, "metadata": map[string]any{},
 	}

@@ -174,6 +174,7 @@ type keyJSON struct {
 	ReplacedBy                             *string `json:"replaced_by"`
 	Replaces                               *string
 	AllowedIPs                             []string `json:"allowed_ips"`
+	AllowBrowserWrites                     bool     `json:"allow_browser_writes"`
 	RateLimit                              struct {
 		RequestsPerMinute int `json:"requests_per_minute"`
 		Burst             int
@@ -302,7 +303,7 @@ func TestCreateGetList(t *testing.T) {
 			"name": "billing sync", "description": "nightly", "environment": "test",
 			"scopes": []string{"invoices:read", "customers:write"}, "expires_in": 86400,
 			"allowed_ips": []string{"203.0.113.0/24"}, "allowed_origins": []string{"https://app.example.com"},
-			"rate_limit": map[string]int{"requests_per_minute": 600}, "created_by": "mem_alice",
+			"allow_browser_writes": true, "rate_limit": map[string]int{"requests_per_minute": 600}, "created_by": "mem_alice",
 			"metadata": map[string]string{"team": "billing"},
 		}, 201)
 		var out struct {
@@ -315,7 +316,7 @@ func TestCreateGetList(t *testing.T) {
 		if err != nil || "key_"+tok.ID() != out.Key.ID || tok.Environment() != apikey.Test {
 			t.Fatalf("secret %v does not belong to %s", err, out.Key.ID)
 		}
-		if out.Key.Display != "sk_test_…"+out.Secret[len(out.Secret)-4:] || out.Key.RateLimit.Burst != 100 ||
+		if out.Key.Display != "sk_test_…"+out.Secret[len(out.Secret)-4:] || out.Key.RateLimit.Burst != 100 || !out.Key.AllowBrowserWrites ||
 			out.Key.ExpiresAt == nil || *out.Key.ExpiresAt != start.Add(time.Second+24*time.Hour).Format(time.RFC3339) {
 			t.Fatalf("created key %+v", out.Key)
 		}
@@ -391,6 +392,14 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 			{with("rate_limit", map[string]int{"requests_per_minute": 61}), 400, "invalid_request", "rate_limit.requests_per_minute"},
 			{with("allowed_ips", []string{"300.1.1.1"}), 400, "invalid_request", "allowed_ips"},
 			{with("allowed_origins", []string{"*"}), 400, "invalid_request", "allowed_origins"},
+			{with("allow_browser_writes", "yes"), 400, "invalid_request", "allow_browser_writes"},
+			{with("allow_browser_writes", true), 400, "invalid_request", "allow_browser_writes"},
+			{func() any {
+				m := with("allowed_origins", []string{"https://app.example.com"})
+				m["scopes"] = []string{"keys:read"}
+				return m
+			}(),
+				400, "invalid_request", "scopes"},
 			{with("metadata", map[string]int{"n": 1}), 400, "invalid_request", "metadata"},
 			// Text that would pose as other text in a listing: direction
 			// overrides, invisible format characters, line separators.

@@ -99,12 +99,13 @@ func TestRestrictionsBoundWhatAKeyMakes(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
 		in := func(d time.Duration) string { return h.clk.Now().Add(d).UTC().Format(time.RFC3339) }
 		// The review's caller: keys:admin, expiring in 10 minutes, from
-		// 127.0.0.1 only, 60 requests a minute.
+		// 127.0.0.1 only, 60 requests a minute. (A management key has no
+		// allowed origins: a browser key never holds a management scope.)
 		boss := h.caller(h.create(h.admin, map[string]any{"name": "temp admin", "environment": "live", "scopes": []string{"keys:admin"},
-			"expires_in": 600, "allowed_ips": []string{"127.0.0.1"}, "allowed_origins": []string{"https://app.example.com"}}))
+			"expires_in": 600, "allowed_ips": []string{"127.0.0.1"}}))
 		within := func() map[string]any {
 			return map[string]any{"name": "y", "environment": "live", "scopes": []string{"keys:admin"}, "expires_at": in(5 * time.Minute),
-				"allowed_ips": []string{"127.0.0.1/32"}, "allowed_origins": []string{"https://app.example.com"}}
+				"allowed_ips": []string{"127.0.0.1/32"}}
 		}
 		without := func(field string, v any) map[string]any {
 			b := within()
@@ -125,8 +126,6 @@ func TestRestrictionsBoundWhatAKeyMakes(t *testing.T) {
 			{without("allowed_ips", nil), "allowed_ips"},
 			{without("allowed_ips", []string{"127.0.0.0/8"}), "allowed_ips"},
 			{without("allowed_ips", []string{"127.0.0.1", "10.0.0.1"}), "allowed_ips"},
-			{without("allowed_origins", nil), "allowed_origins"},
-			{without("allowed_origins", []string{"https://evil.example.com"}), "allowed_origins"},
 			{without("rate_limit", map[string]int{"requests_per_minute": 6000}), "rate_limit"},
 		} {
 			h.fails(boss, "POST", "/v1/keys", tc.body, 403, "exceeds_caller_restrictions", tc.param)

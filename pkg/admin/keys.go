@@ -19,25 +19,26 @@ import (
 // keyResource is a key as the API shows it: never a hash, a pepper
 // version or a secret.
 type keyResource struct {
-	ID             string            `json:"id"`
-	Object         string            `json:"object"`
-	Name           string            `json:"name"`
-	Description    string            `json:"description"`
-	Display        string            `json:"display"`
-	Environment    string            `json:"environment"`
-	Scopes         []string          `json:"scopes"`
-	Status         string            `json:"status"`
-	CreatedAt      string            `json:"created_at"`
-	CreatedBy      *string           `json:"created_by"`
-	ExpiresAt      *string           `json:"expires_at"`
-	LastUsedAt     *string           `json:"last_used_at"`
-	RevokedAt      *string           `json:"revoked_at"`
-	AllowedIPs     []string          `json:"allowed_ips"`
-	AllowedOrigins []string          `json:"allowed_origins"`
-	RateLimit      store.RateLimit   `json:"rate_limit"`
-	Replaces       *string           `json:"replaces"`
-	ReplacedBy     *string           `json:"replaced_by"`
-	Metadata       map[string]string `json:"metadata"`
+	ID                 string            `json:"id"`
+	Object             string            `json:"object"`
+	Name               string            `json:"name"`
+	Description        string            `json:"description"`
+	Display            string            `json:"display"`
+	Environment        string            `json:"environment"`
+	Scopes             []string          `json:"scopes"`
+	Status             string            `json:"status"`
+	CreatedAt          string            `json:"created_at"`
+	CreatedBy          *string           `json:"created_by"`
+	ExpiresAt          *string           `json:"expires_at"`
+	LastUsedAt         *string           `json:"last_used_at"`
+	RevokedAt          *string           `json:"revoked_at"`
+	AllowedIPs         []string          `json:"allowed_ips"`
+	AllowedOrigins     []string          `json:"allowed_origins"`
+	AllowBrowserWrites bool              `json:"allow_browser_writes"`
+	RateLimit          store.RateLimit   `json:"rate_limit"`
+	Replaces           *string           `json:"replaces"`
+	ReplacedBy         *string           `json:"replaced_by"`
+	Metadata           map[string]string `json:"metadata"`
 }
 
 func timeOrNil(t time.Time) *string {
@@ -80,7 +81,7 @@ func resource(k store.Key) keyResource {
 		Scopes: nonNil(k.Scopes), Status: string(k.Status), CreatedAt: k.CreatedAt.UTC().Format(time.RFC3339),
 		CreatedBy: stringOrNil(k.CreatedBy), ExpiresAt: timeOrNil(k.ExpiresAt), LastUsedAt: timeOrNil(k.LastUsedAt),
 		RevokedAt: timeOrNil(k.RevokedAt), AllowedIPs: nonNil(k.AllowedIPs), AllowedOrigins: nonNil(k.AllowedOrigins),
-		RateLimit: k.RateLimit, Replaces: keyOrNil(k.Replaces), ReplacedBy: keyOrNil(k.ReplacedBy), Metadata: meta,
+		AllowBrowserWrites: k.AllowBrowserWrites, RateLimit: k.RateLimit, Replaces: keyOrNil(k.Replaces), ReplacedBy: keyOrNil(k.ReplacedBy), Metadata: meta,
 	}
 }
 
@@ -93,17 +94,18 @@ type created struct {
 }
 
 type createBody struct {
-	Name           string            `json:"name"`
-	Description    string            `json:"description"`
-	Environment    string            `json:"environment"`
-	Scopes         []string          `json:"scopes"`
-	ExpiresAt      *string           `json:"expires_at"`
-	ExpiresIn      *int64            `json:"expires_in"`
-	AllowedIPs     []string          `json:"allowed_ips"`
-	AllowedOrigins []string          `json:"allowed_origins"`
-	RateLimit      *rateLimitBody    `json:"rate_limit"`
-	CreatedBy      string            `json:"created_by"`
-	Metadata       map[string]string `json:"metadata"`
+	Name               string            `json:"name"`
+	Description        string            `json:"description"`
+	Environment        string            `json:"environment"`
+	Scopes             []string          `json:"scopes"`
+	ExpiresAt          *string           `json:"expires_at"`
+	ExpiresIn          *int64            `json:"expires_in"`
+	AllowedIPs         []string          `json:"allowed_ips"`
+	AllowedOrigins     []string          `json:"allowed_origins"`
+	AllowBrowserWrites bool              `json:"allow_browser_writes"`
+	RateLimit          *rateLimitBody    `json:"rate_limit"`
+	CreatedBy          string            `json:"created_by"`
+	Metadata           map[string]string `json:"metadata"`
 }
 
 func parseTime(field, s string) (time.Time, *apiError) {
@@ -142,7 +144,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 		return e
 	}
 	p := lifecycle.CreateParams{Name: b.Name, Description: b.Description, Environment: apikey.Environment(b.Environment),
-		Scopes: b.Scopes, AllowedIPs: b.AllowedIPs, AllowedOrigins: b.AllowedOrigins, CreatedBy: b.CreatedBy, Metadata: b.Metadata}
+		Scopes: b.Scopes, AllowedIPs: b.AllowedIPs, AllowedOrigins: b.AllowedOrigins,
+		AllowBrowserWrites: b.AllowBrowserWrites, CreatedBy: b.CreatedBy, Metadata: b.Metadata}
 	if b.Scopes == nil {
 		return invalidRequest("scopes", "scopes is required.")
 	}
@@ -252,11 +255,11 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c Caller) *apiEr
 }
 
 // updateFields are the fields PATCH accepts; null clears a clearable one.
-var updateFields = []string{"name", "description", "scopes", "allowed_ips", "allowed_origins", "rate_limit", "expires_at", "metadata"}
+var updateFields = []string{"name", "description", "scopes", "allowed_ips", "allowed_origins", "allow_browser_writes", "rate_limit", "expires_at", "metadata"}
 
 // narrowing fields are those whose change may take access away, so the
 // authorizer cache must be flushed.
-var narrowing = []string{"scopes", "allowed_ips", "allowed_origins", "expires_at"}
+var narrowing = []string{"scopes", "allowed_ips", "allowed_origins", "allow_browser_writes", "expires_at"}
 
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c Caller) *apiError {
 	id, e := keyID(r)
@@ -406,6 +409,12 @@ func (s *Server) setField(p *lifecycle.UpdateParams, name string, v json.RawMess
 			}
 		}
 		p.ExpiresAt = &t
+	case "allow_browser_writes":
+		var x bool
+		if null || json.Unmarshal(v, &x) != nil {
+			return bad("true or false")
+		}
+		p.AllowBrowserWrites = &x
 	case "metadata":
 		x := map[string]string{}
 		if !null && json.Unmarshal(v, &x) != nil {

@@ -14,10 +14,12 @@
 //     gives each route the answer a fresh decision would.
 //   - IP allow-lists: the client IP is an identity source, so a decision
 //     made for one address is never reused for another.
-//   - Origins: the Origin header cannot be an optional identity source, so
-//     a key restricted to origins is allowed only when the cache is off or
-//     keyed by Origin; otherwise it is refused (fail closed), never cached
-//     as allowed.
+//   - Origins: the Origin header cannot be an optional identity source,
+//     and server-to-server requests send none. So a key restricted to
+//     origins (a browser key) is allowed only on the browser endpoint
+//     (config.BrowserPath), whose authorizer attachment adds Origin to the
+//     identity sources, and refused everywhere else. A policy lists the
+//     routes of its own endpoint only.
 //   - Revocation and narrowing updates: the admin API flushes the stage's
 //     authorizer cache on revoke and on any update that narrows access,
 //     twice (see Invalidate), so a decision in flight during the change is
@@ -34,6 +36,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +88,7 @@ const (
 	msgScope  = "This API key does not have the scope this route requires."
 	msgIP     = "This API key may not be used from this IP address."
 	msgOrigin = "This API key may not be used from this origin."
+	msgServer = "This API key is a browser key (it has allowed origins): call the API's browser endpoint, below " + config.BrowserPath + "."
 )
 
 // Config configures an Authorizer.
@@ -101,7 +106,6 @@ type Config struct {
 // Authorizer makes decisions. It is safe for concurrent use.
 type Authorizer struct {
 	cfg      Config
-	keyedBy  bool // the cache is off or keyed by Origin
 	mu       sync.RWMutex
 	policies map[string]events.APIGatewayCustomAuthorizerPolicy
 }
@@ -123,8 +127,7 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Authorizer{cfg: cfg, keyedBy: cfg.Gateway.Authorizer.OriginInCacheKey(),
-		policies: map[string]events.APIGatewayCustomAuthorizerPolicy{}}, nil
+	return &Authorizer{cfg: cfg, policies: map[string]events.APIGatewayCustomAuthorizerPolicy{}}, nil
 }
 
 // decision is one outcome, for the response, the log and the metrics.
@@ -236,15 +239,26 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	}
 	// 5. The environment travels in the context: the backend routes test
 	// keys to test data. 6. Restrictions that hold for every route.
-	if reason, msg := a.restrict(k, req); reason != "" {
+	browser := config.OnBrowserEndpoint(req.Resource)
+	reason, msg := restrictIP(k, req.RequestContext.Identity.SourceIP)
+	if reason == "" {
+		kc.Origin, reason, msg = restrictOrigin(k, req, browser)
+	}
+	if reason != "" {
 		resp.PolicyDocument = policy.Document(nil, []string{arn.Prefix + "*"})
 		kc.ErrorCode, kc.ErrorMessage = reason, msg
 		resp.Context = kc.Encode()
 		d.outcome, d.reason = "deny", reason
 		return resp, d
 	}
-	// 7 and 8. Every route the scopes allow, and a Deny for all others.
-	resp.PolicyDocument = a.policyFor(arn.Prefix, k.Scopes)
+	// 7 and 8. Every route of this endpoint the scopes allow, and a Deny
+	// for all others. A browser key only reads unless its owner allowed
+	// more (the lifecycle refuses such keys; this covers older ones).
+	scopes := k.Scopes
+	if browser && len(k.AllowedOrigins) > 0 && !k.AllowBrowserWrites {
+		scopes = scope.ReadOnly(scopes)
+	}
+	resp.PolicyDocument = a.policyFor(arn.Prefix, scopes, browser)
 	kc.ErrorCode, kc.ErrorMessage = ReasonScope, msgScope
 	resp.Context = kc.Encode()
 	d.outcome, d.reason = "deny", ReasonScope
@@ -277,50 +291,46 @@ func (a *Authorizer) maintain(ctx context.Context, k store.Key, token string, no
 	}
 }
 
-// restrict applies the IP allow-list and allowed origins, which hold for
-// every route alike; it returns a reason and message to deny with.
-func (a *Authorizer) restrict(k store.Key, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (string, string) {
-	if len(k.AllowedIPs) > 0 {
-		ip, err := netip.ParseAddr(req.RequestContext.Identity.SourceIP)
-		if err != nil {
-			return ReasonIP, msgIP
-		}
-		ip = ip.Unmap()
-		allowed := false
-		for _, c := range k.AllowedIPs {
-			if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
-				allowed = true
-				break
-			}
-		}
-		if !allowed {
-			return ReasonIP, msgIP
+// restrictIP applies the IP allow-list, which holds for every route
+// alike; it returns a reason and message to deny with.
+func restrictIP(k store.Key, sourceIP string) (string, string) {
+	if len(k.AllowedIPs) == 0 {
+		return "", ""
+	}
+	ip, err := netip.ParseAddr(sourceIP)
+	if err != nil {
+		return ReasonIP, msgIP
+	}
+	ip = ip.Unmap()
+	for _, c := range k.AllowedIPs {
+		if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+			return "", ""
 		}
 	}
-	if len(k.AllowedOrigins) > 0 {
-		if !a.keyedBy {
-			return ReasonOrigin, msgOrigin
+	return ReasonIP, msgIP
+}
+
+// restrictOrigin applies the allowed origins: a browser key works only on
+// the browser endpoint, from exactly one of its origins. It returns the
+// request's origin for the context (on the browser endpoint, when the
+// request has exactly one valid Origin), or a reason and message to deny
+// with.
+func restrictOrigin(k store.Key, req events.APIGatewayCustomAuthorizerRequestTypeRequest, browser bool) (string, string, string) {
+	browserKey := len(k.AllowedOrigins) > 0
+	if !browser {
+		if browserKey {
+			return "", ReasonBrowserOnly, msgServer
 		}
-		origins := headerValues("Origin", req.Headers, req.MultiValueHeaders)
-		if len(origins) != 1 {
-			return ReasonOrigin, msgOrigin
-		}
-		o, err := origin.Normal(origins[0])
-		if err != nil {
-			return ReasonOrigin, msgOrigin
-		}
-		allowed := false
-		for _, want := range k.AllowedOrigins {
-			if o == want {
-				allowed = true
-				break
-			}
-		}
-		if !allowed {
-			return ReasonOrigin, msgOrigin
-		}
+		return "", "", ""
 	}
-	return "", ""
+	var o string
+	if origins := headerValues("Origin", req.Headers, req.MultiValueHeaders); len(origins) == 1 {
+		o, _ = origin.Normal(origins[0])
+	}
+	if browserKey && (o == "" || !slices.Contains(k.AllowedOrigins, o)) {
+		return "", ReasonOrigin, msgOrigin
+	}
+	return o, "", ""
 }
 
 // policyFor returns the policy for a set of scopes on one API stage:
@@ -329,9 +339,12 @@ func (a *Authorizer) restrict(k store.Key, req events.APIGatewayCustomAuthorizer
 // crosses "/", so "GET/invoices/*" reaches "GET/invoices/1/refunds"). When
 // a Deny pattern in turn reaches an allowed route, the Deny wins: the
 // policy errs towards refusing, never towards allowing. Policies are
-// cached by stage and scope set; callers must not modify them.
-func (a *Authorizer) policyFor(prefix string, scopes []string) events.APIGatewayCustomAuthorizerPolicy {
-	cacheKey := prefix + "\x00" + strings.Join(scopes, " ")
+// cached by stage, endpoint and scope set; callers must not modify them.
+// A policy lists only the routes of its own endpoint (browser or not):
+// the other endpoint's routes have another authorizer attachment, whose
+// decisions are cached apart.
+func (a *Authorizer) policyFor(prefix string, scopes []string, browser bool) events.APIGatewayCustomAuthorizerPolicy {
+	cacheKey := prefix + "\x00" + strconv.FormatBool(browser) + "\x00" + strings.Join(scopes, " ")
 	a.mu.RLock()
 	doc, ok := a.policies[cacheKey]
 	a.mu.RUnlock()
@@ -340,7 +353,7 @@ func (a *Authorizer) policyFor(prefix string, scopes []string) events.APIGateway
 	}
 	var allowed, denied []route.Route
 	for _, r := range a.cfg.Routes.Routes() {
-		if r.Auth != config.AuthKey {
+		if r.Auth != config.AuthKey || config.OnBrowserEndpoint(r.Path) != browser {
 			continue
 		}
 		if scope.AnyGrants(scopes, r.Scope) {

@@ -99,7 +99,7 @@ func newEnv(t testing.TB, st store.Store, clk *clock.Manual) *env {
 	kr, ring := storetest.Peppers(t, st, clk.Now())
 	format, _ := apikey.NewFormat("sk")
 	rt, _ := config.Routes("")
-	routes, err := route.Compile(rt, config.AdminRoutes())
+	routes, err := route.Compile(config.APIRoutes(rt)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,34 +387,116 @@ func TestIPAllowList(t *testing.T) {
 	})
 }
 
-func TestAllowedOrigins(t *testing.T) {
+// onBrowser moves a fixture's request to the browser endpoint.
+func onBrowser(ev events.APIGatewayCustomAuthorizerRequestTypeRequest) events.APIGatewayCustomAuthorizerRequestTypeRequest {
+	arn, _ := policy.ParseMethodARN(ev.MethodArn)
+	ev.MethodArn = arn.Prefix + ev.HTTPMethod + config.BrowserPath + strings.TrimPrefix(ev.MethodArn, arn.Prefix+ev.HTTPMethod)
+	ev.Resource, ev.Path = config.BrowserPath+ev.Resource, config.BrowserPath+ev.Path
+	ev.RequestContext.ResourcePath = ev.Resource
+	return ev
+}
+
+func setOrigin(ev *events.APIGatewayCustomAuthorizerRequestTypeRequest, origins ...string) {
+	delete(ev.Headers, "Origin")
+	delete(ev.MultiValueHeaders, "Origin")
+	if len(origins) > 0 {
+		ev.Headers["Origin"], ev.MultiValueHeaders["Origin"] = origins[len(origins)-1], origins
+	}
+}
+
+// TestBrowserKeys: a key with allowed origins works only on the browser
+// endpoint, whose decisions are cached by Origin too, from one of its
+// origins; other keys work on both endpoints; a policy never reaches the
+// other endpoint's routes.
+func TestBrowserKeys(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
 		browser := e.key(lifecycle.CreateParams{AllowedOrigins: []string{"https://app.example.com"}})
 		elsewhere := e.key(lifecycle.CreateParams{AllowedOrigins: []string{"https://other.example.com:8443"}})
 		server := e.key(lifecycle.CreateParams{})
+		browserEvent := func(k lifecycle.Created) events.APIGatewayCustomAuthorizerRequestTypeRequest {
+			return event(t, "authorizer-browser-ipv6.json", k.Token.Plain(), "")
+		}
+		serverEvent := func(k lifecycle.Created) events.APIGatewayCustomAuthorizerRequestTypeRequest {
+			return event(t, "authorizer-bearer.json", k.Token.Plain(), "")
+		}
 
-		// Cached by Authorization and source IP only: an origin-restricted
-		// key could be reused from another origin, so it is refused.
-		e.wantDeny(event(t, "authorizer-browser-ipv6.json", browser.Token.Plain(), ""), authorizer.ReasonOrigin)
+		// The server endpoint is not keyed by Origin: a browser key is
+		// refused there, with or without one.
+		e.wantDeny(serverEvent(browser), authorizer.ReasonBrowserOnly)
+		ev := serverEvent(browser)
+		setOrigin(&ev, "https://app.example.com")
+		e.wantDeny(ev, authorizer.ReasonBrowserOnly)
+		resp := e.wantAllow(serverEvent(server))
+		if _, ok := resp.Context[authorizer.ContextOrigin]; ok {
+			t.Errorf("a server endpoint decision carries an origin: %v", resp.Context)
+		}
+		for _, st := range resp.PolicyDocument.Statement {
+			for _, r := range st.Resource {
+				if strings.Contains(r, config.BrowserPath) {
+					t.Errorf("the server endpoint's policy reaches %s", r)
+				}
+			}
+		}
 
 		for _, gw := range []config.Authorizer{
 			{CacheTTLSeconds: 0, IdentitySources: []string{config.IdentityAuthorization}},
-			{CacheTTLSeconds: 300, IdentitySources: []string{config.IdentityAuthorization, config.IdentitySourceIP, config.IdentityOrigin}},
+			{CacheTTLSeconds: 300, IdentitySources: []string{config.IdentityAuthorization, config.IdentitySourceIP}},
 		} {
 			e.gw.Authorizer = gw
 			e.build()
-			e.wantAllow(event(t, "authorizer-browser-ipv6.json", browser.Token.Plain(), ""))
-			e.wantDeny(event(t, "authorizer-browser-ipv6.json", elsewhere.Token.Plain(), ""), authorizer.ReasonOrigin)
-			e.wantAllow(event(t, "authorizer-browser-ipv6.json", server.Token.Plain(), ""))
-			// A browser key without an Origin is not a browser request.
-			e.wantDeny(event(t, "authorizer-bearer.json", browser.Token.Plain(), ""), authorizer.ReasonOrigin)
-			ev := event(t, "authorizer-browser-ipv6.json", browser.Token.Plain(), "")
-			ev.MultiValueHeaders["Origin"] = []string{"https://app.example.com", "https://evil.example"}
-			e.wantDeny(ev, authorizer.ReasonOrigin)
-			ev = event(t, "authorizer-browser-ipv6.json", browser.Token.Plain(), "")
-			ev.Headers["Origin"], ev.MultiValueHeaders["Origin"] = "HTTPS://APP.example.com:443", []string{"HTTPS://APP.example.com:443"}
+			resp := e.wantAllow(browserEvent(browser))
+			if got := resp.Context[authorizer.ContextOrigin]; got != "https://app.example.com" {
+				t.Errorf("context origin %v, want the checked origin", got)
+			}
+			for _, st := range resp.PolicyDocument.Statement {
+				for _, r := range st.Resource {
+					if !strings.Contains(r, config.BrowserPath+"/") && !strings.HasSuffix(r, "/*") {
+						t.Errorf("the browser endpoint's policy reaches %s", r)
+					}
+				}
+			}
+			e.wantDeny(browserEvent(elsewhere), authorizer.ReasonOrigin)
+			e.wantAllow(browserEvent(server))
+			// A browser key without exactly one valid Origin is refused.
+			for _, origins := range [][]string{nil, {"https://app.example.com", "https://evil.example"}, {"null"}, {"https://app.example.com/"}} {
+				ev := browserEvent(browser)
+				setOrigin(&ev, origins...)
+				if origins != nil && origins[0] == "https://app.example.com/" {
+					// A trailing slash is the same origin to origin.Normal.
+					e.wantAllow(ev)
+					continue
+				}
+				e.wantDeny(ev, authorizer.ReasonOrigin)
+			}
+			ev := browserEvent(browser)
+			setOrigin(&ev, "HTTPS://APP.example.com:443")
 			e.wantAllow(ev)
 		}
+	})
+}
+
+// TestBrowserKeysReadUnlessAllowed: on the browser endpoint a browser key
+// gets only its read scopes unless its owner allowed writes, even a key
+// stored before the lifecycle refused such keys.
+func TestBrowserKeysReadUnlessAllowed(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		k := e.key(lifecycle.CreateParams{Scopes: []string{"invoices:write"}, AllowedOrigins: []string{"https://app.example.com"}, AllowBrowserWrites: true})
+		post := onBrowser(event(t, "authorizer-post-invoices.json", k.Token.Plain(), ""))
+		setOrigin(&post, "https://app.example.com")
+		get := event(t, "authorizer-browser-ipv6.json", k.Token.Plain(), "")
+		e.wantAllow(post)
+		e.wantAllow(get)
+
+		stored, err := e.st.GetKey(e.ctx, k.Key.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored.AllowBrowserWrites = false
+		if err := e.st.Apply(e.ctx, store.Change{Keys: []store.KeyWrite{{Key: stored, ExpectedRevision: stored.Revision}}}); err != nil {
+			t.Fatal(err)
+		}
+		e.wantDeny(post, authorizer.ReasonScope)
+		e.wantAllow(get) // write implies read
 	})
 }
 

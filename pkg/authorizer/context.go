@@ -12,6 +12,7 @@ const (
 	ContextEnvironment  = "environment"
 	ContextScopes       = "scopes" // space-separated
 	ContextKeyName      = "key_name"
+	ContextOrigin       = "origin" // the checked Origin, on the browser endpoint
 	ContextErrorCode    = "error_code"
 	ContextErrorMessage = "error_message"
 )
@@ -26,14 +27,17 @@ type Context struct {
 	Environment string
 	Scopes      []string
 	KeyName     string
+	// Origin is the request's Origin as the authorizer checked it, on the
+	// browser endpoint only: the upstream echoes it (config.OriginHeader).
+	Origin string
 
 	ErrorCode    string
 	ErrorMessage string
 }
 
 // Encode returns the context as the authorizer returns it to API Gateway:
-// strings only, the scopes joined by spaces. The error entries are left
-// out when empty.
+// strings only, the scopes joined by spaces. The origin and error entries
+// are left out when empty.
 func (c Context) Encode() map[string]any {
 	m := map[string]any{
 		ContextTenantID:    c.TenantID,
@@ -41,6 +45,9 @@ func (c Context) Encode() map[string]any {
 		ContextEnvironment: c.Environment,
 		ContextScopes:      strings.Join(c.Scopes, " "),
 		ContextKeyName:     c.KeyName,
+	}
+	if c.Origin != "" {
+		m[ContextOrigin] = c.Origin
 	}
 	if c.ErrorCode != "" {
 		m[ContextErrorCode] = c.ErrorCode
@@ -64,6 +71,7 @@ func DecodeContext(m map[string]any) (Context, bool) {
 		Environment:  str(ContextEnvironment),
 		Scopes:       strings.Fields(str(ContextScopes)),
 		KeyName:      str(ContextKeyName),
+		Origin:       str(ContextOrigin),
 		ErrorCode:    str(ContextErrorCode),
 		ErrorMessage: str(ContextErrorMessage),
 	}

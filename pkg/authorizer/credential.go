@@ -36,7 +36,10 @@ const (
 	ReasonScope  = "insufficient_scope"
 	ReasonIP     = "ip_not_allowed"
 	ReasonOrigin = "origin_not_allowed"
-	ReasonAllow  = "allowed"
+	// ReasonBrowserOnly refuses a browser key (one with allowed origins)
+	// on the server endpoint.
+	ReasonBrowserOnly = "browser_endpoint_required"
+	ReasonAllow       = "allowed"
 )
 
 // headerValues returns the distinct values of a header, looked up

@@ -12,6 +12,7 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -122,6 +123,9 @@ type Gateway struct {
 	// to what it also means, an operator route without a signature.
 	NoRoute          GatewayResponse            `json:"no_route"`
 	GatewayResponses map[string]GatewayResponse `json:"gateway_responses"`
+	// Browser is the browser endpoint's CORS (BrowserPath). Every
+	// response the gateway makes carries its CORSHeaders.
+	Browser Browser `json:"browser"`
 }
 
 // GatewayResponseTypes are the response types keyward renders, each of
@@ -152,6 +156,9 @@ func Routes(path string) (RouteTable, error) {
 	for _, r := range t.Routes {
 		if AdminFunctionPath(r.Path) {
 			return RouteTable{}, fmt.Errorf("config: routes: %s %s: /v1 and /console belong to keyward's admin function", r.Method, r.Path)
+		}
+		if OnBrowserEndpoint(r.Path) {
+			return RouteTable{}, fmt.Errorf("config: routes: %s %s: %s is the browser endpoint, which serves every route again below it", r.Method, r.Path, BrowserPath)
 		}
 		// Only a key-authorized route gets IntegrationHeaders, which
 		// replace whatever the client sent under those names; on any other
@@ -227,7 +234,12 @@ func (g Gateway) Validate() error {
 		return fmt.Errorf("config: identity sources must include %s", IdentityAuthorization)
 	}
 	for _, s := range a.IdentitySources {
-		if s != IdentityAuthorization && s != IdentitySourceIP && s != IdentityOrigin {
+		if s == IdentityOrigin {
+			// Server-to-server requests send no Origin, and an identity
+			// source cannot be optional: the browser endpoint adds it.
+			return fmt.Errorf("config: identity source %s belongs to the browser endpoint (%s), which adds it", s, BrowserPath)
+		}
+		if s != IdentityAuthorization && s != IdentitySourceIP {
 			return fmt.Errorf("config: identity source %q is not one keyward supports", s)
 		}
 	}
@@ -255,6 +267,11 @@ func (g Gateway) Validate() error {
 		if !json.Valid([]byte(strings.ReplaceAll(strings.ReplaceAll(r.Template, "$context.error.messageString", `""`), "$", ""))) {
 			return fmt.Errorf("config: gateway response %s: template is not JSON", rt)
 		}
+		for h := range r.Headers {
+			if _, cors := g.Browser.CORSHeaders()[http.CanonicalHeaderKey(h)]; cors || strings.HasPrefix(strings.ToLower(h), "access-control-") {
+				return fmt.Errorf("config: gateway response %s: header %s is the browser endpoint's CORS, which every gateway response carries", rt, h)
+			}
+		}
 	}
 	for rt := range g.GatewayResponses {
 		if !slices.Contains(GatewayResponseTypes, rt) {
@@ -264,13 +281,7 @@ func (g Gateway) Validate() error {
 	if g.NoRoute.Status < 400 || g.NoRoute.Status > 499 || !json.Valid([]byte(g.NoRoute.Template)) || strings.Contains(g.NoRoute.Template, "$") {
 		return fmt.Errorf("config: no_route needs a 4XX status and a JSON template without variables")
 	}
-	return nil
-}
-
-// OriginInCacheKey reports whether the authorizer cache is keyed by the
-// Origin header (or off), which origin-restricted keys require.
-func (a Authorizer) OriginInCacheKey() bool {
-	return a.CacheTTLSeconds == 0 || slices.Contains(a.IdentitySources, IdentityOrigin)
+	return g.Browser.validate()
 }
 
 func decodeStrict(data []byte, v any) error {

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -12,8 +13,12 @@ func TestShippedGatewayIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.Authorizer.OriginInCacheKey() {
-		t.Error("the shipped cache is not keyed by Origin, yet OriginInCacheKey says so")
+	b := g.BrowserAuthorizer()
+	if !slices.Contains(b.IdentitySources, IdentityOrigin) || b.CacheTTLSeconds != g.Authorizer.CacheTTLSeconds {
+		t.Errorf("the browser endpoint's authorizer %+v is not the server's keyed by Origin too", b)
+	}
+	if slices.Contains(g.Authorizer.IdentitySources, IdentityOrigin) {
+		t.Error("BrowserAuthorizer changed the server endpoint's identity sources")
 	}
 }
 
@@ -35,6 +40,16 @@ func TestGatewayValidation(t *testing.T) {
 		"missing response":   func(g *Gateway) { delete(g.GatewayResponses, "THROTTLED") },
 		"unknown response":   func(g *Gateway) { g.GatewayResponses["WAF_FILTERED"] = GatewayResponse{Template: "{}"} },
 		"template not json":  func(g *Gateway) { g.GatewayResponses["DEFAULT_4XX"] = GatewayResponse{Template: "{oops"} },
+		"origin on the server endpoint": func(g *Gateway) {
+			g.Authorizer.IdentitySources = append(g.Authorizer.IdentitySources, IdentityOrigin)
+		},
+		"preflight without authorization": func(g *Gateway) { g.Browser.AllowHeaders = []string{"Content-Type"} },
+		"wildcard allowed header":         func(g *Gateway) { g.Browser.AllowHeaders = []string{"Authorization", "*"} },
+		"header with a space":             func(g *Gateway) { g.Browser.ExposeHeaders = []string{"Retry After"} },
+		"preflight cached too long":       func(g *Gateway) { g.Browser.MaxAgeSeconds = MaxPreflightAge + 1 },
+		"response header hides CORS": func(g *Gateway) {
+			g.GatewayResponses["THROTTLED"] = GatewayResponse{Template: "{}", Headers: map[string]string{"vary": "Accept"}}
+		},
 	}
 	for name, edit := range cases {
 		g := base
@@ -50,7 +65,7 @@ func TestGatewayValidation(t *testing.T) {
 	}
 	off := base
 	off.Authorizer = Authorizer{CacheTTLSeconds: 0, IdentitySources: []string{IdentityAuthorization}}
-	if err := off.Validate(); err != nil || !off.Authorizer.OriginInCacheKey() {
+	if err := off.Validate(); err != nil {
 		t.Errorf("caching off: %v", err)
 	}
 }
@@ -65,6 +80,7 @@ func TestRoutesFile(t *testing.T) {
 	for name, body := range map[string]string{
 		"unknown field": `{"routes":[{"method":"GET","path":"/x","scope":"x:read","extra":1}]}`,
 		"admin path":    `{"routes":[{"method":"GET","path":"/v1/keys","scope":"x:read"}]}`,
+		"browser path":  `{"routes":[{"method":"GET","path":"/browser/x","scope":"x:read"}]}`,
 		"trailing":      `{"routes":[]} {}`,
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".json")
@@ -75,5 +91,52 @@ func TestRoutesFile(t *testing.T) {
 	}
 	if _, err := Routes(filepath.Join(dir, "missing.json")); err == nil {
 		t.Error("missing file accepted")
+	}
+}
+
+func TestBrowserRoutes(t *testing.T) {
+	b := BrowserRoutes(RouteTable{Routes: []Route{
+		{Method: "GET", Path: "/", Scope: "x:read"},
+		{Method: "GET", Path: "/invoices/{id}", Scope: "invoices:read"},
+		{Method: "OPTIONS", Path: "/invoices", Scope: "invoices:read"},
+	}})
+	var got []string
+	for _, r := range b.Routes {
+		got = append(got, r.Method+" "+r.Path+" "+UpstreamPath(r.Path))
+	}
+	want := []string{"GET /browser /", "GET /browser/invoices/{id} /invoices/{id}"}
+	if !slices.Equal(got, want) {
+		t.Errorf("browser routes %q, want %q (OPTIONS is the preflight there)", got, want)
+	}
+	for path, want := range map[string]bool{"/browser": true, "/browser/x": true, "/browsers": false, "/x/browser": false} {
+		if OnBrowserEndpoint(path) != want {
+			t.Errorf("OnBrowserEndpoint(%q) = %v", path, !want)
+		}
+	}
+}
+
+func TestPreflightHeaders(t *testing.T) {
+	g, err := LoadGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := g.Browser.PreflightHeaders([]string{"GET", "POST"})
+	want := map[string]string{
+		"Access-Control-Allow-Origin":  RequestOrigin,
+		"Access-Control-Allow-Methods": "'GET, POST'",
+		"Access-Control-Allow-Headers": "'Authorization, Content-Type'",
+		"Access-Control-Max-Age":       "'600'",
+		"Vary":                         "'Origin'",
+	}
+	if len(h) != len(want) {
+		t.Errorf("preflight headers %v, want %v", h, want)
+	}
+	for k, v := range want {
+		if h[k] != v {
+			t.Errorf("preflight %s = %q, want %q", k, h[k], v)
+		}
+	}
+	if c := g.Browser.CORSHeaders(); c["Access-Control-Allow-Origin"] != RequestOrigin || c["Access-Control-Expose-Headers"] != "'Retry-After'" {
+		t.Errorf("CORS headers %v", c)
 	}
 }

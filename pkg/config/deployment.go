@@ -87,7 +87,7 @@ const (
 // signs members in with OpenID Connect and keeps its own session. They
 // are not in admin-routes.json, the JSON admin API that docs/openapi.yaml
 // documents route by route, so a gateway that serves the console compiles
-// them beside it: route.Compile(routes, AdminRoutes(), ConsoleRoutes()).
+// them beside it (APIRoutes).
 func ConsoleRoutes() RouteTable {
 	var t RouteTable
 	for _, path := range []string{ConsolePath, ConsolePath + "/{proxy+}"} {

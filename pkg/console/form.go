@@ -22,7 +22,7 @@ type keyForm struct {
 	Environment                    string
 	Levels                         map[string]string // resource: "", "read" or "write"
 	AllowedIPs, AllowedOrigins     string
-	Browser                        bool
+	Browser, BrowserWrites         bool
 	ExpiresOn                      string // YYYY-MM-DD, UTC; empty for never
 	Tier                           string
 }
@@ -79,7 +79,8 @@ func readKeyForm(r *http.Request, resources []string) keyForm {
 	f := keyForm{FormID: p.Get("form_id"), Name: strings.TrimSpace(p.Get("name")), Description: strings.TrimSpace(p.Get("description")),
 		Application: strings.TrimSpace(p.Get("application")), Environment: p.Get("environment"), Levels: map[string]string{},
 		AllowedIPs: p.Get("allowed_ips"), AllowedOrigins: p.Get("allowed_origins"), Browser: p.Get("browser") != "",
-		ExpiresOn: strings.TrimSpace(p.Get("expires_on")), Tier: p.Get("tier")}
+		BrowserWrites: p.Get("browser_writes") != "",
+		ExpiresOn:     strings.TrimSpace(p.Get("expires_on")), Tier: p.Get("tier")}
 	for _, res := range resources {
 		if l := p.Get("scope_" + res); l == "read" || l == "write" {
 			f.Levels[res] = l
@@ -129,6 +130,10 @@ func (s *Server) params(m *member, f keyForm) (lifecycle.CreateParams, error) {
 	if f.Browser && len(p.AllowedOrigins) == 0 {
 		return p, fieldError("allowed_origins", "A browser key needs at least one allowed origin, such as https://app.example.com.")
 	}
+	if f.BrowserWrites && len(p.AllowedOrigins) == 0 {
+		return p, fieldError("allow_browser_writes", "Only a browser key (one with allowed origins) takes this choice.")
+	}
+	p.AllowBrowserWrites = f.BrowserWrites
 	if f.ExpiresOn != "" {
 		day, err := time.Parse("2006-01-02", f.ExpiresOn)
 		if err != nil {

@@ -206,10 +206,15 @@ func TestBrowserKeyAndApplication(t *testing.T) {
 	form.Set("application", "storefront")
 	form.Set("scope_customers", "write")
 	form.Set("expires_on", "2026-06-30")
+	// A browser key reads only, unless its maker says otherwise.
+	if w := alice.post("/console/keys", form); w.Code != 400 || !strings.Contains(w.Body.String(), "allow_browser_writes is true") {
+		t.Fatalf("a writing browser key without consent: %d %s", w.Code, w.Body)
+	}
+	form.Set("browser_writes", "1")
 	k, _ := alice.create(t, form)
 	if strings.Join(k.AllowedOrigins, " ") != "https://app.example.com https://www.example.com" ||
 		k.Metadata["application"] != "storefront" || strings.Join(k.Scopes, " ") != "customers:write invoices:read" ||
-		k.ExpiresAt.Format("2006-01-02T15") != "2026-07-01T00" {
+		k.ExpiresAt.Format("2006-01-02T15") != "2026-07-01T00" || !k.AllowBrowserWrites {
 		t.Fatalf("key %+v", k)
 	}
 }

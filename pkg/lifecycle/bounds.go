@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -22,10 +21,9 @@ type Bounds struct {
 	// ExpiresAt is the caller's own expiry (its rotation overlap's end
 	// included); zero for none.
 	ExpiresAt time.Time
-	// AllowedIPs and AllowedOrigins are the caller's own lists; empty for
-	// none.
-	AllowedIPs     []string
-	AllowedOrigins []string
+	// AllowedIPs is the caller's own list; empty for none. (A caller has
+	// no allowed origins: a browser key holds no management scope.)
+	AllowedIPs []string
 	// RateLimit is the caller's own; zero for none.
 	RateLimit store.RateLimit
 	// Member is the person the caller acts for (the member who made the
@@ -47,8 +45,7 @@ type Bounds struct {
 // keys that member created.
 func BoundsOf(k store.Key) Bounds {
 	admin := scope.AnyGrants(k.Scopes, AdminScope)
-	return Bounds{Environment: k.Environment, ExpiresAt: k.ExpiresAt, AllowedIPs: k.AllowedIPs,
-		AllowedOrigins: k.AllowedOrigins, RateLimit: k.RateLimit,
+	return Bounds{Environment: k.Environment, ExpiresAt: k.ExpiresAt, AllowedIPs: k.AllowedIPs, RateLimit: k.RateLimit,
 		Member: k.CreatedBy, MemberFixed: !admin, OwnKeysOnly: !admin && k.CreatedBy != ""}
 }
 
@@ -104,7 +101,7 @@ func (b Bounds) admit(k store.Key) error {
 	if b.Environment != "" && k.Environment != b.Environment {
 		return restricted("environment", "a %s key manages %s keys only", b.Environment, b.Environment)
 	}
-	for _, check := range []func(store.Key, *store.Key) error{b.expiry, b.ips, b.origins, b.rate} {
+	for _, check := range []func(store.Key, *store.Key) error{b.expiry, b.ips, b.rate} {
 		if err := check(k, nil); err != nil {
 			return err
 		}
@@ -131,7 +128,6 @@ func (b Bounds) admitUpdate(p UpdateParams, old, k store.Key) error {
 	}{
 		{p.ExpiresAt != nil, b.expiry},
 		{p.AllowedIPs != nil, b.ips},
-		{p.AllowedOrigins != nil, b.origins},
 		{p.RateLimit != nil, b.rate},
 	}
 	for _, c := range checks {
@@ -172,17 +168,6 @@ func (b Bounds) ips(k store.Key, old *store.Key) error {
 		strings.Join(b.AllowedIPs, ", "))
 }
 
-func (b Bounds) origins(k store.Key, old *store.Key) error {
-	if len(b.AllowedOrigins) == 0 || subset(k.AllowedOrigins, b.AllowedOrigins) {
-		return nil
-	}
-	if old != nil && len(old.AllowedOrigins) > 0 && subset(k.AllowedOrigins, old.AllowedOrigins) {
-		return nil
-	}
-	return restricted("allowed_origins", "the calling key may be used only from %s, and a key it creates or changes must be limited to origins among them",
-		strings.Join(b.AllowedOrigins, ", "))
-}
-
 func (b Bounds) rate(k store.Key, old *store.Key) error {
 	if b.RateLimit.RequestsPerMinute == 0 || rateWithin(k.RateLimit, b.RateLimit) {
 		return nil
@@ -196,19 +181,6 @@ func (b Bounds) rate(k store.Key, old *store.Key) error {
 
 func rateWithin(r, limit store.RateLimit) bool {
 	return r.RequestsPerMinute <= limit.RequestsPerMinute && r.Burst <= limit.Burst
-}
-
-// subset reports whether in is a non-empty subset of of.
-func subset(in, of []string) bool {
-	if len(in) == 0 {
-		return false
-	}
-	for _, s := range in {
-		if !slices.Contains(of, s) {
-			return false
-		}
-	}
-	return true
 }
 
 // prefixesWithin reports whether in is a non-empty list of CIDR blocks

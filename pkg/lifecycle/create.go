@@ -20,9 +20,12 @@ type CreateParams struct {
 	ExpiresAt      time.Time
 	AllowedIPs     []string
 	AllowedOrigins []string
-	RateLimit      store.RateLimit
-	CreatedBy      string
-	Metadata       map[string]string
+	// AllowBrowserWrites lets a key with allowed origins hold scopes other
+	// than resource:read (see browserRules).
+	AllowBrowserWrites bool
+	RateLimit          store.RateLimit
+	CreatedBy          string
+	Metadata           map[string]string
 }
 
 // Created is a new key with its token, which exists nowhere else: the
@@ -90,7 +93,7 @@ func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now
 		Prefix: tok.Prefix(), Environment: string(p.Environment), Last4: tok.Last4(),
 		Scopes: scopes, Status: store.KeyActive, Hash: sum, PepperVersion: version,
 		CreatedAt: now, CreatedBy: p.CreatedBy, UpdatedAt: now, ExpiresAt: p.ExpiresAt.UTC(),
-		AllowedIPs: ips, AllowedOrigins: origins, RateLimit: rate, Metadata: meta,
+		AllowedIPs: ips, AllowedOrigins: origins, AllowBrowserWrites: p.AllowBrowserWrites, RateLimit: rate, Metadata: meta,
 	}
 	return Created{Key: k, Token: tok}, nil
 }
@@ -113,6 +116,9 @@ func (s *Service) Create(ctx context.Context, actor Actor, tenant string, p Crea
 	now := s.now().UTC()
 	c, err := s.newKey(ctx, tenant, p, now)
 	if err != nil {
+		return Created{}, err
+	}
+	if err := browserRules(c.Key); err != nil {
 		return Created{}, err
 	}
 	if err := actor.Bounds.admit(c.Key); err != nil {

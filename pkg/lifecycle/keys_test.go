@@ -131,7 +131,7 @@ func TestCreate(t *testing.T) {
 			Name: "billing sync", Description: "nightly export", Environment: apikey.Test,
 			Scopes: []string{"invoices:read", "customers:write"}, ExpiresAt: expires,
 			AllowedIPs: []string{"203.0.113.7", "2001:db8::1/32"}, AllowedOrigins: []string{"HTTPS://App.Example.com:443"},
-			CreatedBy: "mem_alice", Metadata: map[string]string{"team": "billing"},
+			AllowBrowserWrites: true, CreatedBy: "mem_alice", Metadata: map[string]string{"team": "billing"},
 		})
 		tok, err := f.format.Parse(c.Token.Plain())
 		if err != nil || tok.Environment() != apikey.Test || tok.ID() != c.Key.ID {
@@ -147,10 +147,12 @@ func TestCreate(t *testing.T) {
 		want := map[string]any{
 			"status": stored.Status, "last4": stored.Last4, "ips": strings.Join(stored.AllowedIPs, ","),
 			"origins": strings.Join(stored.AllowedOrigins, ","), "rate": stored.RateLimit, "expires": stored.ExpiresAt.Equal(expires),
+			"browser writes": stored.AllowBrowserWrites,
 		}
 		got := map[string]any{
 			"status": store.KeyActive, "last4": c.Token.Last4(), "ips": "203.0.113.7/32,2001:db8::/32",
 			"origins": "https://app.example.com", "rate": store.RateLimit{RequestsPerMinute: 60, Burst: 10}, "expires": true,
+			"browser writes": true,
 		}
 		if fmt.Sprint(want) != fmt.Sprint(got) {
 			t.Fatalf("stored key:\n got %v\nwant %v", want, got)
@@ -198,6 +200,27 @@ func TestCreateValidation(t *testing.T) {
 			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"example.com"} }},
 			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://user@example.com"} }},
 			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://example.com:99999"} }},
+			// Browser keys are safe by default: reading only unless allowed,
+			// never a management scope.
+			{"scopes", func(p *lifecycle.CreateParams) {
+				p.AllowedOrigins, p.Scopes = []string{"https://app.example.com"}, []string{"invoices:write"}
+			}},
+			{"scopes", func(p *lifecycle.CreateParams) {
+				p.AllowedOrigins, p.Scopes = []string{"https://app.example.com"}, []string{"invoices:*"}
+			}},
+			{"scopes", func(p *lifecycle.CreateParams) {
+				p.AllowedOrigins, p.Scopes = []string{"https://app.example.com"}, []string{"messaging:send"}
+			}},
+			{"scopes", func(p *lifecycle.CreateParams) {
+				p.AllowedOrigins, p.Scopes = []string{"https://app.example.com"}, []string{"keys:read"}
+			}},
+			{"scopes", func(p *lifecycle.CreateParams) {
+				p.AllowedOrigins, p.Scopes, p.AllowBrowserWrites = []string{"https://app.example.com"}, []string{"keys:write"}, true
+			}},
+			{"scopes", func(p *lifecycle.CreateParams) {
+				p.AllowedOrigins, p.Scopes, p.AllowBrowserWrites = []string{"https://app.example.com"}, []string{"*"}, true
+			}},
+			{"allow_browser_writes", func(p *lifecycle.CreateParams) { p.AllowBrowserWrites = true }},
 			{"rate_limit.requests_per_minute", func(p *lifecycle.CreateParams) { p.RateLimit.RequestsPerMinute = -1 }},
 			{"rate_limit.burst", func(p *lifecycle.CreateParams) { p.RateLimit = store.RateLimit{RequestsPerMinute: 10, Burst: 11} }},
 			{"created_by", func(p *lifecycle.CreateParams) { p.CreatedBy = "alice smith" }},
@@ -308,6 +331,52 @@ func TestUpdate(t *testing.T) {
 		}
 		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Name: &name}); !errors.Is(err, lifecycle.ErrConflict) {
 			t.Fatalf("update of a revoked key: %v", err)
+		}
+	})
+}
+
+// TestUpdateBrowserRules: an update is judged on the key it leaves, so
+// no sequence of updates makes a browser key that writes without its
+// owner's say, or holds a management scope; clearing the last origin
+// clears the permission with it; rotation carries it.
+func TestUpdateBrowserRules(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		c := f.create(t, "acme", lifecycle.CreateParams{Scopes: []string{"invoices:write"}})
+		origins, writes, read := []string{"https://app.example.com"}, true, []string{"invoices:read"}
+		var ve *lifecycle.ValidationError
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{AllowedOrigins: &origins}); !errors.As(err, &ve) || ve.Field != "scopes" {
+			t.Fatalf("origins on a writing key: %v", err)
+		}
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{AllowBrowserWrites: &writes}); !errors.As(err, &ve) || ve.Field != "allow_browser_writes" {
+			t.Fatalf("browser writes on a server key: %v", err)
+		}
+		k, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{AllowedOrigins: &origins, AllowBrowserWrites: &writes})
+		if err != nil || !k.AllowBrowserWrites {
+			t.Fatalf("allowed browser writes: %v %+v", err, k)
+		}
+		off := false
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{AllowBrowserWrites: &off}); !errors.As(err, &ve) || ve.Field != "scopes" {
+			t.Fatalf("withdrawing browser writes from a writing key: %v", err)
+		}
+		admin := []string{"keys:read"}
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Scopes: &admin}); !errors.As(err, &ve) || ve.Field != "scopes" {
+			t.Fatalf("a management scope on a browser key: %v", err)
+		}
+		if _, err = f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Scopes: &read, AllowBrowserWrites: &off}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err = f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{AllowBrowserWrites: &writes}); err != nil {
+			t.Fatal(err)
+		}
+		nk, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", c.Key.ID, time.Hour)
+		if err != nil || !nk.Key.AllowBrowserWrites || fmt.Sprint(nk.Key.AllowedOrigins) != "[https://app.example.com]" {
+			t.Fatalf("rotation: %v %+v", err, nk.Key)
+		}
+		f.tokens = append(f.tokens, nk.Token.Plain())
+		none := []string{}
+		k, err = f.svc.Update(f.ctx, f.actor, "acme", nk.Key.ID, lifecycle.UpdateParams{AllowedOrigins: &none})
+		if err != nil || k.AllowBrowserWrites || len(k.AllowedOrigins) != 0 {
+			t.Fatalf("a server key again: %v %+v", err, k)
 		}
 	})
 }

@@ -17,9 +17,12 @@ type UpdateParams struct {
 	Scopes         *[]string
 	AllowedIPs     *[]string
 	AllowedOrigins *[]string
-	RateLimit      *store.RateLimit
-	ExpiresAt      *time.Time
-	Metadata       *map[string]string
+	// AllowBrowserWrites is cleared with the last allowed origin unless
+	// the update sets it.
+	AllowBrowserWrites *bool
+	RateLimit          *store.RateLimit
+	ExpiresAt          *time.Time
+	Metadata           *map[string]string
 }
 
 // changedFields lists the fields an update names, for the audit entry.
@@ -35,6 +38,7 @@ func (p UpdateParams) changedFields() string {
 	add(p.Scopes != nil, "scopes")
 	add(p.AllowedIPs != nil, "allowed_ips")
 	add(p.AllowedOrigins != nil, "allowed_origins")
+	add(p.AllowBrowserWrites != nil, "allow_browser_writes")
 	add(p.RateLimit != nil, "rate_limit")
 	add(p.ExpiresAt != nil, "expires_at")
 	add(p.Metadata != nil, "metadata")
@@ -75,6 +79,12 @@ func (p UpdateParams) apply(k *store.Key, now time.Time) error {
 			return err
 		}
 		k.AllowedOrigins = origins
+		if len(origins) == 0 && p.AllowBrowserWrites == nil {
+			k.AllowBrowserWrites = false // it means nothing for a server key
+		}
+	}
+	if p.AllowBrowserWrites != nil {
+		k.AllowBrowserWrites = *p.AllowBrowserWrites
 	}
 	if p.RateLimit != nil {
 		rate, err := normalRateLimit(*p.RateLimit)
@@ -115,6 +125,9 @@ func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p 
 		}
 		old := *k
 		if err := p.apply(k, now); err != nil {
+			return false, err
+		}
+		if err := browserRules(*k); err != nil {
 			return false, err
 		}
 		if err := actor.Bounds.admitUpdate(p, old, *k); err != nil {

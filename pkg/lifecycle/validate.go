@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/origin"
 	"github.com/keyward/keyward/pkg/scope"
 	"github.com/keyward/keyward/pkg/store"
@@ -179,6 +180,39 @@ func normalOrigins(in []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// browserRules keep browser keys (keys with allowed origins) safe by
+// default, as the security model asks: a page's key is public, so it never
+// holds a management scope, and it only reads unless its owner allowed
+// writes (AllowBrowserWrites), which the authorizer enforces as well.
+// Rotation does not apply them: a replacement is the key it replaces.
+func browserRules(k store.Key) error {
+	if len(k.AllowedOrigins) == 0 {
+		if k.AllowBrowserWrites {
+			return invalid("allow_browser_writes", "applies only to a key with allowed_origins (a browser key)")
+		}
+		return nil
+	}
+	for _, sc := range k.Scopes {
+		if managementScope(sc) {
+			return invalid("scopes", "%q is a management scope, which a key with allowed_origins never holds: its pages make it public", sc)
+		}
+	}
+	if !k.AllowBrowserWrites && !scope.OnlyReads(k.Scopes) {
+		return invalid("scopes", "a key with allowed_origins holds only resource:read scopes unless allow_browser_writes is true")
+	}
+	return nil
+}
+
+// managementScope reports whether a scope grants any admin API route.
+func managementScope(sc string) bool {
+	for _, r := range config.AdminRoutes().Routes {
+		if r.Auth == config.AuthKey && scope.Grants(sc, r.Scope) {
+			return true
+		}
+	}
+	return false
 }
 
 func normalRateLimit(r store.RateLimit) (store.RateLimit, error) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/keyward/keyward/pkg/apikey"
+	"github.com/keyward/keyward/pkg/config"
 )
 
 // PrintSecrets prints the demo tenant's secrets, on the first start only.
@@ -52,6 +53,9 @@ func (s *Stack) PrintBanner(w io.Writer, base, dataDir string) {
 		line("Revoke it (refused on the very next request):")
 		line("  curl -s -X POST %s/v1/keys/%s/revoke -H \"Authorization: Bearer $KEYWARD_ADMIN_KEY\"", base, demoID)
 	}
+	line("")
+	line("Web pages call the browser endpoint, %s%s, with browser keys (keys with", base, config.BrowserPath)
+	line("allowed_origins): the README shows the fetch call.")
 	if len(s.Members) > 0 {
 		line("")
 		line("The console: %s/console. Sign in as a member of %q (passwords new each start):", base, DemoTenant)

@@ -182,7 +182,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
-	routes, err := route.Compile(rt, config.AdminRoutes(), config.ConsoleRoutes())
+	routes, err := route.Compile(config.APIRoutes(rt)...)
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}

@@ -49,6 +49,34 @@ func TestMatchPrecedence(t *testing.T) {
 	}
 }
 
+// TestMethods: a preflight allows the methods of the one resource a path
+// reaches, not every method some route of another shape could match.
+func TestMethods(t *testing.T) {
+	tb := table(t,
+		config.Route{Method: "POST", Path: "/invoices", Scope: "invoices:write"},
+		config.Route{Method: "GET", Path: "/invoices", Scope: "invoices:read"},
+		config.Route{Method: "GET", Path: "/invoices/{id}", Scope: "invoices:read"},
+		config.Route{Method: "DELETE", Path: "/invoices/{key}", Scope: "invoices:write"},
+		config.Route{Method: "PUT", Path: "/invoices/summary", Scope: "reports:write"},
+		config.Route{Method: "GET", Path: "/files/{path+}", Scope: "files:read"},
+		config.Route{Method: "GET", Path: "/", Scope: "root:read"},
+	)
+	for path, want := range map[string]string{
+		"/invoices":         "[GET POST]",
+		"/invoices/inv_1":   "[DELETE GET]",
+		"/invoices/summary": "[PUT]",
+		"/files/a/b":        "[GET]",
+		"/":                 "[GET]",
+		"/nope":             "[]",
+		"/invoices/1/2":     "[]",
+		"nope":              "[]",
+	} {
+		if got := fmt.Sprint(tb.Methods(path)); got != want {
+			t.Errorf("Methods(%s) = %s, want %s", path, got, want)
+		}
+	}
+}
+
 func TestARNPath(t *testing.T) {
 	tb := table(t,
 		config.Route{Method: "GET", Path: "/invoices/{id}/lines", Scope: "lines:read"},

@@ -9,6 +9,7 @@ package scope
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -115,4 +116,33 @@ func Covers(held []string, wanted string) bool {
 		return false
 	}
 	return AnyGrants(held, wanted)
+}
+
+// Read is the one action a browser key holds without allow_browser_writes.
+const Read = "read"
+
+// ReadOnly returns the reading that the held scopes grant: resource:read
+// for each resource held with a laddered action or "*". The security
+// model discourages browser keys that can write or send, so a browser
+// key's other powers count only when its owner allowed them. "*" and
+// actions off the ladder (messaging:send) imply no reading.
+func ReadOnly(held []string) []string {
+	var out []string
+	for _, h := range held {
+		resource, action, ok := strings.Cut(h, ":")
+		if ok && (action == "*" || rank(action) > 0) && !slices.Contains(out, resource+":"+Read) {
+			out = append(out, resource+":"+Read)
+		}
+	}
+	return out
+}
+
+// OnlyReads reports whether every held scope is resource:read.
+func OnlyReads(held []string) bool {
+	for _, h := range held {
+		if _, action, _ := strings.Cut(h, ":"); action != Read {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,9 @@
 package scope
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestValidate(t *testing.T) {
 	for _, ok := range []string{"*", "invoices:read", "customers:write", "keys:*", "messaging:send", "a-b_c:x1"} {
@@ -61,5 +64,18 @@ func TestCovers(t *testing.T) {
 		if got := Covers(c.held, c.wanted); got != c.want {
 			t.Errorf("Covers(%v, %q) = %v, want %v", c.held, c.wanted, got, c.want)
 		}
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	got := ReadOnly([]string{"invoices:read", "invoices:write", "customers:*", "*", "messaging:send", "keys:admin", "customers:read"})
+	if strings.Join(got, " ") != "invoices:read customers:read keys:read" {
+		t.Errorf("ReadOnly = %q", got)
+	}
+	if !OnlyReads([]string{"a:read", "b:read"}) || OnlyReads([]string{"a:read", "b:write"}) || OnlyReads([]string{"*"}) {
+		t.Error("OnlyReads")
+	}
+	if ReadOnly(nil) != nil {
+		t.Error("ReadOnly(nil) is not empty")
 	}
 }

@@ -104,30 +104,34 @@ type RateLimit struct {
 // and only RehashKey and TouchKey change them. ID, TenantID, Prefix,
 // Environment, Last4, CreatedAt, CreatedBy and Replaces never change.
 type Key struct {
-	ID             string            `json:"id"`
-	TenantID       string            `json:"tenant_id"`
-	Name           string            `json:"name"`
-	Description    string            `json:"description,omitempty"`
-	Prefix         string            `json:"prefix"`
-	Environment    string            `json:"environment"`
-	Last4          string            `json:"last4"`
-	Scopes         []string          `json:"scopes"`
-	Status         KeyStatus         `json:"status"`
-	Hash           []byte            `json:"hash"`
-	PepperVersion  int               `json:"pepper_version"`
-	CreatedAt      time.Time         `json:"created_at"`
-	CreatedBy      string            `json:"created_by,omitempty"`
-	UpdatedAt      time.Time         `json:"updated_at"`
-	NotBefore      time.Time         `json:"not_before,omitzero"`
-	ExpiresAt      time.Time         `json:"expires_at,omitzero"`
-	RevokedAt      time.Time         `json:"revoked_at,omitzero"`
-	LastUsedAt     time.Time         `json:"last_used_at,omitzero"`
-	AllowedIPs     []string          `json:"allowed_ips,omitempty"`
-	AllowedOrigins []string          `json:"allowed_origins,omitempty"`
-	RateLimit      RateLimit         `json:"rate_limit"`
-	Replaces       string            `json:"replaces,omitempty"`
-	ReplacedBy     string            `json:"replaced_by,omitempty"`
-	Metadata       map[string]string `json:"metadata,omitempty"`
+	ID             string    `json:"id"`
+	TenantID       string    `json:"tenant_id"`
+	Name           string    `json:"name"`
+	Description    string    `json:"description,omitempty"`
+	Prefix         string    `json:"prefix"`
+	Environment    string    `json:"environment"`
+	Last4          string    `json:"last4"`
+	Scopes         []string  `json:"scopes"`
+	Status         KeyStatus `json:"status"`
+	Hash           []byte    `json:"hash"`
+	PepperVersion  int       `json:"pepper_version"`
+	CreatedAt      time.Time `json:"created_at"`
+	CreatedBy      string    `json:"created_by,omitempty"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	NotBefore      time.Time `json:"not_before,omitzero"`
+	ExpiresAt      time.Time `json:"expires_at,omitzero"`
+	RevokedAt      time.Time `json:"revoked_at,omitzero"`
+	LastUsedAt     time.Time `json:"last_used_at,omitzero"`
+	AllowedIPs     []string  `json:"allowed_ips,omitempty"`
+	AllowedOrigins []string  `json:"allowed_origins,omitempty"`
+	// AllowBrowserWrites lets a browser key (one with AllowedOrigins) use
+	// scopes other than resource:read; without it the authorizer grants
+	// such a key its read scopes only.
+	AllowBrowserWrites bool              `json:"allow_browser_writes,omitempty"`
+	RateLimit          RateLimit         `json:"rate_limit"`
+	Replaces           string            `json:"replaces,omitempty"`
+	ReplacedBy         string            `json:"replaced_by,omitempty"`
+	Metadata           map[string]string `json:"metadata,omitempty"`
 	// Notices records the notices sent about the key (NoticeExpiring7d,
 	// NoticeExpiring1d, NoticeUnused), so that each goes out once: the job
 	// that sends one adds it in the same revision-checked write.

@@ -103,13 +103,13 @@ func (r *Runtime) KMS() pepper.KMS {
 	return pepper.KMS{Client: kms.NewFromConfig(r.AWS), KeyID: r.Config.PepperKeyID}
 }
 
-// Routes compiles the protected API's routes with keyward's admin routes,
-// or exits.
+// Routes compiles every route the API serves (config.APIRoutes), or
+// exits.
 func (r *Runtime) Routes() *route.Table {
 	rt, err := config.Routes(r.Config.RoutesFile)
 	if err == nil {
 		var t *route.Table
-		if t, err = route.Compile(rt, config.AdminRoutes()); err == nil {
+		if t, err = route.Compile(config.APIRoutes(rt)...); err == nil {
 			return t
 		}
 	}

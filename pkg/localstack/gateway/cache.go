@@ -41,10 +41,14 @@ const headerSource = "method.request.header."
 // every source is present and non-empty; and whether the decision may be
 // cached under the key: only when each source has one value, which is
 // then the credential the authorizer decides on (it refuses two).
+// Each authorizer attachment (the server endpoint's, the browser
+// endpoint's) has a cache of its own, as in API Gateway.
 func (g *Gateway) cacheKey(c *call) (key string, present, cacheable bool) {
 	var b strings.Builder
+	browser := config.OnBrowserEndpoint(c.route.Path)
+	b.WriteString(strconv.FormatBool(browser) + ";")
 	present, cacheable = true, g.ttl > 0
-	for _, src := range g.cfg.Gateway.Authorizer.IdentitySources {
+	for _, src := range g.sources[browser] {
 		v := ""
 		if name, ok := strings.CutPrefix(src, headerSource); ok {
 			vals := c.r.Header.Values(name)

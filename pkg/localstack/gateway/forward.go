@@ -39,7 +39,16 @@ func (g *Gateway) forward(c *call, a admitted) {
 			delete(out.Header, name)
 		}
 	}
-	for header, source := range config.IntegrationHeaders {
+	headers := config.IntegrationHeaders
+	if config.OnBrowserEndpoint(c.route.Path) {
+		headers = config.BrowserIntegrationHeaders()
+		// The upstream serves both endpoints at the same paths.
+		out.URL.Path = config.UpstreamPath(out.URL.Path)
+		if out.URL.RawPath != "" {
+			out.URL.RawPath = config.UpstreamPath(out.URL.RawPath)
+		}
+	}
+	for header, source := range headers {
 		if static, ok := strings.CutPrefix(source, "'"); ok {
 			out.Header.Set(header, strings.TrimSuffix(static, "'"))
 		} else if v, ok := a.authorizer[strings.TrimPrefix(source, contextSource)]; ok {

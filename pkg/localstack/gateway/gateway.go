@@ -136,6 +136,9 @@ type Gateway struct {
 	arnPrefix string // through the stage and its slash
 	ttl       time.Duration
 	tiers     map[string]config.Tier
+	// sources are the identity sources of the server endpoint's authorizer
+	// attachment and of the browser endpoint's (by OnBrowserEndpoint).
+	sources map[bool][]string
 
 	mu         sync.Mutex
 	cache      map[string]cached
@@ -171,8 +174,10 @@ func New(cfg Config) (*Gateway, error) {
 		arnPrefix: fmt.Sprintf("arn:aws:execute-api:%s:%s:%s/%s/", cfg.Region, cfg.AccountID, cfg.APIID, cfg.Stage),
 		ttl:       time.Duration(cfg.Gateway.Authorizer.CacheTTLSeconds) * time.Second,
 		tiers:     map[string]config.Tier{},
-		cache:     map[string]cached{},
-		plans:     map[string]*plan{},
+		sources: map[bool][]string{false: cfg.Gateway.Authorizer.IdentitySources,
+			true: cfg.Gateway.BrowserAuthorizer().IdentitySources},
+		cache: map[string]cached{},
+		plans: map[string]*plan{},
 
 		operatorFailures: failures{buckets: map[string]*bucket{}},
 	}
@@ -224,11 +229,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) serve(c *call) {
+	if g.preflight(c) {
+		return
+	}
 	rt, params, ok := g.cfg.Routes.Match(c.r.Method, c.r.URL.Path)
 	if !ok || !cleanPath(c.r.URL) {
 		// An unknown path, or an unknown method on a known one: the mock
 		// integrations the CDK stack puts there.
-		g.write(c, g.cfg.Gateway.NoRoute.Status, http.Header{"Content-Type": {"application/json"}}, []byte(g.cfg.Gateway.NoRoute.Template))
+		header := corsHeaders(g.cfg.Gateway, c.r.Header)
+		header.Set("Content-Type", "application/json")
+		g.write(c, g.cfg.Gateway.NoRoute.Status, header, []byte(g.cfg.Gateway.NoRoute.Template))
 		c.rendered = "NO_ROUTE"
 		return
 	}

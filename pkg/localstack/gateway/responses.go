@@ -1,6 +1,10 @@
 package gateway
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/keyward/keyward/pkg/config"
+)
 
 // reply answers with a gateway response.
 func (g *Gateway) reply(c *call, responseType string, vars map[string]string) {
@@ -9,15 +13,23 @@ func (g *Gateway) reply(c *call, responseType string, vars map[string]string) {
 		all[k] = v
 	}
 	status, header, body := Render(g.cfg.Gateway, responseType, all)
-	g.write(c, status, header, body)
+	g.write(c, status, withCORS(header, g.cfg.Gateway, c.r.Header), body)
 	c.rendered = responseType
+}
+
+// withCORS adds the CORS headers every gateway response carries.
+func withCORS(header http.Header, cfg config.Gateway, req http.Header) http.Header {
+	for k, v := range corsHeaders(cfg, req) {
+		header[k] = v
+	}
+	return header
 }
 
 // refuse answers a request the emulation refuses before routing, in the
 // error envelope of DEFAULT_4XX with its own status and message.
 func (g *Gateway) refuse(c *call, status int, message string) {
 	_, header, body := Render(g.cfg.Gateway, "DEFAULT_4XX", map[string]string{"context.requestId": c.id, "context.error.message": message})
-	g.write(c, status, header, body)
+	g.write(c, status, withCORS(header, g.cfg.Gateway, c.r.Header), body)
 }
 
 func (g *Gateway) write(c *call, status int, header http.Header, body []byte) {
@@ -44,6 +56,6 @@ func (g *Gateway) integrationFailed(c *call) {
 	if g.cfg.Gateway.GatewayResponses["DEFAULT_5XX"].Status == 0 {
 		status = http.StatusBadGateway
 	}
-	g.write(c, status, header, body)
+	g.write(c, status, withCORS(header, g.cfg.Gateway, c.r.Header), body)
 	c.rendered = "DEFAULT_5XX"
 }

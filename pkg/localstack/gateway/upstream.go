@@ -16,14 +16,21 @@ import (
 
 // Echo is the built-in protected API: it answers 200 with what it
 // received, including the caller the gateway vouched for and the
-// Authorization header in place of the client's.
+// Authorization header in place of the client's; on the browser endpoint
+// it echoes the checked origin (config.OriginHeader) as CORS asks.
 func Echo() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		authz := map[string]string{}
-		for header, source := range config.IntegrationHeaders {
-			if name, ok := strings.CutPrefix(source, contextSource); ok {
+		for header, source := range config.BrowserIntegrationHeaders() {
+			if name, ok := strings.CutPrefix(source, contextSource); ok && r.Header.Get(header) != "" {
 				authz[name] = r.Header.Get(header)
 			}
+		}
+		// What the deployer's upstream must do on the browser endpoint:
+		// API Gateway cannot add headers to a proxied answer.
+		if o := r.Header.Get(config.OriginHeader); o != "" {
+			w.Header().Set("Access-Control-Allow-Origin", o)
+			w.Header().Add("Vary", "Origin")
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(struct {
@@ -63,7 +70,7 @@ func Proxy(upstream *url.URL, cfg config.Gateway, log *slog.Logger, timeout time
 			}
 			log.ErrorContext(r.Context(), "upstream failed", "upstream", upstream.Host, "request_id", id, "gateway_response", responseType, "error", err)
 			status, header, body := Render(cfg, responseType, map[string]string{"context.requestId": id})
-			for name, vals := range header {
+			for name, vals := range withCORS(header, cfg, r.Header) {
 				w.Header()[name] = vals
 			}
 			w.WriteHeader(status)

@@ -74,6 +74,7 @@ func testKeyUpdate(t *testing.T, e *env) {
 	upd.ExpiresAt = e.clk.Now().Add(time.Hour)
 	upd.AllowedIPs = nil
 	upd.AllowedOrigins = []string{"https://a.example", "https://b.example:8443"}
+	upd.AllowBrowserWrites = false
 	upd.RateLimit = store.RateLimit{RequestsPerMinute: 600}
 	upd.ReplacedBy = "k00000000002"
 	upd.Metadata = nil

@@ -35,6 +35,7 @@ const (
 	attrCreatedAt     = "created_at"
 	attrEnvironment   = "environment"
 	attrKeyDisplay    = "key_display"
+	attrBrowserWrites = "allow_browser_writes"
 )
 
 // keyMutable and tenantMutable are what an update through Apply may change;
@@ -42,7 +43,7 @@ const (
 var (
 	keyMutable = []string{
 		"name", "description", "scopes", attrStatus, "updated_at", "not_before",
-		attrExpiresAt, "revoked_at", "allowed_ips", "allowed_origins",
+		attrExpiresAt, "revoked_at", "allowed_ips", "allowed_origins", attrBrowserWrites,
 		"rate_limit_rpm", "rate_limit_burst", "replaced_by", "metadata",
 		attrNotices,
 	}
@@ -260,6 +261,9 @@ func keyItem(k store.Key) item {
 	e.time(attrLastUsedAt, k.LastUsedAt)
 	e.list("allowed_ips", k.AllowedIPs)
 	e.list("allowed_origins", k.AllowedOrigins)
+	if k.AllowBrowserWrites { // absent when false, as on every key before it existed
+		e.bool(attrBrowserWrites, true)
+	}
 	e.int("rate_limit_rpm", int64(k.RateLimit.RequestsPerMinute))
 	e.int("rate_limit_burst", int64(k.RateLimit.Burst))
 	e.str("replaces", k.Replaces)
@@ -275,26 +279,27 @@ func keyItem(k store.Key) item {
 func decodeKey(it item) (store.Key, error) {
 	d := decoder{it: it}
 	k := store.Key{
-		ID:             d.str("id"),
-		TenantID:       d.str(attrTenantID),
-		Name:           d.str("name"),
-		Description:    d.str("description"),
-		Prefix:         d.str("prefix"),
-		Environment:    d.str("environment"),
-		Last4:          d.str("last4"),
-		Scopes:         d.list("scopes"),
-		Status:         store.KeyStatus(d.str(attrStatus)),
-		Hash:           d.bytes(attrHash),
-		PepperVersion:  int(d.int(attrPepperVersion)),
-		CreatedAt:      d.time("created_at"),
-		CreatedBy:      d.str("created_by"),
-		UpdatedAt:      d.time("updated_at"),
-		NotBefore:      d.time("not_before"),
-		ExpiresAt:      d.time(attrExpiresAt),
-		RevokedAt:      d.time("revoked_at"),
-		LastUsedAt:     d.time(attrLastUsedAt),
-		AllowedIPs:     d.list("allowed_ips"),
-		AllowedOrigins: d.list("allowed_origins"),
+		ID:                 d.str("id"),
+		TenantID:           d.str(attrTenantID),
+		Name:               d.str("name"),
+		Description:        d.str("description"),
+		Prefix:             d.str("prefix"),
+		Environment:        d.str("environment"),
+		Last4:              d.str("last4"),
+		Scopes:             d.list("scopes"),
+		Status:             store.KeyStatus(d.str(attrStatus)),
+		Hash:               d.bytes(attrHash),
+		PepperVersion:      int(d.int(attrPepperVersion)),
+		CreatedAt:          d.time("created_at"),
+		CreatedBy:          d.str("created_by"),
+		UpdatedAt:          d.time("updated_at"),
+		NotBefore:          d.time("not_before"),
+		ExpiresAt:          d.time(attrExpiresAt),
+		RevokedAt:          d.time("revoked_at"),
+		LastUsedAt:         d.time(attrLastUsedAt),
+		AllowedIPs:         d.list("allowed_ips"),
+		AllowedOrigins:     d.list("allowed_origins"),
+		AllowBrowserWrites: d.bool(attrBrowserWrites),
 		RateLimit: store.RateLimit{
 			RequestsPerMinute: int(d.int("rate_limit_rpm")),
 			Burst:             int(d.int("rate_limit_burst")),

@@ -114,6 +114,7 @@ func (s *Store) writeKey(tx *bolt.Tx, w store.KeyWrite) error {
 	stored.RevokedAt = k.RevokedAt
 	stored.AllowedIPs = k.AllowedIPs
 	stored.AllowedOrigins = k.AllowedOrigins
+	stored.AllowBrowserWrites = k.AllowBrowserWrites
 	stored.RateLimit = k.RateLimit
 	stored.ReplacedBy = k.ReplacedBy
 	stored.Metadata = k.Metadata
