@@ -72,8 +72,8 @@ func wantRead(t *testing.T, what string, got fetched, status int, code string) m
 // endpoint with fetch and a key limited to the first: the preflight is
 // answered by the gateway, the allowed origin gets its answer, the other
 // origin a 403 it can read (never the first one's cached decision), a
-// write with a read-only browser key a readable 403, and a revoked key a
-// readable 401.
+// write with a read-only browser key a readable 403 (one allowed to write
+// writes), and a revoked key a readable 401.
 func TestBrowserKeysInChromium(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackOptions{})
@@ -95,6 +95,13 @@ func TestBrowserKeysInChromium(t *testing.T) {
 	wantRead(t, "GET from another origin", call(t, elsewhere, "GET", api, secret), http.StatusForbidden, "origin_not_allowed")
 	wantRead(t, "GET from the allowed origin again", call(t, shop, "GET", api+"/inv_1", secret), http.StatusOK, "")
 	wantRead(t, "POST with a read-only browser key", call(t, shop, "POST", api, secret), http.StatusForbidden, "insufficient_scope")
+	// Writing takes the owner's say, and then works from the page.
+	wantError(t, "a writing browser key without allow_browser_writes", s.post("/v1/keys", s.adminKey(), fmt.Sprintf(
+		`{"name":"checkout","environment":"live","scopes":["invoices:write"],"allowed_origins":[%q]}`, allowed)),
+		http.StatusBadRequest, "invalid_request", "invalid_request")
+	_, writer, _ := s.createKey(s.adminKey(), fmt.Sprintf(
+		`{"name":"checkout","environment":"live","scopes":["invoices:write"],"allowed_origins":[%q],"allow_browser_writes":true}`, allowed))
+	wantRead(t, "POST with a writing browser key", call(t, shop, "POST", api, writer), http.StatusOK, "")
 	// The server endpoint answers no preflight: a page cannot call it.
 	if got := call(t, shop, "GET", s.base+"/invoices", secret); got.Status != 0 {
 		t.Errorf("the server endpoint answered a page: %d %s", got.Status, got.Body)

@@ -134,11 +134,7 @@ func mocks(t *testing.T, m *tmpl, method string) map[string]map[string]any {
 // requests lack.
 func TestBrowserAuthorizer(t *testing.T) {
 	f := get(t)
-	for _, c := range []struct {
-		name string
-		m    *tmpl
-		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+	for _, c := range f.devAndProd() {
 		x := c.m.ids(t, c.s)
 		server, browser := props(c.m.res[x.authorizer]), props(c.m.res[x.browserAuthorizer])
 		if sources := strings.Split(browser["IdentitySource"].(string), ","); !slices.Contains(sources, config.RequestOrigin) ||
@@ -162,11 +158,7 @@ func TestBrowserAuthorizer(t *testing.T) {
 // the authorizer checked it.
 func TestBrowserRoutes(t *testing.T) {
 	f := get(t)
-	for _, c := range []struct {
-		name string
-		m    *tmpl
-		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+	for _, c := range f.devAndProd() {
 		x := c.m.ids(t, c.s)
 		deployed := routesOf(t, c.m)
 		browser := config.BrowserRoutes(c.s.Routes).Routes
@@ -211,11 +203,7 @@ func TestBrowserRoutes(t *testing.T) {
 // and the request's origin echoed.
 func TestBrowserPreflights(t *testing.T) {
 	f := get(t)
-	for _, c := range []struct {
-		name string
-		m    *tmpl
-		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+	for _, c := range f.devAndProd() {
 		// The methods of each path, from the route table.
 		want := map[string][]string{}
 		for _, r := range c.s.Routes.Routes {
@@ -287,11 +275,7 @@ func TestBrowserGatewayResponses(t *testing.T) {
 // config's JSON.
 func TestBrowserNoRouteCORS(t *testing.T) {
 	f := get(t)
-	for _, c := range []struct {
-		name string
-		m    *tmpl
-		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+	for _, c := range f.devAndProd() {
 		got := mocks(t, c.m, "ANY")
 		if len(got) == 0 {
 			t.Fatalf("%s: no no-route mocks", c.name)

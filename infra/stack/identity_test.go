@@ -187,11 +187,7 @@ func TestSignInDomain(t *testing.T) {
 // function, and only it, may read.
 func TestConsoleClientSecret(t *testing.T) {
 	f := get(t)
-	for _, c := range []struct {
-		name string
-		m    *tmpl
-		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+	for _, c := range f.devAndProd() {
 		secret := consoleSecret(t, c.m)
 		if got, want := flat(props(c.m.res[secret])["SecretString"]), att(consoleClient(t, c.m), "ClientSecret"); got != want {
 			t.Errorf("%s secret string %s, want %s", c.name, got, want)

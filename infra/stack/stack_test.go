@@ -121,11 +121,7 @@ func TestResourceCounts(t *testing.T) {
 
 func TestTable(t *testing.T) {
 	f := get(t)
-	for _, c := range []struct {
-		name string
-		m    *tmpl
-		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+	for _, c := range f.devAndProd() {
 		x := c.m.ids(t, c.s)
 		r := c.m.res[x.table]
 		p := props(r)
@@ -1252,11 +1248,7 @@ func TestCustomTiers(t *testing.T) {
 // a signature.
 func TestNoRoutes(t *testing.T) {
 	f := get(t)
-	for _, c := range []struct {
-		name string
-		m    *tmpl
-		s    stack.Settings
-	}{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}} {
+	for _, c := range f.devAndProd() {
 		got := map[string]bool{}
 		for _, r := range c.m.ofType("AWS::ApiGateway::Method") {
 			p := props(r)

@@ -109,6 +109,18 @@ var fixtureOnce = sync.OnceValues(func() (*fixture, error) {
 	return f, nil
 })
 
+// synthesized is one synthesized stack with the settings it came from.
+type synthesized struct {
+	name string
+	m    *tmpl
+	s    stack.Settings
+}
+
+// devAndProd are the dev and prod stacks, which most checks hold for alike.
+func (f *fixture) devAndProd() []synthesized {
+	return []synthesized{{"dev", f.dev, f.devS}, {"prod", f.prod, f.prodS}}
+}
+
 func get(t *testing.T) *fixture {
 	t.Helper()
 	f, err := fixtureOnce()

@@ -212,6 +212,13 @@ func (s *Server) tenantRoute(need string, next http.Handler) http.Handler {
 			writeError(w, errUnauthorized)
 			return
 		}
+		// A browser key never manages keys, whatever it was stored with:
+		// its secret is public in its pages.
+		if len(k.AllowedOrigins) > 0 {
+			writeError(w, &apiError{Status: http.StatusForbidden, Type: "forbidden", Code: "browser_endpoint_required",
+				Message: "This API key is a browser key (it has allowed origins): it never calls the admin API."})
+			return
+		}
 		c.key, c.Environment, c.Scopes = k, k.Environment, k.Scopes
 		if !scope.AnyGrants(c.Scopes, need) {
 			writeError(w, forbidden("This API key does not have the %s scope this route requires.", need))

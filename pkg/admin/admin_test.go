@@ -396,10 +396,9 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 			{with("allow_browser_writes", true), 400, "invalid_request", "allow_browser_writes"},
 			{func() any {
 				m := with("allowed_origins", []string{"https://app.example.com"})
-				m["scopes"] = []string{"keys:read"}
+				m["scopes"] = []string{"invoices:write"}
 				return m
-			}(),
-				400, "invalid_request", "scopes"},
+			}(), 400, "invalid_request", "scopes"},
 			{with("metadata", map[string]int{"n": 1}), 400, "invalid_request", "metadata"},
 			// Text that would pose as other text in a listing: direction
 			// overrides, invisible format characters, line separators.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/admin"
+	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -176,5 +177,30 @@ func TestRestrictionsBoundWhatAKeyMakes(t *testing.T) {
 
 		// Unrestricted callers are bounded by nothing.
 		h.ok(h.admin, "PATCH", "/v1/keys/"+wide.ID, map[string]any{"allowed_ips": nil, "expires_at": nil}, 200)
+	})
+}
+
+// TestBrowserKeysNeverManage: a management key stored with allowed origins
+// before browser keys were refused management scopes is refused by the
+// handler itself, whatever the gateway let through.
+func TestBrowserKeysNeverManage(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		k := h.create(h.admin, map[string]any{"name": "old admin", "environment": "live", "scopes": []string{"keys:admin"}})
+		id, _ := apikey.ParsePublicID(k.ID)
+		stored, err := h.st.GetKey(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored.AllowedOrigins = []string{"https://app.example.com"}
+		if err := h.st.Apply(t.Context(), store.Change{Keys: []store.KeyWrite{{Key: stored, ExpectedRevision: stored.Revision}}}); err != nil {
+			t.Fatal(err)
+		}
+		before := h.count("acme")
+		h.fails(h.caller(k), "GET", "/v1/keys", nil, 403, "browser_endpoint_required", "")
+		h.fails(h.caller(k), "POST", "/v1/keys", map[string]any{"name": "x", "environment": "live", "scopes": []string{"keys:admin"}},
+			403, "browser_endpoint_required", "")
+		if h.count("acme") != before {
+			t.Fatal("a browser key made a key")
+		}
 	})
 }

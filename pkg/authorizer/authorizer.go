@@ -254,11 +254,11 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	// 7 and 8. Every route of this endpoint the scopes allow, and a Deny
 	// for all others. A browser key only reads unless its owner allowed
 	// more (the lifecycle refuses such keys; this covers older ones).
-	scopes := k.Scopes
+	// The upstream learns the scopes the policy grants, not more.
 	if browser && len(k.AllowedOrigins) > 0 && !k.AllowBrowserWrites {
-		scopes = scope.ReadOnly(scopes)
+		kc.Scopes = scope.ReadOnly(k.Scopes)
 	}
-	resp.PolicyDocument = a.policyFor(arn.Prefix, scopes, browser)
+	resp.PolicyDocument = a.policyFor(arn.Prefix, kc.Scopes, browser)
 	kc.ErrorCode, kc.ErrorMessage = ReasonScope, msgScope
 	resp.Context = kc.Encode()
 	d.outcome, d.reason = "deny", ReasonScope

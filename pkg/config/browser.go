@@ -35,6 +35,14 @@ type Browser struct {
 	MaxAgeSeconds int `json:"max_age_seconds"`
 }
 
+// DefaultBrowser is what a gateway.json without a "browser" block gets
+// (the shipped one spells it out).
+var DefaultBrowser = Browser{
+	AllowHeaders:  []string{"Authorization", "Content-Type"},
+	ExposeHeaders: []string{"Retry-After"},
+	MaxAgeSeconds: 600,
+}
+
 // MaxPreflightAge bounds Browser.MaxAgeSeconds: a change of the route
 // table reaches browsers within it.
 const MaxPreflightAge = 7200
@@ -55,14 +63,15 @@ func (b Browser) validate() error {
 	return nil
 }
 
-// headerName reports whether s is an HTTP header name (RFC 9110 token).
+// headerName reports whether s is an HTTP header name (RFC 9110 token),
+// without the quote that would end API Gateway's static value early.
 func headerName(s string) bool {
 	if s == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'+-.^_`|~", c) >= 0) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&+-.^_`|~", c) >= 0) {
 			return false
 		}
 	}

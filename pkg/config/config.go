@@ -175,8 +175,9 @@ func Routes(path string) (RouteTable, error) {
 // authorizer's context (context.authorizer.<name>) or a static value in
 // single quotes. A mapping replaces what the client sent under that name,
 // so the upstream never receives the client's Authorization header (the
-// secret key itself) nor a client's own X-Keyward-* header. The CDK stack
-// maps exactly these; the local emulation applies them alike.
+// secret key itself) nor a client's own value of these headers (the
+// browser endpoint maps OriginHeader as well, BrowserIntegrationHeaders).
+// The CDK stack maps exactly these; the local emulation applies them alike.
 var IntegrationHeaders = map[string]string{
 	"X-Keyward-Tenant-Id":   "context.authorizer.tenant_id",
 	"X-Keyward-Key-Id":      "context.authorizer.key_id",
@@ -219,6 +220,9 @@ func GatewayFile(path string) (Gateway, error) {
 	var g Gateway
 	if err := decodeStrict(data, &g); err != nil {
 		return Gateway{}, fmt.Errorf("config: %s: %w", path, err)
+	}
+	if g.Browser.AllowHeaders == nil && g.Browser.ExposeHeaders == nil && g.Browser.MaxAgeSeconds == 0 {
+		g.Browser = DefaultBrowser
 	}
 	return g, g.Validate()
 }

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +21,32 @@ func TestShippedGatewayIsValid(t *testing.T) {
 	}
 	if slices.Contains(g.Authorizer.IdentitySources, IdentityOrigin) {
 		t.Error("BrowserAuthorizer changed the server endpoint's identity sources")
+	}
+	if !reflect.DeepEqual(g.Browser, DefaultBrowser) {
+		t.Errorf("the shipped browser block %+v is not DefaultBrowser %+v", g.Browser, DefaultBrowser)
+	}
+}
+
+// TestGatewayFileWithoutBrowser: a gateway.json written before the
+// browser endpoint gets its defaults.
+func TestGatewayFileWithoutBrowser(t *testing.T) {
+	raw, err := files.ReadFile("gateway.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "browser")
+	out, _ := json.Marshal(m)
+	p := filepath.Join(t.TempDir(), "gateway.json")
+	if err := os.WriteFile(p, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, err := GatewayFile(p)
+	if err != nil || !reflect.DeepEqual(g.Browser, DefaultBrowser) {
+		t.Fatalf("without a browser block: %v %+v", err, g.Browser)
 	}
 }
 
@@ -46,6 +74,7 @@ func TestGatewayValidation(t *testing.T) {
 		"preflight without authorization": func(g *Gateway) { g.Browser.AllowHeaders = []string{"Content-Type"} },
 		"wildcard allowed header":         func(g *Gateway) { g.Browser.AllowHeaders = []string{"Authorization", "*"} },
 		"header with a space":             func(g *Gateway) { g.Browser.ExposeHeaders = []string{"Retry After"} },
+		"header with a quote":             func(g *Gateway) { g.Browser.ExposeHeaders = []string{"X-It's"} },
 		"preflight cached too long":       func(g *Gateway) { g.Browser.MaxAgeSeconds = MaxPreflightAge + 1 },
 		"response header hides CORS": func(g *Gateway) {
 			g.GatewayResponses["THROTTLED"] = GatewayResponse{Template: "{}", Headers: map[string]string{"vary": "Accept"}}

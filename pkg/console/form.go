@@ -133,6 +133,9 @@ func (s *Server) params(m *member, f keyForm) (lifecycle.CreateParams, error) {
 	if f.BrowserWrites && len(p.AllowedOrigins) == 0 {
 		return p, fieldError("allow_browser_writes", "Only a browser key (one with allowed origins) takes this choice.")
 	}
+	if len(p.AllowedOrigins) > 0 && !f.BrowserWrites && !scope.OnlyReads(p.Scopes) {
+		return p, fieldError("scopes", "A browser key only reads unless you tick “Let this browser key write” below.")
+	}
 	p.AllowBrowserWrites = f.BrowserWrites
 	if f.ExpiresOn != "" {
 		day, err := time.Parse("2006-01-02", f.ExpiresOn)

@@ -21,7 +21,7 @@ type keyRow struct {
 	CreatedAt, LastUsed, Expires, Revoked                               time.Time
 	RequestsPerMinute, Burst                                            int
 	Replaces, ReplacedBy                                                string
-	CanRotate, CanRevoke                                                bool
+	BrowserWrites, CanRotate, CanRevoke                                 bool
 }
 
 // owns reports whether the member may change k: an admin any key, a
@@ -35,7 +35,7 @@ func (m *member) row(k store.Key) keyRow {
 	row := keyRow{ID: apikey.PublicID(k.ID), Name: k.Name, Description: k.Description,
 		Display: apikey.Display(k.Prefix, k.Environment, k.Last4), Env: k.Environment, Status: string(k.Status),
 		CreatedBy: k.CreatedBy, Application: k.Metadata["application"], Scopes: k.Scopes,
-		AllowedIPs: k.AllowedIPs, AllowedOrigins: k.AllowedOrigins, CreatedAt: k.CreatedAt, LastUsed: k.LastUsedAt,
+		AllowedIPs: k.AllowedIPs, AllowedOrigins: k.AllowedOrigins, BrowserWrites: k.AllowBrowserWrites, CreatedAt: k.CreatedAt, LastUsed: k.LastUsedAt,
 		Expires: k.ExpiresAt, Revoked: k.RevokedAt, RequestsPerMinute: k.RateLimit.RequestsPerMinute, Burst: k.RateLimit.Burst,
 		CanRotate: k.Status == store.KeyActive && m.owns(k), CanRevoke: live && m.owns(k)}
 	if k.Replaces != "" {

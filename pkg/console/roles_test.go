@@ -207,7 +207,7 @@ func TestBrowserKeyAndApplication(t *testing.T) {
 	form.Set("scope_customers", "write")
 	form.Set("expires_on", "2026-06-30")
 	// A browser key reads only, unless its maker says otherwise.
-	if w := alice.post("/console/keys", form); w.Code != 400 || !strings.Contains(w.Body.String(), "allow_browser_writes is true") {
+	if w := alice.post("/console/keys", form); w.Code != 400 || !strings.Contains(w.Body.String(), "only reads unless you tick") {
 		t.Fatalf("a writing browser key without consent: %d %s", w.Code, w.Body)
 	}
 	form.Set("browser_writes", "1")

@@ -337,12 +337,13 @@ func TestUpdate(t *testing.T) {
 
 // TestUpdateBrowserRules: an update is judged on the key it leaves, so
 // no sequence of updates makes a browser key that writes without its
-// owner's say, or holds a management scope; clearing the last origin
-// clears the permission with it; rotation carries it.
+// owner's say, or holds a management scope, or turns its public secret
+// into a server key; rotation carries the permission; a key stored before
+// the rules can still be changed in other ways.
 func TestUpdateBrowserRules(t *testing.T) {
 	run(t, func(t *testing.T, f *fixture) {
 		c := f.create(t, "acme", lifecycle.CreateParams{Scopes: []string{"invoices:write"}})
-		origins, writes, read := []string{"https://app.example.com"}, true, []string{"invoices:read"}
+		origins, writes, read, scopesWrite := []string{"https://app.example.com"}, true, []string{"invoices:read"}, []string{"invoices:write"}
 		var ve *lifecycle.ValidationError
 		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{AllowedOrigins: &origins}); !errors.As(err, &ve) || ve.Field != "scopes" {
 			t.Fatalf("origins on a writing key: %v", err)
@@ -374,9 +375,25 @@ func TestUpdateBrowserRules(t *testing.T) {
 		}
 		f.tokens = append(f.tokens, nk.Token.Plain())
 		none := []string{}
-		k, err = f.svc.Update(f.ctx, f.actor, "acme", nk.Key.ID, lifecycle.UpdateParams{AllowedOrigins: &none})
-		if err != nil || k.AllowBrowserWrites || len(k.AllowedOrigins) != 0 {
-			t.Fatalf("a server key again: %v %+v", err, k)
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", nk.Key.ID, lifecycle.UpdateParams{AllowedOrigins: &none}); !errors.As(err, &ve) || ve.Field != "allowed_origins" {
+			t.Fatalf("a browser key made a server key: %v", err)
+		}
+
+		// A key stored before the rules: writing, no permission.
+		legacy, err := f.st.GetKey(f.ctx, nk.Key.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		legacy.Scopes, legacy.AllowBrowserWrites = []string{"invoices:write", "keys:admin"}, false
+		if err := f.st.Apply(f.ctx, store.Change{Keys: []store.KeyWrite{{Key: legacy, ExpectedRevision: legacy.Revision}}}); err != nil {
+			t.Fatal(err)
+		}
+		soon, renamed := f.clk.Now().Add(time.Hour), "storefront"
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", nk.Key.ID, lifecycle.UpdateParams{Name: &renamed, ExpiresAt: &soon}); err != nil {
+			t.Fatalf("narrowing a key stored before the rules: %v", err)
+		}
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", nk.Key.ID, lifecycle.UpdateParams{Scopes: &scopesWrite}); !errors.As(err, &ve) || ve.Field != "scopes" {
+			t.Fatalf("its scopes changed against the rules: %v", err)
 		}
 	})
 }

@@ -12,13 +12,11 @@ import (
 // zero value clears the field (no expiry, no IP list, ...), except Name
 // and Scopes, which a key must keep.
 type UpdateParams struct {
-	Name           *string
-	Description    *string
-	Scopes         *[]string
-	AllowedIPs     *[]string
-	AllowedOrigins *[]string
-	// AllowBrowserWrites is cleared with the last allowed origin unless
-	// the update sets it.
+	Name               *string
+	Description        *string
+	Scopes             *[]string
+	AllowedIPs         *[]string
+	AllowedOrigins     *[]string
 	AllowBrowserWrites *bool
 	RateLimit          *store.RateLimit
 	ExpiresAt          *time.Time
@@ -79,9 +77,6 @@ func (p UpdateParams) apply(k *store.Key, now time.Time) error {
 			return err
 		}
 		k.AllowedOrigins = origins
-		if len(origins) == 0 && p.AllowBrowserWrites == nil {
-			k.AllowBrowserWrites = false // it means nothing for a server key
-		}
 	}
 	if p.AllowBrowserWrites != nil {
 		k.AllowBrowserWrites = *p.AllowBrowserWrites
@@ -127,7 +122,7 @@ func (s *Service) Update(ctx context.Context, actor Actor, tenant, id string, p 
 		if err := p.apply(k, now); err != nil {
 			return false, err
 		}
-		if err := browserRules(*k); err != nil {
+		if err := p.browserRules(old, *k); err != nil {
 			return false, err
 		}
 		if err := actor.Bounds.admitUpdate(p, old, *k); err != nil {

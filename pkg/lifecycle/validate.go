@@ -205,6 +205,21 @@ func browserRules(k store.Key) error {
 	return nil
 }
 
+// browserRules judge an update by the key it leaves: a browser key stays
+// one (its secret is public in its pages, so it must never become a
+// server key), and an update of its scopes, origins or writes follows
+// browserRules. Other updates pass, so that a key stored before the rules
+// existed can still be narrowed.
+func (p UpdateParams) browserRules(old, k store.Key) error {
+	if len(old.AllowedOrigins) > 0 && len(k.AllowedOrigins) == 0 {
+		return invalid("allowed_origins", "a browser key stays one: its secret is public in its pages; create a server key instead")
+	}
+	if p.Scopes == nil && p.AllowedOrigins == nil && p.AllowBrowserWrites == nil {
+		return nil
+	}
+	return browserRules(k)
+}
+
 // managementScope reports whether a scope grants any admin API route.
 func managementScope(sc string) bool {
 	for _, r := range config.AdminRoutes().Routes {

@@ -182,31 +182,30 @@ func (t *Table) Match(method, path string) (Route, map[string]string, bool) {
 	return r, r.params(parts), true
 }
 
-// Methods returns the methods, sorted, of the resource API Gateway picks
-// for path (as Match walks the tree, whatever the method): what a CORS
-// preflight on that path allows.
-func (t *Table) Methods(path string) []string {
+// Methods returns the resource (its path pattern) that API Gateway picks
+// for path, as Match walks the tree whatever the method, and its methods,
+// sorted: what a CORS preflight on that path allows.
+func (t *Table) Methods(path string) (resource string, methods []string) {
 	if !strings.HasPrefix(path, "/") {
-		return nil
+		return "", nil
 	}
 	var parts []string
 	if path != "/" {
 		parts = strings.Split(path[1:], "/")
 	}
-	var methods []string
 	bestRank := ""
 	for _, r := range t.routes {
 		rank, ok := r.match(parts)
 		switch {
 		case !ok || rank < bestRank:
-		case rank > bestRank:
-			bestRank, methods = rank, []string{r.Method}
+		case rank > bestRank || methods == nil:
+			bestRank, resource, methods = rank, r.Path, []string{r.Method}
 		default:
 			methods = append(methods, r.Method)
 		}
 	}
 	slices.Sort(methods)
-	return slices.Compact(methods)
+	return resource, slices.Compact(methods)
 }
 
 // match reports whether r matches the path segments, and how specifically:

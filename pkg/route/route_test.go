@@ -62,17 +62,17 @@ func TestMethods(t *testing.T) {
 		config.Route{Method: "GET", Path: "/", Scope: "root:read"},
 	)
 	for path, want := range map[string]string{
-		"/invoices":         "[GET POST]",
-		"/invoices/inv_1":   "[DELETE GET]",
-		"/invoices/summary": "[PUT]",
-		"/files/a/b":        "[GET]",
-		"/":                 "[GET]",
-		"/nope":             "[]",
-		"/invoices/1/2":     "[]",
-		"nope":              "[]",
+		"/invoices":         "/invoices [GET POST]",
+		"/invoices/inv_1":   "/invoices/{id} [DELETE GET]",
+		"/invoices/summary": "/invoices/summary [PUT]",
+		"/files/a/b":        "/files/{path+} [GET]",
+		"/":                 "/ [GET]",
+		"/nope":             " []",
+		"/invoices/1/2":     " []",
+		"nope":              " []",
 	} {
-		if got := fmt.Sprint(tb.Methods(path)); got != want {
-			t.Errorf("Methods(%s) = %s, want %s", path, got, want)
+		if resource, methods := tb.Methods(path); fmt.Sprint(resource, " ", methods) != want {
+			t.Errorf("Methods(%s) = %s %v, want %s", path, resource, methods, want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/localstack/gateway"
+	"github.com/keyward/keyward/pkg/route"
 )
 
 const appOrigin = "https://app.example.com"
@@ -84,6 +85,26 @@ func TestEveryGatewayAnswerCarriesCORS(t *testing.T) {
 	if got := h.do("GET", "/browser/invoices", "192.0.2.1:1234", nil).Header().Values("Access-Control-Allow-Origin"); len(got) != 0 {
 		t.Errorf("no Origin, yet Access-Control-Allow-Origin %q", got)
 	}
+	// A refused path form, and the usage plan's 429.
+	w = h.do("GET", "/browser/invoices;x", "192.0.2.1:1234", origin)
+	wantResponse(t, w, 400, "")
+	wantCORS(t, w.Header(), appOrigin)
+	h.authz.answer = allowAll()
+	for w.Code != http.StatusTooManyRequests {
+		if w = h.do("GET", "/browser/invoices", "192.0.2.1:1234", origin); w.Code != 200 && w.Code != http.StatusTooManyRequests {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	wantCORS(t, w.Header(), appOrigin)
+}
+
+// TestUpstreamFailureCarriesCORS: the gateway's 504 for an upstream that
+// cannot be reached is a gateway response too.
+func TestUpstreamFailureCarriesCORS(t *testing.T) {
+	h := unreachableUpstream(t)
+	w := h.do("GET", "/browser/invoices", "192.0.2.1:1234", http.Header{"Origin": {appOrigin}})
+	wantResponse(t, w, http.StatusGatewayTimeout, "")
+	wantCORS(t, w.Header(), appOrigin)
 }
 
 // TestBrowserEndpointCachesByOrigin: the browser endpoint's decisions are
@@ -153,4 +174,29 @@ func TestEchoAnswersCORS(t *testing.T) {
 		t.Fatalf("echo: %d %s", w.Code, w.Body)
 	}
 	wantCORS(t, w.Header(), appOrigin)
+}
+
+// TestBrowserSubtreeIsItsOwn: as in API Gateway, whose /browser resource
+// wins over a server route's leading parameter, a path below /browser
+// never reaches a server route, nor does its preflight list one's methods.
+func TestBrowserSubtreeIsItsOwn(t *testing.T) {
+	h := newHarness(t, func(c *gateway.Config) {
+		rt := config.RouteTable{Routes: []config.Route{{Method: "GET", Path: "/{tenant}/invoices", Scope: "invoices:read"}}}
+		table, err := route.Compile(config.APIRoutes(rt)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Routes = table
+	})
+	origin := http.Header{"Origin": {appOrigin}}
+	wantResponse(t, h.do("GET", "/browser/invoices", "192.0.2.1:1234", origin), 404, notFoundBody)
+	wantResponse(t, h.do("OPTIONS", "/browser/invoices", "192.0.2.1:1234", origin), 404, notFoundBody)
+	if h.authz.calls() != 0 || h.upstream.count() != 0 {
+		t.Fatalf("a /browser path reached a server route")
+	}
+	w := h.do("OPTIONS", "/browser/acme/invoices", "192.0.2.1:1234", origin)
+	if w.Code != config.PreflightStatus || w.Header().Get("Access-Control-Allow-Methods") != "GET" {
+		t.Fatalf("preflight of a browser route: %d %v", w.Code, w.Header())
+	}
+	wantResponse(t, h.do("GET", "/acme/invoices", "192.0.2.1:1234", nil), 200, `{"ok":true}`)
 }

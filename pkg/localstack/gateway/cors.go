@@ -15,9 +15,9 @@ func (g *Gateway) preflight(c *call) bool {
 	if c.r.Method != http.MethodOptions || !config.OnBrowserEndpoint(c.r.URL.Path) || !cleanPath(c.r.URL) {
 		return false
 	}
-	methods := g.cfg.Routes.Methods(c.r.URL.Path)
-	if len(methods) == 0 {
-		return false
+	resource, methods := g.cfg.Routes.Methods(c.r.URL.Path)
+	if !config.OnBrowserEndpoint(resource) {
+		return false // no resource, or a server route's greedy one
 	}
 	g.write(c, config.PreflightStatus, mapped(g.cfg.Gateway.Browser.PreflightHeaders(methods), c.r.Header), nil)
 	c.rendered = "PREFLIGHT"

@@ -233,6 +233,9 @@ func (g *Gateway) serve(c *call) {
 		return
 	}
 	rt, params, ok := g.cfg.Routes.Match(c.r.Method, c.r.URL.Path)
+	// API Gateway never leaves the /browser subtree for a server route's
+	// parameter or greedy path ({proxy+}): its resources answer no route.
+	ok = ok && config.OnBrowserEndpoint(rt.Path) == config.OnBrowserEndpoint(c.r.URL.Path)
 	if !ok || !cleanPath(c.r.URL) {
 		// An unknown path, or an unknown method on a known one: the mock
 		// integrations the CDK stack puts there.

@@ -755,13 +755,20 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-func TestProxyUnreachableUpstream(t *testing.T) {
+// unreachableUpstream is a harness whose upstream is a proxy to an address
+// nothing listens on.
+func unreachableUpstream(t *testing.T) *harness {
+	t.Helper()
 	down := httptest.NewServer(http.NotFoundHandler())
 	u, _ := url.Parse(down.URL)
 	down.Close() // nothing listens there now
-	h := newHarness(t, func(c *gateway.Config) {
+	return newHarness(t, func(c *gateway.Config) {
 		c.Upstream = gateway.Proxy(u, c.Gateway, c.Logger, gateway.IntegrationTimeout)
 	})
+}
+
+func TestProxyUnreachableUpstream(t *testing.T) {
+	h := unreachableUpstream(t)
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest("GET", "/invoices", nil)
 	r.Header.Set("Authorization", "Bearer x")
