@@ -42,7 +42,7 @@ func invoke(args []string) error {
 	token := os.Getenv("TOKEN")
 	raw = []byte(strings.NewReplacer("${TOKEN}", token, "${BASIC}", base64.StdEncoding.EncodeToString([]byte(token+":"))).Replace(string(raw)))
 
-	o.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	o.Logger, o.Decisions = slog.New(slog.NewJSONHandler(os.Stderr, nil)), os.Stderr
 	ctx := context.Background()
 	stack, err := localstack.Open(ctx, *o)
 	if err != nil {
@@ -59,6 +59,7 @@ func invoke(args []string) error {
 			return fmt.Errorf("event: %w", err)
 		}
 		resp, err := stack.Authorizer.Authorize(ctx, ev)
+		stack.Authorizer.Flush()
 		out = resp
 		if err != nil {
 			out = map[string]string{"errorMessage": err.Error(), "errorType": "errorString"}

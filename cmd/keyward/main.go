@@ -86,7 +86,7 @@ func dev(args []string) error {
 	if err := applyTTL(o, *ttl); err != nil {
 		return err
 	}
-	o.Logger = slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	o.Logger, o.Decisions = slog.New(slog.NewJSONHandler(os.Stdout, nil)), os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

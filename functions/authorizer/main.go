@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
@@ -16,9 +17,12 @@ func main() {
 	ctx := context.Background()
 	rt := wiring.Start(ctx, config.FnAuthorizer)
 	a, err := authorizer.New(authorizer.Config{Store: rt.Store, Peppers: rt.Peppers(ctx), Format: rt.Format,
-		Routes: rt.Routes(), Gateway: rt.Gateway, Logger: rt.Log})
+		Routes: rt.Routes(), Gateway: rt.Gateway, Decisions: os.Stdout, Logger: rt.Log})
 	if err != nil {
 		wiring.Fatal(rt.Log, "authorizer", err)
 	}
-	lambda.Start(a.Authorize)
+	// SIGTERM at shutdown (Lambda sends it once an extension, here the
+	// internal one this option registers, asks for it) writes the last
+	// batch of allowed decisions' metrics.
+	lambda.StartWithOptions(a.Authorize, lambda.WithEnableSIGTERM(a.Flush))
 }

@@ -101,6 +101,16 @@ func (k *keyward) function(fn string) {
 	if fn == FnAuthorizer && k.s.RoutesFile != "" {
 		props.Layers = &[]awslambda.ILayerVersion{k.routesLayer()}
 	}
+	if fn == FnAuthorizer {
+		// Lambda's own START, END and REPORT lines (about 300 bytes an
+		// invocation, more than the decision's share of its log) are INFO
+		// system logs: at WARN they are not written, and the duration,
+		// error and throttle metrics stay. The decision lines are JSON with
+		// a "level", which Lambda passes through at INFO.
+		props.LoggingFormat = awslambda.LoggingFormat_JSON
+		props.SystemLogLevelV2 = awslambda.SystemLogLevel_WARN
+		props.ApplicationLogLevelV2 = awslambda.ApplicationLogLevel_INFO
+	}
 	k.fns[fn] = awslambda.NewFunction(k.stack, jsii.String(id+"Function"), props)
 }
 

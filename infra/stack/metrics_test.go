@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -81,7 +82,7 @@ func TestAlarmsAndDashboardUseTheAuthorizersMetrics(t *testing.T) {
 	var logs bytes.Buffer
 	newAuthorizer := func(s authorizer.Store) *authorizer.Authorizer {
 		a, err := authorizer.New(authorizer.Config{Store: s, Peppers: peppers, Format: format, Routes: routes, Gateway: gw,
-			Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			Decisions: &logs, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,6 +106,7 @@ func TestAlarmsAndDashboardUseTheAuthorizersMetrics(t *testing.T) {
 	a.Authorize(ctx, event(admin.Token.Plain(), "GET", "/v1/keys"))  // allow: keys:admin reads keys
 	a.Authorize(ctx, event(admin.Token.Plain(), "GET", "/invoices")) // deny: no invoices scope
 	a.Authorize(ctx, event("sk_live_nonsense", "GET", "/invoices"))
+	a.Flush() // the allowed decision's batch
 	newAuthorizer(failingStore{st}).Authorize(ctx, event(admin.Token.Plain(), "GET", "/v1/keys"))
 
 	var outcomes []string

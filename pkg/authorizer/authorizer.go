@@ -31,9 +31,9 @@ package authorizer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -99,19 +99,64 @@ type Config struct {
 	Routes  *route.Table
 	// Gateway is how API Gateway caches decisions and counts usage.
 	Gateway config.Gateway
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Decisions receives the decisions' JSON lines (stdout in Lambda);
+	// nil writes none. Logger receives everything else.
+	Decisions io.Writer
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Authorizer makes decisions. It is safe for concurrent use.
 type Authorizer struct {
 	cfg      Config
+	log      *decisionLog // nil without Config.Decisions
 	mu       sync.RWMutex
 	policies map[string]events.APIGatewayCustomAuthorizerPolicy
+	answers  map[answerKey]answer
 }
 
-// maxCachedPolicies bounds the per-process cache of policies by scope set.
-const maxCachedPolicies = 4096
+// maxCached bounds each per-process cache: policies by scope set, answers
+// by key revision.
+const maxCached = 4096
+
+// answerKey is what an answer depends on besides the request's method and
+// path: a key at one revision (every change of it is a new revision), on
+// one API stage and endpoint, from one origin, with one refusal.
+type answerKey struct {
+	id       string
+	revision int64
+	prefix   string
+	browser  bool
+	origin   string
+	reason   string
+}
+
+// answer is the response for an answerKey, built once: the decision's
+// costliest parts (policy, context, identities) without their allocations.
+// Callers must not modify it.
+type answer struct {
+	resp events.APIGatewayCustomAuthorizerResponse
+	// allow and deny are the policy's patterns without the stage's
+	// prefix, which every pattern and ARN share: what a decision matches
+	// its request against.
+	allow, deny []string
+}
+
+// allows evaluates the answer's policy as API Gateway does for the
+// method ARN path (the ARN after its stage's prefix): a Deny wins.
+func (ans answer) allows(path string) bool {
+	for _, p := range ans.deny {
+		if policy.Match(p, path) {
+			return false
+		}
+	}
+	for _, p := range ans.allow {
+		if policy.Match(p, path) {
+			return true
+		}
+	}
+	return false
+}
 
 // New returns an Authorizer.
 func New(cfg Config) (*Authorizer, error) {
@@ -127,7 +172,19 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Authorizer{cfg: cfg, policies: map[string]events.APIGatewayCustomAuthorizerPolicy{}}, nil
+	a := &Authorizer{cfg: cfg, policies: map[string]events.APIGatewayCustomAuthorizerPolicy{}, answers: map[answerKey]answer{}}
+	if cfg.Decisions != nil {
+		a.log = newDecisionLog(cfg.Decisions, cfg.Now)
+	}
+	return a, nil
+}
+
+// Flush writes the allowed decisions counted but not yet written (see
+// decisionLog): at shutdown, so that no metric is lost.
+func (a *Authorizer) Flush() {
+	if a.log != nil {
+		a.log.flush()
+	}
 }
 
 // decision is one outcome, for the response, the log and the metrics.
@@ -143,14 +200,17 @@ type decision struct {
 func (a *Authorizer) Authorize(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (events.APIGatewayCustomAuthorizerResponse, error) {
 	start := a.cfg.Now()
 	resp, d := a.decide(ctx, req, start)
-	took := a.cfg.Now().Sub(start)
+	end := a.cfg.Now()
+	took := end.Sub(start)
 	if took > MaxDecisionAge && (d.outcome == "allow" || d.outcome == "deny") {
 		// The gateway caches a policy as it arrives: one read before a
 		// revocation and returned after its flushes would outlive them.
 		d = decision{outcome: "error", reason: ReasonSlow, key: d.key,
 			err: fmt.Errorf("the decision took %v, more than %v", took, MaxDecisionAge)}
 	}
-	a.record(ctx, req, d, took)
+	if a.log != nil {
+		a.log.record(d, req.RequestContext.RequestID, req.HTTPMethod, req.Resource, end, took)
+	}
 	switch d.outcome {
 	case "unauthorized":
 		return events.APIGatewayCustomAuthorizerResponse{}, ErrUnauthorized
@@ -231,47 +291,72 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	// may fail the request.
 	a.maintain(ctx, k, tok.Plain(), now)
 
-	publicID := apikey.PublicID(k.ID)
-	kc := keyContext(k, publicID)
-	resp := events.APIGatewayCustomAuthorizerResponse{
-		PrincipalID:        publicID,
-		UsageIdentifierKey: a.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID),
-	}
 	// 5. The environment travels in the context: the backend routes test
 	// keys to test data. 6. Restrictions that hold for every route.
 	browser := config.OnBrowserEndpoint(req.Resource)
-	reason, msg := restrictIP(k, req.RequestContext.Identity.SourceIP)
+	reason = restrictIP(k, req.RequestContext.Identity.SourceIP)
+	var from string
 	if reason == "" {
-		kc.Origin, reason, msg = restrictOrigin(k, req, browser)
+		from, reason = restrictOrigin(k, req, browser)
 	}
+	ans := a.answer(answerKey{id: k.ID, revision: k.Revision, prefix: arn.Prefix, browser: browser, origin: from, reason: reason}, k)
 	if reason != "" {
-		resp.PolicyDocument = policy.Document(nil, []string{arn.Prefix + "*"})
-		kc.ErrorCode, kc.ErrorMessage = reason, msg
-		resp.Context = kc.Encode()
 		d.outcome, d.reason = "deny", reason
-		return resp, d
+		return ans.resp, d
 	}
-	// 7 and 8. Every route of this endpoint the scopes allow, and a Deny
-	// for all others. A browser key only reads unless its owner allowed
-	// more (the lifecycle refuses such keys; this covers older ones).
-	// The upstream learns the scopes the policy grants, not more.
-	if browser && len(k.AllowedOrigins) > 0 && !k.AllowBrowserWrites {
-		kc.Scopes = scope.ReadOnly(k.Scopes)
-	}
-	resp.PolicyDocument = a.policyFor(arn.Prefix, kc.Scopes, browser)
-	kc.ErrorCode, kc.ErrorMessage = ReasonScope, msgScope
-	resp.Context = kc.Encode()
+	// 7 and 8: every route of this endpoint the scopes allow.
 	d.outcome, d.reason = "deny", ReasonScope
-	if policy.Allows(resp.PolicyDocument, req.MethodArn) {
+	if ans.allows(req.MethodArn[len(arn.Prefix):]) {
 		d.outcome, d.reason = "allow", ReasonAllow
 	}
-	return resp, d
+	return ans.resp, d
 }
 
-// keyContext is what the backend learns about the caller, mapped by the
-// gateway to X-Keyward-* headers.
-func keyContext(k store.Key, publicID string) Context {
-	return Context{TenantID: k.TenantID, KeyID: publicID, Environment: k.Environment, Scopes: k.Scopes, KeyName: k.Name}
+// answer returns the response for ak, building it on the first request of
+// a key revision.
+func (a *Authorizer) answer(ak answerKey, k store.Key) answer {
+	a.mu.RLock()
+	ans, ok := a.answers[ak]
+	a.mu.RUnlock()
+	if ok {
+		return ans
+	}
+	publicID := apikey.PublicID(k.ID)
+	kc := Context{TenantID: k.TenantID, KeyID: publicID, Environment: k.Environment, Scopes: k.Scopes, KeyName: k.Name, Origin: ak.origin}
+	ans.resp = events.APIGatewayCustomAuthorizerResponse{
+		PrincipalID:        publicID,
+		UsageIdentifierKey: a.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID),
+	}
+	if ak.reason != "" {
+		ans.resp.PolicyDocument = policy.Document(nil, []string{ak.prefix + "*"})
+		kc.ErrorCode, kc.ErrorMessage = ak.reason, messages[ak.reason]
+	} else {
+		// A browser key only reads unless its owner allowed more (the
+		// lifecycle refuses such keys; this covers older ones), and the
+		// upstream learns the scopes the policy grants, not more.
+		if ak.browser && len(k.AllowedOrigins) > 0 && !k.AllowBrowserWrites {
+			kc.Scopes = scope.ReadOnly(k.Scopes)
+		}
+		ans.resp.PolicyDocument = a.policyFor(ak.prefix, kc.Scopes, ak.browser)
+		kc.ErrorCode, kc.ErrorMessage = ReasonScope, msgScope
+	}
+	ans.resp.Context = kc.Encode()
+	for _, st := range ans.resp.PolicyDocument.Statement {
+		for _, r := range st.Resource {
+			if st.Effect == "Deny" {
+				ans.deny = append(ans.deny, r[len(ak.prefix):])
+			} else {
+				ans.allow = append(ans.allow, r[len(ak.prefix):])
+			}
+		}
+	}
+	a.mu.Lock()
+	if len(a.answers) >= maxCached {
+		clear(a.answers)
+	}
+	a.answers[ak] = ans
+	a.mu.Unlock()
+	return ans
 }
 
 func (a *Authorizer) maintain(ctx context.Context, k store.Key, token string, now time.Time) {
@@ -291,46 +376,48 @@ func (a *Authorizer) maintain(ctx context.Context, k store.Key, token string, no
 	}
 }
 
+// messages are the 403 envelope's messages by refusal.
+var messages = map[string]string{ReasonScope: msgScope, ReasonIP: msgIP, ReasonOrigin: msgOrigin, ReasonBrowserOnly: msgServer}
+
 // restrictIP applies the IP allow-list, which holds for every route
-// alike; it returns a reason and message to deny with.
-func restrictIP(k store.Key, sourceIP string) (string, string) {
+// alike; it returns a reason to deny with.
+func restrictIP(k store.Key, sourceIP string) string {
 	if len(k.AllowedIPs) == 0 {
-		return "", ""
+		return ""
 	}
 	ip, err := netip.ParseAddr(sourceIP)
 	if err != nil {
-		return ReasonIP, msgIP
+		return ReasonIP
 	}
 	ip = ip.Unmap()
 	for _, c := range k.AllowedIPs {
 		if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
-			return "", ""
+			return ""
 		}
 	}
-	return ReasonIP, msgIP
+	return ReasonIP
 }
 
 // restrictOrigin applies the allowed origins: a browser key works only on
 // the browser endpoint, from exactly one of its origins. It returns the
 // request's origin for the context (on the browser endpoint, when the
-// request has exactly one valid Origin), or a reason and message to deny
-// with.
-func restrictOrigin(k store.Key, req events.APIGatewayCustomAuthorizerRequestTypeRequest, browser bool) (string, string, string) {
+// request has exactly one valid Origin), or a reason to deny with.
+func restrictOrigin(k store.Key, req events.APIGatewayCustomAuthorizerRequestTypeRequest, browser bool) (string, string) {
 	browserKey := len(k.AllowedOrigins) > 0
 	if !browser {
 		if browserKey {
-			return "", ReasonBrowserOnly, msgServer
+			return "", ReasonBrowserOnly
 		}
-		return "", "", ""
+		return "", ""
 	}
 	var o string
-	if origins := headerValues("Origin", req.Headers, req.MultiValueHeaders); len(origins) == 1 {
-		o, _ = origin.Normal(origins[0])
+	if v, n := header("Origin", req.Headers, req.MultiValueHeaders); n == 1 {
+		o, _ = origin.Normal(v)
 	}
 	if browserKey && (o == "" || !slices.Contains(k.AllowedOrigins, o)) {
-		return "", ReasonOrigin, msgOrigin
+		return "", ReasonOrigin
 	}
-	return o, "", ""
+	return o, ""
 }
 
 // policyFor returns the policy for a set of scopes on one API stage:
@@ -379,7 +466,7 @@ func (a *Authorizer) policyFor(prefix string, scopes []string, browser bool) eve
 	}
 	doc = policy.Document(allow, deny)
 	a.mu.Lock()
-	if len(a.policies) >= maxCachedPolicies {
+	if len(a.policies) >= maxCached {
 		clear(a.policies)
 	}
 	a.policies[cacheKey] = doc
@@ -392,36 +479,6 @@ const MetricsNamespace = "Keyward"
 
 // emfDirectives is the constant part of the CloudWatch Embedded Metric
 // Format header that turns a decision's log line into metrics (decisions
-// and latency by outcome), so metrics cost no API calls. Pre-encoded: it
-// is the same on every line.
-var emfDirectives = json.RawMessage(`[{"Namespace":"` + MetricsNamespace + `","Dimensions":[["outcome"]],` +
-	`"Metrics":[{"Name":"decisions","Unit":"Count"},{"Name":"latency_ms","Unit":"Milliseconds"}]}]`)
-
-// record writes one JSON line per decision: the log entry and, through
-// its _aws member, the metrics. Never the token, its hash or its secret.
-func (a *Authorizer) record(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest, d decision, took time.Duration) {
-	level := slog.LevelInfo
-	if d.err != nil {
-		level = slog.LevelError
-	}
-	if !a.cfg.Logger.Enabled(ctx, level) {
-		return
-	}
-	attrs := []slog.Attr{
-		slog.String("outcome", d.outcome),
-		slog.String("reason", d.reason),
-		slog.String("request_id", req.RequestContext.RequestID),
-		slog.String("method", req.HTTPMethod),
-		slog.String("resource", req.Resource),
-		slog.Float64("latency_ms", float64(took.Microseconds())/1000),
-		slog.Int("decisions", 1),
-		slog.Group("_aws", slog.Int64("Timestamp", a.cfg.Now().UnixMilli()), slog.Any("CloudWatchMetrics", emfDirectives)),
-	}
-	if d.key.ID != "" {
-		attrs = append(attrs, slog.String("key_id", apikey.PublicID(d.key.ID)), slog.String("tenant_id", d.key.TenantID))
-	}
-	if d.err != nil {
-		attrs = append(attrs, slog.String("error", d.err.Error()))
-	}
-	a.cfg.Logger.LogAttrs(ctx, level, "authorization decision", attrs...)
-}
+// and latency by outcome), so metrics cost no API calls.
+const emfDirectives = `[{"Namespace":"` + MetricsNamespace + `","Dimensions":[["outcome"]],` +
+	`"Metrics":[{"Name":"decisions","Unit":"Count"},{"Name":"latency_ms","Unit":"Milliseconds"}]}]`

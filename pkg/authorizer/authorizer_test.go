@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"os"
@@ -128,7 +129,7 @@ func newEnv(t testing.TB, st store.Store, clk *clock.Manual) *env {
 func (e *env) build() {
 	format, _ := apikey.NewFormat("sk")
 	a, err := authorizer.New(authorizer.Config{Store: e.st, Peppers: e.ring, Format: format, Routes: e.routes, Gateway: e.gw,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Now: e.clk.Now})
+		Decisions: e.logs, Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Now: e.clk.Now})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -640,21 +641,41 @@ func TestLastUsedWrittenAtMostOncePerInterval(t *testing.T) {
 	})
 }
 
+// TestDecisionLogAndMetrics: every refusal gets a line of its own;
+// allowed decisions are counted into batches, each a line with every
+// latency, written when full, when old, or on Flush; every line carries
+// the Embedded Metric Format header; no line holds a secret.
 func TestDecisionLogAndMetrics(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
 		k := e.key(lifecycle.CreateParams{})
 		e.logs.Reset()
 		e.wantAllow(event(t, "authorizer-bearer.json", k.Token.Plain(), ""))
+		e.wantAllow(event(t, "authorizer-bearer.json", k.Token.Plain(), ""))
 		e.wantUnauthorized(event(t, "authorizer-missing.json", "", ""))
 		lines := strings.Split(strings.TrimSpace(e.logs.String()), "\n")
-		if len(lines) != 2 {
-			t.Fatalf("%d log lines for 2 decisions:\n%s", len(lines), e.logs)
+		if len(lines) != 1 || !strings.Contains(lines[0], `"outcome":"unauthorized"`) || !strings.Contains(lines[0], `"reason":"missing_credential"`) {
+			t.Fatalf("want the refusal's line alone:\n%s", e.logs)
 		}
-		var allow struct {
-			Outcome, Reason, KeyID, TenantID, RequestID string
-			Decisions                                   int
-			Latency                                     *float64 `json:"latency_ms"`
-			AWS                                         struct {
+		var refusal map[string]any
+		if err := json.Unmarshal([]byte(lines[0]), &refusal); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"time", "level", "msg", "outcome", "reason", "request_id", "method", "resource", "latency_ms", "decisions", "_aws"} {
+			if _, ok := refusal[f]; !ok {
+				t.Errorf("the refusal's line lacks %s: %s", f, lines[0])
+			}
+		}
+
+		e.a.Flush()
+		lines = strings.Split(strings.TrimSpace(e.logs.String()), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("%d lines after the flush:\n%s", len(lines), e.logs)
+		}
+		var batch struct {
+			Msg, Outcome string
+			Decisions    int
+			Latency      []float64 `json:"latency_ms"`
+			AWS          struct {
 				Timestamp         int64
 				CloudWatchMetrics []struct {
 					Namespace  string
@@ -663,23 +684,38 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 				}
 			} `json:"_aws"`
 		}
-		if err := json.Unmarshal([]byte(lines[0]), &allow); err != nil {
+		if err := json.Unmarshal([]byte(lines[1]), &batch); err != nil {
 			t.Fatal(err)
 		}
-		var raw map[string]any
-		_ = json.Unmarshal([]byte(lines[0]), &raw)
-		if raw["key_id"] != "key_"+k.Key.ID || raw["tenant_id"] != "acme" || raw["request_id"] != "2f9c7a41-6d3b-4e8a-9b0c-1d2e3f4a5b6c" ||
-			allow.Outcome != "allow" || allow.Decisions != 1 || allow.Latency == nil {
-			t.Fatalf("allow line: %s", lines[0])
+		if batch.Msg != "authorization decisions" || batch.Outcome != "allow" || batch.Decisions != 2 || len(batch.Latency) != 2 {
+			t.Fatalf("allow batch: %s", lines[1])
 		}
-		m := allow.AWS.CloudWatchMetrics
-		if allow.AWS.Timestamp != start.UnixMilli() || len(m) != 1 || m[0].Namespace != "Keyward" ||
+		m := batch.AWS.CloudWatchMetrics
+		if batch.AWS.Timestamp != start.UnixMilli() || len(m) != 1 || m[0].Namespace != "Keyward" ||
 			len(m[0].Dimensions) != 1 || m[0].Dimensions[0][0] != "outcome" || len(m[0].Metrics) != 2 {
-			t.Fatalf("EMF header: %+v", allow.AWS)
+			t.Fatalf("EMF header: %+v", batch.AWS)
 		}
-		if !strings.Contains(lines[1], `"outcome":"unauthorized"`) || !strings.Contains(lines[1], `"reason":"missing_credential"`) {
-			t.Fatalf("unauthorized line: %s", lines[1])
+		e.a.Flush()
+		if n := strings.Count(e.logs.String(), "\n"); n != 2 {
+			t.Fatalf("an empty flush wrote a line: %d lines", n)
 		}
+
+		// A full batch is written at once; an old one before the next line.
+		e.logs.Reset()
+		for range authorizer.MaxBatch {
+			e.wantAllow(event(t, "authorizer-bearer.json", k.Token.Plain(), ""))
+		}
+		if n := strings.Count(e.logs.String(), "\n"); n != 1 || !strings.Contains(e.logs.String(), fmt.Sprintf(`"decisions":%d`, authorizer.MaxBatch)) {
+			t.Fatalf("a full batch: %s", e.logs)
+		}
+		e.wantAllow(event(t, "authorizer-bearer.json", k.Token.Plain(), ""))
+		e.clk.Advance(authorizer.MaxBatchAge)
+		e.wantUnauthorized(event(t, "authorizer-missing.json", "", ""))
+		lines = strings.Split(strings.TrimSpace(e.logs.String()), "\n")
+		if len(lines) != 3 || !strings.Contains(lines[1], `"decisions":1,`) || !strings.Contains(lines[2], `"outcome":"unauthorized"`) {
+			t.Fatalf("an old batch before the next line:\n%s", e.logs)
+		}
+
 		stored, _ := e.st.GetKey(e.ctx, k.Key.ID)
 		if strings.Contains(e.logs.String(), base64.StdEncoding.EncodeToString(stored.Hash)) {
 			t.Fatal("the key's hash reached the log")

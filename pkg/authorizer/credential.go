@@ -42,32 +42,39 @@ const (
 	ReasonAllow       = "allowed"
 )
 
-// headerValues returns the distinct values of a header, looked up
-// case-insensitively in both the single- and multi-value maps API Gateway
-// sends (the single-value map holds the last of several values).
-func headerValues(name string, single map[string]string, multi map[string][]string) []string {
-	var vals []string
+// header looks a header up case-insensitively in the multi-value map API
+// Gateway sends, which holds every value the client sent (the single-value
+// map is derived from it, with the last of several values); an event
+// without one is read from the single-value map. It returns one of the
+// header's values and how many distinct values it has, counting no
+// further than two.
+func header(name string, single map[string]string, multi map[string][]string) (string, int) {
+	var first string
+	n := 0
 	add := func(v string) {
-		for _, seen := range vals {
-			if seen == v {
-				return
-			}
+		switch {
+		case n == 0:
+			first, n = v, 1
+		case v != first:
+			n = 2
 		}
-		vals = append(vals, v)
 	}
-	for k, vs := range multi {
-		if len(k) == len(name) && strings.EqualFold(k, name) {
-			for _, v := range vs {
-				add(v)
+	if len(multi) > 0 {
+		for k, vs := range multi {
+			if len(k) == len(name) && strings.EqualFold(k, name) {
+				for _, v := range vs {
+					add(v)
+				}
 			}
 		}
+		return first, n
 	}
 	for k, v := range single {
 		if len(k) == len(name) && strings.EqualFold(k, name) {
 			add(v)
 		}
 	}
-	return vals
+	return first, n
 }
 
 // credential extracts the token from the Authorization header: "Bearer
@@ -76,15 +83,14 @@ func headerValues(name string, single map[string]string, multi map[string][]stri
 // case-insensitive; anything else (two credentials, a comma-joined value,
 // stray white space, control or non-ASCII bytes) is refused.
 func credential(single map[string]string, multi map[string][]string) (string, string) {
-	vals := headerValues("Authorization", single, multi)
-	switch len(vals) {
+	v, n := header("Authorization", single, multi)
+	switch n {
 	case 0:
 		return "", ReasonMissing
 	case 1:
 	default:
 		return "", ReasonMultiple
 	}
-	v := vals[0]
 	if len(v) > maxHeaderLen {
 		return "", ReasonMalformed
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -75,7 +76,10 @@ type Options struct {
 	// its demo members sign in with.
 	BaseURL string
 	Logger  *slog.Logger
-	Now     func() time.Time
+	// Decisions receives the authorizer's decision lines, as stdout does
+	// in Lambda; nil writes none.
+	Decisions io.Writer
+	Now       func() time.Time
 }
 
 // Stack is an opened local stack.
@@ -213,7 +217,7 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	}
 
 	authz, err := authorizer.New(authorizer.Config{Store: s.store, Peppers: ring, Format: format, Routes: routes,
-		Gateway: s.Gateway, Logger: o.Logger, Now: o.Now})
+		Gateway: s.Gateway, Decisions: o.Decisions, Logger: o.Logger, Now: o.Now})
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
@@ -410,6 +414,7 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	s.Authorizer.Flush() // the allowed decisions' last metrics line
 	// Publish what the last requests committed, so that a graceful stop
 	// leaves nothing in the outbox; a crash leaves it for the next start.
 	stopJobs()
