@@ -86,23 +86,28 @@ func (g *Gateway) authorize(c *call) {
 		}
 	}
 	c.principal = resp.PrincipalID
-	vars := map[string]string{}
-	for name, v := range resp.Context {
-		vars["context.authorizer."+name] = contextString(v)
+	// The context as $context.authorizer.* variables, for a gateway
+	// response's template.
+	vars := func() map[string]string {
+		m := map[string]string{}
+		for name, v := range resp.Context {
+			m["context.authorizer."+name] = contextString(v)
+		}
+		return m
 	}
 	if !policy.Allows(resp.PolicyDocument, arn) {
-		g.reply(c, "ACCESS_DENIED", vars)
+		g.reply(c, "ACCESS_DENIED", vars())
 		return
 	}
 	switch known, ok := g.admit(resp.UsageIdentifierKey); {
 	case !known:
-		g.reply(c, "INVALID_API_KEY", vars)
+		g.reply(c, "INVALID_API_KEY", vars())
 		return
 	case !ok:
-		g.reply(c, "THROTTLED", vars)
+		g.reply(c, "THROTTLED", vars())
 		return
 	}
-	g.forward(c, admitted{authorizer: proxyAuthorizer(resp, latency)})
+	g.forward(c, admitted{authorizer: &resp, latency: latency})
 }
 
 // event builds the REQUEST authorizer event as API Gateway does.
@@ -142,17 +147,14 @@ func received(out events.APIGatewayCustomAuthorizerResponse) (events.APIGatewayC
 		return out, errors.New("gateway: authorizer response lacks a principalId or a policy")
 	}
 	// Checked as AWS checks the JSON a Lambda returns, without encoding it:
-	// this runs on every uncached request. The copy keeps a cached answer
-	// safe from whoever reads it.
-	ctx := make(map[string]any, len(out.Context))
+	// this runs on every uncached request. Nothing here modifies the
+	// context, which the authorizer may share between answers.
 	for name, v := range out.Context {
 		switch v.(type) {
 		case string, bool, float64, float32, int, int32, int64, uint, uint32, uint64:
 		default:
 			return out, fmt.Errorf("gateway: authorizer context %q is not a string, number or boolean", name)
 		}
-		ctx[name] = v
 	}
-	out.Context = ctx
 	return out, nil
 }

@@ -3,6 +3,9 @@ package gateway
 import (
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/keyward/keyward/pkg/config"
 )
@@ -12,7 +15,8 @@ import (
 // proxy event's requestContext.authorizer (its context, principalId and
 // integrationLatency); on an operator route, the IAM identity.
 type admitted struct {
-	authorizer map[string]any
+	authorizer *events.APIGatewayCustomAuthorizerResponse
+	latency    time.Duration // the authorizer's; none for a cached decision
 	userARN    string
 }
 
@@ -51,7 +55,9 @@ func (g *Gateway) forward(c *call, a admitted) {
 	for header, source := range headers {
 		if static, ok := strings.CutPrefix(source, "'"); ok {
 			out.Header.Set(header, strings.TrimSuffix(static, "'"))
-		} else if v, ok := a.authorizer[strings.TrimPrefix(source, contextSource)]; ok {
+		} else if a.authorizer == nil {
+			continue
+		} else if v, ok := a.authorizer.Context[strings.TrimPrefix(source, contextSource)]; ok {
 			out.Header.Set(header, contextString(v))
 		}
 	}

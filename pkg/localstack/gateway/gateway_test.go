@@ -175,7 +175,7 @@ func routes(t *testing.T) *route.Table {
 	return table
 }
 
-func loadGateway(t *testing.T) config.Gateway {
+func loadGateway(t testing.TB) config.Gateway {
 	t.Helper()
 	gw, err := config.LoadGateway()
 	if err != nil {

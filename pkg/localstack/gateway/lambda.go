@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"time"
 	"unicode/utf8"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -68,7 +67,7 @@ func (g *Gateway) proxyEvent(c *call, a admitted, body []byte) events.APIGateway
 			},
 			ResourcePath:     c.route.Path,
 			Path:             "/" + g.cfg.Stage + r.URL.Path,
-			Authorizer:       a.authorizer,
+			Authorizer:       proxyAuthorizer(a),
 			HTTPMethod:       r.Method,
 			RequestTime:      now.Format("02/Jan/2006:15:04:05 -0700"),
 			RequestTimeEpoch: now.UnixMilli(),
@@ -87,13 +86,16 @@ func (g *Gateway) proxyEvent(c *call, a admitted, body []byte) events.APIGateway
 // a proxy integration (requestContext.authorizer): the context with every
 // value a string, the principalId, and the authorizer's latency in
 // milliseconds (0 for a cached decision).
-func proxyAuthorizer(resp events.APIGatewayCustomAuthorizerResponse, latency time.Duration) map[string]any {
-	out := make(map[string]any, len(resp.Context)+2)
-	for name, v := range resp.Context {
+func proxyAuthorizer(a admitted) map[string]any {
+	if a.authorizer == nil {
+		return nil
+	}
+	out := make(map[string]any, len(a.authorizer.Context)+2)
+	for name, v := range a.authorizer.Context {
 		out[name] = contextString(v)
 	}
-	out["principalId"] = resp.PrincipalID
-	out["integrationLatency"] = float64(latency.Milliseconds())
+	out["principalId"] = a.authorizer.PrincipalID
+	out["integrationLatency"] = float64(a.latency.Milliseconds())
 	return out
 }
 

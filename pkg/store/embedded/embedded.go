@@ -88,6 +88,7 @@ type Store struct {
 	// committed is signalled after each commit that adds to the outbox.
 	committed   chan struct{}
 	boltOptions func(*bolt.Options)
+	keys        keyCache
 }
 
 // Option configures a Store.

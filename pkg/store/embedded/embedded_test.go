@@ -881,3 +881,45 @@ func TestDamagedPageTreeIsRefused(t *testing.T) {
 		t.Fatalf("%d goroutines left behind", n-before)
 	}
 }
+
+// TestKeyCacheIsNeverStale: a key read again comes from the cache only
+// while its stored bytes are the ones decoded: a change, or damage to the
+// record, is read afresh (and the damage refused); every read is a copy of
+// its own.
+func TestKeyCacheIsNeverStale(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, clk *clock.Manual) {
+		populate(t, s, clk)
+		ctx := t.Context()
+		first, err := s.GetKey(ctx, "k1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.Scopes[0], first.Metadata["team"] = "tampered:read", "tampered"
+		again, err := s.GetKey(ctx, "k1")
+		if err != nil || again.Scopes[0] == "tampered:read" || again.Metadata["team"] == "tampered" {
+			t.Fatalf("a read shares its slices or map with the cache: %v %+v", err, again)
+		}
+		changed := again
+		changed.Name, changed.UpdatedAt = "renamed", clk.Now()
+		if err := s.Apply(ctx, store.Change{Keys: []store.KeyWrite{{Key: changed, ExpectedRevision: again.Revision}}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetKey(ctx, "k1"); err != nil || got.Name != "renamed" || got.Revision != again.Revision+1 {
+			t.Fatalf("after a change: %v %+v", err, got)
+		}
+		// Damage the record's JSON behind the store's back: the bytes differ
+		// from the cached ones, so the checksum is checked again.
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bKeys)
+			raw := bytes.Clone(b.Get([]byte("k1")))
+			raw[len(raw)-2] ^= 0x20
+			return b.Put([]byte("k1"), raw)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetKey(ctx, "k1"); !errors.Is(err, ErrDamaged) {
+			t.Fatalf("a damaged record after a cached read: %v", err)
+		}
+	})
+}

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -73,12 +76,20 @@ func (s *Store) get(tx *bolt.Tx, bucket, key []byte, v any) (bool, error) {
 	return true, s.decode(bucket, key, raw, v)
 }
 
-// getKey reads a key by id, checked like every key read.
+// getKey reads a key by id, checked like every key read. A record read
+// again unchanged (the authorizer reads its key on every decision) comes
+// from keyCache rather than from its JSON again.
 func (s *Store) getKey(tx *bolt.Tx, id string) (store.Key, bool, error) {
+	raw := tx.Bucket(bKeys).Get([]byte(id))
+	if raw == nil {
+		return store.Key{}, false, nil
+	}
+	if k, ok := s.keys.lookup(id, raw); ok {
+		return k, true, nil
+	}
 	var k store.Key
-	ok, err := s.get(tx, bKeys, []byte(id), &k)
-	if err != nil || !ok {
-		return store.Key{}, ok, err
+	if err := s.decode(bKeys, []byte(id), raw, &k); err != nil {
+		return store.Key{}, false, err
 	}
 	if k.ID != id {
 		return store.Key{}, false, s.damagedFile(fmt.Sprintf("key %q holds key %q", id, k.ID))
@@ -86,7 +97,56 @@ func (s *Store) getKey(tx *bolt.Tx, id string) (store.Key, bool, error) {
 	if err := store.CheckKey(k); err != nil {
 		return store.Key{}, false, fmt.Errorf("embedded: %w", err)
 	}
-	return normalKey(k), true, nil
+	k = normalKey(k)
+	s.keys.remember(id, raw, k)
+	return cloneKey(k), true, nil
+}
+
+// maxCachedKeys bounds keyCache: about 2 KB each.
+const maxCachedKeys = 4096
+
+// keyCache holds keys as decoded, by the exact bytes they were decoded
+// from: a hit needs the stored record to be byte for byte the one that
+// was decoded (and checked), so it is never stale, whatever changed the
+// record and in whatever transaction.
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]cachedKey
+}
+
+type cachedKey struct {
+	raw []byte
+	key store.Key
+}
+
+// lookup returns a copy of the key decoded from raw, if cached.
+func (c *keyCache) lookup(id string, raw []byte) (store.Key, bool) {
+	c.mu.Lock()
+	e, ok := c.m[id]
+	c.mu.Unlock()
+	if !ok || !bytes.Equal(e.raw, raw) {
+		return store.Key{}, false
+	}
+	return cloneKey(e.key), true
+}
+
+// remember caches k as decoded from raw, which it copies: bbolt's bytes
+// are valid only in their transaction.
+func (c *keyCache) remember(id string, raw []byte, k store.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedKeys {
+		c.m = make(map[string]cachedKey, maxCachedKeys)
+	}
+	c.m[id] = cachedKey{raw: bytes.Clone(raw), key: k}
+}
+
+// cloneKey copies k's slices and map, as every read returns its own.
+func cloneKey(k store.Key) store.Key {
+	k.Scopes, k.Hash, k.Notices = slices.Clone(k.Scopes), slices.Clone(k.Hash), slices.Clone(k.Notices)
+	k.AllowedIPs, k.AllowedOrigins = slices.Clone(k.AllowedIPs), slices.Clone(k.AllowedOrigins)
+	k.Metadata = maps.Clone(k.Metadata)
+	return k
 }
 
 // seq is a sequence number or pepper version as an ordered key.
