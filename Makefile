@@ -49,7 +49,8 @@ lint:
 ## bench: the benchmarks recorded in BENCHMARKS.md, each decision's ratio to one HMAC beside its target, and the authorizer's bootstrap size
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/apikey ./pkg/pepper ./pkg/authorizer
-	$(GO) run ./scripts/benchreport
+	KEYWARD_DYNAMODB_LOCAL="$$(./scripts/dynamodb-local.sh | tail -n 1)" \
+		$(GO) run ./scripts/with-dynamodb-local -- $(GO) run ./scripts/benchreport
 	@ls -l dist/authorizer/bootstrap | awk '{printf "authorizer bootstrap: %.1f MB\n", $$5/1e6}'
 
 ## bench-local: authorized vs unauthorized requests through the local stack to the echo, cache off and on (BENCHMARKS.md)

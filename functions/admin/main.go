@@ -8,6 +8,8 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
+	"github.com/keyward/keyward/functions/internal/consolesetup"
+	"github.com/keyward/keyward/functions/internal/gatewayapi"
 	"github.com/keyward/keyward/functions/internal/wiring"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/config"
@@ -21,7 +23,7 @@ func main() {
 	rt := wiring.Start(ctx, config.FnAdmin)
 	peppers := rt.Peppers(ctx)
 	svc := lifecycle.New(rt.Store, peppers, rt.Format, lifecycle.WithAuditRetention(lifecycle.DefaultAuditRetention))
-	plans, flusher := rt.UsagePlans(), rt.Flusher()
+	plans, flusher := gatewayapi.UsagePlans(rt), gatewayapi.Flusher(rt)
 	srv := admin.New(admin.Config{Keys: svc, Store: rt.Store, Gateway: rt.Gateway, RateLimits: plans, Flusher: flusher,
 		Leaks: admin.Leaks{
 			Keys:      &leaks.GitHubKeys{URL: leaks.GitHubKeysURL},
@@ -29,6 +31,6 @@ func main() {
 		},
 		Logger: rt.Log,
 	})
-	h := rt.WithConsole(ctx, srv, console.Config{Keys: svc, Store: rt.Store, Peppers: peppers, RateLimits: plans, Flusher: flusher})
+	h := consolesetup.Beside(ctx, rt, srv, console.Config{Keys: svc, Store: rt.Store, Peppers: peppers, RateLimits: plans, Flusher: flusher})
 	lambda.Start(httpadapter.New(admin.FromAPIGateway(rt.Config.OperatorRoleARN, h)).ProxyWithContext)
 }

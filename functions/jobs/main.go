@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 
+	"github.com/keyward/keyward/functions/internal/gatewayapi"
 	"github.com/keyward/keyward/functions/internal/wiring"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
@@ -26,8 +27,8 @@ func main() {
 		// function holds no kms:Decrypt and never sees a plaintext pepper.
 		Keys:           lifecycle.New(rt.Store, nil, rt.Format, lifecycle.WithAuditRetention(lifecycle.DefaultAuditRetention)),
 		Peppers:        rt.KMS(),
-		RateLimits:     rt.UsagePlans(),
-		Flusher:        rt.Flusher(),
+		RateLimits:     gatewayapi.UsagePlans(rt),
+		Flusher:        gatewayapi.Flusher(rt),
 		Gateway:        rt.Gateway,
 		PepperInterval: rt.PepperInterval(jobs.DefaultPepperInterval),
 		Logger:         rt.Log,

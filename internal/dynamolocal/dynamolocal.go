@@ -117,6 +117,14 @@ func tableName(pid int, n int64) string {
 	return "keyward-test-" + strconv.Itoa(pid) + "-" + strconv.FormatInt(n, 10)
 }
 
+// Endpoint is this test process's DynamoDB Local's URL, for a process
+// the test starts.
+func Endpoint(t testing.TB) string {
+	t.Helper()
+	Client(t) // starts it, or skips
+	return server.Endpoint
+}
+
 // StreamsClient returns a DynamoDB Streams client for this test process's
 // DynamoDB Local, which serves the Streams API on the same port.
 func StreamsClient(t testing.TB) *dynamodbstreams.Client {

@@ -40,9 +40,12 @@ var rank = map[string]int{
 	// The console beside it, and the local OpenID provider members of the
 	// demo tenant sign in with.
 	"pkg/admin": 5, "pkg/localstack/gateway": 5, "pkg/console": 5, "pkg/localstack/oidc": 5,
-	// Entry points: the Lambda functions and their wiring, the local stack.
-	"functions/internal/wiring": 6,
-	"functions/admin":           7, "functions/authorizer": 7, "functions/jobs": 7, "functions/publisher": 7, "pkg/localstack": 7,
+	// Entry points: the Lambda functions and their wiring (the start-up
+	// they share, and apart the API Gateway clients and the console's, so
+	// that the authorizer links neither), the local stack.
+	"functions/internal/wiring":     6,
+	"functions/internal/gatewayapi": 7, "functions/internal/consolesetup": 7, "pkg/localstack": 7,
+	"functions/admin": 8, "functions/authorizer": 8, "functions/jobs": 8, "functions/publisher": 8,
 	"cmd/keyward": 8,
 }
 

@@ -10,6 +10,13 @@ func TestLambdaAWSConfig(t *testing.T) {
 	if err != nil || cfg.Region != "eu-west-1" {
 		t.Fatalf("config: %+v %v", cfg, err)
 	}
+	if cfg.BaseEndpoint != nil {
+		t.Errorf("an endpoint without AWS_ENDPOINT_URL: %s", *cfg.BaseEndpoint)
+	}
+	env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:8000"
+	if cfg, _ := lambdaAWSConfig(func(k string) string { return env[k] }); cfg.BaseEndpoint == nil || *cfg.BaseEndpoint != env["AWS_ENDPOINT_URL"] {
+		t.Errorf("AWS_ENDPOINT_URL not honoured: %v", cfg.BaseEndpoint)
+	}
 	creds, err := cfg.Credentials.Retrieve(t.Context())
 	if err != nil || creds.AccessKeyID != "AKIDEXAMPLE" || creds.SecretAccessKey != "secret" || creds.SessionToken != "token" {
 		t.Fatalf("credentials: %+v %v", creds, err)

@@ -1,7 +1,10 @@
 // Package wiring is the start-up the Lambda functions share: the
 // configuration the CDK stack sets in their environment (parsed and
 // validated by package config), and the AWS clients, DynamoDB store and
-// KMS-backed pepper ring built from it. It holds no logic of its own.
+// KMS-backed pepper ring built from it. It holds no logic of its own, and
+// links only what every function needs: the API Gateway clients are
+// package gatewayapi's, the console's start-up package consolesetup's, so
+// that the authorizer's cold start initialises neither.
 package wiring
 
 import (
@@ -11,11 +14,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/apigateway"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
-	"github.com/keyward/keyward/pkg/apigw"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/pepper"
@@ -115,17 +116,6 @@ func (r *Runtime) Routes() *route.Table {
 	}
 	Fatal(r.Log, "route table", err)
 	return nil
-}
-
-// Flusher flushes the stage's authorizer cache: a function that takes
-// access away must be able to end cached decisions.
-func (r *Runtime) Flusher() *apigw.Flusher {
-	return apigw.NewFlusher(apigateway.NewFromConfig(r.AWS), r.Config.RestAPIID, r.Config.Stage)
-}
-
-// UsagePlans is the API Gateway usage plans of the rate-limit tiers.
-func (r *Runtime) UsagePlans() *apigw.UsagePlans {
-	return apigw.NewUsagePlans(apigateway.NewFromConfig(r.AWS), r.Config.UsagePlans)
 }
 
 // PepperInterval is how old the newest pepper gets before the rotation
