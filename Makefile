@@ -46,11 +46,12 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PACKAGES)
 	cd infra && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-## bench: the benchmarks recorded in BENCHMARKS.md, each decision's ratio to one HMAC beside its target, and the authorizer's bootstrap size
+## bench: the benchmarks recorded in BENCHMARKS.md, each of issue 17's figures beside its target (decision, local gateway, cold start, local store at scale), and the authorizer's bootstrap size
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/apikey ./pkg/pepper ./pkg/authorizer
 	KEYWARD_DYNAMODB_LOCAL="$$(./scripts/dynamodb-local.sh | tail -n 1)" \
 		$(GO) run ./scripts/with-dynamodb-local -- $(GO) run ./scripts/benchreport
+	KEYWARD_SCALE=10000,100000,1000000 $(GO) test -run '^TestScale$$' -v -timeout 30m ./pkg/store/embedded | grep '^|'
 	@ls -l dist/authorizer/bootstrap | awk '{printf "authorizer bootstrap: %.1f MB\n", $$5/1e6}'
 
 ## bench-local: authorized vs unauthorized requests through the local stack to the echo, cache off and on (BENCHMARKS.md)

@@ -109,15 +109,36 @@ type Config struct {
 // Authorizer makes decisions. It is safe for concurrent use.
 type Authorizer struct {
 	cfg      Config
-	log      *decisionLog // nil without Config.Decisions
-	mu       sync.RWMutex
-	policies map[string]events.APIGatewayCustomAuthorizerPolicy
-	answers  map[answerKey]answer
+	log      *decisionLog                                             // nil without Config.Decisions
+	policies bounded[string, events.APIGatewayCustomAuthorizerPolicy] // by stage, endpoint and scope set
+	answers  bounded[answerKey, answer]
 }
 
-// maxCached bounds each per-process cache: policies by scope set, answers
-// by key revision.
+// maxCached bounds each per-process cache.
 const maxCached = 4096
+
+// bounded is a cache that starts over when it holds maxCached entries: a
+// miss costs only building the entry again. Safe for concurrent use.
+type bounded[K comparable, V any] struct {
+	mu sync.RWMutex
+	m  map[K]V
+}
+
+func (b *bounded[K, V]) get(k K) (V, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	v, ok := b.m[k]
+	return v, ok
+}
+
+func (b *bounded[K, V]) put(k K, v V) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil || len(b.m) >= maxCached {
+		b.m = make(map[K]V)
+	}
+	b.m[k] = v
+}
 
 // answerKey is what an answer depends on besides the request's method and
 // path: a key at one revision (every change of it is a new revision), on
@@ -172,7 +193,7 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &Authorizer{cfg: cfg, policies: map[string]events.APIGatewayCustomAuthorizerPolicy{}, answers: map[answerKey]answer{}}
+	a := &Authorizer{cfg: cfg}
 	if cfg.Decisions != nil {
 		a.log = newDecisionLog(cfg.Decisions, cfg.Now)
 	}
@@ -315,9 +336,7 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 // answer returns the response for ak, building it on the first request of
 // a key revision.
 func (a *Authorizer) answer(ak answerKey, k store.Key) answer {
-	a.mu.RLock()
-	ans, ok := a.answers[ak]
-	a.mu.RUnlock()
+	ans, ok := a.answers.get(ak)
 	if ok {
 		return ans
 	}
@@ -350,12 +369,7 @@ func (a *Authorizer) answer(ak answerKey, k store.Key) answer {
 			}
 		}
 	}
-	a.mu.Lock()
-	if len(a.answers) >= maxCached {
-		clear(a.answers)
-	}
-	a.answers[ak] = ans
-	a.mu.Unlock()
+	a.answers.put(ak, ans)
 	return ans
 }
 
@@ -432,9 +446,7 @@ func restrictOrigin(k store.Key, req events.APIGatewayCustomAuthorizerRequestTyp
 // decisions are cached apart.
 func (a *Authorizer) policyFor(prefix string, scopes []string, browser bool) events.APIGatewayCustomAuthorizerPolicy {
 	cacheKey := prefix + "\x00" + strconv.FormatBool(browser) + "\x00" + strings.Join(scopes, " ")
-	a.mu.RLock()
-	doc, ok := a.policies[cacheKey]
-	a.mu.RUnlock()
+	doc, ok := a.policies.get(cacheKey)
 	if ok {
 		return doc
 	}
@@ -465,12 +477,7 @@ func (a *Authorizer) policyFor(prefix string, scopes []string, browser bool) eve
 		deny = []string{prefix + "*"}
 	}
 	doc = policy.Document(allow, deny)
-	a.mu.Lock()
-	if len(a.policies) >= maxCached {
-		clear(a.policies)
-	}
-	a.policies[cacheKey] = doc
-	a.mu.Unlock()
+	a.policies.put(cacheKey, doc)
 	return doc
 }
 

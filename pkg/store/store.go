@@ -49,6 +49,13 @@ const TenantWriteItems = 1 + KeyCounterShards
 // MaxPageSize bounds every list query.
 const MaxPageSize = 100
 
+// MaxExamined bounds the entries one listing call looks at, in both
+// backends: a filter that passes over most of a collection (the active
+// keys of a tenant whose keys are mostly revoked) answers a short page, or
+// an empty one, with a cursor after the last entry it looked at, rather
+// than reading the whole collection within one request.
+const MaxExamined = 1000
+
 // KeyStatus is the stored lifecycle state of a key.
 type KeyStatus string
 

@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"ListKeysPagination", testListKeysPagination},
 		{"ListKeysFilters", testListKeysFilters},
 		{"ListKeysCursor", testListKeysCursor},
+		{"ListKeysExaminesBoundedly", testListKeysExaminesBoundedly},
 		{"Audit", testAudit},
 		{"AuditEnvironment", testAuditEnvironment},
 		{"AuditTTL", testAuditTTL},

@@ -3,6 +3,7 @@ package conformance
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -90,6 +91,52 @@ func testListKeysFilters(t *testing.T, e *env) {
 			q.Limit = limit
 			wantEqual(t, fmt.Sprintf("filter %+v", q), e.listAll(t, "acme", q), c.want)
 		}
+	}
+}
+
+// testListKeysExaminesBoundedly: a listing looks at no more than
+// store.MaxExamined keys per call, so a filter that passes over most of a
+// tenant's keys answers a short (here empty) page with a cursor after the
+// last key it looked at, and the pages that follow find every match.
+func testListKeysExaminesBoundedly(t *testing.T, e *env) {
+	e.tenant(t, "acme")
+	n := store.MaxExamined + 100
+	var keys []store.KeyWrite
+	for i := range n {
+		k := e.key("acme", fmt.Sprintf("acme%06d", i))
+		k.CreatedAt = e.clk.Now().Add(time.Duration(i) * time.Millisecond)
+		if i < 3 { // only the three oldest match
+			k.Environment = "test"
+		}
+		keys = append(keys, store.KeyWrite{Key: k})
+	}
+	for batch := range slices.Chunk(keys, store.MaxChangeItems-2) { // with the tenant's and the member's counters
+		e.apply(t, store.Change{Keys: batch})
+	}
+	var ids []string
+	q := store.KeyQuery{Environment: "test", Limit: 2}
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("pagination does not end")
+		}
+		e.settle()
+		page, err := e.s.ListKeys(e.ctx, "acme", q)
+		if err != nil {
+			t.Fatalf("ListKeys: %v", err)
+		}
+		if pages == 0 && (len(page.Keys) != 0 || page.NextCursor == "") {
+			t.Fatalf("first page, past %d keys that do not match: %d keys, cursor %q", store.MaxExamined, len(page.Keys), page.NextCursor)
+		}
+		for _, k := range page.Keys {
+			ids = append(ids, k.ID)
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		q.Cursor = page.NextCursor
+	}
+	if want := []string{"acme000002", "acme000001", "acme000000"}; !slices.Equal(ids, want) {
+		t.Fatalf("filtered keys %v, want %v", ids, want)
 	}
 }
 

@@ -38,12 +38,8 @@ var indexKeys = func() map[string][2]string {
 	return m
 }()
 
-// maxExamined bounds the entries one call of list looks at: a filter that
-// passes over most of a collection (the active keys of a tenant whose keys
-// are mostly revoked) answers a short page, or an empty one, with a cursor
-// after the last entry it looked at, rather than reading the whole
-// collection within one request.
-const maxExamined = 1000
+// maxExamined is store.MaxExamined: the entries one call of list looks at.
+const maxExamined = store.MaxExamined
 
 // list returns up to limit items of l past cursor's position that keep
 // accepts (nil accepts all), a cursor for the rest if any remain, and the

@@ -112,10 +112,19 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 	var page store.KeyPage
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bTenantKeys).Cursor()
+		examined := 0
 		for ik, id := descend(c, prefix, from); ik != nil && bytes.HasPrefix(ik, prefix); ik, id = c.Prev() {
 			if full(&page, q.Limit, func(k store.Key) string { return store.EncodeCursor(store.KeyOrder(k)) }) {
 				return nil
 			}
+			if examined == store.MaxExamined {
+				// A filter passing over most keys: a short page, and a
+				// cursor after the last entry looked at.
+				last, _ := c.Next()
+				page.NextCursor = store.EncodeCursor(string(last[len(prefix):]))
+				return nil
+			}
+			examined++
 			k, use, err := s.indexedKey(tx, &page, ik, id, func(k store.Key) bool {
 				return k.TenantID == tenantID && store.KeyOrder(k) == string(ik[len(prefix):])
 			})
