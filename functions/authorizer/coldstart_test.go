@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +26,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/keyward/keyward/internal/dynamolocal"
+	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/config"
+	"github.com/keyward/keyward/pkg/lifecycle"
 	"github.com/keyward/keyward/pkg/pepper"
 	"github.com/keyward/keyward/pkg/store/dynamo"
 )
@@ -68,6 +72,8 @@ func fakeKMS(w http.ResponseWriter, r *http.Request) {
 type coldStart struct {
 	bin string
 	env []string
+	// token is a live key's, for an allowed decision.
+	token string
 }
 
 func newColdStart(t testing.TB) *coldStart {
@@ -90,7 +96,22 @@ func newColdStart(t testing.TB) *coldStart {
 	keyID := "arn:aws:kms:us-east-1:000000000000:key/cold-start"
 	ring := pepper.KMS{Client: kms.New(kms.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint.URL),
 		Credentials: credentials.NewStaticCredentialsProvider("local", "local", "")}), KeyID: keyID}
-	if _, err := pepper.Create(t.Context(), dynamo.New(client, table), ring, time.Now()); err != nil {
+	st := dynamo.New(client, table)
+	if _, err := pepper.Create(t.Context(), st, ring, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	peppers, err := pepper.Load(t.Context(), st, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	format, _ := apikey.NewFormat("keyward")
+	svc := lifecycle.New(st, peppers, format)
+	operator := lifecycle.Actor{ID: "operator"}
+	if _, err := svc.Onboard(t.Context(), operator, lifecycle.OnboardParams{TenantID: "acme", Name: "Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := svc.Create(t.Context(), operator, "acme", lifecycle.CreateParams{Name: "cold", Environment: apikey.Live, Scopes: []string{"invoices:read"}})
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -109,26 +130,72 @@ func newColdStart(t testing.TB) *coldStart {
 	for name, v := range d.Environ(config.FnAuthorizer) {
 		env = append(env, name+"="+v)
 	}
-	return &coldStart{bin: bin, env: env}
+	return &coldStart{bin: bin, env: env, token: k.Token.Plain()}
 }
 
-// run starts the authorizer once and returns its CPU time (user and
-// system) up to its first request for work, and its output.
-func (c *coldStart) run(t testing.TB) (time.Duration, string) {
-	t.Helper()
-	ready := make(chan struct{}, 1)
-	runtimeAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/runtime/invocation/next") {
-			select {
-			case ready <- struct{}{}:
-			default:
-			}
-			<-r.Context().Done() // no work: the process is stopped here
+// runtimeAPI fakes Lambda's runtime and extensions APIs: the internal
+// extension that asks for SIGTERM (lambda.WithEnableSIGTERM) registers and
+// waits for events, as in Lambda; each request for work gets the next of
+// invocations, then none, and ready is signalled when the process asks for
+// work with none left. Responses (and anything else it is sent) are
+// recorded in posted.
+type runtimeAPI struct {
+	invocations []string // events, in order
+	ready       chan struct{}
+	mu          sync.Mutex
+	posted      []string
+}
+
+func (f *runtimeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/extension/register"):
+		w.Header().Set("Lambda-Extension-Identifier", "cold-start")
+		_, _ = w.Write([]byte(`{}`))
+	case strings.HasSuffix(r.URL.Path, "/extension/event/next"):
+		<-r.Context().Done() // the extension takes no events
+	case strings.HasSuffix(r.URL.Path, "/runtime/invocation/next"):
+		f.mu.Lock()
+		var event string
+		if len(f.invocations) > 0 {
+			event, f.invocations = f.invocations[0], f.invocations[1:]
+		}
+		f.mu.Unlock()
+		if event != "" {
+			w.Header().Set("Lambda-Runtime-Aws-Request-Id", "cold-start-"+strconv.Itoa(len(event)))
+			w.Header().Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
+			_, _ = w.Write([]byte(event))
 			return
 		}
-		// Anything else (init/error) means the start failed.
-		http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotImplemented)
-	}))
+		select {
+		case f.ready <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done() // no work: the process is stopped here
+	default:
+		body, _ := io.ReadAll(r.Body)
+		f.mu.Lock()
+		f.posted = append(f.posted, r.URL.Path+" "+string(body))
+		f.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}
+}
+
+// run starts the authorizer once and returns its CPU time up to its first
+// request for work, and its output.
+func (c *coldStart) run(t testing.TB) (time.Duration, string) {
+	t.Helper()
+	cpu, out, _ := c.serve(t, &runtimeAPI{}, syscall.SIGKILL)
+	return cpu, out
+}
+
+// serve starts the authorizer, lets it serve api's invocations, stops it
+// with sig once it asks for more work, and returns its CPU time at that
+// moment, its output and what it posted to the runtime API.
+func (c *coldStart) serve(t testing.TB, api *runtimeAPI, sig syscall.Signal) (time.Duration, string, []string) {
+	t.Helper()
+	api.ready = make(chan struct{}, 1)
+	ready := api.ready
+	runtimeAPI := httptest.NewServer(api)
 	defer runtimeAPI.Close()
 
 	var out bytes.Buffer
@@ -148,7 +215,12 @@ func (c *coldStart) run(t testing.TB) (time.Duration, string) {
 		// Read while it waits for work: after the kill, the time would
 		// include tearing the process down.
 		cpu = cpuTime(t, cmd.Process.Pid)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Process.Signal(sig)
+		if sig == syscall.SIGTERM {
+			// Lambda gives the process a moment after SIGTERM, then kills it.
+			time.Sleep(time.Second)
+			_ = cmd.Process.Kill()
+		}
 		<-exited
 	case err := <-exited:
 		t.Fatalf("the authorizer exited before asking for work: %v\n%s", err, out.String())
@@ -157,7 +229,9 @@ func (c *coldStart) run(t testing.TB) (time.Duration, string) {
 		<-exited
 		t.Fatalf("the authorizer did not ask for work within %v\n%s", coldStartDeadline, out.String())
 	}
-	return cpu, out.String()
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	return cpu, out.String(), api.posted
 }
 
 // cpuTime is the time every thread of process pid has run on a CPU, in
@@ -190,10 +264,36 @@ func cpuTime(t testing.TB, pid int) time.Duration {
 func TestColdStart(t *testing.T) {
 	c := newColdStart(t)
 	cpu, out := c.run(t)
-	if strings.Contains(out, `"level":"ERROR"`) {
-		t.Errorf("the start logged an error:\n%s", out)
+	if strings.Contains(out, `"level":"ERROR"`) || strings.Contains(out, "WARNING") {
+		t.Errorf("the start logged a problem:\n%s", out)
 	}
 	t.Logf("cold start: %v CPU to the first request for work", cpu)
+}
+
+// TestSIGTERMFlushesTheDecisions: Lambda sends SIGTERM at shutdown (the
+// SIGTERM extension asked for it), and the authorizer then writes the
+// batch of allowed decisions it had not written yet; a refusal has its
+// line at once.
+func TestSIGTERMFlushesTheDecisions(t *testing.T) {
+	c := newColdStart(t)
+	event := func(name string) string {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "events", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.ReplaceAll(string(raw), "${TOKEN}", c.token)
+	}
+	_, out, posted := c.serve(t, &runtimeAPI{invocations: []string{event("authorizer-bearer.json"), event("authorizer-missing.json")}},
+		syscall.SIGTERM)
+	if !strings.Contains(out, `"reason":"missing_credential"`) {
+		t.Fatalf("no refusal line:\n%s", out)
+	}
+	if !strings.Contains(out, `"msg":"authorization decisions","outcome":"allow","decisions":1`) {
+		t.Fatalf("SIGTERM did not write the batch of allowed decisions:\n%s", out)
+	}
+	if len(posted) != 2 || !strings.Contains(posted[0], "/response") || !strings.Contains(posted[1], "Unauthorized") {
+		t.Fatalf("the runtime API got %q, want an Allow and the Unauthorized error", posted)
+	}
 }
 
 // BenchmarkColdStart is the authorizer's whole-process init, from exec to

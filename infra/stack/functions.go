@@ -30,8 +30,8 @@ type Spec struct {
 // binary on provided.al2023/arm64 (cheaper per GB-second than x86_64).
 // Lambda gives CPU in proportion to memory: 256 MB keeps the cold start
 // (SDK clients, KMS unwraps) short without paying for memory a Go
-// function of this size does not use; raise it if the REPORT lines show
-// otherwise.
+// function of this size does not use; raise it if the Duration and
+// memory metrics show otherwise (the authorizer writes no REPORT lines).
 var Specs = map[string]Spec{
 	// A decision is one GetItem and one HMAC: milliseconds. The cold
 	// start adds one KMS Decrypt per pepper version. 5 s bounds a stuck

@@ -11,8 +11,8 @@ import (
 	"github.com/keyward/keyward/pkg/authorizer"
 )
 
-// The authorizer's Embedded Metric Format metrics (pkg/authorizer: one
-// log line per decision, dimension outcome).
+// The authorizer's Embedded Metric Format metrics (pkg/authorizer: a line
+// per refusal, a line per batch of allowed decisions; dimension outcome).
 const (
 	MetricDecisions = "decisions"
 	MetricLatency   = "latency_ms"

@@ -85,7 +85,10 @@ const (
 	priceEventsMillion      = 1.00
 	priceKMSKeyMonth        = 1.00
 	accessLogBytes          = 600
-	decisionLogBytes        = 400
+	// An allowed decision's share of its batch line (docs/authorizer.md,
+	// Observability); refusals, one line of about 500 bytes each, depend
+	// on the clients and are left out, as in docs/deploy.md's cost.
+	decisionLogBytes = 10
 )
 
 // figure is one row of a table: a value per scenario, and the limit it

@@ -208,6 +208,15 @@ func (a *Authorizer) Flush() {
 	}
 }
 
+// FlushDue writes the batch of allowed decisions once it is MaxBatchAge
+// old; a process serving decisions without pause (the local stack) calls
+// it on a timer.
+func (a *Authorizer) FlushDue() {
+	if a.log != nil {
+		a.log.flushDue(a.cfg.Now())
+	}
+}
+
 // decision is one outcome, for the response, the log and the metrics.
 type decision struct {
 	outcome string // allow, deny, unauthorized, error

@@ -322,18 +322,25 @@ func (s *Stack) bootstrap(ctx context.Context, svc *lifecycle.Service, plans adm
 // schedule runs a job every interval until ctx ends, as an EventBridge
 // schedule invokes the jobs function; each run gets the interval as
 // its time limit, like a Lambda timeout.
-func (s *Stack) schedule(ctx context.Context, name string, every time.Duration) {
-	t := time.NewTicker(every)
+func (s *Stack) schedule(ctx context.Context, name string, interval time.Duration) {
+	repeat(ctx, interval, func() {
+		// Run logs its outcome, failures included.
+		runCtx, cancel := context.WithTimeout(ctx, interval)
+		_, _ = s.Jobs.Run(runCtx, name)
+		cancel()
+	})
+}
+
+// repeat calls fn every interval until ctx ends.
+func repeat(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			// Run logs its outcome, failures included.
-			runCtx, cancel := context.WithTimeout(ctx, every)
-			_, _ = s.Jobs.Run(runCtx, name)
-			cancel()
+			fn()
 		}
 	}
 }
@@ -386,6 +393,7 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	// the outbox, and the deletion of expired records.
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	var jobsDone sync.WaitGroup
+	defer s.Authorizer.Flush() // the allowed decisions' last metrics line, however Serve ends
 	background := func(fn func(context.Context)) {
 		jobsDone.Add(1)
 		go func() {
@@ -398,6 +406,7 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	background(s.runPublisher)
 	background(s.dropExpired)
+	background(s.flushDecisions)
 	defer jobsDone.Wait()
 	defer stopJobs()
 	select {
@@ -414,7 +423,6 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	s.Authorizer.Flush() // the allowed decisions' last metrics line
 	// Publish what the last requests committed, so that a graceful stop
 	// leaves nothing in the outbox; a crash leaves it for the next start.
 	stopJobs()
@@ -423,4 +431,11 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Error("publishing the last events failed; they are published at the next start", "error", err)
 	}
 	return nil
+}
+
+// flushDecisions writes the authorizer's batch of allowed decisions once
+// it is old enough, as a Lambda environment does at its next decision:
+// the local stack serves from one long-lived process.
+func (s *Stack) flushDecisions(ctx context.Context) {
+	repeat(ctx, time.Second, s.Authorizer.FlushDue)
 }

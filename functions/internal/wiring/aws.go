@@ -24,9 +24,11 @@ func lambdaAWSConfig(getenv func(string) string) (aws.Config, error) {
 		Credentials: aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(id, secret, getenv("AWS_SESSION_TOKEN"))),
 	}
 	// The SDK's variable for one endpoint for every service, which
-	// LoadDefaultConfig honours too: unset in Lambda; the cold-start
-	// harness points it at DynamoDB Local and a fake KMS.
-	if u := getenv("AWS_ENDPOINT_URL"); u != "" {
+	// LoadDefaultConfig honours too, outside Lambda only: the cold-start
+	// harness points it at DynamoDB Local and a fake KMS, but in Lambda it
+	// would let one setting send the peppers' unwrapping and the keys'
+	// reads to a host of its choosing.
+	if u := getenv("AWS_ENDPOINT_URL"); u != "" && getenv("AWS_LAMBDA_FUNCTION_NAME") == "" {
 		cfg.BaseEndpoint = aws.String(u)
 	}
 	return cfg, nil

@@ -17,6 +17,11 @@ func TestLambdaAWSConfig(t *testing.T) {
 	if cfg, _ := lambdaAWSConfig(func(k string) string { return env[k] }); cfg.BaseEndpoint == nil || *cfg.BaseEndpoint != env["AWS_ENDPOINT_URL"] {
 		t.Errorf("AWS_ENDPOINT_URL not honoured: %v", cfg.BaseEndpoint)
 	}
+	env["AWS_LAMBDA_FUNCTION_NAME"] = "keyward-prod-authorizer"
+	if cfg, _ := lambdaAWSConfig(func(k string) string { return env[k] }); cfg.BaseEndpoint != nil {
+		t.Errorf("AWS_ENDPOINT_URL honoured in Lambda: %s", *cfg.BaseEndpoint)
+	}
+	delete(env, "AWS_LAMBDA_FUNCTION_NAME")
 	creds, err := cfg.Credentials.Retrieve(t.Context())
 	if err != nil || creds.AccessKeyID != "AKIDEXAMPLE" || creds.SecretAccessKey != "secret" || creds.SessionToken != "token" {
 		t.Fatalf("credentials: %+v %v", creds, err)

@@ -193,6 +193,9 @@ func open(path string, temp bool, opts []Option) (_ *Store, err error) {
 	}
 	if s.db, err = bolt.Open(path, 0o600, o); err != nil {
 		s.db = nil
+		if errors.Is(err, berrors.ErrTimeout) { // taken in the moment it was free
+			return nil, fmt.Errorf("embedded: %s is open in another process (another keyward running on this data directory?)", path)
+		}
 		return nil, fmt.Errorf("embedded: reopening %s after its check: %w", path, err)
 	}
 	return s, nil

@@ -801,7 +801,7 @@ func TestCorruptKeyIsSkippedInListings(t *testing.T) {
 		populate(t, s, clk)
 		ctx := t.Context()
 		err := s.update(ctx, func(tx *bolt.Tx) error {
-			k, _, err := s.getKey(tx, "k2")
+			k, _, err := s.getKey(tx, "k2", false)
 			if err != nil {
 				return err
 			}
@@ -920,6 +920,53 @@ func TestKeyCacheIsNeverStale(t *testing.T) {
 		}
 		if _, err := s.GetKey(ctx, "k1"); !errors.Is(err, ErrDamaged) {
 			t.Fatalf("a damaged record after a cached read: %v", err)
+		}
+	})
+}
+
+// TestAuditListingExaminesBoundedly: an audit listing looks at no more
+// than store.MaxExamined entries per call, as the DynamoDB backend's does:
+// past more of another environment's, a short page with a cursor, and the
+// pages that follow find every match.
+func TestAuditListingExaminesBoundedly(t *testing.T) {
+	eachMode(t, func(t *testing.T, s *Store, clk *clock.Manual) {
+		populate(t, s, clk)
+		ctx := t.Context()
+		count := func() (n, pages int) {
+			q := store.AuditQuery{Environment: "test", Limit: 10}
+			for ; pages < 20; pages++ {
+				page, err := s.ListAudit(ctx, "acme", q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += len(page.Entries)
+				if page.NextCursor == "" {
+					return n, pages + 1
+				}
+				q.Cursor = page.NextCursor
+			}
+			t.Fatal("pagination does not end")
+			return 0, 0
+		}
+		want, _ := count()
+		var entries []store.AuditEntry
+		for i := range store.MaxExamined + 50 {
+			e := store.AuditEntry{TenantID: "acme", ID: fmt.Sprintf("z%05d", i), Time: clk.Now().Add(time.Duration(i+1) * time.Second),
+				Action: "key.updated", KeyID: "k1", Environment: "live"}
+			entries = append(entries, e)
+		}
+		for batch := range slices.Chunk(entries, store.MaxChangeItems) {
+			if err := s.Apply(ctx, store.Change{Audit: batch}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first, err := s.ListAudit(ctx, "acme", store.AuditQuery{Environment: "test", Limit: 10})
+		if err != nil || len(first.Entries) != 0 || first.NextCursor == "" {
+			t.Fatalf("the first page, past %d entries of another environment: %v %d entries, cursor %q",
+				store.MaxExamined, err, len(first.Entries), first.NextCursor)
+		}
+		if got, pages := count(); got != want || pages < 2 {
+			t.Fatalf("%d matching entries in %d pages, want the %d there were before", got, pages, want)
 		}
 	})
 }

@@ -51,7 +51,7 @@ func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
 	var k store.Key
 	var ok bool
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
-		k, ok, err = s.getKey(tx, id)
+		k, ok, err = s.getKey(tx, id, true)
 		return err
 	})
 	if err == nil && !ok {
@@ -148,7 +148,7 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 // that one damaged key does not stop a revocation of all the others; an
 // entry that names no key, or a key it does not match (names), is damage.
 func (s *Store) indexedKey(tx *bolt.Tx, page *store.KeyPage, entry, id []byte, names func(store.Key) bool) (k store.Key, use bool, err error) {
-	k, ok, err := s.getKey(tx, string(id))
+	k, ok, err := s.getKey(tx, string(id), false)
 	switch {
 	case errors.Is(err, store.ErrCorrupt):
 		page.Skipped = append(page.Skipped, string(id))
@@ -191,7 +191,16 @@ func (s *Store) ListAudit(ctx context.Context, tenantID string, q store.AuditQue
 	var page store.AuditPage
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucket).Cursor()
+		examined := 0
 		for ik, _ := descend(c, prefix, from); ik != nil && bytes.HasPrefix(ik, prefix); ik, _ = c.Prev() {
+			if examined == store.MaxExamined && len(page.Entries) < q.Limit {
+				// Entries passed over (expired, another environment's):
+				// a short page, and a cursor after the last one looked at.
+				last, _ := c.Next()
+				page.NextCursor = store.EncodeCursor(string(last[len(prefix):]))
+				return nil
+			}
+			examined++
 			order := string(ik[len(prefix):])
 			var e store.AuditEntry
 			ok, err := s.get(tx, bAudit, join(tenantID, order), &e)

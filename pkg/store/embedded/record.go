@@ -78,8 +78,10 @@ func (s *Store) get(tx *bolt.Tx, bucket, key []byte, v any) (bool, error) {
 
 // getKey reads a key by id, checked like every key read. A record read
 // again unchanged (the authorizer reads its key on every decision) comes
-// from keyCache rather than from its JSON again.
-func (s *Store) getKey(tx *bolt.Tx, id string) (store.Key, bool, error) {
+// from keyCache rather than from its JSON again; remember puts what it
+// decodes there, which GetKey does and listings and scans do not, so that
+// a job's pass over every key does not push the keys in use out.
+func (s *Store) getKey(tx *bolt.Tx, id string, remember bool) (store.Key, bool, error) {
 	raw := tx.Bucket(bKeys).Get([]byte(id))
 	if raw == nil {
 		return store.Key{}, false, nil
@@ -98,6 +100,9 @@ func (s *Store) getKey(tx *bolt.Tx, id string) (store.Key, bool, error) {
 		return store.Key{}, false, fmt.Errorf("embedded: %w", err)
 	}
 	k = normalKey(k)
+	if !remember {
+		return k, true, nil
+	}
 	s.keys.remember(id, raw, k)
 	return cloneKey(k), true, nil
 }
