@@ -234,7 +234,7 @@ func integrationHeaders(headers map[string]string) map[string]string {
 // server endpoint and the browser one.
 type endpoint struct {
 	authorizer awsapigateway.IAuthorizer
-	headers    map[string]string // config.IntegrationHeaders or config.BrowserIntegrationHeaders()
+	headers    map[string]string // config.IntegrationHeaders or config.BrowserIntegrationHeaders
 }
 
 // protectedRoute forwards one route to the upstream (HTTP proxy) at its

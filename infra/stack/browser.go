@@ -22,7 +22,7 @@ func (k *keyward) browserEndpoint() {
 	k.browserAuthorizer = k.requestAuthorizer("BrowserAuthorizer", k.name("browser"), k.s.Gateway.BrowserAuthorizer())
 	routes := config.BrowserRoutes(k.s.Routes)
 	for _, r := range routes.Routes {
-		k.protectedRoute(r, endpoint{k.browserAuthorizer, config.BrowserIntegrationHeaders()})
+		k.protectedRoute(r, endpoint{k.browserAuthorizer, config.BrowserIntegrationHeaders})
 	}
 	preflights := PreflightMethods(routes)
 	for _, p := range slices.Sorted(maps.Keys(preflights)) {

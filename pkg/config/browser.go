@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,14 +130,13 @@ func UpstreamPath(path string) string {
 const OriginHeader = "X-Keyward-Origin"
 
 // BrowserIntegrationHeaders are the headers the protected API receives on
-// the browser endpoint: IntegrationHeaders and OriginHeader.
-func BrowserIntegrationHeaders() map[string]string {
-	m := map[string]string{OriginHeader: "context.authorizer.origin"}
-	for k, v := range IntegrationHeaders {
-		m[k] = v
-	}
+// the browser endpoint: IntegrationHeaders and OriginHeader. Built once:
+// the local gateway reads it on every browser request.
+var BrowserIntegrationHeaders = func() map[string]string {
+	m := maps.Clone(IntegrationHeaders)
+	m[OriginHeader] = "context.authorizer.origin"
 	return m
-}
+}()
 
 // RequestOrigin is the parameter, in API Gateway's syntax, that CORS
 // headers echo: the request's Origin. API Gateway leaves out a header

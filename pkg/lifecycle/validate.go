@@ -3,7 +3,9 @@ package lifecycle
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -222,13 +224,25 @@ func (p UpdateParams) browserRules(old, k store.Key) error {
 
 // managementScope reports whether a scope grants any admin API route.
 func managementScope(sc string) bool {
-	for _, r := range config.AdminRoutes().Routes {
-		if r.Auth == config.AuthKey && scope.Grants(sc, r.Scope) {
+	for _, needed := range adminRouteScopes() {
+		if scope.Grants(sc, needed) {
 			return true
 		}
 	}
 	return false
 }
+
+// adminRouteScopes are the scopes the admin API's key-authorized routes
+// need, read from the shipped table once rather than on every check.
+var adminRouteScopes = sync.OnceValue(func() []string {
+	var scopes []string
+	for _, r := range config.AdminRoutes().Routes {
+		if r.Auth == config.AuthKey && !slices.Contains(scopes, r.Scope) {
+			scopes = append(scopes, r.Scope)
+		}
+	}
+	return scopes
+})
 
 func normalRateLimit(r store.RateLimit) (store.RateLimit, error) {
 	if r.RequestsPerMinute == 0 {

@@ -46,7 +46,9 @@ const headerSource = "method.request.header."
 func (g *Gateway) cacheKey(c *call) (key string, present, cacheable bool) {
 	var b strings.Builder
 	browser := config.OnBrowserEndpoint(c.route.Path)
-	b.WriteString(strconv.FormatBool(browser) + ";")
+	if browser {
+		b.WriteString("browser;")
+	}
 	present, cacheable = true, g.ttl > 0
 	for _, src := range g.sources[browser] {
 		v := ""

@@ -45,7 +45,7 @@ func (g *Gateway) forward(c *call, a admitted) {
 	}
 	headers := config.IntegrationHeaders
 	if config.OnBrowserEndpoint(c.route.Path) {
-		headers = config.BrowserIntegrationHeaders()
+		headers = config.BrowserIntegrationHeaders
 		// The upstream serves both endpoints at the same paths.
 		out.URL.Path = config.UpstreamPath(out.URL.Path)
 		if out.URL.RawPath != "" {

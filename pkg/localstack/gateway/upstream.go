@@ -21,7 +21,7 @@ import (
 func Echo() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		authz := map[string]string{}
-		for header, source := range config.BrowserIntegrationHeaders() {
+		for header, source := range config.BrowserIntegrationHeaders {
 			if name, ok := strings.CutPrefix(source, contextSource); ok && r.Header.Get(header) != "" {
 				authz[name] = r.Header.Get(header)
 			}
