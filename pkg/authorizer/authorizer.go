@@ -40,6 +40,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -109,9 +110,34 @@ type Config struct {
 // Authorizer makes decisions. It is safe for concurrent use.
 type Authorizer struct {
 	cfg      Config
+	since    func(time.Time) time.Duration                            // on cfg.Now's clock
 	log      *decisionLog                                             // nil without Config.Decisions
 	policies bounded[string, events.APIGatewayCustomAuthorizerPolicy] // by stage, endpoint and scope set
-	answers  bounded[answerKey, answer]
+	answers  bounded[revisionKey, []answer]
+
+	// The ring's current version, asked for at most once per
+	// pepperAskInterval (see currentPepper).
+	pepperVersion atomic.Int64
+	pepperAskAt   atomic.Int64 // Unix nanoseconds on cfg.Now's clock
+}
+
+// pepperAskInterval is how long a decision may use the pepper ring's
+// current version as last asked. The ring times its own refreshes (every
+// pepper.RefreshInterval) on a clock of its own, which read on every
+// decision was a sixth of a decision's cost beyond its HMAC.
+const pepperAskInterval = time.Second
+
+// currentPepper is the ring's current version, asked for again once
+// pepperAskInterval has passed on the decision's clock (or it went back).
+func (a *Authorizer) currentPepper(now time.Time) int {
+	t := now.UnixNano()
+	if next := a.pepperAskAt.Load(); t < next && t >= next-int64(pepperAskInterval) {
+		return int(a.pepperVersion.Load())
+	}
+	v := a.cfg.Peppers.Current()
+	a.pepperVersion.Store(int64(v))
+	a.pepperAskAt.Store(t + int64(pepperAskInterval))
+	return v
 }
 
 // maxCached bounds each per-process cache.
@@ -140,23 +166,38 @@ func (b *bounded[K, V]) put(k K, v V) {
 	b.m[k] = v
 }
 
-// answerKey is what an answer depends on besides the request's method and
-// path: a key at one revision (every change of it is a new revision), on
-// one API stage and endpoint, from one origin, with one refusal.
-type answerKey struct {
+// An answer depends, besides the request's method and path, on a key at
+// one revision (every change of it is a new revision: revisionKey) and on
+// the request's answerKey. Answers are cached by revisionKey, a short map
+// key, each revision with a short list of answerKeys.
+type revisionKey struct {
 	id       string
 	revision int64
+}
+
+// answerKey is the rest of what an answer depends on: the API stage and
+// endpoint, the client's address when the key has an IP allow-list, and
+// the Origin header (its value and how many distinct values, up to two)
+// on the browser endpoint.
+type answerKey struct {
 	prefix   string
 	browser  bool
+	sourceIP string
 	origin   string
-	reason   string
+	origins  int
 }
+
+// maxAnswersPerRevision bounds a revision's list of answers, which a
+// caller could otherwise grow with addresses or Origin headers.
+const maxAnswersPerRevision = 16
 
 // answer is the response for an answerKey, built once: the decision's
 // costliest parts (policy, context, identities) without their allocations.
 // Callers must not modify it.
 type answer struct {
-	resp events.APIGatewayCustomAuthorizerResponse
+	key    answerKey
+	resp   events.APIGatewayCustomAuthorizerResponse
+	reason string // why every route is denied, or ""
 	// allow and deny are the policy's patterns without the stage's
 	// prefix, which every pattern and ARN share: what a decision matches
 	// its request against.
@@ -165,7 +206,7 @@ type answer struct {
 
 // allows evaluates the answer's policy as API Gateway does for the
 // method ARN path (the ARN after its stage's prefix): a Deny wins.
-func (ans answer) allows(path string) bool {
+func (ans *answer) allows(path string) bool {
 	for _, p := range ans.deny {
 		if policy.Match(p, path) {
 			return false
@@ -190,12 +231,16 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	a := &Authorizer{cfg: cfg}
+	if cfg.Now == nil {
+		// The decision's end is read from the monotonic clock alone:
+		// time.Now also reads the wall clock.
+		a.cfg.Now, a.since = time.Now, time.Since
+	} else {
+		a.since = func(t time.Time) time.Duration { return cfg.Now().Sub(t) }
+	}
 	if cfg.Decisions != nil {
-		a.log = newDecisionLog(cfg.Decisions, cfg.Now)
+		a.log = newDecisionLog(cfg.Decisions, a.cfg.Now)
 	}
 	return a, nil
 }
@@ -221,21 +266,22 @@ func (a *Authorizer) FlushDue() {
 type decision struct {
 	outcome string // allow, deny, unauthorized, error
 	reason  string
-	key     store.Key
-	err     error
+	// The key's, once a real key is named (see decisionLog.record).
+	keyID, tenantID string
+	err             error
 }
 
 // Authorize is the Lambda handler: it returns an Allow or Deny policy, the
 // error "Unauthorized" (401), or any other error (500, fail closed).
 func (a *Authorizer) Authorize(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest) (events.APIGatewayCustomAuthorizerResponse, error) {
 	start := a.cfg.Now()
-	resp, d := a.decide(ctx, req, start)
-	end := a.cfg.Now()
-	took := end.Sub(start)
+	resp, d := a.decide(ctx, &req, start)
+	took := a.since(start)
+	end := start.Add(took)
 	if took > MaxDecisionAge && (d.outcome == "allow" || d.outcome == "deny") {
 		// The gateway caches a policy as it arrives: one read before a
 		// revocation and returned after its flushes would outlive them.
-		d = decision{outcome: "error", reason: ReasonSlow, key: d.key,
+		d = decision{outcome: "error", reason: ReasonSlow, keyID: d.keyID, tenantID: d.tenantID,
 			err: fmt.Errorf("the decision took %v, more than %v", took, MaxDecisionAge)}
 	}
 	if a.log != nil {
@@ -256,7 +302,7 @@ func failed(reason string, err error) decision {
 	return decision{outcome: "error", reason: reason, err: err}
 }
 
-func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuthorizerRequestTypeRequest, now time.Time) (events.APIGatewayCustomAuthorizerResponse, decision) {
+func (a *Authorizer) decide(ctx context.Context, req *events.APIGatewayCustomAuthorizerRequestTypeRequest, now time.Time) (events.APIGatewayCustomAuthorizerResponse, decision) {
 	var none events.APIGatewayCustomAuthorizerResponse
 	// 0. A TOKEN authorizer's event has no headers: every request would
 	// look like one without a key. That is the deployment's mistake, not
@@ -266,13 +312,9 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 			req.Type, strings.Join(a.cfg.Gateway.Authorizer.IdentitySources, ", ")))
 	}
 	// 1. The token, without I/O.
-	cred, reason := credential(req.Headers, req.MultiValueHeaders)
+	tok, reason := token(a.cfg.Format, req.Headers, req.MultiValueHeaders)
 	if reason != "" {
 		return none, unauthorized(reason)
-	}
-	tok, err := a.cfg.Format.Parse(cred)
-	if err != nil {
-		return none, unauthorized(ReasonBadToken)
 	}
 	arn, err := policy.ParseMethodARN(req.MethodArn)
 	if err != nil {
@@ -288,21 +330,23 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 		return none, failed(ReasonInternal, fmt.Errorf("reading key: %w", err))
 	}
 	// From here on the key id is logged: it names a real key.
-	refuse := func(reason string) decision { return decision{outcome: "unauthorized", reason: reason, key: k} }
+	refuse := func(reason string) decision {
+		return decision{outcome: "unauthorized", reason: reason, keyID: k.ID, tenantID: k.TenantID}
+	}
 
 	// 3. Status and validity window. A dead key is refused before its
 	// HMAC, so that retiring the pepper it was hashed with (once no live
 	// key needs it) turns it into a 401, not a failure. The answer is the
 	// same 401 as for a wrong secret. Only the statuses that mean usable
 	// pass: anything else is corrupt data, and fails closed.
-	switch effective := k.Effective(now); effective.Status {
+	switch k.StatusAt(now) {
 	case store.KeyActive, store.KeyExpiring:
 	case store.KeyRevoked:
 		return none, refuse(ReasonRevoked)
 	case store.KeyExpired:
 		return none, refuse(ReasonExpired)
 	default:
-		return none, decision{outcome: "error", reason: ReasonCorrupt, key: k,
+		return none, decision{outcome: "error", reason: ReasonCorrupt, keyID: k.ID, tenantID: k.TenantID,
 			err: fmt.Errorf("%w: key has unknown status %q", store.ErrCorrupt, k.Status)}
 	}
 	ok, err := a.cfg.Peppers.Verify(ctx, k.PepperVersion, tok.Plain(), k.Hash)
@@ -315,23 +359,25 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 	if !k.NotBefore.IsZero() && now.Before(k.NotBefore) {
 		return none, refuse(ReasonNotYetValid)
 	}
-	d := decision{key: k}
+	d := decision{keyID: k.ID, tenantID: k.TenantID}
 
 	// 4. Lazy migration after a pepper rotation, and last_used_at; neither
 	// may fail the request.
-	a.maintain(ctx, k, tok.Plain(), now)
+	a.maintain(ctx, &k, tok.Plain(), now)
 
 	// 5. The environment travels in the context: the backend routes test
-	// keys to test data. 6. Restrictions that hold for every route.
-	browser := config.OnBrowserEndpoint(req.Resource)
-	reason = restrictIP(k, req.RequestContext.Identity.SourceIP)
-	var from string
-	if reason == "" {
-		from, reason = restrictOrigin(k, req, browser)
+	// keys to test data. 6. Restrictions that hold for every route, which
+	// answer applies once per key revision, address and origin.
+	ak := answerKey{prefix: arn.Prefix, browser: config.OnBrowserEndpoint(req.Resource)}
+	if len(k.AllowedIPs) > 0 {
+		ak.sourceIP = req.RequestContext.Identity.SourceIP
 	}
-	ans := a.answer(answerKey{id: k.ID, revision: k.Revision, prefix: arn.Prefix, browser: browser, origin: from, reason: reason}, k)
-	if reason != "" {
-		d.outcome, d.reason = "deny", reason
+	if ak.browser {
+		ak.origin, ak.origins = header("Origin", req.Headers, req.MultiValueHeaders)
+	}
+	ans := a.answer(ak, &k)
+	if ans.reason != "" {
+		d.outcome, d.reason = "deny", ans.reason
 		return ans.resp, d
 	}
 	// 7 and 8: every route of this endpoint the scopes allow.
@@ -344,20 +390,30 @@ func (a *Authorizer) decide(ctx context.Context, req events.APIGatewayCustomAuth
 
 // answer returns the response for ak, building it on the first request of
 // a key revision.
-func (a *Authorizer) answer(ak answerKey, k store.Key) answer {
-	ans, ok := a.answers.get(ak)
-	if ok {
-		return ans
+func (a *Authorizer) answer(ak answerKey, k *store.Key) *answer {
+	rk := revisionKey{id: k.ID, revision: k.Revision}
+	known, _ := a.answers.get(rk)
+	for i := range known {
+		if known[i].key == ak {
+			return &known[i]
+		}
+	}
+	ans := answer{key: ak}
+	// 6. Restrictions that hold for every route.
+	ans.reason = restrictIP(k, ak.sourceIP)
+	var from string
+	if ans.reason == "" {
+		from, ans.reason = restrictOrigin(k, ak.origin, ak.origins, ak.browser)
 	}
 	publicID := apikey.PublicID(k.ID)
-	kc := Context{TenantID: k.TenantID, KeyID: publicID, Environment: k.Environment, Scopes: k.Scopes, KeyName: k.Name, Origin: ak.origin}
+	kc := Context{TenantID: k.TenantID, KeyID: publicID, Environment: k.Environment, Scopes: k.Scopes, KeyName: k.Name, Origin: from}
 	ans.resp = events.APIGatewayCustomAuthorizerResponse{
 		PrincipalID:        publicID,
 		UsageIdentifierKey: a.cfg.Gateway.RateLimitIdentity(k.TenantID, k.ID),
 	}
-	if ak.reason != "" {
+	if ans.reason != "" {
 		ans.resp.PolicyDocument = policy.Document(nil, []string{ak.prefix + "*"})
-		kc.ErrorCode, kc.ErrorMessage = ak.reason, messages[ak.reason]
+		kc.ErrorCode, kc.ErrorMessage = ans.reason, messages[ans.reason]
 	} else {
 		// A browser key only reads unless its owner allowed more (the
 		// lifecycle refuses such keys; this covers older ones), and the
@@ -378,12 +434,16 @@ func (a *Authorizer) answer(ak answerKey, k store.Key) answer {
 			}
 		}
 	}
-	a.answers.put(ak, ans)
-	return ans
+	if len(known) >= maxAnswersPerRevision {
+		known = nil
+	}
+	// A copy: other decisions may be reading the cached list.
+	a.answers.put(rk, append(slices.Clip(known), ans))
+	return &ans
 }
 
-func (a *Authorizer) maintain(ctx context.Context, k store.Key, token string, now time.Time) {
-	if current := a.cfg.Peppers.Current(); k.PepperVersion < current {
+func (a *Authorizer) maintain(ctx context.Context, k *store.Key, token string, now time.Time) {
+	if current := a.currentPepper(now); k.PepperVersion < current {
 		sum, err := a.cfg.Peppers.HashVersion(ctx, current, token)
 		if err == nil {
 			err = a.cfg.Store.RehashKey(ctx, k.ID, sum, current)
@@ -404,7 +464,7 @@ var messages = map[string]string{ReasonScope: msgScope, ReasonIP: msgIP, ReasonO
 
 // restrictIP applies the IP allow-list, which holds for every route
 // alike; it returns a reason to deny with.
-func restrictIP(k store.Key, sourceIP string) string {
+func restrictIP(k *store.Key, sourceIP string) string {
 	if len(k.AllowedIPs) == 0 {
 		return ""
 	}
@@ -425,7 +485,7 @@ func restrictIP(k store.Key, sourceIP string) string {
 // the browser endpoint, from exactly one of its origins. It returns the
 // request's origin for the context (on the browser endpoint, when the
 // request has exactly one valid Origin), or a reason to deny with.
-func restrictOrigin(k store.Key, req events.APIGatewayCustomAuthorizerRequestTypeRequest, browser bool) (string, string) {
+func restrictOrigin(k *store.Key, header string, n int, browser bool) (string, string) {
 	browserKey := len(k.AllowedOrigins) > 0
 	if !browser {
 		if browserKey {
@@ -434,8 +494,8 @@ func restrictOrigin(k store.Key, req events.APIGatewayCustomAuthorizerRequestTyp
 		return "", ""
 	}
 	var o string
-	if v, n := header("Origin", req.Headers, req.MultiValueHeaders); n == 1 {
-		o, _ = origin.Normal(v)
+	if n == 1 {
+		o, _ = origin.Normal(header)
 	}
 	if browserKey && (o == "" || !slices.Contains(k.AllowedOrigins, o)) {
 		return "", ReasonOrigin

@@ -385,6 +385,30 @@ func TestIPAllowList(t *testing.T) {
 		e.wantAllow(ev)
 		ev.RequestContext.Identity.SourceIP = "not an ip"
 		e.wantDeny(ev, authorizer.ReasonIP)
+		// Answers are kept per key revision and address: the refusal
+		// just given does not answer the allowed address.
+		ev.RequestContext.Identity.SourceIP = "203.0.113.10"
+		e.wantAllow(ev)
+	})
+}
+
+// TestAnswerPerOrigin: a server key on the browser endpoint passes on
+// whatever single Origin its request has; each answer carries its own
+// request's origin, also once the key has been seen from more origins
+// than the authorizer keeps answers for.
+func TestAnswerPerOrigin(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		k := e.key(lifecycle.CreateParams{})
+		for round := range 2 {
+			for i := range 40 {
+				o := fmt.Sprintf("https://app%d.example.com", i)
+				ev := event(t, "authorizer-browser-ipv6.json", k.Token.Plain(), "")
+				setOrigin(&ev, o)
+				if got := e.wantAllow(ev).Context[authorizer.ContextOrigin]; got != o {
+					t.Fatalf("round %d: origin %s answered with context origin %v", round, o, got)
+				}
+			}
+		}
 	})
 }
 
@@ -591,12 +615,15 @@ func TestSlowDecisionFailsClosed(t *testing.T) {
 func TestLazyRehashAfterPepperRotation(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
 		k := e.key(lifecycle.CreateParams{})
+		e.wantAllow(event(t, "authorizer-bearer.json", k.Token.Plain(), ""))
 		if _, err := pepper.Create(e.ctx, e.st, e.kr, e.clk.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.ring.Refresh(e.ctx); err != nil || e.ring.Current() != 2 {
 			t.Fatalf("refresh: %v, current %d", err, e.ring.Current())
 		}
+		// Decisions ask the ring for its current version once a second.
+		e.clk.Advance(time.Second)
 		// A failing re-hash never fails the request.
 		e.st.failRehash = errors.New("ConditionalCheckFailed storm")
 		e.wantAllow(event(t, "authorizer-bearer.json", k.Token.Plain(), ""))

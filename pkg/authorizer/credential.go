@@ -3,6 +3,8 @@ package authorizer
 import (
 	"encoding/base64"
 	"strings"
+
+	"github.com/keyward/keyward/pkg/apikey"
 )
 
 // maxHeaderLen caps the Authorization header before any other work: the
@@ -77,13 +79,36 @@ func header(name string, single map[string]string, multi map[string][]string) (s
 	return first, n
 }
 
+// token returns the token of the Authorization header, or why there is
+// none. The common case, "Bearer " and a token that parses, takes no
+// other look at the header: a token that parses holds only characters
+// that credential would accept, so it would return the same token.
+func token(f apikey.Format, single map[string]string, multi map[string][]string) (apikey.Token, string) {
+	v, n := header("Authorization", single, multi)
+	if n == 1 && len(v) > len("Bearer ") && v[6] == ' ' && strings.EqualFold(v[:6], "Bearer") {
+		if tok, err := f.Parse(v[7:]); err == nil {
+			return tok, ""
+		}
+	}
+	cred, reason := credential(v, n)
+	if reason != "" {
+		return apikey.Token{}, reason
+	}
+	tok, err := f.Parse(cred)
+	if err != nil {
+		return apikey.Token{}, ReasonBadToken
+	}
+	return tok, ""
+}
+
 // credential extracts the token from the Authorization header: "Bearer
 // <token>", or "Basic base64(<token>:)" with the token as user name and
 // an empty password, as Recurly's keys are sent. Scheme names are
 // case-insensitive; anything else (two credentials, a comma-joined value,
 // stray white space, control or non-ASCII bytes) is refused.
-func credential(single map[string]string, multi map[string][]string) (string, string) {
-	v, n := header("Authorization", single, multi)
+//
+// v and n are the header's value and count, as header returns them.
+func credential(v string, n int) (string, string) {
 	switch n {
 	case 0:
 		return "", ReasonMissing

@@ -79,9 +79,9 @@ func (l *decisionLog) record(d decision, requestID, method, resource string, now
 	b = appendMillis(b, took)
 	b = append(b, `,"decisions":1`...)
 	b = appendEMF(b, now)
-	if d.key.ID != "" {
-		b = appendField(b, "key_id", apikey.PublicID(d.key.ID))
-		b = appendField(b, "tenant_id", d.key.TenantID)
+	if d.keyID != "" {
+		b = appendField(b, "key_id", apikey.PublicID(d.keyID))
+		b = appendField(b, "tenant_id", d.tenantID)
 	}
 	if d.err != nil {
 		b = appendField(b, "error", d.err.Error())

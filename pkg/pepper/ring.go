@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward/pkg/store"
@@ -45,11 +47,16 @@ type Ring struct {
 	unwrap Unwrapper
 	now    func() time.Time
 
-	mu         sync.RWMutex
+	// state is replaced whole, never modified, so that a verification
+	// reads it without a lock; reloads, which replace it, hold reloadMu.
+	state    atomic.Pointer[ringState]
+	reloadMu sync.Mutex
+}
+
+type ringState struct {
 	versions   map[int]*version
 	current    int
-	lastReload time.Time  // the last reload attempt, successful or not
-	reloadMu   sync.Mutex // one reload at a time
+	lastReload time.Time // the last reload attempt, successful or not
 }
 
 type version struct {
@@ -91,55 +98,47 @@ type options struct{ now func() time.Time }
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 func load(ctx context.Context, src Source, unwrap Unwrapper, now func() time.Time) (*Ring, error) {
-	r := &Ring{src: src, unwrap: unwrap, now: now, versions: map[int]*version{}}
+	r := &Ring{src: src, unwrap: unwrap, now: now}
+	r.state.Store(&ringState{versions: map[int]*version{}})
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
 	if err := r.reload(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// reload reads the stored versions and unwraps those it does not hold yet.
+// reload reads the stored versions and unwraps those it does not hold
+// yet. The caller holds reloadMu.
 func (r *Ring) reload(ctx context.Context) error {
-	r.mu.Lock()
-	r.lastReload = r.now()
-	r.mu.Unlock()
+	old := r.state.Load()
+	attempted := *old
+	attempted.lastReload = r.now()
+	r.state.Store(&attempted)
 	peppers, err := r.src.ListPeppers(ctx)
 	if err != nil {
 		return fmt.Errorf("pepper: listing versions: %w", err)
 	}
-	r.mu.RLock()
-	held := make(map[int]bool, len(r.versions))
-	for v := range r.versions {
-		held[v] = true
-	}
-	r.mu.RUnlock()
-
-	added := map[int]*version{}
-	current := 0
+	next := ringState{versions: maps.Clone(old.versions), lastReload: attempted.lastReload}
 	for _, p := range peppers {
 		if !p.RetiredAt.IsZero() {
 			continue
 		}
-		current = max(current, p.Version)
-		if held[p.Version] {
+		next.current = max(next.current, p.Version)
+		if next.versions[p.Version] != nil {
 			continue
 		}
 		plain, err := r.unwrap.Unwrap(ctx, p.Ciphertext, p.Version)
 		if err != nil {
 			return err
 		}
-		added[p.Version] = newVersion(plain)
+		next.versions[p.Version] = newVersion(plain)
 		clear(plain)
 	}
-	if current == 0 {
+	if next.current == 0 {
 		return errors.New("pepper: no active pepper version; create one first")
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for v, entry := range added {
-		r.versions[v] = entry
-	}
-	r.current = current
+	r.state.Store(&next)
 	return nil
 }
 
@@ -147,18 +146,16 @@ func (r *Ring) reload(ctx context.Context) error {
 // reloads the stored versions first; if that fails, the ring keeps what
 // it holds and tries again after the next interval.
 func (r *Ring) Current() int {
-	r.mu.RLock()
-	stale := r.now().Sub(r.lastReload) >= RefreshInterval
-	r.mu.RUnlock()
-	if stale && r.reloadMu.TryLock() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = r.reload(ctx)
-		cancel()
+	if r.now().Sub(r.state.Load().lastReload) >= RefreshInterval && r.reloadMu.TryLock() {
+		// Another caller may have reloaded since the check.
+		if r.now().Sub(r.state.Load().lastReload) >= RefreshInterval {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = r.reload(ctx)
+			cancel()
+		}
 		r.reloadMu.Unlock()
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.current
+	return r.state.Load().current
 }
 
 // Refresh reloads the stored versions, so a long-lived process picks up a
@@ -170,34 +167,26 @@ func (r *Ring) Refresh(ctx context.Context) error {
 }
 
 func (r *Ring) version(ctx context.Context, v int) (*version, error) {
-	r.mu.RLock()
-	entry := r.versions[v]
-	r.mu.RUnlock()
-	if entry != nil {
+	if entry := r.state.Load().versions[v]; entry != nil {
 		return entry, nil
 	}
 	// Meeting an unknown version reloads once, then fails closed.
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
-	r.mu.RLock()
-	entry, last := r.versions[v], r.lastReload
-	r.mu.RUnlock()
-	if entry != nil {
+	st := r.state.Load()
+	if entry := st.versions[v]; entry != nil {
 		return entry, nil
 	}
-	if r.now().Sub(last) < reloadInterval {
+	if r.now().Sub(st.lastReload) < reloadInterval {
 		return nil, fmt.Errorf("%w %d", ErrUnknownVersion, v)
 	}
 	if err := r.reload(ctx); err != nil {
 		return nil, err
 	}
-	r.mu.RLock()
-	entry = r.versions[v]
-	r.mu.RUnlock()
-	if entry == nil {
-		return nil, fmt.Errorf("%w %d", ErrUnknownVersion, v)
+	if entry := r.state.Load().versions[v]; entry != nil {
+		return entry, nil
 	}
-	return entry, nil
+	return nil, fmt.Errorf("%w %d", ErrUnknownVersion, v)
 }
 
 // Hash returns HMAC-SHA256(pepper, token) under the current version, for

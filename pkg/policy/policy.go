@@ -30,24 +30,31 @@ type MethodARN struct {
 // every authorization.
 func ParseMethodARN(s string) (MethodARN, error) {
 	// Five colons end "arn:partition:execute-api:region:account:".
-	colons, resource := 0, -1
-	for i := 0; i < len(s) && resource < 0; i++ {
-		if s[i] == ':' {
-			if colons++; colons == 5 {
-				resource = i + 1
-			}
+	resource := 0
+	for range 5 {
+		i := strings.IndexByte(s[resource:], ':')
+		if i < 0 {
+			return MethodARN{}, fmt.Errorf("policy: %q is not an execute-api ARN", s)
 		}
+		resource += i + 1
 	}
-	if resource < 0 || !strings.HasPrefix(s, "arn:") || !strings.Contains(s[:resource], ":execute-api:") {
+	if !strings.HasPrefix(s, "arn:") || !strings.Contains(s[:resource], ":execute-api:") {
 		return MethodARN{}, fmt.Errorf("policy: %q is not an execute-api ARN", s)
 	}
-	api, rest, ok1 := strings.Cut(s[resource:], "/")
-	stage, rest, ok2 := strings.Cut(rest, "/")
-	method, path, _ := strings.Cut(rest, "/")
-	if !ok1 || !ok2 || api == "" || stage == "" || method == "" {
+	api := strings.IndexByte(s[resource:], '/')
+	if api <= 0 {
 		return MethodARN{}, fmt.Errorf("policy: %q lacks api, stage or method", s)
 	}
-	prefixEnd := resource + len(api) + 1 + len(stage) + 1
+	stageStart := resource + api + 1
+	stage := strings.IndexByte(s[stageStart:], '/')
+	if stage <= 0 {
+		return MethodARN{}, fmt.Errorf("policy: %q lacks api, stage or method", s)
+	}
+	prefixEnd := stageStart + stage + 1
+	method, path, _ := strings.Cut(s[prefixEnd:], "/")
+	if method == "" {
+		return MethodARN{}, fmt.Errorf("policy: %q lacks api, stage or method", s)
+	}
 	return MethodARN{Prefix: s[:prefixEnd], Method: method, Path: path}, nil
 }
 

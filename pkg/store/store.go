@@ -380,8 +380,14 @@ type Store interface {
 // Effective returns k with the status it has at now: a key past its expiry
 // is expired even before the sweep has written so.
 func (k Key) Effective(now time.Time) Key {
-	if (k.Status == KeyActive || k.Status == KeyExpiring) && !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
-		k.Status = KeyExpired
-	}
+	k.Status = k.StatusAt(now)
 	return k
+}
+
+// StatusAt is the status k has at now (Effective's, without the copy).
+func (k *Key) StatusAt(now time.Time) KeyStatus {
+	if (k.Status == KeyActive || k.Status == KeyExpiring) && !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
+		return KeyExpired
+	}
+	return k.Status
 }
