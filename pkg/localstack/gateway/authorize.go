@@ -51,10 +51,14 @@ func (g *Gateway) operator(c *call) bool {
 // decision, the policy, the usage plan, then the target.
 func (g *Gateway) authorize(c *call) {
 	arn := policy.MethodARN{Prefix: g.arnPrefix, Method: c.r.Method, Path: strings.TrimPrefix(c.r.URL.Path, "/")}.String()
-	key, present, cacheable := g.cacheKey(c)
-	if g.ttl > 0 && !present {
-		g.reply(c, "UNAUTHORIZED", nil)
-		return
+	var key string
+	var cacheable bool
+	if g.ttl > 0 {
+		var present bool
+		if key, present, cacheable = g.cacheKey(c); !present {
+			g.reply(c, "UNAUTHORIZED", nil)
+			return
+		}
 	}
 	var resp events.APIGatewayCustomAuthorizerResponse
 	var latency time.Duration // of the authorizer; none for a cached decision
@@ -129,7 +133,7 @@ func (g *Gateway) event(c *call, arn string) events.APIGatewayCustomAuthorizerRe
 		RequestContext: events.APIGatewayCustomAuthorizerRequestTypeRequestContext{
 			Path:         "/" + g.cfg.Stage + r.URL.Path,
 			AccountID:    g.cfg.AccountID,
-			ResourceID:   resourceID(c.route.Path),
+			ResourceID:   g.resourceID(c.route.Path),
 			Stage:        g.cfg.Stage,
 			RequestID:    c.id,
 			Identity:     events.APIGatewayCustomAuthorizerRequestTypeRequestIdentity{SourceIP: c.sourceIP},

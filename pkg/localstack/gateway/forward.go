@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -31,19 +32,24 @@ func (g *Gateway) forward(c *call, a admitted) {
 		g.invokeAdmin(c, a)
 		return
 	}
-	out := c.r.Clone(c.r.Context())
-	// The client must not pose as a tenant, and the backend never sees
-	// the key: not under another spelling (X_Keyward_Tenant_Id reaches
-	// CGI-style backends as the same variable), and the client may not
-	// name the gateway's headers as hop-by-hop ones (Connection), which
-	// the proxy would then remove after they are set.
-	delete(out.Header, "Connection")
-	for name := range out.Header {
-		if reserved(name) {
-			delete(out.Header, name)
+	headers := config.IntegrationHeaders
+	// A copy of the request with its own URL and header map (sized for
+	// the headers added below), which is all that changes; the values
+	// are the request's own. The client must not pose as a tenant, and
+	// the backend never sees the key: not under another spelling
+	// (X_Keyward_Tenant_Id reaches CGI-style backends as the same
+	// variable), and the client may not name the gateway's headers as
+	// hop-by-hop ones (Connection), which the proxy would then remove
+	// after they are set.
+	out := c.r.WithContext(c.r.Context())
+	u := *c.r.URL
+	out.URL = &u
+	out.Header = make(http.Header, len(c.r.Header)+len(headers))
+	for name, vals := range c.r.Header {
+		if name != "Connection" && !reserved(name) {
+			out.Header[name] = vals
 		}
 	}
-	headers := config.IntegrationHeaders
 	if config.OnBrowserEndpoint(c.route.Path) {
 		headers = config.BrowserIntegrationHeaders
 		// The upstream serves both endpoints at the same paths.
@@ -52,14 +58,22 @@ func (g *Gateway) forward(c *call, a admitted) {
 			out.URL.RawPath = config.UpstreamPath(out.URL.RawPath)
 		}
 	}
+	// One array holds every value, each header a slice of it: one
+	// allocation, not one per header.
+	values := make([]string, 0, len(headers))
 	for header, source := range headers {
+		var v string
 		if static, ok := strings.CutPrefix(source, "'"); ok {
-			out.Header.Set(header, strings.TrimSuffix(static, "'"))
+			v = strings.TrimSuffix(static, "'")
 		} else if a.authorizer == nil {
 			continue
-		} else if v, ok := a.authorizer.Context[strings.TrimPrefix(source, contextSource)]; ok {
-			out.Header.Set(header, contextString(v))
+		} else if cv, ok := a.authorizer.Context[strings.TrimPrefix(source, contextSource)]; ok {
+			v = contextString(cv)
+		} else {
+			continue
 		}
+		values = append(values, v)
+		out.Header[http.CanonicalHeaderKey(header)] = values[len(values)-1 : len(values) : len(values)]
 	}
 	g.cfg.Upstream.ServeHTTP(c.w, out)
 }
@@ -71,8 +85,30 @@ const contextSource = "context.authorizer."
 // reserved reports whether a client header name stands, under any
 // spelling, for the credential or a header the gateway sets.
 func reserved(name string) bool {
-	n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
-	return n == "authorization" || strings.HasPrefix(n, "x-keyward-")
+	const prefix = "x-keyward-"
+	return sameName(name, "authorization") || len(name) >= len(prefix) && sameName(name[:len(prefix)], prefix)
+}
+
+// sameName reports whether a header name is lower (lower case, with "-")
+// under some spelling: any case, "_" for "-". It allocates nothing: it
+// runs for every header of every request.
+func sameName(name, lower string) bool {
+	if len(name) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // contextString renders an authorizer context value as API Gateway

@@ -65,7 +65,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,10 +139,11 @@ type Gateway struct {
 	// attachment and of the browser endpoint's (by OnBrowserEndpoint).
 	sources map[bool][]string
 
-	mu         sync.Mutex
-	cache      map[string]cached
-	cacheBytes int
-	plans      map[string]*plan
+	resourceIDs sync.Map // by route path (the route table's: bounded)
+	mu          sync.Mutex
+	cache       map[string]cached
+	cacheBytes  int
+	plans       map[string]*plan
 
 	operatorFailures failures
 }
@@ -313,13 +313,14 @@ func plainPath(u *url.URL) bool {
 // eventHeaders are the request's headers as API Gateway puts them in an
 // event: the last value of each, and all of them, Host included.
 func eventHeaders(r *http.Request) (map[string]string, map[string][]string) {
-	headers, multi := map[string]string{}, map[string][]string{}
+	headers, multi := make(map[string]string, len(r.Header)+1), make(map[string][]string, len(r.Header)+1)
 	if r.Host != "" {
 		headers["Host"], multi["Host"] = r.Host, []string{r.Host}
 	}
+	// The values are the request's own: the authorizer only reads them.
 	for name, vals := range r.Header {
 		if len(vals) > 0 {
-			headers[name], multi[name] = vals[len(vals)-1], slices.Clone(vals)
+			headers[name], multi[name] = vals[len(vals)-1], vals
 		}
 	}
 	return headers, multi
@@ -328,6 +329,9 @@ func eventHeaders(r *http.Request) (map[string]string, map[string][]string) {
 // eventQuery is the query string as API Gateway puts it in an event: the
 // last value of each parameter, and all of them; null without any.
 func eventQuery(r *http.Request) (map[string]string, map[string][]string) {
+	if r.URL.RawQuery == "" {
+		return nil, nil
+	}
 	q := r.URL.Query()
 	if len(q) == 0 {
 		return nil, nil
@@ -360,8 +364,13 @@ func newRequestID() string {
 }
 
 // resourceID is a stable id per resource path, as API Gateway assigns
-// each resource one.
-func resourceID(path string) string {
+// each resource one; made once per path.
+func (g *Gateway) resourceID(path string) string {
+	if id, ok := g.resourceIDs.Load(path); ok {
+		return id.(string)
+	}
 	sum := sha256.Sum256([]byte(path))
-	return hex.EncodeToString(sum[:3])
+	id := hex.EncodeToString(sum[:3])
+	g.resourceIDs.Store(path, id)
+	return id
 }

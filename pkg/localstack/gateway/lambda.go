@@ -55,7 +55,7 @@ func (g *Gateway) proxyEvent(c *call, a admitted, body []byte) events.APIGateway
 		PathParameters:                  c.params,
 		RequestContext: events.APIGatewayProxyRequestContext{
 			AccountID:  g.cfg.AccountID,
-			ResourceID: resourceID(c.route.Path),
+			ResourceID: g.resourceID(c.route.Path),
 			Stage:      g.cfg.Stage,
 			DomainName: r.Host,
 			RequestID:  c.id,

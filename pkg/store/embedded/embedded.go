@@ -89,6 +89,9 @@ type Store struct {
 	committed   chan struct{}
 	boltOptions func(*bolt.Options)
 	keys        keyCache
+	// writes counts write transactions, each counted once it has ended:
+	// a key cached before a count is current while the count is.
+	writes atomic.Uint64
 }
 
 // Option configures a Store.
@@ -353,15 +356,13 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 
 // update runs fn in a write transaction, committed if fn returns nil.
 func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	defer s.writes.Add(1) // committed or not: a miss costs only a read
 	return s.run(ctx, s.db.Update, fn)
 }
 
 func (s *Store) run(ctx context.Context, tx func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) (err error) {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("embedded: %w", err)
-	}
-	if s.closed.Load() {
-		return errClosed
+	if err := s.usable(ctx); err != nil {
+		return err
 	}
 	defer s.guard(&err)
 	// A damaged page can send bbolt outside its memory map: a fault, which
@@ -372,6 +373,17 @@ func (s *Store) run(ctx context.Context, tx func(func(*bolt.Tx) error) error, fn
 		return errClosed
 	}
 	return err
+}
+
+// usable refuses a call whose context is done, or on a closed store.
+func (s *Store) usable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("embedded: %w", err)
+	}
+	if s.closed.Load() {
+		return errClosed
+	}
+	return nil
 }
 
 // guard turns a panic inside bbolt, which damage to the file can cause,

@@ -801,7 +801,7 @@ func TestCorruptKeyIsSkippedInListings(t *testing.T) {
 		populate(t, s, clk)
 		ctx := t.Context()
 		err := s.update(ctx, func(tx *bolt.Tx) error {
-			k, _, err := s.getKey(tx, "k2", false)
+			k, _, err := s.getKey(tx, "k2", nil)
 			if err != nil {
 				return err
 			}
@@ -907,9 +907,15 @@ func TestKeyCacheIsNeverStale(t *testing.T) {
 		if got, err := s.GetKey(ctx, "k1"); err != nil || got.Name != "renamed" || got.Revision != again.Revision+1 {
 			t.Fatalf("after a change: %v %+v", err, got)
 		}
-		// Damage the record's JSON behind the store's back: the bytes differ
-		// from the cached ones, so the checksum is checked again.
-		err = s.db.Update(func(tx *bolt.Tx) error {
+		// A read with no write since the last one is served without a
+		// transaction (the store is the file's only writer)...
+		if _, err := s.GetKey(ctx, "k1"); err != nil {
+			t.Fatal(err)
+		}
+		// ...and damage to the record's JSON, written in a transaction
+		// as a write would be, makes the bytes differ from the cached
+		// ones, so the checksum is checked again.
+		err = s.update(ctx, func(tx *bolt.Tx) error {
 			b := tx.Bucket(bKeys)
 			raw := bytes.Clone(b.Get([]byte("k1")))
 			raw[len(raw)-2] ^= 0x20

@@ -48,10 +48,20 @@ func (s *Store) MemberKeyCount(ctx context.Context, tenantID, member string) (in
 
 // GetKey implements store.Store.
 func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
+	if err := s.usable(ctx); err != nil {
+		return store.Key{}, err
+	}
+	// This process is the file's only writer (bbolt locks it): with no
+	// write since the key was cached, the cached key is the stored one,
+	// and the authorizer's read on every decision needs no transaction.
+	writes := s.writes.Load()
+	if k, ok := s.keys.unchanged(id, writes); ok {
+		return k, nil
+	}
 	var k store.Key
 	var ok bool
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
-		k, ok, err = s.getKey(tx, id, true)
+		k, ok, err = s.getKey(tx, id, &writes)
 		return err
 	})
 	if err == nil && !ok {
@@ -148,7 +158,7 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string, q store.KeyQuery)
 // that one damaged key does not stop a revocation of all the others; an
 // entry that names no key, or a key it does not match (names), is damage.
 func (s *Store) indexedKey(tx *bolt.Tx, page *store.KeyPage, entry, id []byte, names func(store.Key) bool) (k store.Key, use bool, err error) {
-	k, ok, err := s.getKey(tx, string(id), false)
+	k, ok, err := s.getKey(tx, string(id), nil)
 	switch {
 	case errors.Is(err, store.ErrCorrupt):
 		page.Skipped = append(page.Skipped, string(id))

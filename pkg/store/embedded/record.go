@@ -78,15 +78,16 @@ func (s *Store) get(tx *bolt.Tx, bucket, key []byte, v any) (bool, error) {
 
 // getKey reads a key by id, checked like every key read. A record read
 // again unchanged (the authorizer reads its key on every decision) comes
-// from keyCache rather than from its JSON again; remember puts what it
-// decodes there, which GetKey does and listings and scans do not, so that
-// a job's pass over every key does not push the keys in use out.
-func (s *Store) getKey(tx *bolt.Tx, id string, remember bool) (store.Key, bool, error) {
+// from keyCache rather than from its JSON again. With remember, the write
+// count read before tx began, it caches the key read, also for
+// keyCache.unchanged: GetKey does, listings and scans do not, so that a
+// job's pass over every key does not push the keys in use out.
+func (s *Store) getKey(tx *bolt.Tx, id string, remember *uint64) (store.Key, bool, error) {
 	raw := tx.Bucket(bKeys).Get([]byte(id))
 	if raw == nil {
 		return store.Key{}, false, nil
 	}
-	if k, ok := s.keys.lookup(id, raw); ok {
+	if k, ok := s.keys.lookup(id, raw, remember); ok {
 		return k, true, nil
 	}
 	var k store.Key
@@ -100,10 +101,10 @@ func (s *Store) getKey(tx *bolt.Tx, id string, remember bool) (store.Key, bool, 
 		return store.Key{}, false, fmt.Errorf("embedded: %w", err)
 	}
 	k = normalKey(k)
-	if !remember {
+	if remember == nil {
 		return k, true, nil
 	}
-	s.keys.remember(id, raw, k)
+	s.keys.remember(id, raw, k, *remember)
 	return cloneKey(k), true, nil
 }
 
@@ -111,39 +112,59 @@ func (s *Store) getKey(tx *bolt.Tx, id string, remember bool) (store.Key, bool, 
 const maxCachedKeys = 4096
 
 // keyCache holds keys as decoded, by the exact bytes they were decoded
-// from: a hit needs the stored record to be byte for byte the one that
+// from: a lookup needs the stored record to be byte for byte the one that
 // was decoded (and checked), so it is never stale, whatever changed the
-// record and in whatever transaction.
+// record and in whatever transaction. Without a transaction, unchanged
+// needs the store's write count to be what it was before the transaction
+// that read the record began.
 type keyCache struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[string]cachedKey
 }
 
 type cachedKey struct {
-	raw []byte
-	key store.Key
+	raw    []byte
+	key    store.Key
+	writes uint64
 }
 
-// lookup returns a copy of the key decoded from raw, if cached.
-func (c *keyCache) lookup(id string, raw []byte) (store.Key, bool) {
-	c.mu.Lock()
+// unchanged returns a copy of the key cached for id if no write has
+// ended since it was read.
+func (c *keyCache) unchanged(id string, writes uint64) (store.Key, bool) {
+	c.mu.RLock()
 	e, ok := c.m[id]
-	c.mu.Unlock()
-	if !ok || !bytes.Equal(e.raw, raw) {
+	c.mu.RUnlock()
+	if !ok || e.writes != writes {
 		return store.Key{}, false
 	}
 	return cloneKey(e.key), true
 }
 
-// remember caches k as decoded from raw, which it copies: bbolt's bytes
-// are valid only in their transaction.
-func (c *keyCache) remember(id string, raw []byte, k store.Key) {
+// lookup returns a copy of the key decoded from raw, if cached; with
+// writes, it notes that the record was read as it is before that count.
+func (c *keyCache) lookup(id string, raw []byte, writes *uint64) (store.Key, bool) {
+	c.mu.RLock()
+	e, ok := c.m[id]
+	c.mu.RUnlock()
+	if !ok || !bytes.Equal(e.raw, raw) {
+		return store.Key{}, false
+	}
+	if writes != nil && e.writes != *writes {
+		c.remember(id, e.raw, e.key, *writes)
+	}
+	return cloneKey(e.key), true
+}
+
+// remember caches k as decoded from raw, which it copies (bbolt's bytes
+// are valid only in their transaction), as read by a transaction begun at
+// the write count writes.
+func (c *keyCache) remember(id string, raw []byte, k store.Key, writes uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedKeys {
 		c.m = make(map[string]cachedKey, maxCachedKeys)
 	}
-	c.m[id] = cachedKey{raw: bytes.Clone(raw), key: k}
+	c.m[id] = cachedKey{raw: bytes.Clone(raw), key: k, writes: writes}
 }
 
 // cloneKey copies k's slices and map, as every read returns its own.

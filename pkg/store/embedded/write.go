@@ -82,7 +82,7 @@ func (s *Store) Apply(ctx context.Context, c store.Change) error {
 // with its index entries.
 func (s *Store) writeKey(tx *bolt.Tx, w store.KeyWrite) error {
 	k := normalKey(w.Key)
-	stored, ok, err := s.getKey(tx, k.ID, false)
+	stored, ok, err := s.getKey(tx, k.ID, nil)
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,7 @@ func (s *Store) completeClaim(tx *bolt.Tx, r store.Idempotency, now time.Time) e
 func (s *Store) TouchKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) (bool, error) {
 	touched := false
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		k, ok, err := s.getKey(tx, id, false)
+		k, ok, err := s.getKey(tx, id, nil)
 		switch {
 		case err != nil:
 			return err
@@ -296,7 +296,7 @@ func (s *Store) TouchKey(ctx context.Context, id string, at time.Time, minInterv
 // RehashKey implements store.Store.
 func (s *Store) RehashKey(ctx context.Context, id string, hash []byte, toVersion int) error {
 	return s.update(ctx, func(tx *bolt.Tx) error {
-		k, ok, err := s.getKey(tx, id, false)
+		k, ok, err := s.getKey(tx, id, nil)
 		switch {
 		case err != nil:
 			return err
