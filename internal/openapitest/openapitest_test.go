@@ -20,7 +20,7 @@ func validKey() map[string]any {
 		"display": "sk_live_…x9Z0", "environment": "live", "scopes": []any{"invoices:read"},
 		"status": "active", "created_at": "2026-07-01T10:00:00Z", "created_by": nil,
 		"expires_at": "2026-07-02T10:00:00Z", "last_used_at": nil, "revoked_at": nil,
-		"allowed_ips": []any{}, "allowed_origins": []any{}, "allow_browser_writes": false,
+		"allowed_ips": []any{}, "allowed_origins": []any{}, "allow_browser_writes": false, "contact": nil,
 		"rate_limit": map[string]any{"requests_per_minute": 60, "burst": 10},
 		"replaces":   nil, "replaced_by": nil, "metadata": map[string]any{},
 	}
@@ -106,7 +106,7 @@ func TestValidResponsesPass(t *testing.T) {
 		"expires_at": nil, "expires_in": 86400, "rate_limit": map[string]int{"requests_per_minute": 600}}
 	old := with(validKey(), "status", "expiring", "replaced_by", "key_000000000001")
 	tenant := map[string]any{"id": "acme", "object": "tenant", "name": "ACME", "status": "active",
-		"created_at": "2026-07-01T10:00:00Z", "offboarded_at": nil}
+		"created_at": "2026-07-01T10:00:00Z", "offboarded_at": nil, "contact": nil}
 	for _, e := range []exchange{
 		{name: "get", method: "GET", path: "/v1/keys/" + keyID, status: 200, body: validKey(),
 			header: []string{"Request-Id", "req-1"}},

@@ -365,6 +365,68 @@ func TestCreateGetList(t *testing.T) {
 	})
 }
 
+// TestContact: a key's contact is set at creation, shown in listings,
+// changed and cleared by PATCH; a tenant's default is set at onboarding;
+// an address that is not one alone is refused with its field, changing
+// nothing.
+func TestContact(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		type withContact struct {
+			ID      string
+			Contact *string
+		}
+		k := h.create(h.writer, map[string]any{"name": "n", "scopes": []string{"invoices:read"}, "contact": "billing@example.com"})
+		_, listed := h.ok(h.writer, "GET", "/v1/keys?limit=100", nil, 200)
+		var l struct{ Data []withContact }
+		_ = json.Unmarshal(listed, &l)
+		found := false
+		for _, d := range l.Data {
+			if d.ID == k.ID {
+				found = d.Contact != nil && *d.Contact == "billing@example.com"
+			}
+		}
+		if !found {
+			t.Fatalf("the listing does not show the contact: %s", listed)
+		}
+		get := func() withContact {
+			_, raw := h.ok(h.writer, "GET", "/v1/keys/"+k.ID, nil, 200)
+			var got withContact
+			_ = json.Unmarshal(raw, &got)
+			return got
+		}
+		h.ok(h.writer, "PATCH", "/v1/keys/"+k.ID, map[string]any{"contact": "oncall@example.org"}, 200)
+		if got := get(); got.Contact == nil || *got.Contact != "oncall@example.org" {
+			t.Fatalf("after PATCH: %+v", got)
+		}
+		for _, bad := range []any{"Ops <ops@example.com>", "ops", 7} {
+			h.fails(h.writer, "PATCH", "/v1/keys/"+k.ID, map[string]any{"contact": bad}, 400, "invalid_request", "contact")
+			h.fails(h.writer, "POST", "/v1/keys", map[string]any{"name": "n", "scopes": []string{"invoices:read"}, "contact": bad}, 400, "invalid_request", "contact")
+		}
+		if got := get(); *got.Contact != "oncall@example.org" {
+			t.Fatalf("a refused PATCH changed the contact: %+v", got)
+		}
+		h.ok(h.writer, "PATCH", "/v1/keys/"+k.ID, map[string]any{"contact": nil}, 200)
+		if got := get(); got.Contact != nil {
+			t.Fatalf("after clearing: %+v", got)
+		}
+
+		operator := admin.Caller{Operator: true, OperatorID: "arn:aws:iam::111122223333:role/platform", RequestID: "req-contact"}
+		_, raw := h.ok(operator, "POST", "/v1/tenants", map[string]string{"tenant_id": "gamma", "name": "Gamma", "contact": "security@gamma.example"}, 201)
+		var o struct{ Tenant struct{ Contact *string } }
+		_ = json.Unmarshal(raw, &o)
+		if o.Tenant.Contact == nil || *o.Tenant.Contact != "security@gamma.example" {
+			t.Fatalf("onboarded tenant %s", raw)
+		}
+		if tn, err := h.st.GetTenant(t.Context(), "gamma"); err != nil || tn.Contact != "security@gamma.example" {
+			t.Fatalf("stored tenant %+v %v", tn, err)
+		}
+		h.fails(operator, "POST", "/v1/tenants", map[string]string{"tenant_id": "delta", "name": "Delta", "contact": "nobody"}, 400, "invalid_request", "contact")
+		if _, err := h.st.GetTenant(t.Context(), "delta"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("a refused onboarding left a tenant: %v", err)
+		}
+	})
+}
+
 func TestBadRequestsChangeNothing(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
 		before := h.count("acme")

@@ -35,6 +35,7 @@ type keyResource struct {
 	AllowedIPs         []string          `json:"allowed_ips"`
 	AllowedOrigins     []string          `json:"allowed_origins"`
 	AllowBrowserWrites bool              `json:"allow_browser_writes"`
+	Contact            *string           `json:"contact"`
 	RateLimit          store.RateLimit   `json:"rate_limit"`
 	Replaces           *string           `json:"replaces"`
 	ReplacedBy         *string           `json:"replaced_by"`
@@ -81,7 +82,7 @@ func resource(k store.Key) keyResource {
 		Scopes: nonNil(k.Scopes), Status: string(k.Status), CreatedAt: k.CreatedAt.UTC().Format(time.RFC3339),
 		CreatedBy: stringOrNil(k.CreatedBy), ExpiresAt: timeOrNil(k.ExpiresAt), LastUsedAt: timeOrNil(k.LastUsedAt),
 		RevokedAt: timeOrNil(k.RevokedAt), AllowedIPs: nonNil(k.AllowedIPs), AllowedOrigins: nonNil(k.AllowedOrigins),
-		AllowBrowserWrites: k.AllowBrowserWrites, RateLimit: k.RateLimit, Replaces: keyOrNil(k.Replaces), ReplacedBy: keyOrNil(k.ReplacedBy), Metadata: meta,
+		AllowBrowserWrites: k.AllowBrowserWrites, Contact: stringOrNil(k.Contact), RateLimit: k.RateLimit, Replaces: keyOrNil(k.Replaces), ReplacedBy: keyOrNil(k.ReplacedBy), Metadata: meta,
 	}
 }
 
@@ -103,6 +104,7 @@ type createBody struct {
 	AllowedIPs         []string          `json:"allowed_ips"`
 	AllowedOrigins     []string          `json:"allowed_origins"`
 	AllowBrowserWrites bool              `json:"allow_browser_writes"`
+	Contact            string            `json:"contact"`
 	RateLimit          *rateLimitBody    `json:"rate_limit"`
 	CreatedBy          string            `json:"created_by"`
 	Metadata           map[string]string `json:"metadata"`
@@ -145,7 +147,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c Caller) *ap
 	}
 	p := lifecycle.CreateParams{Name: b.Name, Description: b.Description, Environment: apikey.Environment(b.Environment),
 		Scopes: b.Scopes, AllowedIPs: b.AllowedIPs, AllowedOrigins: b.AllowedOrigins,
-		AllowBrowserWrites: b.AllowBrowserWrites, CreatedBy: b.CreatedBy, Metadata: b.Metadata}
+		AllowBrowserWrites: b.AllowBrowserWrites, Contact: b.Contact, CreatedBy: b.CreatedBy, Metadata: b.Metadata}
 	if b.Scopes == nil {
 		return invalidRequest("scopes", "scopes is required.")
 	}
@@ -255,7 +257,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c Caller) *apiEr
 }
 
 // updateFields are the fields PATCH accepts; null clears a clearable one.
-var updateFields = []string{"name", "description", "scopes", "allowed_ips", "allowed_origins", "allow_browser_writes", "rate_limit", "expires_at", "metadata"}
+var updateFields = []string{"name", "description", "scopes", "allowed_ips", "allowed_origins", "allow_browser_writes", "contact", "rate_limit", "expires_at", "metadata"}
 
 // narrowing fields are those whose change may take access away, so the
 // authorizer cache must be flushed.
@@ -366,6 +368,12 @@ func (s *Server) setField(p *lifecycle.UpdateParams, name string, v json.RawMess
 			return bad("a string or null")
 		}
 		p.Description = &x
+	case "contact":
+		var x string
+		if !null && json.Unmarshal(v, &x) != nil {
+			return bad("an email address or null")
+		}
+		p.Contact = &x
 	case "scopes":
 		var x []string
 		if null || json.Unmarshal(v, &x) != nil {

@@ -12,19 +12,21 @@ type tenantResource struct {
 	ID           string  `json:"id"`
 	Object       string  `json:"object"`
 	Name         string  `json:"name"`
+	Contact      *string `json:"contact"`
 	Status       string  `json:"status"`
 	CreatedAt    string  `json:"created_at"`
 	OffboardedAt *string `json:"offboarded_at"`
 }
 
 func tenantOf(t store.Tenant) tenantResource {
-	return tenantResource{ID: t.ID, Object: "tenant", Name: t.Name, Status: string(t.Status),
+	return tenantResource{ID: t.ID, Object: "tenant", Name: t.Name, Contact: stringOrNil(t.Contact), Status: string(t.Status),
 		CreatedAt: t.CreatedAt.UTC().Format(time.RFC3339), OffboardedAt: timeOrNil(t.OffboardedAt)}
 }
 
 type onboardBody struct {
 	TenantID string `json:"tenant_id"`
 	Name     string `json:"name"`
+	Contact  string `json:"contact"`
 }
 
 type onboarded struct {
@@ -51,7 +53,7 @@ func (s *Server) onboard(w http.ResponseWriter, r *http.Request, c Caller) *apiE
 	actor.Receipt = s.receipt(r, func(o lifecycle.Outcome) (int, any) {
 		return http.StatusCreated, onboarded{Tenant: tenantOf(*o.Tenant), Key: resource(o.Keys[0]), TestKey: resource(o.Keys[1])}
 	})
-	o, err := s.cfg.Keys.Onboard(r.Context(), actor, lifecycle.OnboardParams{TenantID: b.TenantID, Name: b.Name,
+	o, err := s.cfg.Keys.Onboard(r.Context(), actor, lifecycle.OnboardParams{TenantID: b.TenantID, Name: b.Name, Contact: b.Contact,
 		RateLimit: s.cfg.Gateway.HighestTier().RateLimit()})
 	if err != nil {
 		return s.internal(r, "onboarding tenant", err)

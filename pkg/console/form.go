@@ -17,14 +17,14 @@ import (
 
 // keyForm is the create form, as sent (and sent back with its errors).
 type keyForm struct {
-	FormID                         string
-	Name, Description, Application string
-	Environment                    string
-	Levels                         map[string]string // resource: "", "read" or "write"
-	AllowedIPs, AllowedOrigins     string
-	Browser, BrowserWrites         bool
-	ExpiresOn                      string // YYYY-MM-DD, UTC; empty for never
-	Tier                           string
+	FormID                                  string
+	Name, Description, Application, Contact string
+	Environment                             string
+	Levels                                  map[string]string // resource: "", "read" or "write"
+	AllowedIPs, AllowedOrigins              string
+	Browser, BrowserWrites                  bool
+	ExpiresOn                               string // YYYY-MM-DD, UTC; empty for never
+	Tier                                    string
 }
 
 type resourceChoice struct{ Name, Level string }
@@ -77,7 +77,7 @@ func (s *Server) defaultTier() string {
 func readKeyForm(r *http.Request, resources []string) keyForm {
 	p := r.PostForm
 	f := keyForm{FormID: p.Get("form_id"), Name: strings.TrimSpace(p.Get("name")), Description: strings.TrimSpace(p.Get("description")),
-		Application: strings.TrimSpace(p.Get("application")), Environment: p.Get("environment"), Levels: map[string]string{},
+		Application: strings.TrimSpace(p.Get("application")), Contact: strings.TrimSpace(p.Get("contact")), Environment: p.Get("environment"), Levels: map[string]string{},
 		AllowedIPs: p.Get("allowed_ips"), AllowedOrigins: p.Get("allowed_origins"), Browser: p.Get("browser") != "",
 		BrowserWrites: p.Get("browser_writes") != "",
 		ExpiresOn:     strings.TrimSpace(p.Get("expires_on")), Tier: p.Get("tier")}
@@ -102,7 +102,7 @@ func fieldError(field, format string, args ...any) *pageError {
 // validates them again, and bounds them by the member's role.
 func (s *Server) params(m *member, f keyForm) (lifecycle.CreateParams, error) {
 	p := lifecycle.CreateParams{Name: f.Name, Description: f.Description, Environment: apikey.Environment(f.Environment),
-		AllowedIPs: list(f.AllowedIPs), AllowedOrigins: list(f.AllowedOrigins)}
+		AllowedIPs: list(f.AllowedIPs), AllowedOrigins: list(f.AllowedOrigins), Contact: f.Contact}
 	if f.Name == "" {
 		return p, fieldError("name", "Give the key a name.")
 	}

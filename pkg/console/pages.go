@@ -16,12 +16,12 @@ import (
 
 // keyRow is a key as the pages show it: never its hash, nor any secret.
 type keyRow struct {
-	ID, Name, Description, Display, Env, Status, CreatedBy, Application string
-	Scopes, AllowedIPs, AllowedOrigins                                  []string
-	CreatedAt, LastUsed, Expires, Revoked                               time.Time
-	RequestsPerMinute, Burst                                            int
-	Replaces, ReplacedBy                                                string
-	BrowserWrites, CanRotate, CanRevoke                                 bool
+	ID, Name, Description, Display, Env, Status, CreatedBy, Application, Contact string
+	Scopes, AllowedIPs, AllowedOrigins                                           []string
+	CreatedAt, LastUsed, Expires, Revoked                                        time.Time
+	RequestsPerMinute, Burst                                                     int
+	Replaces, ReplacedBy                                                         string
+	BrowserWrites, CanRotate, CanRevoke                                          bool
 }
 
 // owns reports whether the member may change k: an admin any key, a
@@ -34,7 +34,7 @@ func (m *member) row(k store.Key) keyRow {
 	live := k.Status == store.KeyActive || k.Status == store.KeyExpiring
 	row := keyRow{ID: apikey.PublicID(k.ID), Name: k.Name, Description: k.Description,
 		Display: apikey.Display(k.Prefix, k.Environment, k.Last4), Env: k.Environment, Status: string(k.Status),
-		CreatedBy: k.CreatedBy, Application: k.Metadata["application"], Scopes: k.Scopes,
+		CreatedBy: k.CreatedBy, Application: k.Metadata["application"], Contact: k.Contact, Scopes: k.Scopes,
 		AllowedIPs: k.AllowedIPs, AllowedOrigins: k.AllowedOrigins, BrowserWrites: k.AllowBrowserWrites, CreatedAt: k.CreatedAt, LastUsed: k.LastUsedAt,
 		Expires: k.ExpiresAt, Revoked: k.RevokedAt, RequestsPerMinute: k.RateLimit.RequestsPerMinute, Burst: k.RateLimit.Burst,
 		CanRotate: k.Status == store.KeyActive && m.owns(k), CanRevoke: live && m.owns(k)}

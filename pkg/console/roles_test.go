@@ -171,6 +171,7 @@ func TestFormErrors(t *testing.T) {
 		{"no scope", func(v url.Values) { v.Del("scope_invoices") }, "Choose read or write"},
 		{"past expiry", func(v url.Values) { v.Set("expires_on", "2020-01-01") }, "must be in the future"},
 		{"unknown tier", func(v url.Values) { v.Set("tier", "unlimited") }, "Choose one of the rate limits"},
+		{"bad contact", func(v url.Values) { v.Set("contact", "Ops <ops@example.com>") }, "must be an email address"},
 	}
 	before := f.count()
 	for _, c := range cases {
@@ -204,6 +205,7 @@ func TestBrowserKeyAndApplication(t *testing.T) {
 	form.Set("browser", "1")
 	form.Set("allowed_origins", "https://app.example.com\nhttps://www.example.com")
 	form.Set("application", "storefront")
+	form.Set("contact", "web-team@example.com")
 	form.Set("scope_customers", "write")
 	form.Set("expires_on", "2026-06-30")
 	// A browser key reads only, unless its maker says otherwise.
@@ -214,7 +216,10 @@ func TestBrowserKeyAndApplication(t *testing.T) {
 	k, _ := alice.create(t, form)
 	if strings.Join(k.AllowedOrigins, " ") != "https://app.example.com https://www.example.com" ||
 		k.Metadata["application"] != "storefront" || strings.Join(k.Scopes, " ") != "customers:write invoices:read" ||
-		k.ExpiresAt.Format("2006-01-02T15") != "2026-07-01T00" || !k.AllowBrowserWrites {
+		k.ExpiresAt.Format("2006-01-02T15") != "2026-07-01T00" || !k.AllowBrowserWrites || k.Contact != "web-team@example.com" {
 		t.Fatalf("key %+v", k)
+	}
+	if page := alice.get("/console/keys/" + apikey.PublicID(k.ID)).Body.String(); !strings.Contains(page, "web-team@example.com") {
+		t.Fatalf("the key page does not show the contact: %s", page)
 	}
 }

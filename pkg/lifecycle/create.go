@@ -23,9 +23,12 @@ type CreateParams struct {
 	// AllowBrowserWrites lets a key with allowed origins hold scopes other
 	// than resource:read (see browserRules).
 	AllowBrowserWrites bool
-	RateLimit          store.RateLimit
-	CreatedBy          string
-	Metadata           map[string]string
+	// Contact is the email address to reach about the key ("" for the
+	// tenant's).
+	Contact   string
+	RateLimit store.RateLimit
+	CreatedBy string
+	Metadata  map[string]string
 }
 
 // Created is a new key with its token, which exists nowhere else: the
@@ -76,6 +79,9 @@ func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now
 	if err != nil {
 		return Created{}, err
 	}
+	if err := validContact("contact", p.Contact); err != nil {
+		return Created{}, err
+	}
 
 	if s.hasher == nil {
 		return Created{}, errors.New("lifecycle: this service was built without a hasher and cannot mint keys")
@@ -93,7 +99,7 @@ func (s *Service) newKey(ctx context.Context, tenant string, p CreateParams, now
 		Prefix: tok.Prefix(), Environment: string(p.Environment), Last4: tok.Last4(),
 		Scopes: scopes, Status: store.KeyActive, Hash: sum, PepperVersion: version,
 		CreatedAt: now, CreatedBy: p.CreatedBy, UpdatedAt: now, ExpiresAt: p.ExpiresAt.UTC(),
-		AllowedIPs: ips, AllowedOrigins: origins, AllowBrowserWrites: p.AllowBrowserWrites, RateLimit: rate, Metadata: meta,
+		AllowedIPs: ips, AllowedOrigins: origins, AllowBrowserWrites: p.AllowBrowserWrites, Contact: p.Contact, RateLimit: rate, Metadata: meta,
 	}
 	return Created{Key: k, Token: tok}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -39,11 +40,37 @@ func (s *Service) Notify(ctx context.Context, actor Actor, k store.Key, notice, 
 	now := s.now().UTC()
 	rev := k.Revision
 	k.Notices = append(slices.Clone(k.Notices), notice)
+	details, err := s.withContact(ctx, k, details)
+	if err != nil {
+		return false, err
+	}
 	entry, err := s.audit(action, k, actor, now, details)
 	if err != nil {
 		return false, err
 	}
 	return s.applyOnce(ctx, store.Change{Keys: []store.KeyWrite{{Key: k, ExpectedRevision: rev}}, Audit: []store.AuditEntry{entry}})
+}
+
+// withContact returns details with the address to reach about k, for its
+// event: the key's contact, else its tenant's; neither, no address.
+func (s *Service) withContact(ctx context.Context, k store.Key, details map[string]string) (map[string]string, error) {
+	contact := k.Contact
+	if contact == "" {
+		t, err := s.store.GetTenant(ctx, k.TenantID)
+		if err != nil {
+			return nil, fmt.Errorf("lifecycle: reading the tenant's contact: %w", err)
+		}
+		contact = t.Contact
+	}
+	if contact == "" {
+		return details, nil
+	}
+	out := maps.Clone(details)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out["contact"] = contact
+	return out, nil
 }
 
 // Mark records a bookkeeping notice on k (no audit entry, no event: the

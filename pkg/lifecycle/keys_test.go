@@ -193,6 +193,12 @@ func TestCreateValidation(t *testing.T) {
 			{"allowed_ips", func(p *lifecycle.CreateParams) { p.AllowedIPs = []string{"example.com"} }},
 			{"allowed_ips", func(p *lifecycle.CreateParams) { p.AllowedIPs = []string{"fe80::1%eth0"} }},
 			{"allowed_ips", func(p *lifecycle.CreateParams) { p.AllowedIPs = []string{"::ffff:10.0.0.1"} }},
+			{"contact", func(p *lifecycle.CreateParams) { p.Contact = "not an address" }},
+			{"contact", func(p *lifecycle.CreateParams) { p.Contact = "Ops <ops@example.com>" }},
+			{"contact", func(p *lifecycle.CreateParams) { p.Contact = " ops@example.com" }},
+			{"contact", func(p *lifecycle.CreateParams) { p.Contact = "ops@localhost" }},
+			{"contact", func(p *lifecycle.CreateParams) { p.Contact = "ops@example.com, eve@example.com" }},
+			{"contact", func(p *lifecycle.CreateParams) { p.Contact = strings.Repeat("a", 250) + "@example.com" }},
 			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"*"} }},
 			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://*.example.com"} }},
 			{"allowed_origins", func(p *lifecycle.CreateParams) { p.AllowedOrigins = []string{"https://example.com/path"} }},
@@ -331,6 +337,84 @@ func TestUpdate(t *testing.T) {
 		}
 		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Name: &name}); !errors.Is(err, lifecycle.ErrConflict) {
 			t.Fatalf("update of a revoked key: %v", err)
+		}
+	})
+}
+
+// TestContact: a key's contact is set at creation, changed and cleared by
+// an update, and carried to the key's replacement by rotation.
+func TestContact(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		c := f.create(t, "acme", lifecycle.CreateParams{Contact: "billing@example.com"})
+		if stored, _ := f.st.GetKey(f.ctx, c.Key.ID); stored.Contact != "billing@example.com" {
+			t.Fatalf("contact after create: %q", stored.Contact)
+		}
+		other := "platform+keys@example.co.uk"
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", c.Key.ID, lifecycle.UpdateParams{Contact: &other}); err != nil {
+			t.Fatal(err)
+		}
+		replacement, _, err := f.svc.Rotate(f.ctx, f.actor, "acme", c.Key.ID, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if replacement.Key.Contact != other {
+			t.Fatalf("the replacement's contact %q, want %q", replacement.Key.Contact, other)
+		}
+		var ve *lifecycle.ValidationError
+		bad := "ops at example.com"
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", replacement.Key.ID, lifecycle.UpdateParams{Contact: &bad}); !errors.As(err, &ve) || ve.Field != "contact" {
+			t.Fatalf("bad contact: %v", err)
+		}
+		none := ""
+		if _, err := f.svc.Update(f.ctx, f.actor, "acme", replacement.Key.ID, lifecycle.UpdateParams{Contact: &none}); err != nil {
+			t.Fatal(err)
+		}
+		if stored, _ := f.st.GetKey(f.ctx, replacement.Key.ID); stored.Contact != "" {
+			t.Fatalf("contact after clearing: %q", stored.Contact)
+		}
+	})
+}
+
+// TestContactInEvents: the key.expiring, key.unused and key.leaked
+// entries, from which their events are built, carry the key's contact,
+// or its tenant's when it has none, or none.
+func TestContactInEvents(t *testing.T) {
+	run(t, func(t *testing.T, f *fixture) {
+		if _, err := f.svc.Onboard(f.ctx, lifecycle.Actor{ID: "operator"}, lifecycle.OnboardParams{TenantID: "beta", Name: "Beta", Contact: "sec@beta.example"}); err != nil {
+			t.Fatal(err)
+		}
+		own := f.create(t, "beta", lifecycle.CreateParams{Contact: "team@beta.example"})
+		inherits := f.create(t, "beta", lifecycle.CreateParams{})
+		none := f.create(t, "acme", lifecycle.CreateParams{})
+		latest := func(tenant, id string) store.AuditEntry {
+			page, err := f.st.ListAudit(f.ctx, tenant, store.AuditQuery{KeyID: id, Limit: 1})
+			if err != nil || len(page.Entries) == 0 {
+				t.Fatalf("audit of %s: %v", id, err)
+			}
+			return page.Entries[0]
+		}
+		job := lifecycle.Actor{ID: "job"}
+		for _, c := range []struct {
+			key     lifecycle.Created
+			tenant  string
+			contact string
+		}{{own, "beta", "team@beta.example"}, {inherits, "beta", "sec@beta.example"}, {none, "acme", ""}} {
+			f.clk.Advance(time.Second) // entries list newest first
+			k, _ := f.st.GetKey(f.ctx, c.key.Key.ID)
+			if _, err := f.svc.Notify(f.ctx, job, k, store.NoticeUnused, lifecycle.ActionKeyUnused, map[string]string{"days": "30"}); err != nil {
+				t.Fatal(err)
+			}
+			if e := latest(c.tenant, k.ID); e.Action != lifecycle.ActionKeyUnused || e.Details["contact"] != c.contact || e.Details["days"] != "30" {
+				t.Fatalf("%s: unused entry %+v, want contact %q", k.ID, e, c.contact)
+			}
+			f.clk.Advance(time.Second)
+			k, _ = f.st.GetKey(f.ctx, c.key.Key.ID)
+			if _, _, err := f.svc.Leak(f.ctx, job, k, false, map[string]string{"source": "content"}); err != nil {
+				t.Fatal(err)
+			}
+			if e := latest(c.tenant, k.ID); e.Action != lifecycle.ActionKeyLeaked || e.Details["contact"] != c.contact {
+				t.Fatalf("%s: leaked entry %+v, want contact %q", k.ID, e, c.contact)
+			}
 		}
 	})
 }

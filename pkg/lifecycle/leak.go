@@ -29,7 +29,11 @@ func (s *Service) Leak(ctx context.Context, actor Actor, k store.Key, revoke boo
 			}
 			revoked = true
 		}
-		entry, err := s.audit(ActionKeyLeaked, *k, actor, now, details)
+		withContact, err := s.withContact(ctx, *k, details)
+		if err != nil {
+			return false, err
+		}
+		entry, err := s.audit(ActionKeyLeaked, *k, actor, now, withContact)
 		c.Audit = append(c.Audit, entry)
 		return false, err
 	}

@@ -41,7 +41,7 @@ func (s *Service) Rotate(ctx context.Context, actor Actor, tenant, id string, ov
 		nk, err := s.newKey(ctx, tenant, CreateParams{
 			Name: k.Name, Description: k.Description, Environment: apikey.Environment(k.Environment),
 			Scopes: k.Scopes, AllowedIPs: k.AllowedIPs, AllowedOrigins: k.AllowedOrigins, AllowBrowserWrites: k.AllowBrowserWrites,
-			RateLimit: k.RateLimit, CreatedBy: k.CreatedBy, Metadata: k.Metadata,
+			Contact: k.Contact, RateLimit: k.RateLimit, CreatedBy: k.CreatedBy, Metadata: k.Metadata,
 		}, now)
 		if err != nil {
 			return false, fmt.Errorf("lifecycle: minting the replacement: %w", err)

@@ -19,6 +19,8 @@ var tenantIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{1,62}$`)
 type OnboardParams struct {
 	TenantID string
 	Name     string
+	// Contact is the email address to reach about a key without its own.
+	Contact string
 	// RateLimit is the first key's: the highest tier the deployment has,
 	// since every key the tenant makes with it stays within its bounds.
 	RateLimit store.RateLimit
@@ -43,8 +45,11 @@ func (s *Service) Onboard(ctx context.Context, actor Actor, p OnboardParams) (On
 	if err := validText("name", p.Name, 1, maxNameLen); err != nil {
 		return Onboarded{}, err
 	}
+	if err := validContact("contact", p.Contact); err != nil {
+		return Onboarded{}, err
+	}
 	now := s.now().UTC()
-	o := Onboarded{Tenant: store.Tenant{ID: p.TenantID, Name: p.Name, Status: store.TenantActive, CreatedAt: now}}
+	o := Onboarded{Tenant: store.Tenant{ID: p.TenantID, Name: p.Name, Contact: p.Contact, Status: store.TenantActive, CreatedAt: now}}
 	created, err := s.entry(o.Tenant.ID, ActionTenantCreated, nil, actor, now, nil)
 	if err != nil {
 		return Onboarded{}, err

@@ -18,6 +18,7 @@ type UpdateParams struct {
 	AllowedIPs         *[]string
 	AllowedOrigins     *[]string
 	AllowBrowserWrites *bool
+	Contact            *string
 	RateLimit          *store.RateLimit
 	ExpiresAt          *time.Time
 	Metadata           *map[string]string
@@ -37,6 +38,7 @@ func (p UpdateParams) changedFields() string {
 	add(p.AllowedIPs != nil, "allowed_ips")
 	add(p.AllowedOrigins != nil, "allowed_origins")
 	add(p.AllowBrowserWrites != nil, "allow_browser_writes")
+	add(p.Contact != nil, "contact")
 	add(p.RateLimit != nil, "rate_limit")
 	add(p.ExpiresAt != nil, "expires_at")
 	add(p.Metadata != nil, "metadata")
@@ -80,6 +82,12 @@ func (p UpdateParams) apply(k *store.Key, now time.Time) error {
 	}
 	if p.AllowBrowserWrites != nil {
 		k.AllowBrowserWrites = *p.AllowBrowserWrites
+	}
+	if p.Contact != nil {
+		if err := validContact("contact", *p.Contact); err != nil {
+			return err
+		}
+		k.Contact = *p.Contact
 	}
 	if p.RateLimit != nil {
 		rate, err := normalRateLimit(*p.RateLimit)

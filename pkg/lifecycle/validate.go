@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"fmt"
+	"net/mail"
 	"net/netip"
 	"slices"
 	"strings"
@@ -41,6 +42,7 @@ const (
 	maxMetadataKeyLen = 40
 	maxMetadataValLen = 500
 	maxMemberIDLen    = 128
+	maxContactLen     = 254 // the longest address SMTP carries (RFC 5321)
 	maxRPM            = 1_000_000
 	// MaxLifetime bounds expires_at; a key that must live longer is better
 	// rotated.
@@ -69,6 +71,24 @@ func validText(field, s string, minLen, maxLen int) error {
 			// terminal lists pose as another.
 			return invalid(field, "must not contain control, format or line separator characters")
 		}
+	}
+	return nil
+}
+
+// validContact accepts an email address alone ("" for none): no display
+// name, no comments, nothing a mail parser would rewrite, so that the
+// address stored is the one given.
+func validContact(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) > maxContactLen {
+		return invalid(field, "must be at most %d bytes", maxContactLen)
+	}
+	a, err := mail.ParseAddress(s)
+	domain := s[strings.LastIndexByte(s, '@')+1:]
+	if err != nil || a.Name != "" || a.Address != s || !strings.Contains(domain, ".") {
+		return invalid(field, "must be an email address such as ops@example.com, without a name or brackets")
 	}
 	return nil
 }

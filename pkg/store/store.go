@@ -134,11 +134,14 @@ type Key struct {
 	// AllowBrowserWrites lets a browser key (one with AllowedOrigins) use
 	// scopes other than resource:read; without it the authorizer grants
 	// such a key its read scopes only.
-	AllowBrowserWrites bool              `json:"allow_browser_writes,omitempty"`
-	RateLimit          RateLimit         `json:"rate_limit"`
-	Replaces           string            `json:"replaces,omitempty"`
-	ReplacedBy         string            `json:"replaced_by,omitempty"`
-	Metadata           map[string]string `json:"metadata,omitempty"`
+	AllowBrowserWrites bool `json:"allow_browser_writes,omitempty"`
+	// Contact is the email address to reach about the key (a leak, an
+	// expiry, suspicious use); "" means the tenant's.
+	Contact    string            `json:"contact,omitempty"`
+	RateLimit  RateLimit         `json:"rate_limit"`
+	Replaces   string            `json:"replaces,omitempty"`
+	ReplacedBy string            `json:"replaced_by,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
 	// Notices records the notices sent about the key (NoticeExpiring7d,
 	// NoticeExpiring1d, NoticeUnused), so that each goes out once: the job
 	// that sends one adds it in the same revision-checked write.
@@ -161,8 +164,10 @@ const (
 
 // Tenant is one customer of the platform.
 type Tenant struct {
-	ID           string       `json:"id"`
-	Name         string       `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Contact is the email address to reach about a key without its own.
+	Contact      string       `json:"contact,omitempty"`
 	Status       TenantStatus `json:"status"`
 	CreatedAt    time.Time    `json:"created_at"`
 	OffboardedAt time.Time    `json:"offboarded_at,omitzero"`

@@ -128,6 +128,7 @@ func (e *env) key(tenant, id string) store.Key {
 		AllowedIPs:         []string{"203.0.113.0/24", "2001:db8::/32"},
 		AllowedOrigins:     []string{"https://app.example.com"},
 		AllowBrowserWrites: true,
+		Contact:            "billing-oncall@example.com",
 		RateLimit:          store.RateLimit{RequestsPerMinute: 60, Burst: 10},
 		Metadata:           map[string]string{"team": "billing"},
 		Notices:            []string{store.NoticeExpiring7d},

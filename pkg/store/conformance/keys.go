@@ -75,6 +75,7 @@ func testKeyUpdate(t *testing.T, e *env) {
 	upd.AllowedIPs = nil
 	upd.AllowedOrigins = []string{"https://a.example", "https://b.example:8443"}
 	upd.AllowBrowserWrites = false
+	upd.Contact = "platform@example.com"
 	upd.RateLimit = store.RateLimit{RequestsPerMinute: 600}
 	upd.ReplacedBy = "k00000000002"
 	upd.Metadata = nil

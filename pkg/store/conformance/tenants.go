@@ -17,10 +17,10 @@ func testTenantLifecycle(t *testing.T, e *env) {
 	wantErr(t, e.s.Apply(e.ctx, store.Change{Tenant: &store.TenantWrite{Tenant: want}}), store.ErrAlreadyExists)
 
 	off := got
-	off.Status, off.OffboardedAt = store.TenantOffboarded, e.clk.Now()
+	off.Status, off.OffboardedAt, off.Contact = store.TenantOffboarded, e.clk.Now(), "ops@example.com"
 	e.apply(t, store.Change{Tenant: &store.TenantWrite{Tenant: off, ExpectedRevision: 1}})
 	got, _ = e.s.GetTenant(e.ctx, "acme")
-	if got.Status != store.TenantOffboarded || got.Revision != 2 || !got.OffboardedAt.Equal(off.OffboardedAt) {
+	if got.Status != store.TenantOffboarded || got.Revision != 2 || !got.OffboardedAt.Equal(off.OffboardedAt) || got.Contact != "ops@example.com" {
 		t.Fatalf("after offboard: %+v", got)
 	}
 	wantErr(t, e.s.Apply(e.ctx, store.Change{Tenant: &store.TenantWrite{Tenant: off, ExpectedRevision: 1}}), store.ErrConflict)

@@ -43,11 +43,11 @@ const (
 var (
 	keyMutable = []string{
 		"name", "description", "scopes", attrStatus, "updated_at", "not_before",
-		attrExpiresAt, "revoked_at", "allowed_ips", "allowed_origins", attrBrowserWrites,
+		attrExpiresAt, "revoked_at", "allowed_ips", "allowed_origins", attrBrowserWrites, "contact",
 		"rate_limit_rpm", "rate_limit_burst", "replaced_by", "metadata",
 		attrNotices,
 	}
-	tenantMutable = []string{"name", attrStatus, "created_at", "offboarded_at"}
+	tenantMutable = []string{"name", "contact", attrStatus, "created_at", "offboarded_at"}
 )
 
 // keyExpiryIndex is what keyItem derives from a key's status and expiry:
@@ -264,6 +264,7 @@ func keyItem(k store.Key) item {
 	if k.AllowBrowserWrites { // absent when false, as on every key before it existed
 		e.bool(attrBrowserWrites, true)
 	}
+	e.str("contact", k.Contact)
 	e.int("rate_limit_rpm", int64(k.RateLimit.RequestsPerMinute))
 	e.int("rate_limit_burst", int64(k.RateLimit.Burst))
 	e.str("replaces", k.Replaces)
@@ -300,6 +301,7 @@ func decodeKey(it item) (store.Key, error) {
 		AllowedIPs:         d.list("allowed_ips"),
 		AllowedOrigins:     d.list("allowed_origins"),
 		AllowBrowserWrites: d.bool(attrBrowserWrites),
+		Contact:            d.str("contact"),
 		RateLimit: store.RateLimit{
 			RequestsPerMinute: int(d.int("rate_limit_rpm")),
 			Burst:             int(d.int("rate_limit_burst")),
@@ -320,6 +322,7 @@ func tenantItem(t store.Tenant) item {
 	e := encoder(primaryKey(tenantPK(t.ID), tenantSK))
 	e.str("id", t.ID)
 	e.str("name", t.Name)
+	e.str("contact", t.Contact)
 	e.str(attrStatus, string(t.Status))
 	e.time("created_at", t.CreatedAt)
 	e.time("offboarded_at", t.OffboardedAt)
@@ -332,6 +335,7 @@ func decodeTenant(it item) (store.Tenant, error) {
 	t := store.Tenant{
 		ID:           d.str("id"),
 		Name:         d.str("name"),
+		Contact:      d.str("contact"),
 		Status:       store.TenantStatus(d.str(attrStatus)),
 		CreatedAt:    d.time("created_at"),
 		OffboardedAt: d.time("offboarded_at"),

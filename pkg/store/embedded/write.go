@@ -115,6 +115,7 @@ func (s *Store) writeKey(tx *bolt.Tx, w store.KeyWrite) error {
 	stored.AllowedIPs = k.AllowedIPs
 	stored.AllowedOrigins = k.AllowedOrigins
 	stored.AllowBrowserWrites = k.AllowBrowserWrites
+	stored.Contact = k.Contact
 	stored.RateLimit = k.RateLimit
 	stored.ReplacedBy = k.ReplacedBy
 	stored.Metadata = k.Metadata
