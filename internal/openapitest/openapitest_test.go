@@ -90,7 +90,8 @@ func TestLoad(t *testing.T) {
 		t.Error("Load read the document again")
 	}
 	want := []string{
-		"GET /v1/audit", "GET /v1/keys", "GET /v1/keys/{id}", "PATCH /v1/keys/{id}", "POST /v1/keys",
+		"GET /v1/audit", "GET /v1/keys", "GET /v1/keys/{id}", "GET /v1/keys/{id}/requests", "GET /v1/keys/{id}/usage",
+		"PATCH /v1/keys/{id}", "POST /v1/keys",
 		"POST /v1/keys/{id}/report-leak", "POST /v1/keys/{id}/revoke", "POST /v1/keys/{id}/rotate",
 		"POST /v1/leaks/github", "POST /v1/members/{member_id}/revoke-keys",
 		"POST /v1/tenants", "POST /v1/tenants/{id}/offboard",

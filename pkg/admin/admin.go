@@ -75,10 +75,11 @@ const (
 // plans enforce (package apigw in AWS, the gateway emulation locally).
 type RateLimits = ratelimits.Plans
 
-// Store is what the admin API reads beyond the lifecycle: the audit log
-// and idempotency records.
+// Store is what the admin API reads beyond the lifecycle: the audit log,
+// keys' usage and idempotency records.
 type Store interface {
 	ListAudit(ctx context.Context, tenantID string, q store.AuditQuery) (store.AuditPage, error)
+	ListUsage(ctx context.Context, keyID string, from, to time.Time) ([]store.UsageHour, error)
 	PutIdempotency(ctx context.Context, r store.Idempotency) error
 	GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error)
 	CompleteIdempotency(ctx context.Context, r store.Idempotency) error
@@ -145,6 +146,8 @@ func New(cfg Config) *Server {
 	s.mux.Handle("POST /v1/keys/{id}/revoke", tenant(scopeWrite, s.revokeKey))
 	s.mux.Handle("POST /v1/members/{member_id}/revoke-keys", tenant(scopeAdmin, s.revokeMember))
 	s.mux.Handle("GET /v1/audit", tenant(scopeRead, s.listAudit))
+	s.mux.Handle("GET /v1/keys/{id}/usage", tenant(scopeRead, s.keyUsage))
+	s.mux.Handle("GET /v1/keys/{id}/requests", tenant(scopeRead, s.keyRequests))
 	s.mux.Handle("POST /v1/keys/{id}/report-leak", tenant(scopeWrite, s.reportLeak))
 	s.mux.Handle("POST /v1/leaks/github", handle(s.githubLeaks))
 	s.mux.Handle("POST /v1/tenants", s.operatorRoute(s.idempotent(handle(s.onboard))))

@@ -860,3 +860,73 @@ func TestOnlyAdminsNameAMember(t *testing.T) {
 		}
 	})
 }
+
+// TestUsage: a key's usage by minute, hour and day, its recent requests,
+// newest first; another tenant's key is not found; bad ranges are refused.
+func TestUsage(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		k := h.create(h.writer, map[string]any{"name": "n", "scopes": []string{"invoices:read"}})
+		id, _ := apikey.ParsePublicID(k.ID)
+		h0 := start.Add(-2 * time.Hour) // the clock stands at start
+		for i, at := range []time.Time{h0.Add(5 * time.Minute), h0.Add(5*time.Minute + 30*time.Second), h0.Add(70 * time.Minute)} {
+			m := store.UsageMinute{KeyID: id, TenantID: "acme", Minute: at.Truncate(time.Minute), Counts: store.UsageCounts{OK: 2, Throttled: int64(i)},
+				Networks: []string{"203.0.113.0/24"}, First: at, Last: at,
+				Recent: []store.RecentRequest{{Time: at, Method: "GET", Route: "/invoices/{id}", Status: 200, SourceIP: "203.0.113.9", LatencyMS: 3}}}
+			if err := h.st.AddUsage(t.Context(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		type series struct {
+			Data []struct {
+				Start    string
+				Requests map[string]int
+			}
+			Requests  map[string]int
+			Networks  []string
+			FirstSeen *string `json:"first_seen"`
+		}
+		get := func(query string) series {
+			_, raw := h.ok(h.reader, "GET", "/v1/keys/"+k.ID+"/usage"+query, nil, 200)
+			var s series
+			_ = json.Unmarshal(raw, &s)
+			return s
+		}
+		hourly := get("")
+		if len(hourly.Data) != 2 || hourly.Data[0].Start != h0.Format(time.RFC3339) || hourly.Data[0].Requests["2xx"] != 4 || hourly.Data[0].Requests["429"] != 1 ||
+			hourly.Requests["2xx"] != 6 || hourly.Requests["429"] != 3 || len(hourly.Networks) != 1 || hourly.FirstSeen == nil {
+			t.Fatalf("hourly %+v", hourly)
+		}
+		minutes := get("?granularity=minute&from=" + h0.Format(time.RFC3339) + "&to=" + h0.Add(time.Hour).Format(time.RFC3339))
+		if len(minutes.Data) != 1 || minutes.Data[0].Start != h0.Add(5*time.Minute).Format(time.RFC3339) || minutes.Data[0].Requests["2xx"] != 4 {
+			t.Fatalf("minutes %+v", minutes)
+		}
+		if daily := get("?granularity=day"); len(daily.Data) != 1 || daily.Requests["2xx"] != 6 {
+			t.Fatalf("daily %+v", daily)
+		}
+
+		_, raw := h.ok(h.reader, "GET", "/v1/keys/"+k.ID+"/requests?limit=2", nil, 200)
+		var recent struct {
+			Data []struct{ Time, Route string }
+		}
+		_ = json.Unmarshal(raw, &recent)
+		if len(recent.Data) != 2 || recent.Data[0].Time != h0.Add(70*time.Minute).Format(time.RFC3339Nano) || recent.Data[0].Route != "/invoices/{id}" {
+			t.Fatalf("recent %s", raw)
+		}
+
+		h.fails(h.beta, "GET", "/v1/keys/"+k.ID+"/usage", nil, 404, "not_found", "")
+		h.fails(h.beta, "GET", "/v1/keys/"+k.ID+"/requests", nil, 404, "not_found", "")
+		for _, bad := range []struct{ query, param string }{
+			{"?granularity=week", "granularity"},
+			{"?from=yesterday", "from"},
+			{"?from=" + start.Format(time.RFC3339) + "&to=" + h0.Format(time.RFC3339), "from"},
+			{"?granularity=minute&from=" + start.Add(-8*24*time.Hour).Format(time.RFC3339) + "&to=" + start.Add(-7*24*time.Hour).Format(time.RFC3339), "from"},
+			{"?granularity=minute&from=" + h0.Add(-48*time.Hour).Format(time.RFC3339), "from"},
+			{"?granularity=hour&from=" + start.Add(-32*24*time.Hour).Format(time.RFC3339), "from"},
+			{"?granularity=day&from=" + start.Add(-91*24*time.Hour).Format(time.RFC3339), "from"},
+			{"?limit=5", "limit"},
+		} {
+			h.fails(h.reader, "GET", "/v1/keys/"+k.ID+"/usage"+bad.query, nil, 400, "invalid_request", bad.param)
+		}
+		h.fails(h.reader, "GET", "/v1/keys/"+k.ID+"/requests?limit=51", nil, 400, "invalid_request", "limit")
+	})
+}

@@ -36,6 +36,7 @@ import (
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/embedded"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 // DemoTenant is the tenant the first start creates.
@@ -101,9 +102,13 @@ type Stack struct {
 	// Members sign in to the console (with Options.BaseURL); their
 	// passwords are new each start.
 	Members []DemoMember
+	// Usage counts the gateway's requests by key and minute into the
+	// store, as functions/usage does from the access log in AWS.
+	Usage *usage.Aggregator
 
 	store *embedded.Store
 	log   *slog.Logger
+	now   func() time.Time
 }
 
 // Schedules of the jobs as the local stack runs them (jobs.Schedules are
@@ -154,7 +159,8 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	// Committed audit entries become events, as the table's stream and the
 	// publisher function do in AWS: to the log and events.jsonl, from the
 	// store's outbox (runPublisher).
-	s := &Stack{store: st, log: o.Logger, Events: &keyevents.File{Path: filepath.Join(o.DataDir, eventsFile), Logger: o.Logger}}
+	s := &Stack{store: st, log: o.Logger, now: o.Now, Events: &keyevents.File{Path: filepath.Join(o.DataDir, eventsFile), Logger: o.Logger},
+		Usage: usage.NewAggregator(st, o.Logger)}
 	if err := s.build(ctx, o); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -229,7 +235,8 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	adminFunction := httpadapter.New(admin.FromAPIGateway(OperatorRole,
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminFunctionHandler.ServeHTTP(w, r) }))).ProxyWithContext
 	gw, err := gateway.New(gateway.Config{Routes: routes, Gateway: s.Gateway, Authorizer: authz, Admin: adminFunction,
-		Upstream: upstream, OperatorToken: s.OperatorToken, OperatorARN: OperatorSession, Now: o.Now, Logger: o.Logger})
+		Upstream: upstream, OperatorToken: s.OperatorToken, OperatorARN: OperatorSession, Now: o.Now, Logger: o.Logger,
+		Usage: s.Usage.Observe})
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
@@ -407,6 +414,7 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	background(s.runPublisher)
 	background(s.dropExpired)
 	background(s.flushDecisions)
+	background(s.flushUsage)
 	defer jobsDone.Wait()
 	defer stopJobs()
 	select {
@@ -427,10 +435,27 @@ func (s *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	// leaves nothing in the outbox; a crash leaves it for the next start.
 	stopJobs()
 	jobsDone.Wait()
+	if err := s.Usage.Flush(shutdownCtx, s.now(), true); err != nil {
+		s.log.Error("writing the last minute's usage failed", "error", err)
+	}
 	if err := s.PublishEvents(shutdownCtx); err != nil {
 		s.log.Error("publishing the last events failed; they are published at the next start", "error", err)
 	}
 	return nil
+}
+
+// UsageFlushInterval is how often the local stack writes the minutes of
+// usage that have ended: a request shows in its key's usage within a
+// minute and this.
+const UsageFlushInterval = 5 * time.Second
+
+// flushUsage writes each minute of usage once it has ended.
+func (s *Stack) flushUsage(ctx context.Context) {
+	repeat(ctx, UsageFlushInterval, func() {
+		if err := s.Usage.Flush(ctx, s.now(), false); err != nil {
+			s.log.Error("writing usage failed; retried at the next flush", "error", err)
+		}
+	})
 }
 
 // flushDecisions writes the authorizer's batch of allowed decisions once

@@ -380,6 +380,8 @@ type Store interface {
 	// done: a change that completed it (Change.Idempotency) happened, and
 	// its answer must be replayed, not its effect repeated.
 	DeleteIdempotency(ctx context.Context, r Idempotency) error
+
+	UsageStore
 }
 
 // Effective returns k with the status it has at now: a key past its expiry

@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/policy"
 )
 
@@ -90,6 +91,7 @@ func (g *Gateway) authorize(c *call) {
 		}
 	}
 	c.principal = resp.PrincipalID
+	c.tenant, _ = resp.Context[authorizer.ContextTenantID].(string)
 	// The context as $context.authorizer.* variables, for a gateway
 	// response's template.
 	vars := func() map[string]string {

@@ -74,9 +74,11 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/keyward/keyward/pkg/accesslog"
+	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/route"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 // Authorizer is the Lambda REQUEST authorizer's handler
@@ -115,6 +117,9 @@ type Config struct {
 	Region, AccountID, APIID, Stage string
 	Now                             func() time.Time
 	Logger                          *slog.Logger
+	// Usage, if set, receives every request served with a key, as the
+	// stage's access log feeds functions/usage in AWS.
+	Usage func(usage.Request)
 }
 
 // API Gateway's limits, which the emulation enforces.
@@ -197,6 +202,7 @@ type call struct {
 	params    map[string]string // the route's path parameters
 	matched   bool
 	principal string // the authorizer's principalId, for the access log
+	tenant    string // the authorizer's tenant_id, for the usage
 	rendered  string // the gateway response type, when the gateway answered
 }
 
@@ -220,12 +226,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c.matched {
 		routeName = c.route.Method + " " + c.route.Path
 	}
+	latency := g.cfg.Now().Sub(start)
 	// Never a header: the Authorization header is a credential.
 	g.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "gateway request",
 		slog.String("request_id", c.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.String("route", routeName), slog.Int("status", c.w.Status), slog.String("gateway_response", c.rendered),
 		slog.String("principal", c.principal), slog.String("source_ip", c.sourceIP),
-		slog.Float64("latency_ms", float64(g.cfg.Now().Sub(start).Microseconds())/1000))
+		slog.Float64("latency_ms", float64(latency.Microseconds())/1000))
+	if id, ok := strings.CutPrefix(c.principal, apikey.PublicID("")); ok && g.cfg.Usage != nil && c.tenant != "" {
+		g.cfg.Usage(usage.Request{Time: start, KeyID: id, TenantID: c.tenant, Method: r.Method, Route: c.route.Path,
+			Status: c.w.Status, SourceIP: c.sourceIP, Latency: latency})
+	}
 }
 
 func (g *Gateway) serve(c *call) {

@@ -26,6 +26,7 @@ import (
 	"github.com/keyward/keyward/pkg/localstack/gateway"
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 var t0 = time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
@@ -963,5 +964,30 @@ func TestProxyTimesOut(t *testing.T) {
 	w := h.get("/invoices")
 	if w.Code != http.StatusGatewayTimeout || time.Since(start) < timeout || !strings.Contains(h.logs.String(), "INTEGRATION_TIMEOUT") {
 		t.Fatalf("slow upstream: %d %s after %v", w.Code, w.Body, time.Since(start))
+	}
+}
+
+// TestUsageOfKeyRequests: every request served with a key, allowed or
+// denied, reaches the usage with its key, tenant, route (the resource
+// path, not the request's), status, address and latency; a request
+// without a key, or refused before a decision, does not.
+func TestUsageOfKeyRequests(t *testing.T) {
+	var got []usage.Request
+	h := newHarness(t, func(c *gateway.Config) {
+		c.Gateway.Authorizer.CacheTTLSeconds = 0
+		c.Usage = func(r usage.Request) { got = append(got, r) }
+	})
+	wantResponse(t, h.do("GET", "/invoices/inv_1?limit=2", "203.0.113.9:5555", nil), 200, "")
+	h.authz.answer = decision(nil, []string{"*"}, nil)
+	wantResponse(t, h.do("GET", "/invoices/inv_2", "203.0.113.9:5555", nil), 403, "")
+	h.authz.answer = fail(errors.New("Unauthorized"))
+	wantResponse(t, h.do("GET", "/invoices", "203.0.113.9:5555", nil), 401, unauthorizedBody)
+	wantResponse(t, h.get("/nope"), 404, notFoundBody)
+	if len(got) != 2 {
+		t.Fatalf("usage of %d requests, want the allowed and the denied one: %+v", len(got), got)
+	}
+	want := usage.Request{Time: t0, KeyID: "AbCdEfGhIjKl", TenantID: "acme", Method: "GET", Route: "/invoices/{id}", Status: 200, SourceIP: "203.0.113.9"}
+	if got[0] != want || got[1].Status != 403 {
+		t.Fatalf("usage %+v, want %+v then a 403", got, want)
 	}
 }

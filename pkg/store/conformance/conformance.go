@@ -56,6 +56,9 @@ func Run(t *testing.T, open Opener) {
 		{"ScanKeys", testScanKeys},
 		{"RetirePepper", testRetirePepper},
 		{"Checkpoints", testCheckpoints},
+		{"Usage", testUsage},
+		{"UsageConcurrent", testUsageConcurrent},
+		{"UsageExpiry", testUsageExpiry},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -65,9 +65,10 @@ var (
 	bOutbox      = []byte("outbox")      // sequence, 8 bytes big-endian → audit entry not yet published
 	bUsagePlans  = []byte("usage_plans") // rate-limit identity → tier (the local stand-in for API Gateway's API keys)
 	bMemberKeys  = []byte("member_keys") // tenant \0 member → how many keys the member created (store.MemberKeyCount)
+	bUsage       = []byte("usage")       // key id \0 store.SortTime(hour) → store.UsageHour
 
 	allBuckets = [][]byte{bMeta, bKeys, bTenantKeys, bExpiry, bTenants, bPeppers, bAudit, bAuditKeys, bIdempotency,
-		bCheckpoints, bTTL, bOutbox, bUsagePlans, bMemberKeys}
+		bCheckpoints, bTTL, bOutbox, bUsagePlans, bMemberKeys, bUsage}
 	metaFormat = []byte("format")
 	// metaJournalImported is set by the transaction that imports an
 	// earlier version's journal (ImportJournal).

@@ -137,6 +137,12 @@ func (s *Store) drop(tx *bolt.Tx, bucket, key []byte) error {
 				return err
 			}
 		}
+	case bytes.Equal(bucket, bUsage):
+		var h store.UsageHour
+		ok, err := s.get(tx, bUsage, key, &h)
+		if err != nil || !ok || !expired(usageExpiry(h.Hour), now) {
+			return err
+		}
 	case bytes.Equal(bucket, bIdempotency):
 		var r store.Idempotency
 		ok, err := s.get(tx, bIdempotency, key, &r)

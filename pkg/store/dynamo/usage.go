@@ -1,0 +1,135 @@
+package dynamo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/keyward/keyward/pkg/clock"
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// A key's usage is one item per hour in the key's own usage partition,
+// apart from the key item so that the usage writes never contend with the
+// key's, and outside the stream filter's audit prefix.
+func usagePK(keyID string) string          { return "USAGE#" + keyID }
+func usageSK(hour time.Time) string        { return "H#" + store.SortTime(hour) }
+func usageExpiry(hour time.Time) time.Time { return hour.Add(time.Hour + store.UsageRetention) }
+
+// attrUsage holds the hour as JSON: read, added to and written whole
+// (store.AddToHour), which keeps both backends' arithmetic one.
+const attrUsage = "usage"
+
+// usageAttempts bounds AddUsage's optimistic retries: processes adding
+// the same key's minute at once.
+const usageAttempts = 8
+
+// AddUsage implements store.UsageStore: a strongly consistent read, the
+// minute added, and a write conditional on the revision read. One write
+// per key and minute per process (package usage), whose size is the
+// hour's: a few KB at most (store.MaxRecent, store.MaxHourNetworks).
+func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) error {
+	if err := store.CheckUsageMinute(m); err != nil {
+		return err
+	}
+	hour := m.Minute.UTC().Truncate(time.Hour)
+	key := primaryKey(usagePK(m.KeyID), usageSK(hour))
+	for attempt := range usageAttempts {
+		if attempt > 0 {
+			// Apart, so that writers who collided do not again.
+			backoff := time.Duration(attempt) * 10 * time.Millisecond
+			if err := clock.Sleep(ctx, backoff+rand.N(backoff)); err != nil {
+				return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+			}
+		}
+		it, err := s.get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+		}
+		var h store.UsageHour
+		var rev int64
+		var x expr
+		var cond string
+		if it == nil {
+			cond = x.notExists(AttrPK)
+		} else {
+			if h, rev, err = decodeUsage(it); err != nil {
+				return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+			}
+			if h.TenantID != m.TenantID {
+				return fmt.Errorf("dynamo: usage of key %s is tenant %s's, not %s: %w", m.KeyID, h.TenantID, m.TenantID, store.ErrConflict)
+			}
+			cond = x.cmp(attrRevision, "=", num(rev))
+		}
+		raw, err := json.Marshal(store.AddToHour(h, m))
+		if err != nil {
+			return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+		}
+		e := encoder(primaryKey(usagePK(m.KeyID), usageSK(hour))) // not key, which GetItem reads again
+		e.str(attrTenantID, m.TenantID)
+		e.str(attrUsage, string(raw))
+		e.int(attrRevision, rev+1)
+		e[AttrTTL] = ttl(usageExpiry(hour))
+		failed, err := s.putItem(ctx, item(e), &x, cond)
+		if err != nil {
+			return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+		}
+		if !failed {
+			return nil
+		}
+	}
+	return fmt.Errorf("dynamo: add usage of key %s: %d attempts lost to concurrent writers: %w", m.KeyID, usageAttempts, store.ErrConflict)
+}
+
+func decodeUsage(it item) (store.UsageHour, int64, error) {
+	d := decoder{it: it}
+	raw, rev := d.str(attrUsage), d.int(attrRevision)
+	if d.err != nil {
+		return store.UsageHour{}, 0, fmt.Errorf("%w: usage item: %v", store.ErrCorrupt, d.err)
+	}
+	var h store.UsageHour
+	if err := json.Unmarshal([]byte(raw), &h); err != nil {
+		return store.UsageHour{}, 0, fmt.Errorf("%w: usage item: %v", store.ErrCorrupt, err)
+	}
+	return h, rev, nil
+}
+
+// ListUsage implements store.UsageStore with one query of the key's usage
+// partition. DynamoDB deletes expired items only eventually (TTL), so
+// expired hours are left out here.
+func (s *Store) ListUsage(ctx context.Context, keyID string, from, to time.Time) ([]store.UsageHour, error) {
+	var x expr
+	cond := x.cmp(AttrPK, "=", str(usagePK(keyID))) + " AND " + x.name(AttrSK) + " BETWEEN " +
+		x.value(str(usageSK(from.UTC().Truncate(time.Hour)))) + " AND " + x.value(str(usageSK(to.UTC())))
+	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+		TableName:                 s.table,
+		KeyConditionExpression:    aws.String(cond),
+		ExpressionAttributeNames:  x.names,
+		ExpressionAttributeValues: x.values,
+		ConsistentRead:            aws.Bool(true),
+	})
+	now := s.now()
+	var out []store.UsageHour
+	for pages.HasMorePages() && len(out) < store.MaxUsageHours {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("dynamo: list usage of key %s: %w", keyID, err)
+		}
+		for _, it := range page.Items {
+			h, _, err := decodeUsage(it)
+			if err != nil {
+				return nil, fmt.Errorf("dynamo: list usage of key %s: %w", keyID, err)
+			}
+			if !h.Hour.Before(to) || !usageExpiry(h.Hour).After(now) || len(out) == store.MaxUsageHours {
+				continue
+			}
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// UsageStore keeps keys' usage (package usage): one item per key and hour,
+// to which the usage aggregator of every process adds what it saw of the
+// key in a minute. Hours expire UsageRetention after they end.
+type UsageStore interface {
+	// AddUsage adds m to its key's hour: counts add up, networks join
+	// (up to MaxHourNetworks), first and last seen widen, and the recent
+	// requests are the newest MaxRecent of the hour's and m's.
+	AddUsage(ctx context.Context, m UsageMinute) error
+	// ListUsage returns the key's hours that overlap [from, to), oldest
+	// first, at most MaxUsageHours of them, none expired.
+	ListUsage(ctx context.Context, keyID string, from, to time.Time) ([]UsageHour, error)
+}
+
+// Bounds of the usage data.
+const (
+	// UsageRetention is how long an hour is kept after it ends.
+	UsageRetention = 90 * 24 * time.Hour
+	// MaxUsageHours bounds one ListUsage: 31 days.
+	MaxUsageHours = 31 * 24
+	// MaxRecent bounds the recent requests kept per key and hour.
+	MaxRecent = 10
+	// MaxHourNetworks bounds the distinct client networks kept per key
+	// and hour: an hour item stays a few KB (a write unit per KB).
+	MaxHourNetworks = 32
+)
+
+// UsageCounts are requests by status class.
+type UsageCounts struct {
+	OK          int64 `json:"2xx"` // below 400
+	ClientError int64 `json:"4xx"` // 4xx but 429
+	Throttled   int64 `json:"429"`
+	ServerError int64 `json:"5xx"`
+}
+
+// Add returns c plus o.
+func (c UsageCounts) Add(o UsageCounts) UsageCounts {
+	return UsageCounts{c.OK + o.OK, c.ClientError + o.ClientError, c.Throttled + o.Throttled, c.ServerError + o.ServerError}
+}
+
+// Total is every request counted.
+func (c UsageCounts) Total() int64 { return c.OK + c.ClientError + c.Throttled + c.ServerError }
+
+// Count adds one request answered with status.
+func (c *UsageCounts) Count(status int) {
+	switch {
+	case status == 429:
+		c.Throttled++
+	case status >= 500:
+		c.ServerError++
+	case status >= 400:
+		c.ClientError++
+	default:
+		c.OK++
+	}
+}
+
+// RecentRequest is one request as the usage keeps it: never a header, a
+// query string or a body.
+type RecentRequest struct {
+	Time      time.Time `json:"time"`
+	Method    string    `json:"method"`
+	Route     string    `json:"route"`
+	Status    int       `json:"status"`
+	SourceIP  string    `json:"source_ip"`
+	LatencyMS float64   `json:"latency_ms"`
+}
+
+// UsageMinute is what one process saw of one key in one minute.
+type UsageMinute struct {
+	KeyID    string
+	TenantID string
+	Minute   time.Time // UTC, truncated to the minute
+	Counts   UsageCounts
+	// Networks are the distinct client networks (see package usage).
+	Networks    []string
+	First, Last time.Time
+	// Recent are the newest requests, oldest first, at most MaxRecent.
+	Recent []RecentRequest
+}
+
+// UsageHour is a key's usage in one hour: the minutes added to it.
+type UsageHour struct {
+	KeyID    string
+	TenantID string
+	Hour     time.Time // UTC, truncated to the hour
+	Counts   UsageCounts
+	// Minutes are the counts by minute of the hour (0 to 59), for the
+	// minutes with any.
+	Minutes     map[int]UsageCounts
+	Networks    []string // sorted, at most MaxHourNetworks
+	First, Last time.Time
+	Recent      []RecentRequest // oldest first, at most MaxRecent
+}
+
+// CheckUsageMinute refuses a minute no backend may store.
+func CheckUsageMinute(m UsageMinute) error {
+	switch {
+	case m.KeyID == "" || m.TenantID == "":
+		return errors.New("store: usage needs a key and a tenant")
+	case m.Minute.IsZero() || !m.Minute.Equal(m.Minute.Truncate(time.Minute)):
+		return fmt.Errorf("store: usage minute %v is not a whole minute", m.Minute)
+	case m.Counts.Total() <= 0 || m.Counts.OK < 0 || m.Counts.ClientError < 0 || m.Counts.Throttled < 0 || m.Counts.ServerError < 0:
+		return errors.New("store: usage counts must be positive")
+	case len(m.Recent) > MaxRecent || len(m.Networks) > MaxHourNetworks:
+		return errors.New("store: too many recent requests or networks")
+	}
+	return nil
+}
+
+// AddToHour adds m to h, as AddUsage does: the embedded backend's
+// arithmetic, and the reference for the DynamoDB backend's update.
+func AddToHour(h UsageHour, m UsageMinute) UsageHour {
+	h.KeyID, h.TenantID, h.Hour = m.KeyID, m.TenantID, m.Minute.UTC().Truncate(time.Hour)
+	h.Counts = h.Counts.Add(m.Counts)
+	if h.Minutes == nil {
+		h.Minutes = map[int]UsageCounts{}
+	}
+	minute := m.Minute.UTC().Minute()
+	h.Minutes[minute] = h.Minutes[minute].Add(m.Counts)
+	h.Networks = JoinNetworks(h.Networks, m.Networks)
+	if h.First.IsZero() || (!m.First.IsZero() && m.First.Before(h.First)) {
+		h.First = m.First
+	}
+	if m.Last.After(h.Last) {
+		h.Last = m.Last
+	}
+	h.Recent = NewestRecent(h.Recent, m.Recent)
+	return h
+}
+
+// JoinNetworks is a (sorted, distinct) with the networks of b it lacks,
+// as many as fit in MaxHourNetworks: the first seen stay.
+func JoinNetworks(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if len(out) >= MaxHourNetworks {
+			break
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// NewestRecent is the newest MaxRecent requests of a and b, oldest first.
+func NewestRecent(a, b []RecentRequest) []RecentRequest {
+	out := slices.Concat(a, b)
+	slices.SortStableFunc(out, func(x, y RecentRequest) int { return x.Time.Compare(y.Time) })
+	if len(out) > MaxRecent {
+		out = out[len(out)-MaxRecent:]
+	}
+	return out
+}

@@ -1,0 +1,197 @@
+// Package usage counts what each key is used for: requests by status
+// class, the client networks they come from, first and last seen, and the
+// most recent requests. The gateway's access log feeds an Aggregator (in
+// AWS functions/usage, from the stage's access log; locally the gateway
+// in process), which adds what it saw of each key in each minute to the
+// key's hour in the store: at most one write per key and minute, whatever
+// the number of requests.
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keyward/keyward/pkg/store"
+)
+
+// Request is one request the gateway served with a key, as its access
+// log tells it: never a header, a query string or a body.
+type Request struct {
+	Time     time.Time
+	KeyID    string // the stored id, without "key_"
+	TenantID string
+	Method   string
+	Route    string // the route's resource path ("/invoices/{id}"), not the request's
+	Status   int
+	SourceIP string
+	Latency  time.Duration
+}
+
+// Network is the client network of an address, the unit in which usage
+// counts where a key is used from: its /24 (IPv4) or /48 (IPv6); "" for
+// what is not an address.
+func Network(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ""
+	}
+	a = a.Unmap()
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p.String()
+}
+
+// Writer stores what the aggregator saw (store.UsageStore).
+type Writer interface {
+	AddUsage(ctx context.Context, m store.UsageMinute) error
+}
+
+// MaxPending bounds the key-minutes an Aggregator holds between flushes;
+// requests for further ones are dropped, and counted as such.
+const MaxPending = 100_000
+
+// Aggregator sums requests by key and minute. Safe for concurrent use.
+type Aggregator struct {
+	w   Writer
+	log *slog.Logger
+
+	mu      sync.Mutex
+	pending map[pendingKey]*store.UsageMinute
+	dropped int
+}
+
+type pendingKey struct {
+	keyID  string
+	minute int64 // Unix minutes
+}
+
+// NewAggregator returns an Aggregator that writes to w.
+func NewAggregator(w Writer, log *slog.Logger) *Aggregator {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Aggregator{w: w, log: log, pending: map[pendingKey]*store.UsageMinute{}}
+}
+
+// Observe counts one request.
+func (a *Aggregator) Observe(r Request) {
+	if r.KeyID == "" || r.TenantID == "" || r.Time.IsZero() {
+		return
+	}
+	at := r.Time.UTC()
+	pk := pendingKey{r.KeyID, at.Unix() / 60}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.pending[pk]
+	if m == nil {
+		if len(a.pending) >= MaxPending {
+			a.dropped++
+			return
+		}
+		m = &store.UsageMinute{KeyID: r.KeyID, TenantID: r.TenantID, Minute: at.Truncate(time.Minute), First: at, Last: at}
+		a.pending[pk] = m
+	}
+	if m.TenantID != r.TenantID {
+		return // a key belongs to one tenant; the store refuses the other
+	}
+	m.Counts.Count(r.Status)
+	if at.Before(m.First) {
+		m.First = at
+	}
+	if at.After(m.Last) {
+		m.Last = at
+	}
+	if n := Network(r.SourceIP); n != "" && len(m.Networks) < store.MaxHourNetworks && !slices.Contains(m.Networks, n) {
+		m.Networks = append(m.Networks, n)
+	}
+	// The newest requests, in the order they come (mostly the order they
+	// were served in; Flush sorts them).
+	rr := store.RecentRequest{Time: at, Method: r.Method, Route: r.Route, Status: r.Status, SourceIP: r.SourceIP,
+		LatencyMS: float64(r.Latency.Microseconds()) / 1000}
+	if len(m.Recent) < store.MaxRecent {
+		m.Recent = append(m.Recent, rr)
+	} else {
+		copy(m.Recent, m.Recent[1:])
+		m.Recent[len(m.Recent)-1] = rr
+	}
+}
+
+// flushers bounds the writes one Flush has in flight: a minute of many
+// active keys is written in parallel, without flooding the store.
+const flushers = 16
+
+// Flush writes every minute that ended before now (every minute held, if
+// all): one write per key and minute. A minute whose write fails is kept
+// for the next flush; the error names how many failed.
+func (a *Aggregator) Flush(ctx context.Context, now time.Time, all bool) error {
+	current := now.UTC().Unix() / 60
+	a.mu.Lock()
+	var due []*store.UsageMinute
+	for pk, m := range a.pending {
+		if all || pk.minute < current {
+			due = append(due, m)
+			delete(a.pending, pk)
+		}
+	}
+	dropped := a.dropped
+	a.dropped = 0
+	a.mu.Unlock()
+	if dropped > 0 {
+		a.log.WarnContext(ctx, "usage: requests not counted: too many keys in too few minutes", "requests", dropped, "max_pending", MaxPending)
+	}
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		errs  []error
+		slots = make(chan struct{}, flushers)
+	)
+	for _, m := range due {
+		slices.Sort(m.Networks)
+		m.Recent = store.NewestRecent(nil, m.Recent)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := a.w.AddUsage(ctx, *m); err != nil {
+				errMu.Lock()
+				errs = append(errs, fmt.Errorf("key %s, minute %s: %w", m.KeyID, m.Minute.Format(time.RFC3339), err))
+				errMu.Unlock()
+				a.keep(m)
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("usage: %d of %d minutes not written: %w", len(errs), len(due), errors.Join(errs...))
+	}
+	return nil
+}
+
+// keep puts a minute whose write failed back, merged with any requests
+// of the same key and minute counted since.
+func (a *Aggregator) keep(m *store.UsageMinute) {
+	pk := pendingKey{m.KeyID, m.Minute.Unix() / 60}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if now := a.pending[pk]; now != nil {
+		now.Counts = now.Counts.Add(m.Counts)
+		now.Networks = store.JoinNetworks(now.Networks, m.Networks)
+		now.Recent = store.NewestRecent(now.Recent, m.Recent)
+		if m.First.Before(now.First) {
+			now.First = m.First
+		}
+		if m.Last.After(now.Last) {
+			now.Last = m.Last
+		}
+		return
+	}
+	a.pending[pk] = m
+}
