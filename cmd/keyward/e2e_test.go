@@ -30,7 +30,7 @@ import (
 // Key: all required, no others).
 var keyFields = []string{"id", "object", "name", "description", "display", "environment", "scopes", "status",
 	"created_at", "created_by", "expires_at", "last_used_at", "revoked_at", "allowed_ips", "allowed_origins",
-	"allow_browser_writes", "rate_limit", "replaces", "replaced_by", "metadata"}
+	"allow_browser_writes", "contact", "rate_limit", "replaces", "replaced_by", "metadata"}
 
 func wantKeyShape(t *testing.T, what string, k map[string]any) {
 	t.Helper()

@@ -30,8 +30,8 @@ var rank = map[string]int{
 	// types.
 	"pkg/clock": 0, "pkg/accesslog": 0, "pkg/scope": 0, "pkg/policy": 0, "pkg/origin": 0, "pkg/apikey": 0, "pkg/store": 0,
 	// Configuration, and the adapters to what is outside the process.
-	"pkg/config": 1, "pkg/pepper": 1, "pkg/store/dynamo": 1, "pkg/store/embedded": 1, "pkg/apigw": 1, "pkg/usage": 1,
-	"pkg/route": 2,
+	"pkg/config": 1, "pkg/pepper": 1, "pkg/store/dynamo": 1, "pkg/store/embedded": 1, "pkg/apigw": 1,
+	"pkg/route": 2, "pkg/usage": 2,
 	// The domain.
 	"pkg/lifecycle": 3, "pkg/authorizer": 3, "pkg/keyevents": 3,
 	"pkg/leaks": 4, "pkg/jobs": 4, "pkg/ratelimits": 4,

@@ -872,7 +872,7 @@ func TestUsage(t *testing.T) {
 			m := store.UsageMinute{KeyID: id, TenantID: "acme", Minute: at.Truncate(time.Minute), Counts: store.UsageCounts{OK: 2, Throttled: int64(i)},
 				Networks: []string{"203.0.113.0/24"}, First: at, Last: at,
 				Recent: []store.RecentRequest{{Time: at, Method: "GET", Route: "/invoices/{id}", Status: 200, SourceIP: "203.0.113.9", LatencyMS: 3}}}
-			if err := h.st.AddUsage(t.Context(), m); err != nil {
+			if _, err := h.st.AddUsage(t.Context(), m); err != nil {
 				t.Fatal(err)
 			}
 		}

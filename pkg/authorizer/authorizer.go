@@ -105,6 +105,10 @@ type Config struct {
 	Decisions io.Writer
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// WrongSecret, if set, learns of each refusal of a well-formed token
+	// naming a real key with a wrong secret (the usage's invalid-secret
+	// rule); in AWS the decision log's line carries the same.
+	WrongSecret func(keyID, tenantID string, at time.Time)
 }
 
 // Authorizer makes decisions. It is safe for concurrent use.
@@ -285,7 +289,10 @@ func (a *Authorizer) Authorize(ctx context.Context, req events.APIGatewayCustomA
 			err: fmt.Errorf("the decision took %v, more than %v", took, MaxDecisionAge)}
 	}
 	if a.log != nil {
-		a.log.record(d, req.RequestContext.RequestID, req.HTTPMethod, req.Resource, end, took)
+		a.log.record(d, req.RequestContext.RequestID, req.HTTPMethod, req.Resource, req.RequestContext.Identity.SourceIP, end, took)
+	}
+	if d.reason == ReasonWrongSecret && a.cfg.WrongSecret != nil {
+		a.cfg.WrongSecret(d.keyID, d.tenantID, start)
 	}
 	switch d.outcome {
 	case "unauthorized":

@@ -749,3 +749,29 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 		}
 	})
 }
+
+// TestWrongSecretHook: a well-formed token naming a real key with a wrong
+// secret is reported with the key and its tenant; a right secret, an
+// unknown key or a malformed token is not.
+func TestWrongSecretHook(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		var got []string
+		format, _ := apikey.NewFormat("sk")
+		a, err := authorizer.New(authorizer.Config{Store: e.st, Peppers: e.ring, Format: format, Routes: e.routes, Gateway: e.gw, Now: e.clk.Now,
+			WrongSecret: func(keyID, tenantID string, at time.Time) {
+				got = append(got, keyID+" "+tenantID+" "+at.Format(time.RFC3339))
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a = a
+		k := e.key(lifecycle.CreateParams{})
+		tok := k.Token.Plain()
+		e.wantAllow(event(t, "authorizer-bearer.json", tok, ""))
+		e.wantUnauthorized(event(t, "authorizer-bearer.json", forge(tok[:20]+strings.Repeat("Z", 32)), ""))
+		e.wantUnauthorized(event(t, "authorizer-bearer.json", "sk_live_nonsense", ""))
+		if want := k.Key.ID + " acme " + e.clk.Now().Format(time.RFC3339); len(got) != 1 || got[0] != want {
+			t.Fatalf("reported %q, want [%q]", got, want)
+		}
+	})
+}

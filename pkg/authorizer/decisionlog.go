@@ -47,7 +47,7 @@ func newDecisionLog(w io.Writer, now func() time.Time) *decisionLog {
 
 // record writes d's line, or adds an allowed decision to the batch; now
 // is when the decision was made.
-func (l *decisionLog) record(d decision, requestID, method, resource string, now time.Time, took time.Duration) {
+func (l *decisionLog) record(d decision, requestID, method, resource, sourceIP string, now time.Time, took time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.allowed > 0 && now.Sub(l.first) >= MaxBatchAge {
@@ -82,6 +82,9 @@ func (l *decisionLog) record(d decision, requestID, method, resource string, now
 	if d.keyID != "" {
 		b = appendField(b, "key_id", apikey.PublicID(d.keyID))
 		b = appendField(b, "tenant_id", d.tenantID)
+		// Where attempts on a real key come from (functions/usage
+		// reads wrong secrets from these lines).
+		b = appendField(b, "source_ip", sourceIP)
 	}
 	if d.err != nil {
 		b = appendField(b, "error", d.err.Error())

@@ -126,6 +126,8 @@ type Gateway struct {
 	// Browser is the browser endpoint's CORS (BrowserPath). Every
 	// response the gateway makes carries its CORSHeaders.
 	Browser Browser `json:"browser"`
+	// Alerts are the suspicious-use rules' thresholds.
+	Alerts Alerts `json:"alerts"`
 }
 
 // GatewayResponseTypes are the response types keyward renders, each of
@@ -251,6 +253,9 @@ func (g Gateway) Validate() error {
 	// would let a key with an IP allow-list be used from another address.
 	if a.CacheTTLSeconds > 0 && !slices.Contains(a.IdentitySources, IdentitySourceIP) {
 		return fmt.Errorf("config: with caching on, identity sources must include %s", IdentitySourceIP)
+	}
+	if err := g.AlertRules().Validate(); err != nil {
+		return err
 	}
 	if g.UsageIdentity != UsagePerKey && g.UsageIdentity != UsagePerTenant {
 		return fmt.Errorf("config: usage_identity %q must be %q or %q", g.UsageIdentity, UsagePerKey, UsagePerTenant)

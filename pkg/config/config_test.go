@@ -169,3 +169,29 @@ func TestPreflightHeaders(t *testing.T) {
 		t.Errorf("CORS headers %v", c)
 	}
 }
+
+// TestAlerts: a gateway file without alerts gets the defaults; one with
+// thresholds that would alert on everything or never is refused.
+func TestAlerts(t *testing.T) {
+	g, err := LoadGateway()
+	if err != nil || g.AlertRules() != DefaultAlerts {
+		t.Fatalf("%v: %+v", err, g.AlertRules())
+	}
+	for _, bad := range []Alerts{
+		{LearningHours: 1, NetworkMemoryDays: 1, SpikeFactor: 10, SpikeFloor: 1, InvalidSecrets: 1, InvalidSecretMinutes: 1, OldKeyMinutes: 1, NetworkBitsV4: 33, NetworkBitsV6: 48},
+		{LearningHours: 1, NetworkMemoryDays: 0, SpikeFactor: 10, SpikeFloor: 1, InvalidSecrets: 1, InvalidSecretMinutes: 1, OldKeyMinutes: 1, NetworkBitsV4: 24, NetworkBitsV6: 48},
+		{LearningHours: 1, NetworkMemoryDays: 1, SpikeFactor: 1, SpikeFloor: 1, InvalidSecrets: 1, InvalidSecretMinutes: 1, OldKeyMinutes: 1, NetworkBitsV4: 24, NetworkBitsV6: 48},
+		{LearningHours: 1, NetworkMemoryDays: 1, SpikeFactor: 10, SpikeFloor: 1, InvalidSecrets: 0, InvalidSecretMinutes: 1, OldKeyMinutes: 1, NetworkBitsV4: 24, NetworkBitsV6: 48},
+		{LearningHours: 1, NetworkMemoryDays: 1, SpikeFactor: 10, SpikeFloor: 1, InvalidSecrets: 1, InvalidSecretMinutes: 1, OldKeyMinutes: 0, NetworkBitsV4: 24, NetworkBitsV6: 48},
+	} {
+		g.Alerts = bad
+		if err := g.Validate(); err == nil {
+			t.Errorf("accepted %+v", bad)
+		}
+	}
+	g.Alerts = Alerts{LearningHours: 0, NetworkMemoryDays: 1, SpikeFactor: 2, SpikeFloor: 1, InvalidSecrets: 1, InvalidSecretMinutes: 1, OldKeyMinutes: 1,
+		NetworkBitsV4: 32, NetworkBitsV6: 128}
+	if err := g.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -51,6 +51,24 @@ func (s *Service) Notify(ctx context.Context, actor Actor, k store.Key, notice, 
 	return s.applyOnce(ctx, store.Change{Keys: []store.KeyWrite{{Key: k, ExpectedRevision: rev}}, Audit: []store.AuditEntry{entry}})
 }
 
+// Alert records a suspicious use of k (package usage's rules): an audit
+// entry, and so an event, with the evidence in details and the contact
+// that applies. The key itself does not change.
+func (s *Service) Alert(ctx context.Context, k store.Key, action string, details map[string]string) error {
+	details, err := s.withContact(ctx, k, details)
+	if err != nil {
+		return err
+	}
+	entry, err := s.audit(action, k, Actor{ID: "usage"}, s.now().UTC(), details)
+	if err != nil {
+		return err
+	}
+	if err := s.store.Apply(ctx, store.Change{Audit: []store.AuditEntry{entry}}); err != nil {
+		return fmt.Errorf("lifecycle: recording %s: %w", action, err)
+	}
+	return nil
+}
+
 // withContact returns details with the address to reach about k, for its
 // event: the key's contact, else its tenant's; neither, no address.
 func (s *Service) withContact(ctx context.Context, k store.Key, details map[string]string) (map[string]string, error) {

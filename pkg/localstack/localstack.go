@@ -159,8 +159,7 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	// Committed audit entries become events, as the table's stream and the
 	// publisher function do in AWS: to the log and events.jsonl, from the
 	// store's outbox (runPublisher).
-	s := &Stack{store: st, log: o.Logger, now: o.Now, Events: &keyevents.File{Path: filepath.Join(o.DataDir, eventsFile), Logger: o.Logger},
-		Usage: usage.NewAggregator(st, o.Logger)}
+	s := &Stack{store: st, log: o.Logger, now: o.Now, Events: &keyevents.File{Path: filepath.Join(o.DataDir, eventsFile), Logger: o.Logger}}
 	if err := s.build(ctx, o); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -222,8 +221,10 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 		s.OperatorToken = "op_" + s.OperatorToken
 	}
 
+	svc := lifecycle.New(s.store, ring, format, lifecycle.WithClock(o.Now))
+	s.Usage = usage.NewAggregator(s.store, &usage.Rules{Store: s.store, Alert: svc, Config: s.Gateway.AlertRules()}, o.Logger)
 	authz, err := authorizer.New(authorizer.Config{Store: s.store, Peppers: ring, Format: format, Routes: routes,
-		Gateway: s.Gateway, Decisions: o.Decisions, Logger: o.Logger, Now: o.Now})
+		Gateway: s.Gateway, Decisions: o.Decisions, Logger: o.Logger, Now: o.Now, WrongSecret: s.Usage.ObserveInvalidSecret})
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
@@ -244,7 +245,6 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)
 	}
-	svc := lifecycle.New(s.store, ring, format, lifecycle.WithClock(o.Now))
 	leakResponse := admin.Leaks{Responder: leaks.Responder{Keys: svc, Store: s.store, Peppers: ring, Format: format,
 		Policy: cmp.Or(o.LeakPolicy, leaks.Revoke)}}
 	if o.GitHubKeysFile != "" {

@@ -12,13 +12,15 @@ import (
 // to which the usage aggregator of every process adds what it saw of the
 // key in a minute. Hours expire UsageRetention after they end.
 type UsageStore interface {
-	// AddUsage adds m to its key's hour: counts add up, networks join
-	// (up to MaxHourNetworks), first and last seen widen, and the recent
-	// requests are the newest MaxRecent of the hour's and m's.
-	AddUsage(ctx context.Context, m UsageMinute) error
+	// AddUsage adds m to its key's hour and returns the hour as written:
+	// counts add up, networks join (up to MaxHourNetworks), first and last
+	// seen widen, and the recent requests are the newest MaxRecent of the
+	// hour's and m's.
+	AddUsage(ctx context.Context, m UsageMinute) (UsageHour, error)
 	// ListUsage returns the key's hours that overlap [from, to), oldest
 	// first, at most MaxUsageHours of them, none expired.
 	ListUsage(ctx context.Context, keyID string, from, to time.Time) ([]UsageHour, error)
+	KeyWatches
 }
 
 // Bounds of the usage data.
@@ -34,20 +36,24 @@ const (
 	MaxHourNetworks = 32
 )
 
-// UsageCounts are requests by status class.
+// UsageCounts are requests by status class, and the authorizer's
+// refusals of a wrong secret for the key (401s, which the gateway's log
+// cannot tie to a key).
 type UsageCounts struct {
-	OK          int64 `json:"2xx"` // below 400
-	ClientError int64 `json:"4xx"` // 4xx but 429
-	Throttled   int64 `json:"429"`
-	ServerError int64 `json:"5xx"`
+	OK            int64 `json:"2xx"` // below 400
+	ClientError   int64 `json:"4xx"` // 4xx but 429
+	Throttled     int64 `json:"429"`
+	ServerError   int64 `json:"5xx"`
+	InvalidSecret int64 `json:"invalid_secret"`
 }
 
 // Add returns c plus o.
 func (c UsageCounts) Add(o UsageCounts) UsageCounts {
-	return UsageCounts{c.OK + o.OK, c.ClientError + o.ClientError, c.Throttled + o.Throttled, c.ServerError + o.ServerError}
+	return UsageCounts{c.OK + o.OK, c.ClientError + o.ClientError, c.Throttled + o.Throttled, c.ServerError + o.ServerError,
+		c.InvalidSecret + o.InvalidSecret}
 }
 
-// Total is every request counted.
+// Total is every request served with the key (not the wrong secrets).
 func (c UsageCounts) Total() int64 { return c.OK + c.ClientError + c.Throttled + c.ServerError }
 
 // Count adds one request answered with status.
@@ -109,7 +115,8 @@ func CheckUsageMinute(m UsageMinute) error {
 		return errors.New("store: usage needs a key and a tenant")
 	case m.Minute.IsZero() || !m.Minute.Equal(m.Minute.Truncate(time.Minute)):
 		return fmt.Errorf("store: usage minute %v is not a whole minute", m.Minute)
-	case m.Counts.Total() <= 0 || m.Counts.OK < 0 || m.Counts.ClientError < 0 || m.Counts.Throttled < 0 || m.Counts.ServerError < 0:
+	case m.Counts.Total()+m.Counts.InvalidSecret <= 0 || m.Counts.OK < 0 || m.Counts.ClientError < 0 || m.Counts.Throttled < 0 ||
+		m.Counts.ServerError < 0 || m.Counts.InvalidSecret < 0:
 		return errors.New("store: usage counts must be positive")
 	case len(m.Recent) > MaxRecent || len(m.Networks) > MaxHourNetworks:
 		return errors.New("store: too many recent requests or networks")
@@ -162,4 +169,44 @@ func NewestRecent(a, b []RecentRequest) []RecentRequest {
 		out = out[len(out)-MaxRecent:]
 	}
 	return out
+}
+
+// KeyWatch is what the usage's suspicious-use rules (package usage)
+// remember of a key across processes: when it was first used, the client
+// networks it was used from, and the alerts sent, each with when. A write
+// is conditional on the revision read (0: none yet), so that of processes
+// seeing the same new network at once only one alerts.
+type KeyWatch struct {
+	KeyID    string
+	TenantID string
+	Since    time.Time            // the first use seen
+	Networks map[string]time.Time // network → last seen (to the day)
+	Alerts   map[string]time.Time // alert → when sent
+	Revision int64
+}
+
+// KeyWatches stores KeyWatch records; part of UsageStore.
+type KeyWatches interface {
+	// GetKeyWatch returns a key's record (ErrNotFound if none).
+	GetKeyWatch(ctx context.Context, keyID string) (KeyWatch, error)
+	// PutKeyWatch writes w if the stored revision is w.Revision (0: if
+	// there is none), as w.Revision+1; ErrConflict otherwise.
+	PutKeyWatch(ctx context.Context, w KeyWatch) error
+}
+
+// MaxWatchEntries bounds a KeyWatch's networks and alerts each: the
+// oldest go first.
+const MaxWatchEntries = 128
+
+// CheckKeyWatch refuses a record no backend may store.
+func CheckKeyWatch(w KeyWatch) error {
+	switch {
+	case w.KeyID == "" || w.TenantID == "":
+		return errors.New("store: a key watch needs a key and a tenant")
+	case len(w.Networks) > MaxWatchEntries || len(w.Alerts) > MaxWatchEntries:
+		return fmt.Errorf("store: a key watch holds at most %d networks and %d alerts", MaxWatchEntries, MaxWatchEntries)
+	case w.Revision < 0:
+		return errors.New("store: negative revision")
+	}
+	return nil
 }

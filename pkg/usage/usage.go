@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/store"
 )
 
@@ -34,25 +35,28 @@ type Request struct {
 }
 
 // Network is the client network of an address, the unit in which usage
-// counts where a key is used from: its /24 (IPv4) or /48 (IPv6); "" for
-// what is not an address.
-func Network(ip string) string {
+// counts where a key is used from: its first v4 bits (IPv4; 24 by
+// default) or v6 bits (IPv6; 48); "" for what is not an address.
+func Network(ip string, v4, v6 int) string {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return ""
 	}
 	a = a.Unmap()
-	bits := 48
+	bits := v6
 	if a.Is4() {
-		bits = 24
+		bits = v4
 	}
-	p, _ := a.Prefix(bits)
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return ""
+	}
 	return p.String()
 }
 
 // Writer stores what the aggregator saw (store.UsageStore).
 type Writer interface {
-	AddUsage(ctx context.Context, m store.UsageMinute) error
+	AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageHour, error)
 }
 
 // MaxPending bounds the key-minutes an Aggregator holds between flushes;
@@ -61,8 +65,11 @@ const MaxPending = 100_000
 
 // Aggregator sums requests by key and minute. Safe for concurrent use.
 type Aggregator struct {
-	w   Writer
-	log *slog.Logger
+	w     Writer
+	rules *Rules // nil: no suspicious-use rules
+	log   *slog.Logger
+	// The prefix lengths of a client network (config.Alerts).
+	bits4, bits6 int
 
 	mu      sync.Mutex
 	pending map[pendingKey]*store.UsageMinute
@@ -74,54 +81,86 @@ type pendingKey struct {
 	minute int64 // Unix minutes
 }
 
-// NewAggregator returns an Aggregator that writes to w.
-func NewAggregator(w Writer, log *slog.Logger) *Aggregator {
+// NewAggregator returns an Aggregator that writes to w and applies rules
+// (if not nil) to each minute written.
+func NewAggregator(w Writer, rules *Rules, log *slog.Logger) *Aggregator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Aggregator{w: w, log: log, pending: map[pendingKey]*store.UsageMinute{}}
+	cfg := config.DefaultAlerts
+	if rules != nil {
+		cfg = rules.Config
+	}
+	return &Aggregator{w: w, rules: rules, log: log, pending: map[pendingKey]*store.UsageMinute{},
+		bits4: cfg.NetworkBitsV4, bits6: cfg.NetworkBitsV6}
 }
 
 // Observe counts one request.
 func (a *Aggregator) Observe(r Request) {
-	if r.KeyID == "" || r.TenantID == "" || r.Time.IsZero() {
-		return
-	}
-	at := r.Time.UTC()
-	pk := pendingKey{r.KeyID, at.Unix() / 60}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	m := a.pending[pk]
+	m := a.minute(r.KeyID, r.TenantID, r.Time)
 	if m == nil {
-		if len(a.pending) >= MaxPending {
-			a.dropped++
-			return
-		}
-		m = &store.UsageMinute{KeyID: r.KeyID, TenantID: r.TenantID, Minute: at.Truncate(time.Minute), First: at, Last: at}
-		a.pending[pk] = m
-	}
-	if m.TenantID != r.TenantID {
-		return // a key belongs to one tenant; the store refuses the other
+		return
 	}
 	m.Counts.Count(r.Status)
-	if at.Before(m.First) {
-		m.First = at
-	}
-	if at.After(m.Last) {
-		m.Last = at
-	}
-	if n := Network(r.SourceIP); n != "" && len(m.Networks) < store.MaxHourNetworks && !slices.Contains(m.Networks, n) {
-		m.Networks = append(m.Networks, n)
-	}
+	a.seen(m, r.Time, r.SourceIP)
 	// The newest requests, in the order they come (mostly the order they
 	// were served in; Flush sorts them).
-	rr := store.RecentRequest{Time: at, Method: r.Method, Route: r.Route, Status: r.Status, SourceIP: r.SourceIP,
+	rr := store.RecentRequest{Time: r.Time.UTC(), Method: r.Method, Route: r.Route, Status: r.Status, SourceIP: r.SourceIP,
 		LatencyMS: float64(r.Latency.Microseconds()) / 1000}
 	if len(m.Recent) < store.MaxRecent {
 		m.Recent = append(m.Recent, rr)
 	} else {
 		copy(m.Recent, m.Recent[1:])
 		m.Recent[len(m.Recent)-1] = rr
+	}
+}
+
+// ObserveInvalidSecret counts one refusal of a wrong secret for a real
+// key (the authorizer's).
+func (a *Aggregator) ObserveInvalidSecret(keyID, tenantID string, at time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m := a.minute(keyID, tenantID, at); m != nil {
+		m.Counts.InvalidSecret++
+	}
+}
+
+// minute is the pending minute of a key at a time, made if need be; nil
+// if there is no room or the request names no key. The caller holds mu.
+func (a *Aggregator) minute(keyID, tenantID string, at time.Time) *store.UsageMinute {
+	if keyID == "" || tenantID == "" || at.IsZero() {
+		return nil
+	}
+	at = at.UTC()
+	pk := pendingKey{keyID, at.Unix() / 60}
+	m := a.pending[pk]
+	if m == nil {
+		if len(a.pending) >= MaxPending {
+			a.dropped++
+			return nil
+		}
+		m = &store.UsageMinute{KeyID: keyID, TenantID: tenantID, Minute: at.Truncate(time.Minute), First: at, Last: at}
+		a.pending[pk] = m
+	}
+	if m.TenantID != tenantID {
+		return nil // a key belongs to one tenant; the store refuses the other
+	}
+	return m
+}
+
+// seen widens m's first and last seen and adds the client's network.
+func (a *Aggregator) seen(m *store.UsageMinute, at time.Time, sourceIP string) {
+	at = at.UTC()
+	if at.Before(m.First) {
+		m.First = at
+	}
+	if at.After(m.Last) {
+		m.Last = at
+	}
+	if n := Network(sourceIP, a.bits4, a.bits6); n != "" && len(m.Networks) < store.MaxHourNetworks && !slices.Contains(m.Networks, n) {
+		m.Networks = append(m.Networks, n)
 	}
 }
 
@@ -160,11 +199,20 @@ func (a *Aggregator) Flush(ctx context.Context, now time.Time, all bool) error {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			if err := a.w.AddUsage(ctx, *m); err != nil {
+			hour, err := a.w.AddUsage(ctx, *m)
+			if err != nil {
 				errMu.Lock()
 				errs = append(errs, fmt.Errorf("key %s, minute %s: %w", m.KeyID, m.Minute.Format(time.RFC3339), err))
 				errMu.Unlock()
 				a.keep(m)
+				return
+			}
+			if a.rules != nil {
+				// A rule that cannot be applied loses no usage: it is
+				// logged, and applied again with the key's next minute.
+				if err := a.rules.apply(ctx, *m, hour); err != nil {
+					a.log.ErrorContext(ctx, "usage: applying the suspicious-use rules failed", "key_id", "key_"+m.KeyID, "error", err)
+				}
 			}
 		})
 	}

@@ -19,15 +19,15 @@ type recorder struct {
 	fail    int // the next fail writes fail
 }
 
-func (r *recorder) AddUsage(_ context.Context, m store.UsageMinute) error {
+func (r *recorder) AddUsage(_ context.Context, m store.UsageMinute) (store.UsageHour, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fail > 0 {
 		r.fail--
-		return errors.New("store unavailable")
+		return store.UsageHour{}, errors.New("store unavailable")
 	}
 	r.written = append(r.written, m)
-	return nil
+	return store.AddToHour(store.UsageHour{}, m), nil
 }
 
 var t0 = time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
@@ -44,9 +44,12 @@ func TestNetwork(t *testing.T) {
 		"fe80::1:2:3:4":          "fe80::/48",
 		"2001:0db8:ffff:0001::9": "2001:db8:ffff::/48",
 	} {
-		if got := usage.Network(ip); got != want {
+		if got := usage.Network(ip, 24, 48); got != want {
 			t.Errorf("Network(%q) = %q, want %q", ip, got, want)
 		}
+	}
+	if got := usage.Network("127.0.0.2", 32, 128); got != "127.0.0.2/32" {
+		t.Errorf("a /32 network: %q", got)
 	}
 }
 
@@ -55,7 +58,7 @@ func TestNetwork(t *testing.T) {
 // up to every request.
 func TestOneWritePerKeyAndMinute(t *testing.T) {
 	w := &recorder{}
-	a := usage.NewAggregator(w, nil)
+	a := usage.NewAggregator(w, nil, nil)
 	const keys, minutes, workers, perWorker = 40, 3, 8, 3000
 	for minute := range minutes {
 		start := t0.Add(time.Duration(minute) * time.Minute)
@@ -111,7 +114,7 @@ func TestOneWritePerKeyAndMinute(t *testing.T) {
 // TestFlushAll writes the minute in progress too (at shutdown).
 func TestFlushAll(t *testing.T) {
 	w := &recorder{}
-	a := usage.NewAggregator(w, nil)
+	a := usage.NewAggregator(w, nil, nil)
 	a.Observe(usage.Request{Time: t0.Add(5 * time.Second), KeyID: "k1", TenantID: "acme", Status: 200})
 	if err := a.Flush(t.Context(), t0.Add(10*time.Second), true); err != nil || len(w.written) != 1 {
 		t.Fatalf("%v, %d written", err, len(w.written))
@@ -125,7 +128,7 @@ func TestFlushAll(t *testing.T) {
 // next flush, with what came in since.
 func TestFailedWriteIsKept(t *testing.T) {
 	w := &recorder{fail: 1}
-	a := usage.NewAggregator(w, nil)
+	a := usage.NewAggregator(w, nil, nil)
 	a.Observe(usage.Request{Time: t0, KeyID: "k1", TenantID: "acme", Status: 200})
 	if err := a.Flush(t.Context(), t0.Add(time.Minute), false); err == nil || len(w.written) != 0 {
 		t.Fatalf("a failed write: %v, %d written", err, len(w.written))
@@ -143,7 +146,7 @@ func TestFailedWriteIsKept(t *testing.T) {
 // are not counted (public routes, refusals before the authorizer).
 func TestIgnoresWhatIsNotAKeysRequest(t *testing.T) {
 	w := &recorder{}
-	a := usage.NewAggregator(w, nil)
+	a := usage.NewAggregator(w, nil, nil)
 	a.Observe(usage.Request{Time: t0, TenantID: "acme", Status: 401})
 	a.Observe(usage.Request{Time: t0, KeyID: "k1", Status: 200})
 	a.Observe(usage.Request{KeyID: "k1", TenantID: "acme", Status: 200})
@@ -156,7 +159,7 @@ func TestIgnoresWhatIsNotAKeysRequest(t *testing.T) {
 // ones are dropped, not held.
 func TestPendingIsBounded(t *testing.T) {
 	w := &recorder{}
-	a := usage.NewAggregator(w, nil)
+	a := usage.NewAggregator(w, nil, nil)
 	for i := range usage.MaxPending + 10 {
 		a.Observe(usage.Request{Time: t0, KeyID: fmt.Sprint(i), TenantID: "acme", Status: 200})
 	}

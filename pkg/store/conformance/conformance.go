@@ -59,6 +59,7 @@ func Run(t *testing.T, open Opener) {
 		{"Usage", testUsage},
 		{"UsageConcurrent", testUsageConcurrent},
 		{"UsageExpiry", testUsageExpiry},
+		{"KeyWatch", testKeyWatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,7 +29,7 @@ func testUsage(t *testing.T, e *env) {
 		minute("k2", "acme", h0.Add(3*time.Minute), store.UsageCounts{OK: 100}),
 	}
 	for _, m := range adds {
-		if err := e.s.AddUsage(e.ctx, m); err != nil {
+		if _, err := e.s.AddUsage(e.ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -69,7 +69,7 @@ func testUsage(t *testing.T, e *env) {
 	// The recent requests and networks stay bounded.
 	for i := range store.MaxRecent + store.MaxHourNetworks {
 		m := minute("k2", "acme", h0.Add(4*time.Minute+time.Duration(i)*time.Second), store.UsageCounts{OK: 1}, fmt.Sprintf("10.0.%d.0/24", i))
-		if err := e.s.AddUsage(e.ctx, m); err != nil {
+		if _, err := e.s.AddUsage(e.ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +82,8 @@ func testUsage(t *testing.T, e *env) {
 	}
 
 	// Refused: another tenant's minute for the key, and malformed ones.
-	wantErr(t, e.s.AddUsage(e.ctx, minute("k1", "beta", h0, store.UsageCounts{OK: 1})), store.ErrConflict)
+	_, err = e.s.AddUsage(e.ctx, minute("k1", "beta", h0, store.UsageCounts{OK: 1}))
+	wantErr(t, err, store.ErrConflict)
 	for _, bad := range []store.UsageMinute{
 		minute("", "acme", h0, store.UsageCounts{OK: 1}),
 		minute("k1", "acme", h0, store.UsageCounts{}),
@@ -92,7 +93,7 @@ func testUsage(t *testing.T, e *env) {
 			return m
 		}(),
 	} {
-		if err := e.s.AddUsage(e.ctx, bad); err == nil {
+		if _, err := e.s.AddUsage(e.ctx, bad); err == nil {
 			t.Fatalf("accepted %+v", bad)
 		}
 	}
@@ -113,7 +114,8 @@ func testUsageConcurrent(t *testing.T, e *env) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				errs <- e.s.AddUsage(e.ctx, minute("k1", "acme", h0.Add(time.Duration(w*each+i)*time.Second), store.UsageCounts{OK: 1}))
+				_, err := e.s.AddUsage(e.ctx, minute("k1", "acme", h0.Add(time.Duration(w*each+i)*time.Second), store.UsageCounts{OK: 1}))
+				errs <- err
 			}
 		}()
 	}
@@ -133,7 +135,7 @@ func testUsageConcurrent(t *testing.T, e *env) {
 // testUsageExpiry: an hour is listed until UsageRetention after it ends.
 func testUsageExpiry(t *testing.T, e *env) {
 	h0 := e.clk.Now().UTC().Truncate(time.Hour)
-	if err := e.s.AddUsage(e.ctx, minute("k1", "acme", h0, store.UsageCounts{OK: 1})); err != nil {
+	if _, err := e.s.AddUsage(e.ctx, minute("k1", "acme", h0, store.UsageCounts{OK: 1})); err != nil {
 		t.Fatal(err)
 	}
 	e.clk.Advance(store.UsageRetention)
@@ -143,5 +145,47 @@ func testUsageExpiry(t *testing.T, e *env) {
 	e.clk.Advance(time.Hour)
 	if got, _ := e.s.ListUsage(e.ctx, "k1", h0, h0.Add(time.Hour)); len(got) != 0 {
 		t.Fatalf("listed after expiring: %+v", got)
+	}
+}
+
+// testKeyWatch: a key's watch is created once, then written only at the
+// revision read, so that of two processes that read it one wins.
+func testKeyWatch(t *testing.T, e *env) {
+	_, err := e.s.GetKeyWatch(e.ctx, "k1")
+	wantErr(t, err, store.ErrNotFound)
+	now := e.clk.Now().UTC().Truncate(time.Second)
+	w := store.KeyWatch{KeyID: "k1", TenantID: "acme", Since: now,
+		Networks: map[string]time.Time{"203.0.113.0/24": now}, Alerts: map[string]time.Time{}}
+	if err := e.s.PutKeyWatch(e.ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, e.s.PutKeyWatch(e.ctx, w), store.ErrConflict) // created already
+	got, err := e.s.GetKeyWatch(e.ctx, "k1")
+	if err != nil || got.Revision != 1 || !got.Since.Equal(now) || !got.Networks["203.0.113.0/24"].Equal(now) || got.TenantID != "acme" {
+		t.Fatalf("%v: %+v", err, got)
+	}
+	a, b := got, got
+	a.Networks = map[string]time.Time{"203.0.113.0/24": now, "198.51.100.0/24": now}
+	b.Alerts = map[string]time.Time{"key.new_network 198.51.100.0/24": now}
+	if err := e.s.PutKeyWatch(e.ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, e.s.PutKeyWatch(e.ctx, b), store.ErrConflict)
+	got, _ = e.s.GetKeyWatch(e.ctx, "k1")
+	if got.Revision != 2 || len(got.Networks) != 2 || len(got.Alerts) != 0 {
+		t.Fatalf("after the race: %+v", got)
+	}
+	other := got
+	other.TenantID = "beta"
+	if err := e.s.PutKeyWatch(e.ctx, other); err == nil {
+		t.Fatal("another tenant's write accepted")
+	}
+	big := got
+	big.Networks = map[string]time.Time{}
+	for i := range store.MaxWatchEntries + 1 {
+		big.Networks[fmt.Sprintf("10.%d.0.0/24", i)] = now
+	}
+	if err := e.s.PutKeyWatch(e.ctx, big); err == nil {
+		t.Fatal("an unbounded watch accepted")
 	}
 }

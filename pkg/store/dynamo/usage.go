@@ -33,9 +33,9 @@ const usageAttempts = 8
 // minute added, and a write conditional on the revision read. One write
 // per key and minute per process (package usage), whose size is the
 // hour's: a few KB at most (store.MaxRecent, store.MaxHourNetworks).
-func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) error {
+func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageHour, error) {
 	if err := store.CheckUsageMinute(m); err != nil {
-		return err
+		return store.UsageHour{}, err
 	}
 	hour := m.Minute.UTC().Truncate(time.Hour)
 	key := primaryKey(usagePK(m.KeyID), usageSK(hour))
@@ -44,12 +44,12 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) error {
 			// Apart, so that writers who collided do not again.
 			backoff := time.Duration(attempt) * 10 * time.Millisecond
 			if err := clock.Sleep(ctx, backoff+rand.N(backoff)); err != nil {
-				return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+				return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
 			}
 		}
 		it, err := s.get(ctx, key)
 		if err != nil {
-			return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+			return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
 		}
 		var h store.UsageHour
 		var rev int64
@@ -59,16 +59,17 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) error {
 			cond = x.notExists(AttrPK)
 		} else {
 			if h, rev, err = decodeUsage(it); err != nil {
-				return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+				return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
 			}
 			if h.TenantID != m.TenantID {
-				return fmt.Errorf("dynamo: usage of key %s is tenant %s's, not %s: %w", m.KeyID, h.TenantID, m.TenantID, store.ErrConflict)
+				return store.UsageHour{}, fmt.Errorf("dynamo: usage of key %s is tenant %s's, not %s: %w", m.KeyID, h.TenantID, m.TenantID, store.ErrConflict)
 			}
 			cond = x.cmp(attrRevision, "=", num(rev))
 		}
-		raw, err := json.Marshal(store.AddToHour(h, m))
+		written := store.AddToHour(h, m)
+		raw, err := json.Marshal(written)
 		if err != nil {
-			return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+			return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
 		}
 		e := encoder(primaryKey(usagePK(m.KeyID), usageSK(hour))) // not key, which GetItem reads again
 		e.str(attrTenantID, m.TenantID)
@@ -77,13 +78,13 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) error {
 		e[AttrTTL] = ttl(usageExpiry(hour))
 		failed, err := s.putItem(ctx, item(e), &x, cond)
 		if err != nil {
-			return fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
+			return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
 		}
 		if !failed {
-			return nil
+			return written, nil
 		}
 	}
-	return fmt.Errorf("dynamo: add usage of key %s: %d attempts lost to concurrent writers: %w", m.KeyID, usageAttempts, store.ErrConflict)
+	return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %d attempts lost to concurrent writers: %w", m.KeyID, usageAttempts, store.ErrConflict)
 }
 
 func decodeUsage(it item) (store.UsageHour, int64, error) {
@@ -132,4 +133,64 @@ func (s *Store) ListUsage(ctx context.Context, keyID string, from, to time.Time)
 		}
 	}
 	return out, nil
+}
+
+// A key's watch is one item beside its usage hours.
+const watchSK = "WATCH"
+
+// watchRetention is how long DynamoDB keeps the watch of a key no process
+// has written since: past the rules' memory (30 days of networks).
+const watchRetention = 90 * 24 * time.Hour
+
+// GetKeyWatch implements store.KeyWatches.
+func (s *Store) GetKeyWatch(ctx context.Context, keyID string) (store.KeyWatch, error) {
+	it, err := s.get(ctx, primaryKey(usagePK(keyID), watchSK))
+	if err != nil {
+		return store.KeyWatch{}, fmt.Errorf("dynamo: watch of key %s: %w", keyID, err)
+	}
+	if it == nil {
+		return store.KeyWatch{}, fmt.Errorf("dynamo: watch of key %s: %w", keyID, store.ErrNotFound)
+	}
+	d := decoder{it: it}
+	raw, rev := d.str(attrUsage), d.int(attrRevision)
+	var w store.KeyWatch
+	if d.err == nil {
+		d.err = json.Unmarshal([]byte(raw), &w)
+	}
+	if d.err != nil {
+		return store.KeyWatch{}, fmt.Errorf("%w: watch of key %s: %v", store.ErrCorrupt, keyID, d.err)
+	}
+	w.Revision = rev
+	return w, nil
+}
+
+// PutKeyWatch implements store.KeyWatches.
+func (s *Store) PutKeyWatch(ctx context.Context, w store.KeyWatch) error {
+	if err := store.CheckKeyWatch(w); err != nil {
+		return err
+	}
+	var x expr
+	var cond string
+	if w.Revision == 0 {
+		cond = x.notExists(AttrPK)
+	} else {
+		cond = x.cmp(attrRevision, "=", num(w.Revision)) + " AND " + x.cmp(attrTenantID, "=", str(w.TenantID))
+	}
+	raw, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("dynamo: watch of key %s: %w", w.KeyID, err)
+	}
+	e := encoder(primaryKey(usagePK(w.KeyID), watchSK))
+	e.str(attrTenantID, w.TenantID)
+	e.str(attrUsage, string(raw))
+	e.int(attrRevision, w.Revision+1)
+	e[AttrTTL] = ttl(s.now().Add(watchRetention))
+	failed, err := s.putItem(ctx, item(e), &x, cond)
+	switch {
+	case err != nil:
+		return fmt.Errorf("dynamo: watch of key %s: %w", w.KeyID, err)
+	case failed:
+		return fmt.Errorf("dynamo: watch of key %s is not at revision %d: %w", w.KeyID, w.Revision, store.ErrConflict)
+	}
+	return nil
 }

@@ -66,9 +66,10 @@ var (
 	bUsagePlans  = []byte("usage_plans") // rate-limit identity → tier (the local stand-in for API Gateway's API keys)
 	bMemberKeys  = []byte("member_keys") // tenant \0 member → how many keys the member created (store.MemberKeyCount)
 	bUsage       = []byte("usage")       // key id \0 store.SortTime(hour) → store.UsageHour
+	bKeyWatch    = []byte("key_watch")   // key id → store.KeyWatch
 
 	allBuckets = [][]byte{bMeta, bKeys, bTenantKeys, bExpiry, bTenants, bPeppers, bAudit, bAuditKeys, bIdempotency,
-		bCheckpoints, bTTL, bOutbox, bUsagePlans, bMemberKeys, bUsage}
+		bCheckpoints, bTTL, bOutbox, bUsagePlans, bMemberKeys, bUsage, bKeyWatch}
 	metaFormat = []byte("format")
 	// metaJournalImported is set by the transaction that imports an
 	// earlier version's journal (ImportJournal).

@@ -22,13 +22,14 @@ func usageExpiry(hour time.Time) time.Time {
 }
 
 // AddUsage implements store.UsageStore.
-func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) error {
+func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageHour, error) {
 	if err := store.CheckUsageMinute(m); err != nil {
-		return err
+		return store.UsageHour{}, err
 	}
 	hour := m.Minute.UTC().Truncate(time.Hour)
 	key := usageKey(m.KeyID, hour)
-	return s.update(ctx, func(tx *bolt.Tx) error {
+	var written store.UsageHour
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		var h store.UsageHour
 		ok, err := s.get(tx, bUsage, key, &h)
 		if err != nil {
@@ -42,8 +43,10 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) error {
 				return err
 			}
 		}
-		return s.put(tx, bUsage, key, store.AddToHour(h, m))
+		written = store.AddToHour(h, m)
+		return s.put(tx, bUsage, key, written)
 	})
+	return written, err
 }
 
 // ListUsage implements store.UsageStore.
@@ -66,4 +69,39 @@ func (s *Store) ListUsage(ctx context.Context, keyID string, from, to time.Time)
 		return nil
 	})
 	return out, err
+}
+
+// GetKeyWatch implements store.KeyWatches.
+func (s *Store) GetKeyWatch(ctx context.Context, keyID string) (store.KeyWatch, error) {
+	var w store.KeyWatch
+	var ok bool
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		ok, err = s.get(tx, bKeyWatch, []byte(keyID), &w)
+		return err
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("embedded: watch of key %s: %w", keyID, store.ErrNotFound)
+	}
+	return w, err
+}
+
+// PutKeyWatch implements store.KeyWatches.
+func (s *Store) PutKeyWatch(ctx context.Context, w store.KeyWatch) error {
+	if err := store.CheckKeyWatch(w); err != nil {
+		return err
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		var stored store.KeyWatch
+		ok, err := s.get(tx, bKeyWatch, []byte(w.KeyID), &stored)
+		switch {
+		case err != nil:
+			return err
+		case ok && stored.Revision != w.Revision, !ok && w.Revision != 0:
+			return fmt.Errorf("embedded: watch of key %s is not at revision %d: %w", w.KeyID, w.Revision, store.ErrConflict)
+		case ok && stored.TenantID != w.TenantID:
+			return fmt.Errorf("embedded: watch of key %s is tenant %s's: %w", w.KeyID, stored.TenantID, store.ErrConflict)
+		}
+		w.Revision++
+		return s.put(tx, bKeyWatch, []byte(w.KeyID), w)
+	})
 }
