@@ -59,7 +59,7 @@ bench-local:
 	./scripts/bench-local.sh
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s); seed corpora live in testdata/
-FUZZ_TARGETS := ./pkg/apikey:FuzzParse ./pkg/authorizer:FuzzAuthorize
+FUZZ_TARGETS := ./pkg/apikey:FuzzParse ./pkg/authorizer:FuzzAuthorize ./pkg/usage:FuzzLogLines
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

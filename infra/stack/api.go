@@ -34,6 +34,7 @@ var AccessLogFields = [][2]string{
 	{"requestId", "$context.requestId"},
 	{"extendedRequestId", "$context.extendedRequestId"},
 	{"requestTime", "$context.requestTime"},
+	{"requestTimeEpoch", "$context.requestTimeEpoch"}, // functions/usage's minute
 	{"ip", "$context.identity.sourceIp"},
 	{"userAgent", "$context.identity.userAgent"},
 	{"userArn", "$context.identity.userArn"},
@@ -109,7 +110,7 @@ var pathParam = regexp.MustCompile(`\{([A-Za-z0-9_]+)(\+?)\}`)
 // browser endpoint, and the admin routes, the authorizers, the gateway
 // responses, the usage plans, the stage and the optional custom domain.
 func (k *keyward) restAPI() {
-	accessLogs := awslogs.NewLogGroup(k.stack, jsii.String("AccessLogs"), &awslogs.LogGroupProps{
+	k.accessLogs = awslogs.NewLogGroup(k.stack, jsii.String("AccessLogs"), &awslogs.LogGroupProps{
 		LogGroupName:  jsii.String("/aws/apigateway/" + k.s.StackName() + "/access"),
 		Retention:     LogRetention,
 		RemovalPolicy: k.removal(),
@@ -126,7 +127,7 @@ func (k *keyward) restAPI() {
 		Policy:         k.apiResourcePolicy(),
 		DeployOptions: &awsapigateway.StageOptions{
 			StageName:            jsii.String(k.s.Stage),
-			AccessLogDestination: awsapigateway.NewLogGroupLogDestination(accessLogs),
+			AccessLogDestination: awsapigateway.NewLogGroupLogDestination(k.accessLogs),
 			AccessLogFormat:      awsapigateway.AccessLogFormat_Custom(jsii.String(AccessLogFormat())),
 			TracingEnabled:       jsii.Bool(k.s.Tracing),
 			ThrottlingRateLimit:  jsii.Number(StageRateLimit),

@@ -59,6 +59,12 @@ var Specs = map[string]Spec{
 	// table with more stream shards than that falls behind, which the
 	// iterator-age alarm reports.
 	FnPublisher: {MemoryMB: 256, Timeout: 30 * time.Second, Reserved: 5},
+	// A delivery of log lines is counted in memory and the ended minutes
+	// written, one item per key and minute, in parallel (pkg/usage).
+	// Reserved concurrency 4 bounds how many processes write the same
+	// key's hour at once (each write is conditional, retried on a
+	// collision); CloudWatch Logs retries a throttled delivery.
+	FnUsage: {MemoryMB: 256, Timeout: time.Minute, Reserved: 4},
 }
 
 // LogRetention is how long every log group keeps its events.

@@ -121,6 +121,14 @@ func (k *keyward) permissions() {
 		k.flushStatement(),
 	)
 
+	// usage: the keys (GetItem), their usage hours and watches (GetItem,
+	// PutItem, Query), the tenant's contact (GetItem) and the alerts'
+	// audit entries (PutItem).
+	add(FnUsage,
+		statement("Table", []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, []string{table}, nil),
+		tableKey(),
+	)
+
 	// publisher: what Lambda's event source mapping reads the stream
 	// with, PutEvents on its bus (source keyward only), and the failure
 	// destination.

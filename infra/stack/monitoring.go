@@ -32,6 +32,7 @@ const (
 	AlarmPublisherErrors     = "publisher-errors"
 	AlarmPublisherLag        = "publisher-iterator-age"
 	AlarmPublisherDLQ        = "publisher-dead-letters"
+	AlarmUsageErrors         = "usage-errors"
 )
 
 // decisionMetric is one of the authorizer's metrics for one outcome;
@@ -104,6 +105,7 @@ func (k *keyward) monitoring() {
 	alarm(AlarmPublisherErrors, "The event publisher failed a batch", lambdaMetric(FnPublisher, "Errors", "Sum"), 1)
 	alarm(AlarmPublisherLag, "Key events are more than 5 minutes behind the table",
 		lambdaMetric(FnPublisher, "IteratorAge", "Maximum"), 5*60*1000)
+	alarm(AlarmUsageErrors, "The usage function failed a log delivery", lambdaMetric(FnUsage, "Errors", "Sum"), 1)
 	alarm(AlarmPublisherDLQ, "The publisher gave up on stream records (see the dead-letter queue)",
 		k.dlq.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Statistic: jsii.String("Maximum"), Period: five}), 1)
 

@@ -38,6 +38,8 @@ const (
 	CtxUsageIdentity         = "usageIdentity"
 	CtxRateLimitTiers        = "rateLimitTiers"
 	CtxAlarmEmail            = "alarmEmail"
+	CtxAlertEmail            = "alertEmail"
+	CtxAlertEvents           = "alertEvents"
 	CtxDomainName            = "domainName"
 	CtxCertificateARN        = "certificateArn"
 	CtxDistDir               = "distDir"
@@ -57,7 +59,7 @@ const (
 // ContextKeys lists every key (docs/deploy.md documents each).
 var ContextKeys = []string{
 	CtxPrefix, CtxStage, CtxProduction, CtxUpstreamURL, CtxRoutesFile, CtxAuthorizerCacheTTL,
-	CtxUsageIdentity, CtxRateLimitTiers, CtxAlarmEmail, CtxDomainName, CtxCertificateARN,
+	CtxUsageIdentity, CtxRateLimitTiers, CtxAlarmEmail, CtxAlertEmail, CtxAlertEvents, CtxDomainName, CtxCertificateARN,
 	CtxDistDir, CtxTracing, CtxAPIGatewayAccountRole, CtxLeakPolicy, CtxPepperRotationDays,
 	CtxCognitoDomainPrefix, CtxOIDCIssuer, CtxOIDCClientID, CtxOIDCClientSecretARN,
 	CtxOIDCTenantClaim, CtxOIDCRoleClaim, CtxOIDCMemberClaim,
@@ -85,6 +87,7 @@ const (
 	FnAdmin      = config.FnAdmin
 	FnJobs       = config.FnJobs
 	FnPublisher  = config.FnPublisher
+	FnUsage      = config.FnUsage
 )
 
 // Settings is the stack's configuration.
@@ -100,8 +103,12 @@ type Settings struct {
 	Routes     config.RouteTable
 	RoutesFile string
 	// Gateway is pkg/config/gateway.json with the deployed overrides.
-	Gateway        config.Gateway
-	AlarmEmail     string
+	Gateway    config.Gateway
+	AlarmEmail string
+	// AlertEmail, if set, is subscribed to the alerts topic, which gets
+	// the key events of AlertEvents (default DefaultAlertEvents).
+	AlertEmail     string
+	AlertEvents    []string
 	DomainName     string // optional custom domain, with CertificateARN
 	CertificateARN string
 	// DistDir holds <function>/bootstrap. When a bootstrap is missing the
@@ -182,6 +189,12 @@ func FromContext(get func(key string) any, root string) (Settings, error) {
 	c.str(CtxUsageIdentity, &s.Gateway.UsageIdentity)
 	c.tiers(CtxRateLimitTiers, &s.Gateway.RateLimitTiers)
 	c.str(CtxAlarmEmail, &s.AlarmEmail)
+	c.str(CtxAlertEmail, &s.AlertEmail)
+	var events string
+	c.str(CtxAlertEvents, &events)
+	if events != "" {
+		s.AlertEvents = strings.Split(events, ",")
+	}
 	c.str(CtxDomainName, &s.DomainName)
 	c.str(CtxCertificateARN, &s.CertificateARN)
 	c.path(CtxDistDir, &s.DistDir)
@@ -339,6 +352,14 @@ func (s Settings) Validate() error {
 	}
 	if s.AlarmEmail != "" && !strings.Contains(s.AlarmEmail, "@") {
 		return fmt.Errorf("context %s: %q is not an email address", CtxAlarmEmail, s.AlarmEmail)
+	}
+	if s.AlertEmail != "" && !strings.Contains(s.AlertEmail, "@") {
+		return fmt.Errorf("context %s: %q is not an email address", CtxAlertEmail, s.AlertEmail)
+	}
+	for _, e := range s.AlertEvents {
+		if !slices.Contains(AlertableEvents, e) {
+			return fmt.Errorf("context %s: %q is not one of %s", CtxAlertEvents, e, strings.Join(AlertableEvents, ", "))
+		}
 	}
 	// What the authorizer compiles at start, compiled now: a table it
 	// would refuse fails synthesis instead of every cold start.

@@ -33,6 +33,7 @@ const (
 	OutputOperatorRoleARN       = "OperatorRoleArn"
 	OutputConsoleURL            = "ConsoleUrl"
 	OutputBrowserURL            = "BrowserUrl"
+	OutputAlertsTopicARN        = "AlertsTopicArn"
 	OutputUserPoolID            = "UserPoolId"
 	OutputSignInDomain          = "SignInDomain"
 )
@@ -62,6 +63,9 @@ type keyward struct {
 	dlq awssqs.Queue
 
 	topic awssns.Topic
+
+	accessLogs awslogs.LogGroup // the stage's, read by functions/usage
+	alerts     awssns.Topic     // key events for operators
 }
 
 // New builds keyward's stack in scope, named Settings.StackName.
@@ -96,9 +100,11 @@ func New(scope constructs.Construct, s Settings) awscdk.Stack {
 	k.function(FnAdmin)
 	k.function(FnJobs)
 	k.function(FnPublisher)
+	k.function(FnUsage)
 	k.adminIntegrationPermissions()
 	k.permissions()
 	k.publisherStream()
+	k.usage()
 	k.schedules()
 	k.firstPepper()
 	k.monitoring()
@@ -123,6 +129,7 @@ func (k *keyward) outputs() {
 	}
 	out(OutputAPIURL, *k.api.Url(), "The stage's base URL: the protected API")
 	out(OutputAdminAPIURL, *k.api.Url()+"v1", "keyward's admin API (the same API, under /v1)")
+	out(OutputAlertsTopicARN, *k.alerts.TopicArn(), "Key events for operators (suspicious use, leaks): subscribe to it")
 	out(OutputBrowserURL, k.browserURL(), "The protected API for pages in browsers (keys with allowed origins), CORS answered by the gateway")
 	out(OutputAuthorizerFunctionARN, *k.fns[FnAuthorizer].FunctionArn(), "The REQUEST authorizer, to attach to other REST APIs (docs/deploy.md)")
 	out(OutputEventBusName, *k.bus.EventBusName(), "The bus keyward's key events are put on (source keyward)")

@@ -56,10 +56,11 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::DynamoDB::Table":             1,
 		"AWS::KMS::Key":                    2,
 		"AWS::KMS::Alias":                  1,
-		"AWS::Lambda::Function":            5, // the four, and the first-pepper custom resource's handler
+		"AWS::Lambda::Function":            6, // the five, and the first-pepper custom resource's handler
 		"AWS::Lambda::EventSourceMapping":  1,
-		"AWS::IAM::Role":                   7, // four functions, the first-pepper handler, API Gateway's logging role, the operators
-		"AWS::Logs::LogGroup":              6, // four functions, access logs, the first-pepper handler
+		"AWS::IAM::Role":                   8, // five functions, the first-pepper handler, API Gateway's logging role, the operators
+		"AWS::Logs::LogGroup":              7, // five functions, access logs, the first-pepper handler
+		"AWS::Logs::SubscriptionFilter":    2, // the access log's and the authorizer's, to the usage function
 		"AWS::ApiGateway::RestApi":         1,
 		"AWS::ApiGateway::Stage":           1,
 		"AWS::ApiGateway::Authorizer":      2, // the server endpoint's and the browser endpoint's
@@ -69,11 +70,11 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::ApiGateway::Account":         1,
 		"AWS::ApiGateway::DomainName":      0,
 		"AWS::Events::EventBus":            1,
-		"AWS::Events::Rule":                len(jobs.Schedules),
+		"AWS::Events::Rule":                len(jobs.Schedules) + 1, // and the alerts
 		"AWS::SQS::Queue":                  1,
-		"AWS::SNS::Topic":                  1,
+		"AWS::SNS::Topic":                  2, // alarms, key alerts
 		"AWS::SNS::Subscription":           0,
-		"AWS::CloudWatch::Alarm":           8,
+		"AWS::CloudWatch::Alarm":           9,
 		"AWS::CloudWatch::Dashboard":       1,
 		"Custom::AWS":                      1,
 		"AWS::Lambda::LayerVersion":        0,
@@ -90,7 +91,7 @@ func TestResourceCounts(t *testing.T) {
 	f.dev.raw.ResourceCountIs(jsii.String("AWS::ApiGateway::Method"), jsii.Number(routes))
 	for typ, n := range map[string]int{
 		"AWS::ApiGateway::Account":         0,
-		"AWS::IAM::Role":                   6,
+		"AWS::IAM::Role":                   7,
 		"AWS::ApiGateway::DomainName":      1,
 		"AWS::ApiGateway::BasePathMapping": 1,
 		"AWS::SNS::Subscription":           1,
@@ -110,8 +111,8 @@ func TestResourceCounts(t *testing.T) {
 		"AWS::Cognito::UserPoolClient": 0,
 		"AWS::Cognito::UserPoolDomain": 0,
 		"AWS::SecretsManager::Secret":  0,
-		"AWS::Lambda::Function":        5,
-		"AWS::IAM::Role":               7,
+		"AWS::Lambda::Function":        6,
+		"AWS::IAM::Role":               8,
 	} {
 		if got := len(f.oidc.ofType(typ)); got != n {
 			t.Errorf("oidc %s: %d, want %d", typ, got, n)
@@ -285,6 +286,7 @@ func TestFunctions(t *testing.T) {
 			stack.FnJobs: {256, 300, float64(len(jobs.Names)), with(map[string]string{config.EnvUsagePlans: plans,
 				config.EnvRestAPIID: ref(x.api), config.EnvStage: c.s.Stage})},
 			stack.FnPublisher: {256, 30, 5, map[string]string{config.EnvEventBus: ref(x.bus)}},
+			stack.FnUsage:     {256, 60, 4, map[string]string{config.EnvTable: ref(x.table)}},
 		}
 		for _, fn := range stack.Functions {
 			p := props(c.m.res[x.fn[fn]])
@@ -391,8 +393,11 @@ func TestFunctionEnvironmentsParse(t *testing.T) {
 				continue
 			}
 			parsed++
-			if fn == stack.FnPublisher {
-				continue
+			if fn == stack.FnUsage && d.Gateway.AlertRules() != c.s.Gateway.AlertRules() {
+				t.Errorf("%s usage reads the alert rules %+v, want %+v", c.name, d.Gateway.AlertRules(), c.s.Gateway.AlertRules())
+			}
+			if fn == stack.FnPublisher || fn == stack.FnUsage {
+				continue // neither reads the authorizer's settings
 			}
 			if d.TokenPrefix != c.s.Prefix || !reflect.DeepEqual(d.Gateway, c.s.Gateway) {
 				t.Errorf("%s %s reads prefix %q and gateway %+v, want %q and %+v", c.name, fn, d.TokenPrefix, d.Gateway, c.s.Prefix, c.s.Gateway)
@@ -631,6 +636,10 @@ func TestLambdaPermissions(t *testing.T) {
 			if p["Principal"] != "events.amazonaws.com" || !strings.HasSuffix(flat(p["SourceArn"]), ".Arn}") {
 				t.Errorf("rotation permission %v", p)
 			}
+		case arn(x.fn[stack.FnUsage]):
+			if p["Principal"] != "logs.amazonaws.com" || !strings.HasSuffix(flat(p["SourceArn"]), ".Arn}") {
+				t.Errorf("usage permission %v", p) // TestUsage checks which log groups
+			}
 		default:
 			t.Errorf("permission on %s", fn)
 		}
@@ -853,6 +862,9 @@ func TestSchedules(t *testing.T) {
 	got := map[string]string{}
 	for id, r := range f.dev.ofType("AWS::Events::Rule") {
 		p := props(r)
+		if flat(p["Name"]) == f.devS.StackName()+"-alerts" {
+			continue // TestUsage
+		}
 		targets := p["Targets"].([]any)
 		if len(targets) != 1 || flat(mapOf(targets[0])["Arn"]) != arn(x.fn[stack.FnJobs]) {
 			t.Errorf("rule %s targets %s", id, flat(targets))
@@ -994,6 +1006,11 @@ func TestLeastPrivilege(t *testing.T) {
 			"ApiKey":                  {Actions: []string{"apigateway:DELETE"}, Resources: []string{apigw("/apikeys/*")}},
 			"FlushAuthorizerCache":    {Actions: []string{"apigateway:DELETE"}, Resources: []string{apigw("/restapis/" + ref(x.api) + "/stages/dev/cache/authorizers")}},
 		},
+		stack.FnUsage: {
+			"Logs":                    logs(stack.FnUsage),
+			"Table":                   {Actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, Resources: []string{table}},
+			"TableKeyThroughDynamoDB": tableKey,
+		},
 		stack.FnPublisher: {
 			"Logs":                    logs(stack.FnPublisher),
 			"Stream":                  {Actions: []string{"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"}, Resources: []string{att(x.table, "StreamArn")}},
@@ -1106,6 +1123,7 @@ func TestAlarms(t *testing.T) {
 		stack.AlarmJobErrors:           "AWS/Lambda Errors " + dims("FunctionName", x.fn[stack.FnJobs]) + " Sum 1",
 		stack.AlarmPublisherErrors:     "AWS/Lambda Errors " + dims("FunctionName", x.fn[stack.FnPublisher]) + " Sum 1",
 		stack.AlarmPublisherLag:        "AWS/Lambda IteratorAge " + dims("FunctionName", x.fn[stack.FnPublisher]) + " Maximum 300000",
+		stack.AlarmUsageErrors:         "AWS/Lambda Errors " + dims("FunctionName", x.fn[stack.FnUsage]) + " Sum 1",
 	} {
 		if got := metric(name); got != want {
 			t.Errorf("alarm %s: %s, want %s", name, got, want)
@@ -1123,7 +1141,7 @@ func TestAlarms(t *testing.T) {
 			t.Errorf("table throttle alarm lacks %s: %s", want, throttles)
 		}
 	}
-	if len(alarms) != 8 {
+	if len(alarms) != 9 {
 		t.Errorf("%d alarms", len(alarms))
 	}
 	_, sub := f.prod.only(t, "AWS::SNS::Subscription")
@@ -1174,6 +1192,7 @@ func TestOutputs(t *testing.T) {
 		stack.OutputTableName:             ref(x.table),
 		stack.OutputPepperKeyARN:          arn(x.pepperKey),
 		stack.OutputAlarmTopicARN:         ref(x.topic),
+		stack.OutputAlertsTopicARN:        ref(x.alerts),
 		stack.OutputJobsFunctionName:      ref(x.fn[stack.FnJobs]),
 		stack.OutputOperatorRoleARN:       arn(x.operator),
 		stack.OutputConsoleURL:            "https://" + ref(x.api) + ".execute-api.${AWS::Region}.${AWS::URLSuffix}/dev/console",
@@ -1338,5 +1357,53 @@ func TestOperatorRole(t *testing.T) {
 		strings.Join(operatorRoutes, ",") + `],"Sid":"DenyOperatorRoutesToOtherAccounts"}`
 	if len(operatorRoutes) == 0 || !strings.Contains(policy, deny) {
 		t.Errorf("API resource policy %s\nwants %s", policy, deny)
+	}
+}
+
+// TestUsage: the usage function is fed by subscription filters on the
+// stage's access log (requests with a key) and the authorizer's log
+// group (wrong secrets), which CloudWatch Logs may invoke it for; the
+// alerts topic gets the chosen key events from the bus, by detail type,
+// with an email subscription when one is configured.
+func TestUsage(t *testing.T) {
+	f := get(t)
+	x := f.dev.ids(t, f.devS)
+	access, _ := f.dev.find(t, "AWS::Logs::LogGroup", "LogGroupName", "/aws/apigateway/"+f.devS.StackName()+"/access")
+	filters := map[string]string{}
+	for _, r := range f.dev.ofType("AWS::Logs::SubscriptionFilter") {
+		p := props(r)
+		if flat(p["DestinationArn"]) != arn(x.fn[stack.FnUsage]) {
+			t.Errorf("a subscription filter to %v", p["DestinationArn"])
+		}
+		filters[flat(p["LogGroupName"])] = flat(p["FilterPattern"])
+	}
+	want := map[string]string{ref(access): stack.UsageAccessLogPattern, ref(x.logs[stack.FnAuthorizer]): `"wrong_secret"`}
+	if !reflect.DeepEqual(filters, want) {
+		t.Errorf("subscription filters %v, want %v", filters, want)
+	}
+	invoked := false
+	for _, r := range f.dev.ofType("AWS::Lambda::Permission") {
+		p := props(r)
+		if flat(p["FunctionName"]) == arn(x.fn[stack.FnUsage]) && flat(p["Principal"]) == "logs.amazonaws.com" {
+			invoked = true
+		}
+	}
+	if !invoked {
+		t.Error("CloudWatch Logs may not invoke the usage function")
+	}
+	rule, p := f.dev.find(t, "AWS::Events::Rule", "Name", f.devS.StackName()+"-alerts")
+	if flat(p["EventBusName"]) != ref(x.bus) ||
+		jsonOf(t, p["EventPattern"]) != jsonOf(t, map[string]any{"detail-type": stack.DefaultAlertEvents, "source": []string{"keyward"}}) ||
+		flat(p["Targets"].([]any)[0].(map[string]any)["Arn"]) != ref(x.alerts) {
+		t.Errorf("alerts rule %s: %v", rule, p)
+	}
+	for _, bad := range []map[string]any{{"alertEvents": "key.new_network,key.created"}, {"alertEmail": "ops"}} {
+		if _, err := stack.FromContext(contextOf(bad), repoRoot); err == nil {
+			t.Errorf("accepted %v", bad)
+		}
+	}
+	s, err := stack.FromContext(contextOf(map[string]any{"alertEmail": "keys@example.com", "alertEvents": "key.spike,key.unused"}), repoRoot)
+	if err != nil || s.AlertEmail != "keys@example.com" || !slices.Equal(s.AlertEvents, []string{"key.spike", "key.unused"}) {
+		t.Errorf("settings %v: %+v", err, s)
 	}
 }

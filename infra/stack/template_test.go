@@ -348,10 +348,10 @@ func (m *tmpl) rolePolicy(t *testing.T, roleID string) map[string]statement {
 
 // ids are the logical ids the tests refer to, found by what they are.
 type ids struct {
-	table, tableKey, pepperKey, api, bus, dlq, topic, operator string
-	authorizer, browserAuthorizer                              string
-	fn, role, logs                                             map[string]string
-	plans                                                      map[string]string
+	table, tableKey, pepperKey, api, bus, dlq, topic, alerts, operator string
+	authorizer, browserAuthorizer                                      string
+	fn, role, logs                                                     map[string]string
+	plans                                                              map[string]string
 }
 
 func (m *tmpl) ids(t *testing.T, s stack.Settings) ids {
@@ -363,7 +363,8 @@ func (m *tmpl) ids(t *testing.T, s stack.Settings) ids {
 	x.browserAuthorizer, _ = m.find(t, "AWS::ApiGateway::Authorizer", "Name", s.StackName()+"-browser")
 	x.bus, _ = m.only(t, "AWS::Events::EventBus")
 	x.dlq, _ = m.only(t, "AWS::SQS::Queue")
-	x.topic, _ = m.only(t, "AWS::SNS::Topic")
+	x.topic, _ = m.find(t, "AWS::SNS::Topic", "DisplayName", "keyward "+s.Stage+" alarms")
+	x.alerts, _ = m.find(t, "AWS::SNS::Topic", "DisplayName", "keyward "+s.Stage+" key alerts")
 	for id, r := range m.ofType("AWS::KMS::Key") {
 		if strings.Contains(flat(props(r)["Description"]), "pepper") {
 			x.pepperKey = id

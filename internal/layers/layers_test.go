@@ -45,7 +45,7 @@ var rank = map[string]int{
 	// that the authorizer links neither), the local stack.
 	"functions/internal/wiring":     6,
 	"functions/internal/gatewayapi": 7, "functions/internal/consolesetup": 7, "pkg/localstack": 7,
-	"functions/admin": 8, "functions/authorizer": 8, "functions/jobs": 8, "functions/publisher": 8,
+	"functions/admin": 8, "functions/authorizer": 8, "functions/jobs": 8, "functions/publisher": 8, "functions/usage": 8,
 	"cmd/keyward": 8,
 }
 

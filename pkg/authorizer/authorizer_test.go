@@ -29,6 +29,7 @@ import (
 	"github.com/keyward/keyward/pkg/policy"
 	"github.com/keyward/keyward/pkg/route"
 	"github.com/keyward/keyward/pkg/store"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 func TestMain(m *testing.M) { dynamolocal.Main(m) }
@@ -772,6 +773,46 @@ func TestWrongSecretHook(t *testing.T) {
 		e.wantUnauthorized(event(t, "authorizer-bearer.json", "sk_live_nonsense", ""))
 		if want := k.Key.ID + " acme " + e.clk.Now().Format(time.RFC3339); len(got) != 1 || got[0] != want {
 			t.Fatalf("reported %q, want [%q]", got, want)
+		}
+	})
+}
+
+// TestDecisionLinesForUsage: the decision line of a wrong secret for a
+// real key is what functions/usage reads (usage.WrongSecretFromDecision),
+// as written and as Lambda's JSON log format wraps it; no other is.
+func TestDecisionLinesForUsage(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		var lines bytes.Buffer
+		format, _ := apikey.NewFormat("sk")
+		a, err := authorizer.New(authorizer.Config{Store: e.st, Peppers: e.ring, Format: format, Routes: e.routes, Gateway: e.gw, Now: e.clk.Now,
+			Decisions: &lines, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.a = a
+		k := e.key(lifecycle.CreateParams{})
+		tok := k.Token.Plain()
+		e.wantAllow(event(t, "authorizer-bearer.json", tok, ""))
+		e.wantUnauthorized(event(t, "authorizer-bearer.json", forge(tok[:20]+strings.Repeat("Z", 32)), ""))
+		e.wantUnauthorized(event(t, "authorizer-bearer.json", "sk_live_nonsense", ""))
+		a.Flush()
+		found := 0
+		for line := range strings.Lines(lines.String()) {
+			id, tenant, at, ok := usage.WrongSecretFromDecision(line)
+			if !ok {
+				continue
+			}
+			found++
+			if id != k.Key.ID || tenant != "acme" || !at.Equal(e.clk.Now()) {
+				t.Fatalf("read %s %s %v from %s", id, tenant, at, line)
+			}
+			wrapped, _ := json.Marshal(map[string]any{"timestamp": "2026-06-01T12:00:00Z", "level": "INFO", "message": strings.TrimSpace(line)})
+			if id2, _, _, ok := usage.WrongSecretFromDecision(string(wrapped)); !ok || id2 != id {
+				t.Fatalf("the wrapped line %s is not read", wrapped)
+			}
+		}
+		if found != 1 {
+			t.Fatalf("%d wrong secrets read from:\n%s", found, lines.String())
 		}
 	})
 }

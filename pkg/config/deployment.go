@@ -48,10 +48,11 @@ const (
 	FnAdmin      = "admin"
 	FnJobs       = "jobs"
 	FnPublisher  = "publisher"
+	FnUsage      = "usage"
 )
 
 // Functions are the Lambda functions.
-var Functions = []string{FnAuthorizer, FnAdmin, FnJobs, FnPublisher}
+var Functions = []string{FnAuthorizer, FnAdmin, FnJobs, FnPublisher, FnUsage}
 
 // LeakPolicy is what happens to a live key that GitHub's secret scanning
 // reports exposed (package leaks applies it).
@@ -178,7 +179,7 @@ var (
 
 // Variables are every variable, in the order docs/deploy.md lists them.
 var Variables = []Variable{
-	{Name: EnvTable, Functions: keyed, Required: true,
+	{Name: EnvTable, Functions: append(slices.Clone(keyed), FnUsage), Required: true,
 		get: func(d Deployment) string { return d.Table }, set: func(d *Deployment, v string) error { d.Table = v; return nil }},
 	{Name: EnvPepperKeyID, Functions: keyed, Required: true,
 		get: func(d Deployment) string { return d.PepperKeyID }, set: func(d *Deployment, v string) error { d.PepperKeyID = v; return nil }},

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -242,4 +243,28 @@ func (a *Aggregator) keep(m *store.UsageMinute) {
 		return
 	}
 	a.pending[pk] = m
+}
+
+// HandleLogs is functions/usage's handler: a CloudWatch Logs subscription
+// delivery of access log lines and the authorizer's wrong-secret lines,
+// counted, then the minutes that have ended written. It fails only on a
+// delivery it cannot decode: a write that fails is retried at the next
+// delivery (Lambda retrying the delivery would count it twice).
+func (a *Aggregator) HandleLogs(ctx context.Context, ev events.CloudwatchLogsEvent) error {
+	data, err := ev.AWSLogs.Parse()
+	if err != nil {
+		return fmt.Errorf("usage: decoding the log delivery: %w", err)
+	}
+	for _, e := range data.LogEvents {
+		logged := time.UnixMilli(e.Timestamp)
+		if r, ok := FromAccessLog(e.Message, logged); ok {
+			a.Observe(r)
+		} else if keyID, tenantID, at, ok := WrongSecretFromDecision(e.Message); ok {
+			a.ObserveInvalidSecret(keyID, tenantID, at)
+		}
+	}
+	if err := a.Flush(ctx, time.Now(), false); err != nil {
+		a.log.ErrorContext(ctx, "usage: writing minutes failed; they are retried at the next delivery", "error", err)
+	}
+	return nil
 }

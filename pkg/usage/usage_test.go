@@ -1,13 +1,19 @@
 package usage_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/usage"
 )
@@ -165,5 +171,37 @@ func TestPendingIsBounded(t *testing.T) {
 	}
 	if err := a.Flush(t.Context(), t0.Add(time.Minute), false); err != nil || len(w.written) != usage.MaxPending {
 		t.Fatalf("%v, %d written", err, len(w.written))
+	}
+}
+
+// TestHandleLogs: a CloudWatch Logs delivery (gzip, base64) of access
+// lines and an authorizer line is counted and its ended minutes written;
+// lines of neither kind are skipped; a delivery that does not decode is
+// an error.
+func TestHandleLogs(t *testing.T) {
+	w := &recorder{}
+	a := usage.NewAggregator(w, nil, nil)
+	past := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	access := strings.Replace(accessLine, `"requestTimeEpoch":"1796032801123"`, fmt.Sprintf(`"requestTimeEpoch":"%d"`, past.UnixMilli()), 1)
+	wrong := fmt.Sprintf(`{"time":%q,"level":"INFO","msg":"authorization decision","outcome":"unauthorized","reason":"wrong_secret","key_id":"key_AbCdEfGhIjKl","tenant_id":"acme"}`,
+		past.Add(time.Second).Format(time.RFC3339Nano))
+	data, _ := json.Marshal(events.CloudwatchLogsData{LogGroup: "/aws/apigateway/keyward-prod/access", LogEvents: []events.CloudwatchLogsLogEvent{
+		{ID: "1", Timestamp: past.UnixMilli(), Message: access},
+		{ID: "2", Timestamp: past.UnixMilli(), Message: wrong},
+		{ID: "3", Timestamp: past.UnixMilli(), Message: "REPORT RequestId: 1 Duration: 2 ms"},
+	}})
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(data)
+	_ = zw.Close()
+	ev := events.CloudwatchLogsEvent{AWSLogs: events.CloudwatchLogsRawData{Data: base64.StdEncoding.EncodeToString(gz.Bytes())}}
+	if err := a.HandleLogs(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.written) != 1 || w.written[0].Counts != (store.UsageCounts{ClientError: 1, InvalidSecret: 1}) || w.written[0].KeyID != "AbCdEfGhIjKl" {
+		t.Fatalf("written %+v", w.written)
+	}
+	if err := a.HandleLogs(t.Context(), events.CloudwatchLogsEvent{AWSLogs: events.CloudwatchLogsRawData{Data: "not base64!"}}); err == nil {
+		t.Fatal("an undecodable delivery accepted")
 	}
 }
