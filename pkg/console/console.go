@@ -78,6 +78,7 @@ type Lifecycle interface {
 type Store interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	ListAudit(ctx context.Context, tenantID string, q store.AuditQuery) (store.AuditPage, error)
+	ListUsage(ctx context.Context, keyID string, from, to time.Time) ([]store.UsageHour, error)
 	PutIdempotency(ctx context.Context, r store.Idempotency) error
 	GetIdempotency(ctx context.Context, tenantID, key string) (store.Idempotency, error)
 	DeleteIdempotency(ctx context.Context, r store.Idempotency) error

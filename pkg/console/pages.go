@@ -149,6 +149,60 @@ type keyData struct {
 	Key     keyRow
 	Entries []auditRow // its history (the audit table's rows)
 	Flash   string
+	Usage   usageChart
+	Recent  []store.RecentRequest // newest first
+}
+
+// usageChart is a key's last day of requests, an hour a bar.
+type usageChart struct {
+	Bars        []usageBar
+	Total       int64
+	Refused     int64 // 4xx, 429 and 5xx
+	WrongSecret int64
+}
+
+// usageBar is one hour's bar, in the SVG's units (chartWidth by
+// chartHeight).
+type usageBar struct {
+	Hour             time.Time
+	Requests, Errors int64
+	X, Y, Height     int // the whole bar
+	ErrY, ErrHeight  int // its refused part, at the bottom
+}
+
+const (
+	chartHours  = 24
+	chartHeight = 80
+	barWidth    = 20
+	recentShown = 10
+)
+
+// chart lays out hours (oldest first) ending with the hour of now.
+func chart(hours []store.UsageHour, now time.Time) usageChart {
+	byHour := map[time.Time]store.UsageCounts{}
+	for _, h := range hours {
+		byHour[h.Hour.UTC()] = h.Counts
+	}
+	first := now.UTC().Truncate(time.Hour).Add(-(chartHours - 1) * time.Hour)
+	var c usageChart
+	var most int64 = 1
+	for i := range chartHours {
+		n := byHour[first.Add(time.Duration(i)*time.Hour)]
+		most = max(most, n.Total())
+	}
+	for i := range chartHours {
+		at := first.Add(time.Duration(i) * time.Hour)
+		n := byHour[at]
+		errs := n.ClientError + n.Throttled + n.ServerError
+		b := usageBar{Hour: at, Requests: n.Total(), Errors: errs, X: i * barWidth,
+			Height: int(n.Total() * chartHeight / most), ErrHeight: int(errs * chartHeight / most)}
+		b.Y, b.ErrY = chartHeight-b.Height, chartHeight-b.ErrHeight
+		c.Bars = append(c.Bars, b)
+		c.Total += n.Total()
+		c.Refused += errs
+		c.WrongSecret += n.InvalidSecret
+	}
+	return c
 }
 
 // keyPage shows one key and its history from the audit log.
@@ -162,7 +216,21 @@ func (s *Server) keyPage(w http.ResponseWriter, r *http.Request, m *member) erro
 	if err != nil {
 		return s.internal(r, "reading the key's history", err)
 	}
-	s.render(w, r, http.StatusOK, "key", m, keyData{Key: m.row(k), Entries: auditRows(page.Entries), Flash: flashes[r.URL.Query().Get("done")]})
+	now := s.cfg.Now()
+	hours, err := s.cfg.Store.ListUsage(r.Context(), id, now.Add(-chartHours*time.Hour), now.Add(time.Hour))
+	if err != nil {
+		return s.internal(r, "reading the key's usage", err)
+	}
+	var recent []store.RecentRequest
+	for _, h := range slices.Backward(hours) {
+		for _, rq := range slices.Backward(h.Recent) {
+			if len(recent) < recentShown {
+				recent = append(recent, rq)
+			}
+		}
+	}
+	s.render(w, r, http.StatusOK, "key", m, keyData{Key: m.row(k), Entries: auditRows(page.Entries), Flash: flashes[r.URL.Query().Get("done")],
+		Usage: chart(hours, now), Recent: recent})
 	return nil
 }
 

@@ -1,10 +1,12 @@
 package console_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/lifecycle"
@@ -221,5 +223,34 @@ func TestBrowserKeyAndApplication(t *testing.T) {
 	}
 	if page := alice.get("/console/keys/" + apikey.PublicID(k.ID)).Body.String(); !strings.Contains(page, "web-team@example.com") {
 		t.Fatalf("the key page does not show the contact: %s", page)
+	}
+}
+
+// TestKeyPageShowsUsage: the key page charts the key's last day of
+// requests an hour a bar and lists its recent requests, newest first.
+func TestKeyPageShowsUsage(t *testing.T) {
+	f := newFixture(t)
+	alice := f.as(lifecycle.RoleDeveloper, "alice")
+	k, _ := alice.create(t, createForm("used"))
+	if page := alice.get("/console/keys/" + apikey.PublicID(k.ID)).Body.String(); !strings.Contains(page, "No requests in the last day") {
+		t.Fatalf("an unused key's page: %s", page)
+	}
+	now := f.clk.Now()
+	for i, at := range []time.Time{now.Add(-3 * time.Hour), now.Add(-time.Minute)} {
+		m := store.UsageMinute{KeyID: k.ID, TenantID: k.TenantID, Minute: at.UTC().Truncate(time.Minute), First: at, Last: at,
+			Counts: store.UsageCounts{OK: 40, ServerError: int64(i), InvalidSecret: 2},
+			Recent: []store.RecentRequest{{Time: at, Method: "GET", Route: fmt.Sprintf("/invoices/{id}/r%d", i), Status: 200, SourceIP: "203.0.113.9", LatencyMS: 4}}}
+		if _, err := f.st.AddUsage(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page := alice.get("/console/keys/" + apikey.PublicID(k.ID)).Body.String()
+	for _, want := range []string{"81 requests, 1 refused", "4 attempts with a wrong secret", `<svg class="usage"`, `height="80"></rect>`} {
+		if !strings.Contains(page, want) {
+			t.Fatalf("the key page lacks %q: %s", want, page)
+		}
+	}
+	if newer, older := strings.Index(page, "/invoices/{id}/r1"), strings.Index(page, "/invoices/{id}/r0"); newer < 0 || older < newer {
+		t.Fatalf("recent requests not newest first: %s", page)
 	}
 }
