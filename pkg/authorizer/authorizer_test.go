@@ -751,14 +751,19 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 	})
 }
 
-// TestWrongSecretHook: a well-formed token naming a real key with a wrong
-// secret is reported with the key and its tenant; a right secret, an
-// unknown key or a malformed token is not.
-func TestWrongSecretHook(t *testing.T) {
+// TestWrongSecretReported: a well-formed token naming a real key with a
+// wrong secret is reported to the WrongSecret hook with the key and its
+// tenant, and its decision line is what functions/usage reads
+// (usage.WrongSecretFromDecision), as written and as Lambda's JSON log
+// format wraps it; a right secret, an unknown key or a malformed token is
+// neither.
+func TestWrongSecretReported(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
 		var got []string
+		var lines bytes.Buffer
 		format, _ := apikey.NewFormat("sk")
 		a, err := authorizer.New(authorizer.Config{Store: e.st, Peppers: e.ring, Format: format, Routes: e.routes, Gateway: e.gw, Now: e.clk.Now,
+			Decisions: &lines, Logger: slog.New(slog.DiscardHandler),
 			WrongSecret: func(keyID, tenantID string, at time.Time) {
 				got = append(got, keyID+" "+tenantID+" "+at.Format(time.RFC3339))
 			}})
@@ -774,27 +779,6 @@ func TestWrongSecretHook(t *testing.T) {
 		if want := k.Key.ID + " acme " + e.clk.Now().Format(time.RFC3339); len(got) != 1 || got[0] != want {
 			t.Fatalf("reported %q, want [%q]", got, want)
 		}
-	})
-}
-
-// TestDecisionLinesForUsage: the decision line of a wrong secret for a
-// real key is what functions/usage reads (usage.WrongSecretFromDecision),
-// as written and as Lambda's JSON log format wraps it; no other is.
-func TestDecisionLinesForUsage(t *testing.T) {
-	forEachStore(t, func(t *testing.T, e *env) {
-		var lines bytes.Buffer
-		format, _ := apikey.NewFormat("sk")
-		a, err := authorizer.New(authorizer.Config{Store: e.st, Peppers: e.ring, Format: format, Routes: e.routes, Gateway: e.gw, Now: e.clk.Now,
-			Decisions: &lines, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.a = a
-		k := e.key(lifecycle.CreateParams{})
-		tok := k.Token.Plain()
-		e.wantAllow(event(t, "authorizer-bearer.json", tok, ""))
-		e.wantUnauthorized(event(t, "authorizer-bearer.json", forge(tok[:20]+strings.Repeat("Z", 32)), ""))
-		e.wantUnauthorized(event(t, "authorizer-bearer.json", "sk_live_nonsense", ""))
 		a.Flush()
 		found := 0
 		for line := range strings.Lines(lines.String()) {

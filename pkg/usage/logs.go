@@ -55,7 +55,7 @@ func FromAccessLog(line string, logged time.Time) (Request, bool) {
 // decisionLine is the part of an authorizer decision line (package
 // authorizer's decision log) that tells a wrong secret for a real key
 // (reason authorizer.ReasonWrongSecret; package authorizer's
-// TestDecisionLinesForUsage holds the two to each other).
+// TestWrongSecretReported holds the two to each other).
 type decisionLine struct {
 	Time     time.Time `json:"time"`
 	Outcome  string    `json:"outcome"`

@@ -88,16 +88,23 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageH
 }
 
 func decodeUsage(it item) (store.UsageHour, int64, error) {
+	var h store.UsageHour
+	rev, err := decodeJSONItem(it, &h)
+	return h, rev, err
+}
+
+// decodeJSONItem reads an item holding a value as JSON (attrUsage) and
+// its revision: a usage hour or a key's watch.
+func decodeJSONItem(it item, v any) (int64, error) {
 	d := decoder{it: it}
 	raw, rev := d.str(attrUsage), d.int(attrRevision)
+	if d.err == nil {
+		d.err = json.Unmarshal([]byte(raw), v)
+	}
 	if d.err != nil {
-		return store.UsageHour{}, 0, fmt.Errorf("%w: usage item: %v", store.ErrCorrupt, d.err)
+		return 0, fmt.Errorf("%w: %s item: %v", store.ErrCorrupt, d.str(AttrSK), d.err)
 	}
-	var h store.UsageHour
-	if err := json.Unmarshal([]byte(raw), &h); err != nil {
-		return store.UsageHour{}, 0, fmt.Errorf("%w: usage item: %v", store.ErrCorrupt, err)
-	}
-	return h, rev, nil
+	return rev, nil
 }
 
 // ListUsage implements store.UsageStore with one query of the key's usage
@@ -151,14 +158,10 @@ func (s *Store) GetKeyWatch(ctx context.Context, keyID string) (store.KeyWatch, 
 	if it == nil {
 		return store.KeyWatch{}, fmt.Errorf("dynamo: watch of key %s: %w", keyID, store.ErrNotFound)
 	}
-	d := decoder{it: it}
-	raw, rev := d.str(attrUsage), d.int(attrRevision)
 	var w store.KeyWatch
-	if d.err == nil {
-		d.err = json.Unmarshal([]byte(raw), &w)
-	}
-	if d.err != nil {
-		return store.KeyWatch{}, fmt.Errorf("%w: watch of key %s: %v", store.ErrCorrupt, keyID, d.err)
+	rev, err := decodeJSONItem(it, &w)
+	if err != nil {
+		return store.KeyWatch{}, fmt.Errorf("dynamo: watch of key %s: %w", keyID, err)
 	}
 	w.Revision = rev
 	return w, nil
