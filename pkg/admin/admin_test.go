@@ -903,6 +903,15 @@ func TestUsage(t *testing.T) {
 		if daily := get("?granularity=day"); len(daily.Data) != 1 || daily.Requests["2xx"] != 6 {
 			t.Fatalf("daily %+v", daily)
 		}
+		// A series of days over most of the retention reaches back as far.
+		longAgo := start.Add(-80 * 24 * time.Hour)
+		if _, err := h.st.AddUsage(t.Context(), store.UsageMinute{KeyID: id, TenantID: "acme", Minute: longAgo, Counts: store.UsageCounts{OK: 5},
+			First: longAgo, Last: longAgo}); err != nil {
+			t.Fatal(err)
+		}
+		if daily := get("?granularity=day&from=" + start.Add(-89*24*time.Hour).Format(time.RFC3339)); len(daily.Data) != 2 || daily.Requests["2xx"] != 11 {
+			t.Fatalf("90 days of days %+v", daily)
+		}
 
 		_, raw := h.ok(h.reader, "GET", "/v1/keys/"+k.ID+"/requests?limit=2", nil, 200)
 		var recent struct {

@@ -27,8 +27,9 @@ type UsageStore interface {
 const (
 	// UsageRetention is how long an hour is kept after it ends.
 	UsageRetention = 90 * 24 * time.Hour
-	// MaxUsageHours bounds one ListUsage: 31 days.
-	MaxUsageHours = 31 * 24
+	// MaxUsageHours bounds one ListUsage: the retention and a day on
+	// either side (a series of days over the whole retention).
+	MaxUsageHours = 92 * 24
 	// MaxRecent bounds the recent requests kept per key and hour.
 	MaxRecent = 10
 	// MaxHourNetworks bounds the distinct client networks kept per key
