@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
@@ -26,7 +27,7 @@ import (
 func invoke(args []string) error {
 	fs := flag.NewFlagSet("invoke", flag.ExitOnError)
 	o, ttl := stackFlags(fs)
-	fn := fs.String("fn", "", "function: authorizer, admin, rotation or publisher")
+	fn := fs.String("fn", "", "function: authorizer, admin, jobs, publisher or usage")
 	eventFile := fs.String("event", "", "event JSON file, for example events/authorizer-bearer.json")
 	_ = fs.Parse(args)
 	if *fn == "" || *eventFile == "" {
@@ -99,8 +100,22 @@ func invoke(args []string) error {
 			return err
 		}
 		out = resp
+	case "usage":
+		// The delivery's minutes are written at once (the function
+		// writes a minute once it has ended, and all at shutdown).
+		var ev events.CloudwatchLogsEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+		if err := stack.Usage.HandleLogs(ctx, ev); err != nil {
+			return err
+		}
+		if err := stack.Usage.Flush(ctx, time.Now(), true); err != nil {
+			return err
+		}
+		out = map[string]string{"result": "counted"}
 	default:
-		return fmt.Errorf("unknown function %q: authorizer, admin, rotation or publisher", *fn)
+		return fmt.Errorf("unknown function %q: authorizer, admin, jobs, publisher or usage", *fn)
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
