@@ -1,7 +1,14 @@
-// Command keyward runs keyward on this machine with no AWS account:
+// Command keyward runs keyward on this machine with no AWS account, and
+// manages the keys and tenants of any keyward, local or deployed:
 //
 //	keyward dev      the whole system on 127.0.0.1:8080 (make dev)
 //	keyward invoke   one function's handler on one event (make invoke)
+//	keyward keys     list, get, create, update, rotate, revoke
+//	keyward audit    the tenant's audit log
+//	keyward members  revoke-keys
+//	keyward tenants  create, offboard
+//
+// keyward help <command> shows each command's flags and an example.
 package main
 
 import (
@@ -14,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/config"
@@ -21,27 +29,15 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-	}
-	var err error
-	switch os.Args[1] {
-	case "dev":
-		err = dev(os.Args[2:])
-	case "invoke":
-		err = invoke(os.Args[2:])
-	default:
-		usage()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "keyward:", err)
-		os.Exit(1)
-	}
+	c := &cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now, terminal: isTerminal(os.Stderr)}
+	os.Exit(runCLI(context.Background(), c, os.Args[1:]))
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: keyward dev [flags] | keyward invoke -fn <function> -event <file>")
-	os.Exit(2)
+// isTerminal reports whether f is a terminal: progress is shown there,
+// not in a pipe or a file.
+func isTerminal(f *os.File) bool {
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }
 
 func env(name, fallback string) string {
