@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,8 +26,14 @@ type cliRun struct {
 // stdin.
 func runWith(t *testing.T, env map[string]string, stdin string, args ...string) cliRun {
 	t.Helper()
+	return runOn(t, false, env, stdin, args...)
+}
+
+// runOn runs the CLI as runWith does, its stderr a terminal or not.
+func runOn(t *testing.T, terminal bool, env map[string]string, stdin string, args ...string) cliRun {
+	t.Helper()
 	var out, errs bytes.Buffer
-	c := &cli{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errs, now: time.Now,
+	c := &cli{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errs, now: time.Now, terminal: terminal,
 		getenv: func(name string) string { return env[name] }}
 	code := runCLI(t.Context(), c, args)
 	return cliRun{code, out.String(), errs.String()}
@@ -78,6 +85,13 @@ func TestCLI(t *testing.T) {
 	}
 	if r := kw("keys", "list"); r.code != exitOK || !strings.HasPrefix(r.stdout, "ID ") || !strings.Contains(r.stdout, id) {
 		t.Fatalf("keys list: %s", r.stdout)
+	}
+	// Paging shows its progress on a terminal, and nothing in a pipe.
+	if r := runOn(t, true, env, "", "keys", "list", "--all", "--limit", "1"); r.code != exitOK || !strings.Contains(r.stderr, fmt.Sprintf("%d read\n", len(keys))) {
+		t.Fatalf("progress on a terminal: %q", r.stderr)
+	}
+	if r := kw("keys", "list", "--all", "--limit", "1"); strings.Contains(r.stderr, "read") {
+		t.Fatalf("progress in a pipe: %q", r.stderr)
 	}
 	var k map[string]any
 	kw("keys", "update", id, "--contact", "ops@example.com", "--scope", "invoices:read,customers:read", "-o", "json").json(t, &k)
