@@ -22,12 +22,13 @@ build:
 
 ## dev: the whole system on 127.0.0.1:8080 with no AWS account (KEYWARD_ADDR, KEYWARD_DATA_DIR, UPSTREAM, KEYWARD_OPERATOR_TOKEN)
 dev:
-	$(GO) run ./cmd/keyward dev
+	@echo "make dev: compiling keyward first: about two minutes the first time on a 2-core machine, seconds after that" >&2
+	@$(GO) run ./cmd/keyward dev
 
 ## invoke: one function's handler on one event against the local data: make invoke FN=authorizer EVENT=events/authorizer-bearer.json TOKEN=sk_...
 invoke:
-	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin|jobs|publisher EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
-	$(GO) run ./cmd/keyward invoke -fn $(FN) -event $(EVENT)
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=authorizer|admin|jobs|publisher|usage EVENT=events/<file>.json [TOKEN=...]"; exit 2; }
+	@$(GO) run ./cmd/keyward invoke -fn $(FN) -event $(EVENT)
 
 ## test: lint, then every test, with DynamoDB Local fetched (once) and one instance shared by every test binary, and Chromium installed when missing (the console's browser tests)
 test: lint
