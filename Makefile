@@ -4,6 +4,8 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 STATICCHECK_VERSION := v0.8.2
+# the OpenAPI linter make lint runs, from npm
+REDOCLY_VERSION := 2.77.0
 FUNCTIONS := $(filter-out internal,$(notdir $(wildcard functions/*)))
 PACKAGES := ./...
 FUZZTIME ?= 30s
@@ -39,13 +41,16 @@ test: lint
 	./scripts/ensure-node.sh
 	cd infra && $(JSII_QUIET) $(GO) test -count=1 -timeout 10m ./...
 
-## lint: gofmt, go vet and staticcheck
+## lint: gofmt, go vet and staticcheck; docs/admin-api.md lists every route of the OpenAPI spec, which Redocly lints with no error
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PACKAGES)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PACKAGES)
 	cd infra && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	$(GO) test -count=1 -run '^TestAdminDocListsEveryRoute$$' ./internal/openapitest
+	./scripts/ensure-node.sh 2>/dev/null
+	npx --yes @redocly/cli@$(REDOCLY_VERSION) lint --format summary docs/openapi.yaml
 
 ## bench: the benchmarks recorded in BENCHMARKS.md, each of issue 17's figures beside its target (decision, local gateway, cold start, local store at scale), and the authorizer's bootstrap size
 bench: build

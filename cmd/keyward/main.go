@@ -77,7 +77,7 @@ func dev(args []string) error {
 	addr := fs.String("addr", env("KEYWARD_ADDR", "127.0.0.1:8080"), "listen address (KEYWARD_ADDR)")
 	fs.StringVar(&o.Upstream, "upstream", os.Getenv("UPSTREAM"), "your service, http://host:port (UPSTREAM); default the built-in echo")
 	fs.BoolVar(&o.Fast, "fast", os.Getenv("KEYWARD_FAST") != "", "run the scheduled jobs every few seconds and rotate peppers every minute (KEYWARD_FAST)")
-	fs.StringVar(&o.OperatorToken, "operator-token", os.Getenv("KEYWARD_OPERATOR_TOKEN"), "operator token (KEYWARD_OPERATOR_TOKEN); default a random one")
+	fs.StringVar(&o.OperatorToken, "operator-token", os.Getenv("KEYWARD_OPERATOR_TOKEN"), "operator token (KEYWARD_OPERATOR_TOKEN); default one made on the first start and kept in the data directory")
 	_ = fs.Parse(args)
 	if err := applyTTL(o, *ttl); err != nil {
 		return err
