@@ -26,8 +26,14 @@ func usageExpiry(hour time.Time) time.Time { return hour.Add(time.Hour + store.U
 const attrUsage = "usage"
 
 // usageAttempts bounds AddUsage's optimistic retries: processes adding
-// the same key's minute at once.
-const usageAttempts = 8
+// the same key's minute at once. The waits between them grow to
+// maxUsageBackoff, each drawn at random from half to one and a half of
+// its step, so that writers who collided spread out: some 4 s in all at
+// most.
+const (
+	usageAttempts   = 14
+	maxUsageBackoff = 400 * time.Millisecond
+)
 
 // AddUsage implements store.UsageStore: a strongly consistent read, the
 // minute added, and a write conditional on the revision read. One write
@@ -41,9 +47,8 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageH
 	key := primaryKey(usagePK(m.KeyID), usageSK(hour))
 	for attempt := range usageAttempts {
 		if attempt > 0 {
-			// Apart, so that writers who collided do not again.
-			backoff := time.Duration(attempt) * 10 * time.Millisecond
-			if err := clock.Sleep(ctx, backoff+rand.N(backoff)); err != nil {
+			step := min(5*time.Millisecond<<attempt, maxUsageBackoff)
+			if err := clock.Sleep(ctx, step/2+rand.N(step)); err != nil {
 				return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
 			}
 		}
