@@ -28,7 +28,7 @@ const module = "github.com/keyward/keyward/"
 var rank = map[string]int{
 	// Values and rules that depend on nothing of keyward's but the store's
 	// types.
-	"pkg/clock": 0, "pkg/accesslog": 0, "pkg/scope": 0, "pkg/policy": 0, "pkg/origin": 0, "pkg/apikey": 0, "pkg/store": 0,
+	"pkg/clock": 0, "pkg/accesslog": 0, "pkg/scope": 0, "pkg/policy": 0, "pkg/origin": 0, "pkg/apikey": 0, "pkg/store": 0, "docs": 0,
 	// Configuration, and the adapters to what is outside the process.
 	"pkg/config": 1, "pkg/pepper": 1, "pkg/store/dynamo": 1, "pkg/store/embedded": 1, "pkg/apigw": 1,
 	"pkg/route": 2, "pkg/usage": 2,

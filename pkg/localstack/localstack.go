@@ -22,6 +22,7 @@ import (
 
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
+	"github.com/keyward/keyward/docs"
 	"github.com/keyward/keyward/pkg/admin"
 	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/authorizer"
@@ -274,6 +275,12 @@ func (s *Stack) build(ctx context.Context, o Options) error {
 			s.Handler = mux
 		}
 	}
+	ref, err := referenceOf(docs.OpenAPI)
+	if err != nil {
+		return fmt.Errorf("localstack: the admin API's OpenAPI document: %w", err)
+	}
+	s.Handler = &frontDoor{next: s.Handler, routes: routes, store: s.store, keyRing: ring, console: s.Members != nil,
+		upstream: o.Upstream, ref: ref}
 	jc := jobs.Config{Store: s.store, Keys: svc, Peppers: kr, RateLimits: plans, Flusher: gw, Gateway: s.Gateway, Now: o.Now, Logger: o.Logger}
 	s.Schedule = LocalSchedules
 	if o.Fast {

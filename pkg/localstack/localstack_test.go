@@ -368,3 +368,42 @@ func TestEventsAndJobs(t *testing.T) {
 		t.Fatal("a secret reached events.jsonl")
 	}
 }
+
+// TestFrontDoor: the local stack answers / with a page of what runs and
+// where, serves the admin API's OpenAPI document and its reference, and
+// its health, 503 when the store is not usable; anything else goes to the
+// gateway.
+func TestFrontDoor(t *testing.T) {
+	s := open(t, t.TempDir(), clock.NewManual(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)))
+	get := func(method, path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		s.Handler.ServeHTTP(w, httptest.NewRequest(method, path, nil))
+		return w
+	}
+	for path, want := range map[string]string{
+		"/":                "/v1/reference",
+		"/v1/openapi.yaml": "openapi: 3.1",
+		"/v1/reference":    "/v1/keys/{id}/report-leak",
+		"/health":          `"key_ring":"ok"`,
+	} {
+		w := get("GET", path)
+		if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), want) {
+			t.Errorf("GET %s: %d, want 200 with %q: %.300s", path, w.Code, want, w.Body)
+		}
+		if strings.Contains(w.Body.String(), "https://") && path != "/v1/openapi.yaml" {
+			t.Errorf("GET %s loads or links something from elsewhere", path)
+		}
+	}
+	if w := get("POST", "/"); w.Code != http.StatusNotFound {
+		t.Errorf("POST /: %d, want the gateway's 404", w.Code)
+	}
+	if w := get("GET", "/v1/keys"); w.Code != http.StatusUnauthorized {
+		t.Errorf("GET /v1/keys without a key: %d, want the gateway's 401", w.Code)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w := get("GET", "/health"); w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"status":"unavailable"`) {
+		t.Errorf("health with the store closed: %d %s", w.Code, w.Body)
+	}
+}
