@@ -636,6 +636,11 @@ func TestBannerCurlExamples(t *testing.T) {
 		t.Errorf("banner's operator token is not KEYWARD_OPERATOR_TOKEN")
 	}
 	demoID := s.banner.demoID
+	// Followed in order, the examples do what the banner says: the
+	// revocation after the rotation is the old key's.
+	if !strings.Contains(s.banner.raw, "revoke the old demo key") || !strings.Contains(s.banner.raw, "the new key from the rotation keeps working") {
+		t.Errorf("the banner does not say which key the revocation ends:\n%s", s.banner.raw)
+	}
 	var newSecret, rotatedSecret, acmeSecret string
 	examples := []struct {
 		method, path string
