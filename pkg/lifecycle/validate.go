@@ -133,7 +133,7 @@ func validScopes(scopes []string) ([]string, error) {
 	out := make([]string, 0, len(scopes))
 	for _, s := range scopes {
 		if err := scope.Validate(s); err != nil {
-			return nil, invalid("scopes", "%v", err)
+			return nil, invalid("scopes", "must each be resource:action such as invoices:read, resource:* or *, but %v", err)
 		}
 		if seen[s] {
 			return nil, invalid("scopes", "lists %q twice", s)

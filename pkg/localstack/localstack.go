@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -150,7 +151,11 @@ func Open(ctx context.Context, o Options) (*Stack, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("localstack: data directory: %w", err)
 	}
-	if err := os.Chmod(o.DataDir, 0o700); err != nil {
+	if err := os.Chmod(o.DataDir, 0o700); errors.Is(err, fs.ErrPermission) {
+		// Someone else's directory: its owner could read the key ring.
+		return nil, fmt.Errorf("localstack: the data directory %s is not yours (its owner can read what keyward keeps there, the key ring among it): "+
+			"choose a directory of your own with -data or KEYWARD_DATA_DIR", o.DataDir)
+	} else if err != nil {
 		return nil, fmt.Errorf("localstack: data directory: %w", err)
 	}
 	st, err := openStore(ctx, o.DataDir, o.Now, o.Logger)
