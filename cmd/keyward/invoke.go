@@ -117,7 +117,19 @@ func invoke(args []string) error {
 	default:
 		return fmt.Errorf("unknown function %q: authorizer, admin, jobs, publisher or usage", *fn)
 	}
+	// The samples act on the real local data: say what stays.
+	if note, ok := invokeNotes[*fn]; ok {
+		fmt.Fprintf(os.Stderr, "keyward invoke: "+note+"\n", o.DataDir)
+	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// invokeNotes say what an invocation left in the data directory.
+var invokeNotes = map[string]string{
+	"admin":     "the admin function ran against the data in %s: what it changed there (a key it created) is real",
+	"jobs":      "the job ran against the data in %s: what it changed there is real",
+	"publisher": "the sample's events were published to %s/events.jsonl beside the real ones",
+	"usage":     "the sample's usage was written to the data in %s (for a key id that matches none of yours)",
 }
