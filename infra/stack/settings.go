@@ -71,6 +71,9 @@ const (
 	// PlaceholderUpstream deploys, but answers nothing useful: set
 	// upstreamUrl to the protected API's own base URL.
 	PlaceholderUpstream = "https://example.com"
+	// PlaceholderWarning is the stack's warning while upstreamUrl is the
+	// placeholder (the CDK CLI prints it; make synth too).
+	PlaceholderWarning = "upstreamUrl is the placeholder " + PlaceholderUpstream + ": the protected routes forward there; deploy with -c upstreamUrl=https://your-api"
 )
 
 // productionStages turn on deletion protection and RETAIN when the

@@ -79,8 +79,7 @@ func New(scope constructs.Construct, s Settings) awscdk.Stack {
 		fns: map[string]awslambda.Function{}, plans: map[string]awsapigateway.UsagePlan{},
 	}
 	if s.UpstreamURL == PlaceholderUpstream {
-		awscdk.Annotations_Of(st).AddWarningV2(jsii.String("keyward:upstream"), jsii.String(
-			"upstreamUrl is the placeholder "+PlaceholderUpstream+": the protected routes forward there; deploy with -c upstreamUrl=https://your-api"))
+		awscdk.Annotations_Of(st).AddWarningV2(jsii.String("keyward:upstream"), jsii.String(PlaceholderWarning))
 	}
 	if missing := s.MissingBootstraps(); len(missing) > 0 {
 		awscdk.Annotations_Of(st).AddError(jsii.String(fmt.Sprintf(

@@ -63,6 +63,10 @@ func run() error {
 		fmt.Fprintf(os.Stderr, "keyward-cdk: no bootstrap for %s in %s: synthesizing placeholders, which `cdk deploy` refuses; run make build first to deploy\n",
 			strings.Join(missing, ", "), s.DistDir)
 	}
+	if s.UpstreamURL == stack.PlaceholderUpstream {
+		// The CDK CLI shows the stack's warnings; run directly, say it.
+		fmt.Fprintln(os.Stderr, "keyward-cdk: warning:", stack.PlaceholderWarning)
+	}
 	stack.New(app, s)
 	app.Synth(nil)
 	stack.Cleanup()
