@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -911,4 +912,33 @@ func TestLogs(t *testing.T) {
 			t.Errorf("access line %v for %s %s answered %d", l, c.method, c.path, c.status)
 		}
 	}
+}
+
+// TestFirstStartOnABusyPort: a first start whose address is taken fails
+// before it creates anything, so the next start on a free port is still
+// the first and prints the demo secrets.
+func TestFirstStartOnABusyPort(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithTimeout(context.Background(), startDeadline)
+	defer cancel()
+	first := exec.CommandContext(ctx, keywardBin, "dev", "-addr", busy.Addr().String(), "-data", dir)
+	first.Env = cleanEnv()
+	out, err := first.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("a start on a busy port: %v: %s", err, out)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Fatalf("the failed start left %d entries in the data directory", len(entries))
+	}
+	s := startStack(t, stackOptions{dataDir: dir})
+	if s.adminKey() == "" || s.demoKey() == "" {
+		t.Fatalf("the start after it is not a first start:\n%s", s.banner.raw)
+	}
+	s.stop()
 }
