@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -158,14 +159,7 @@ func (c *cli) target() (endpoint, region string, err error) {
 	case pr.Endpoint == "":
 		return "", "", fmt.Errorf("%s: profile %q has no endpoint", path, name)
 	}
-	return strings.TrimSuffix(pr.Endpoint, "/"), cmpOr(pr.Region, regionOf(pr.Endpoint)), nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return strings.TrimSuffix(pr.Endpoint, "/"), cmp.Or(pr.Region, regionOf(pr.Endpoint)), nil
 }
 
 // tenantClient calls the admin API with the management key.
@@ -204,7 +198,7 @@ func (c *cli) operatorClient(ctx context.Context) (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("AWS configuration: %w", err)
 	}
-	region = cmpOr(region, cfg.Region)
+	region = cmp.Or(region, cfg.Region)
 	if region == "" {
 		return nil, usagef("no AWS region: name one in the profile, or set AWS_REGION")
 	}

@@ -168,18 +168,12 @@ func (s *Server) keyRequests(w http.ResponseWriter, r *http.Request, c Caller) *
 	if err != nil {
 		return s.internal(r, "reading usage", err)
 	}
+	// Never another tenant's, whatever the store holds.
+	hours = slices.DeleteFunc(hours, func(h store.UsageHour) bool { return h.TenantID != k.TenantID })
 	out := list[requestResource]{Object: "list", Data: []requestResource{}}
-	for _, h := range slices.Backward(hours) {
-		if h.TenantID != k.TenantID {
-			continue
-		}
-		for _, rr := range slices.Backward(h.Recent) {
-			if len(out.Data) == limit {
-				break
-			}
-			rr.Time = rr.Time.UTC()
-			out.Data = append(out.Data, requestResource{Object: "request", RecentRequest: rr})
-		}
+	for _, rr := range store.NewestRequests(hours, limit) {
+		rr.Time = rr.Time.UTC()
+		out.Data = append(out.Data, requestResource{Object: "request", RecentRequest: rr})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

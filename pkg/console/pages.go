@@ -221,16 +221,8 @@ func (s *Server) keyPage(w http.ResponseWriter, r *http.Request, m *member) erro
 	if err != nil {
 		return s.internal(r, "reading the key's usage", err)
 	}
-	var recent []store.RecentRequest
-	for _, h := range slices.Backward(hours) {
-		for _, rq := range slices.Backward(h.Recent) {
-			if len(recent) < recentShown {
-				recent = append(recent, rq)
-			}
-		}
-	}
 	s.render(w, r, http.StatusOK, "key", m, keyData{Key: m.row(k), Entries: auditRows(page.Entries), Flash: flashes[r.URL.Query().Get("done")],
-		Usage: chart(hours, now), Recent: recent})
+		Usage: chart(hours, now), Recent: store.NewestRequests(hours, recentShown)})
 	return nil
 }
 

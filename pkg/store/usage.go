@@ -136,14 +136,45 @@ func AddToHour(h UsageHour, m UsageMinute) UsageHour {
 	minute := m.Minute.UTC().Minute()
 	h.Minutes[minute] = h.Minutes[minute].Add(m.Counts)
 	h.Networks = JoinNetworks(h.Networks, m.Networks)
-	if h.First.IsZero() || (!m.First.IsZero() && m.First.Before(h.First)) {
-		h.First = m.First
-	}
-	if m.Last.After(h.Last) {
-		h.Last = m.Last
-	}
+	h.First, h.Last = widen(h.First, h.Last, m.First, m.Last)
 	h.Recent = NewestRecent(h.Recent, m.Recent)
 	return h
+}
+
+// Merge is m and o, two counts of one key's minute, as one.
+func (m UsageMinute) Merge(o UsageMinute) UsageMinute {
+	m.Counts = m.Counts.Add(o.Counts)
+	m.Networks = JoinNetworks(m.Networks, o.Networks)
+	m.First, m.Last = widen(m.First, m.Last, o.First, o.Last)
+	m.Recent = NewestRecent(m.Recent, o.Recent)
+	return m
+}
+
+// widen is the span from first to last (none yet if first is zero)
+// widened to hold [f, l].
+func widen(first, last, f, l time.Time) (time.Time, time.Time) {
+	if first.IsZero() || (!f.IsZero() && f.Before(first)) {
+		first = f
+	}
+	if l.After(last) {
+		last = l
+	}
+	return first, last
+}
+
+// NewestRequests are the most recent requests of hours (oldest first), at
+// most limit, newest first.
+func NewestRequests(hours []UsageHour, limit int) []RecentRequest {
+	var out []RecentRequest
+	for _, h := range slices.Backward(hours) {
+		for _, rq := range slices.Backward(h.Recent) {
+			if len(out) == limit {
+				return out
+			}
+			out = append(out, rq)
+		}
+	}
+	return out
 }
 
 // JoinNetworks is a (sorted, distinct) with the networks of b it lacks,

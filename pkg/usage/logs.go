@@ -3,8 +3,9 @@ package usage
 import (
 	"encoding/json"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/keyward/keyward/pkg/apikey"
 )
 
 // maxLogLine bounds a log line the parsers read: the access log's lines
@@ -32,8 +33,8 @@ func FromAccessLog(line string, logged time.Time) (Request, bool) {
 	if len(line) > maxLogLine || json.Unmarshal([]byte(line), &l) != nil {
 		return Request{}, false
 	}
-	id, ok := strings.CutPrefix(l.PrincipalID, "key_")
-	if !ok || id == "" || l.TenantID == "" || l.TenantID == "-" {
+	id, ok := apikey.ParsePublicID(l.PrincipalID)
+	if !ok || l.TenantID == "" || l.TenantID == "-" {
 		return Request{}, false
 	}
 	status, err := strconv.Atoi(l.Status)
@@ -87,8 +88,8 @@ func WrongSecretFromDecision(line string) (keyID, tenantID string, at time.Time,
 			return "", "", time.Time{}, false
 		}
 	}
-	id, isKey := strings.CutPrefix(l.KeyID, "key_")
-	if l.Outcome != "unauthorized" || l.Reason != "wrong_secret" || !isKey || id == "" || l.TenantID == "" || l.Time.IsZero() {
+	id, isKey := apikey.ParsePublicID(l.KeyID)
+	if l.Outcome != "unauthorized" || l.Reason != "wrong_secret" || !isKey || l.TenantID == "" || l.Time.IsZero() {
 		return "", "", time.Time{}, false
 	}
 	return id, l.TenantID, l.Time.UTC(), true

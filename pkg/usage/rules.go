@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -68,8 +69,8 @@ func (r *Rules) apply(ctx context.Context, m store.UsageMinute, hour store.Usage
 	}
 	var spikeBase float64
 	if total := hour.Counts.Total(); total > r.Config.SpikeFloor {
-		// Measured at most once an hour per key: the watch says whether
-		// this hour alerted already.
+		// Read once per key and hour (hourlyP95 remembers it); the
+		// watch says whether this hour alerted already.
 		if spikeBase, err = r.hourlyP95(ctx, k.ID, hour.Hour); err != nil {
 			return err
 		}
@@ -159,7 +160,7 @@ func (r *Rules) check(w *store.KeyWatch, k store.Key, m store.UsageMinute, hour 
 	if spikeBase > 0 && float64(hour.Counts.Total()) > r.Config.SpikeFactor*spikeBase {
 		raise(ActionSpike+" "+hour.Hour.Format(time.RFC3339), ActionSpike, m.Last, map[string]string{
 			"hour": hour.Hour.Format(time.RFC3339), "requests": strconv.FormatInt(hour.Counts.Total(), 10),
-			"trailing_p95": strconv.FormatFloat(max(spikeBase, 0), 'f', 1, 64), "factor": strconv.FormatFloat(r.Config.SpikeFactor, 'f', -1, 64)})
+			"trailing_p95": strconv.FormatFloat(spikeBase, 'f', 1, 64), "factor": strconv.FormatFloat(r.Config.SpikeFactor, 'f', -1, 64)})
 	}
 	if invalid >= r.Config.InvalidSecrets {
 		window := r.Config.InvalidSecretWindow()
@@ -169,7 +170,7 @@ func (r *Rules) check(w *store.KeyWatch, k store.Key, m store.UsageMinute, hour 
 	}
 	if k.ReplacedBy != "" && !k.ExpiresAt.IsZero() && k.ExpiresAt.After(m.Last) && k.ExpiresAt.Sub(m.Last) <= r.Config.OldKeyWarning() && m.Counts.Total() > 0 {
 		raise(ActionOldKeyInUse+" "+k.ExpiresAt.UTC().Format(time.RFC3339), ActionOldKeyInUse, m.Last, map[string]string{
-			"replaced_by": "key_" + k.ReplacedBy, "expires_at": k.ExpiresAt.UTC().Format(time.RFC3339),
+			"replaced_by": apikey.PublicID(k.ReplacedBy), "expires_at": k.ExpiresAt.UTC().Format(time.RFC3339),
 			"networks": strings.Join(hour.Networks, " "), "requests_this_hour": strconv.FormatInt(hour.Counts.Total(), 10)})
 	}
 	prune(w.Networks, m.Last.Add(-r.Config.NetworkMemory()))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/keyward/keyward/pkg/apikey"
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/store"
 )
@@ -212,7 +213,7 @@ func (a *Aggregator) Flush(ctx context.Context, now time.Time, all bool) error {
 				// A rule that cannot be applied loses no usage: it is
 				// logged, and applied again with the key's next minute.
 				if err := a.rules.apply(ctx, *m, hour); err != nil {
-					a.log.ErrorContext(ctx, "usage: applying the suspicious-use rules failed", "key_id", "key_"+m.KeyID, "error", err)
+					a.log.ErrorContext(ctx, "usage: applying the suspicious-use rules failed", "key_id", apikey.PublicID(m.KeyID), "error", err)
 				}
 			}
 		})
@@ -231,15 +232,7 @@ func (a *Aggregator) keep(m *store.UsageMinute) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if now := a.pending[pk]; now != nil {
-		now.Counts = now.Counts.Add(m.Counts)
-		now.Networks = store.JoinNetworks(now.Networks, m.Networks)
-		now.Recent = store.NewestRecent(now.Recent, m.Recent)
-		if m.First.Before(now.First) {
-			now.First = m.First
-		}
-		if m.Last.After(now.Last) {
-			now.Last = m.Last
-		}
+		*now = now.Merge(*m)
 		return
 	}
 	a.pending[pk] = m
