@@ -89,15 +89,27 @@ func Client(t testing.TB) *dynamodb.Client {
 }
 
 // NewTable creates a table with a name unique among the test processes
-// sharing DynamoDB Local, laid out as package dynamo expects, and deletes
-// it when the test ends.
+// sharing DynamoDB Local, laid out as package dynamo expects but without a
+// stream (dynamo.TableStream says why), and deletes it when the test ends.
 func NewTable(t testing.TB) (*dynamodb.Client, string) {
+	t.Helper()
+	return newTable(t, dynamo.WithoutStream)
+}
+
+// NewTableWithStream is NewTable with the table's stream, for a test that
+// reads it.
+func NewTableWithStream(t testing.TB) (*dynamodb.Client, string) {
+	t.Helper()
+	return newTable(t, dynamo.WithStream)
+}
+
+func newTable(t testing.TB, stream dynamo.TableStream) (*dynamodb.Client, string) {
 	t.Helper()
 	client := Client(t)
 	name := tableName(os.Getpid(), tables.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := dynamo.CreateTable(ctx, client, name); err != nil {
+	if err := dynamo.CreateTable(ctx, client, name, stream); err != nil {
 		t.Fatalf("create table %s: %v\nDynamoDB Local output:\n%s", name, err, server.Output())
 	}
 	t.Cleanup(func() {

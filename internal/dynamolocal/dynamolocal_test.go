@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 )
 
 // childEnv marks the test processes TestSharedServer starts.
@@ -75,5 +78,26 @@ func TestWaitReadyGivesUpClearly(t *testing.T) {
 	}
 	if time.Since(start) < time.Second {
 		t.Fatalf("gave up after %v", time.Since(start))
+	}
+}
+
+// TestStreamOnlyWhenAsked: NewTable's tables have no stream, since each
+// stream DynamoDB Local has ever had slows all of its requests and the
+// suite makes hundreds of tables; NewTableWithStream's has one.
+func TestStreamOnlyWhenAsked(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		create func(testing.TB) (*dynamodb.Client, string)
+		want   bool
+	}{{"NewTable", NewTable, false}, {"NewTableWithStream", NewTableWithStream, true}} {
+		client, table := tc.create(t)
+		out, err := client.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(table)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := out.Table.StreamSpecification
+		if got := spec != nil && aws.ToBool(spec.StreamEnabled); got != tc.want {
+			t.Errorf("%s: stream enabled %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -184,11 +184,11 @@ func matches(pattern, event map[string]any) bool {
 	return true
 }
 
-// onboarded is a DynamoDB Local table with tenant acme onboarded by actor,
-// and the service that did it.
+// onboarded is a DynamoDB Local table with its stream and tenant acme
+// onboarded by actor, and the service that did it.
 func onboarded(t *testing.T, actor lifecycle.Actor) (*dynamodb.Client, string, *lifecycle.Service, lifecycle.Onboarded) {
 	t.Helper()
-	client, table := dynamolocal.NewTable(t)
+	client, table := dynamolocal.NewTableWithStream(t)
 	st := dynamo.New(client, table)
 	_, ring := storetest.Peppers(t, st, time.Now())
 	format, _ := apikey.NewFormat("sk")
