@@ -914,9 +914,9 @@ func TestLogs(t *testing.T) {
 	}
 }
 
-// TestFirstStartOnABusyPort: a first start whose address is taken fails
-// before it creates anything, so the next start on a free port is still
-// the first and prints the demo secrets.
+// TestFirstStartOnABusyPort: a first start whose address is taken says so
+// and fails before it creates anything, so the next start on a free port
+// is still the first and prints the demo secrets.
 func TestFirstStartOnABusyPort(t *testing.T) {
 	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -930,7 +930,7 @@ func TestFirstStartOnABusyPort(t *testing.T) {
 	first := exec.CommandContext(ctx, keywardBin, "dev", "-addr", busy.Addr().String(), "-data", dir)
 	first.Env = cleanEnv()
 	out, err := first.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "address already in use") {
+	if err == nil || !strings.Contains(string(out), "address already in use") || !strings.Contains(string(out), "another keyward already running on "+busy.Addr().String()) {
 		t.Fatalf("a start on a busy port: %v: %s", err, out)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) > 0 {

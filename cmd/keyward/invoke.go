@@ -47,7 +47,7 @@ func invoke(args []string) error {
 	ctx := context.Background()
 	stack, err := localstack.Open(ctx, *o)
 	if err != nil {
-		return fmt.Errorf("%w (is `make dev` running on the same data? stop it first)", err)
+		return err // a store held by a running make dev says so itself
 	}
 	defer stack.Close()
 	stack.PrintSecrets(os.Stderr)

@@ -86,7 +86,12 @@ func dev(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// Bound before the store opens, so that a busy address leaves a first
+	// start's data directory uncreated.
 	ln, err := net.Listen("tcp", *addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (another keyward already running on %s? stop it, or pick another address with -addr or KEYWARD_ADDR)", err, *addr)
+	}
 	if err != nil {
 		return err
 	}

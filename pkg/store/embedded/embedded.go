@@ -168,7 +168,7 @@ func open(path string, temp bool, opts []Option) (_ *Store, err error) {
 	}
 	switch problem, err := verifyPages(path); {
 	case errors.Is(err, errLocked):
-		return nil, fmt.Errorf("embedded: %s is open in another process (another keyward running on this data directory?)", path)
+		return nil, lockedError(path)
 	case err != nil:
 		return nil, fmt.Errorf("embedded: reading %s: %w", path, err)
 	case problem != "":
@@ -177,7 +177,7 @@ func open(path string, temp bool, opts []Option) (_ *Store, err error) {
 	s.db, err = bolt.Open(path, 0o600, o)
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("embedded: %s is open in another process (another keyward running on this data directory?)", path)
+		return nil, lockedError(path)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return nil, s.damagedFile(err.Error())
 	case err != nil:
@@ -199,7 +199,7 @@ func open(path string, temp bool, opts []Option) (_ *Store, err error) {
 	if s.db, err = bolt.Open(path, 0o600, o); err != nil {
 		s.db = nil
 		if errors.Is(err, berrors.ErrTimeout) { // taken in the moment it was free
-			return nil, fmt.Errorf("embedded: %s is open in another process (another keyward running on this data directory?)", path)
+			return nil, lockedError(path)
 		}
 		return nil, fmt.Errorf("embedded: reopening %s after its check: %w", path, err)
 	}
@@ -405,4 +405,10 @@ func (s *Store) damagedFile(what string) error {
 // withBoltOptions adjusts bbolt's options, for tests that limit the file.
 func withBoltOptions(fn func(*bolt.Options)) Option {
 	return func(s *Store) { s.boltOptions = fn }
+}
+
+// lockedError: another process holds the file's lock, which a keyward
+// holds as long as it runs on the file.
+func lockedError(path string) error {
+	return fmt.Errorf("embedded: %s is open in another process (another keyward running on this data directory? stop it first)", path)
 }
