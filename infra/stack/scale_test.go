@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
@@ -15,7 +16,9 @@ import (
 	"github.com/keyward/keyward/pkg/config"
 	"github.com/keyward/keyward/pkg/jobs"
 	"github.com/keyward/keyward/pkg/lifecycle"
+	"github.com/keyward/keyward/pkg/store"
 	"github.com/keyward/keyward/pkg/store/dynamo"
+	"github.com/keyward/keyward/pkg/usage"
 )
 
 // The capacity model of docs/scale.md. Its figures come from the code's
@@ -58,6 +61,9 @@ const (
 	scanMBPerSecond   = 10.0    // one Scan segment reading 1 MB pages
 	counterHold       = 0.010   // seconds a transaction holds an item against another (DynamoDB does not say)
 	bulkKeysPerSecond = 1_000.0 // the bulk import: one tenant, one member, every key with an expiry
+	usageItemOverhead = 150     // bytes of a usage hour item besides its JSON: keys, tenant, revision, expiry
+	usageCallSeconds  = 0.005   // one DynamoDB call of the usage function
+	usageCalls        = 4       // per key hour written: its read and put, the rules' reads of the key and its watch
 	monthSeconds      = 730 * 3600.0
 )
 
@@ -183,6 +189,62 @@ func indexWrites(s scenario) float64 {
 	return c * (1 + s.expiringShare + s.memberShare + audits + s.expiringShare)
 }
 
+// The usage function (package usage) writes each key's minute once per
+// process that saw a request of it: a strongly consistent read of the
+// key's hour item and a conditional put of the whole item, then the rules
+// read the key and its watch (written about once a day, left out). With
+// the reserved concurrency all busy, a key's requests reach each process
+// independently, so a key-minute is written up to that many times.
+func usageProcesses() float64 { return float64(stack.Specs[stack.FnUsage].Reserved) }
+
+// keyMinuteRequests is an active key's mean requests in a minute at rps.
+func keyMinuteRequests(s scenario, rps float64) float64 { return rps * 60 / (s.keys * s.activeShare) }
+
+// usageWrites is the hour items written per second at rps.
+func usageWrites(s scenario, rps float64) float64 {
+	p := usageProcesses()
+	return s.keys * s.activeShare * p * (1 - math.Exp(-keyMinuteRequests(s, rps)/p)) / 60
+}
+
+// usageUnits is the mean read and write units of one usage write at rps,
+// the rules' two reads included. The hour item grows with the
+// minutes written into it, so the mean is over its sizes through the
+// hour: the JSON package dynamo stores, of a representative hour.
+func usageUnits(s scenario, rps float64) (read, write float64) {
+	r := keyMinuteRequests(s, rps)
+	minutes := max(1, int(math.Round(60*(1-math.Exp(-r))))) // with a request
+	perMinute := r / (1 - math.Exp(-r))                     // requests in such a minute
+	for k := 1; k <= minutes; k++ {
+		read += math.Max(1, math.Ceil(usageHourBytes(s, k-1, perMinute)/4096)) + 2
+		write += math.Ceil(usageHourBytes(s, k, perMinute) / 1024)
+	}
+	return read / float64(minutes), write / float64(minutes)
+}
+
+// usageHourBytes is the size of a key's hour item with requests in
+// minutes of its minutes, perMinute in each.
+func usageHourBytes(s scenario, minutes int, perMinute float64) float64 {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	n := int64(math.Round(perMinute))
+	h := store.UsageHour{KeyID: "01JDQ4WZ3N7XKQ2V5M8R6T9BCE", TenantID: "tenant-000001", Hour: at, First: at, Last: at.Add(59 * time.Minute),
+		Counts: store.UsageCounts{OK: n * int64(minutes)}, Minutes: map[int]store.UsageCounts{}}
+	for m := range minutes {
+		h.Minutes[m] = store.UsageCounts{OK: n}
+	}
+	for i := range int(s.addressesPerKey) {
+		h.Networks = append(h.Networks, fmt.Sprintf("203.0.%d.0/24", 100+i))
+	}
+	for range min(store.MaxRecent, int(float64(minutes)*perMinute)) {
+		h.Recent = append(h.Recent, store.RecentRequest{Time: at.Add(1234567 * time.Microsecond), Method: "GET",
+			Route: "/v1/invoices/{id}", Status: 200, SourceIP: "203.0.113.45", LatencyMS: 12.5})
+	}
+	raw, err := json.Marshal(h)
+	if err != nil {
+		panic(err)
+	}
+	return float64(len(raw) + usageItemOverhead)
+}
+
 func eventRate(s scenario) float64 { return churn(s) * (2 + 2*s.expiringShare) }
 
 // tableGB is the table's size: keys and their audit history.
@@ -223,6 +285,7 @@ func (m model) tables() [][]figure {
 		lambdaPerMillion := priceLambdaRequest + 1e6*float64(stack.Specs[stack.FnAuthorizer].MemoryMB)/1024*decisionSeconds*priceLambdaGBSecond
 		scanUnitsPerSecond := 2 * math.Min(tableGB(s), scanRunGB()) * 1e6 / 4 / 86400 // two scanning jobs a day, 4 KB a unit
 		return s.meanRPS*monthSeconds/1e6*pricePerMillionRequests +
+			usageCost(s) +
 			misses*monthSeconds/1e6*lambdaPerMillion +
 			(misses+scanUnitsPerSecond)*monthSeconds/1e6*priceReadUnit +
 			(tableWrites(s)+indexWrites(s))*monthSeconds/1e6*priceWriteUnit +
@@ -253,6 +316,16 @@ func (m model) tables() [][]figure {
 		{"PutEvents calls per second", m.per(func(s scenario) float64 { return eventRate(s) / 10 }), putEventsPerSecond, number},
 		{"table size (GB)", m.per(tableGB), 0, number},
 		{"daily runs for one full scan (unused keys, pepper retirement)", m.per(scanRuns), 0, number},
+		{"usage: hour items written per second at peak (a key's minute, by each process that saw it)", m.per(func(s scenario) float64 { return usageWrites(s, s.peakRPS) }), 0, number},
+		{"usage: read units per second at peak", m.per(func(s scenario) float64 {
+			read, _ := usageUnits(s, s.peakRPS)
+			return usageWrites(s, s.peakRPS) * read
+		}), tableUnits, number},
+		{"usage: write units per second at peak", m.per(func(s scenario) float64 {
+			_, write := usageUnits(s, s.peakRPS)
+			return usageWrites(s, s.peakRPS) * write
+		}), tableUnits, number},
+		{"usage's share of the monthly cost", m.per(func(s scenario) float64 { return usageCost(s) / cost(s) }), 0, percent},
 		{"cost per month at the mean rate (USD)", m.per(cost), 0, dollars},
 	}, {
 		{"audit partition, busiest shard (write units a second)", m.per(fixed(2 * bulkPerShard)), partitionWriteUnits, number},
@@ -267,6 +340,23 @@ func (m model) tables() [][]figure {
 		{"chance one try of an offboarding's status write meets a creation", m.per(fixed(statusConflictChance())), 0, chance},
 		{"publisher concurrency (batches of 100, 10 PutEvents calls of 20 ms)", m.per(fixed(bulkKeysPerSecond / float64(stack.StreamBatchSize) * 10 * 0.020)), float64(stack.Specs[stack.FnPublisher].Reserved), number},
 	}}
+}
+
+// usageBusy is the usage function's busy seconds per second at rps, its
+// calls usage.Flushers at a time: waiting on DynamoDB alone, so a floor
+// (the function's CPU was not measured).
+func usageBusy(s scenario, rps float64) float64 {
+	return usageWrites(s, rps) * usageCalls * usageCallSeconds / usage.Flushers
+}
+
+// usageCost is the usage function's monthly cost at the mean rate: its
+// reads and writes, and its Lambda time (the log deliveries' invocations
+// are few and left out).
+func usageCost(s scenario) float64 {
+	read, write := usageUnits(s, s.meanRPS)
+	writes := usageWrites(s, s.meanRPS)
+	return writes*monthSeconds/1e6*(read*priceReadUnit+write*priceWriteUnit) +
+		usageBusy(s, s.meanRPS)*monthSeconds*float64(stack.Specs[stack.FnUsage].MemoryMB)/1024*priceLambdaGBSecond
 }
 
 // render is the generated part of docs/scale.md.

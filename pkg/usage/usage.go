@@ -166,9 +166,9 @@ func (a *Aggregator) seen(m *store.UsageMinute, at time.Time, sourceIP string) {
 	}
 }
 
-// flushers bounds the writes one Flush has in flight: a minute of many
+// Flushers bounds the writes one Flush has in flight: a minute of many
 // active keys is written in parallel, without flooding the store.
-const flushers = 16
+const Flushers = 16
 
 // Flush writes every minute that ended before now (every minute held, if
 // all): one write per key and minute. A minute whose write fails is kept
@@ -193,7 +193,7 @@ func (a *Aggregator) Flush(ctx context.Context, now time.Time, all bool) error {
 		wg    sync.WaitGroup
 		errMu sync.Mutex
 		errs  []error
-		slots = make(chan struct{}, flushers)
+		slots = make(chan struct{}, Flushers)
 	)
 	for _, m := range due {
 		slices.Sort(m.Networks)
