@@ -102,7 +102,8 @@ func (k *keyward) keys() {
 const tableGeneration = "Table2"
 
 // dataTable creates the table with exactly the layout pkg/store/dynamo
-// expects (dynamo.CreateTable makes the same one locally).
+// expects (dynamo.CreateTable with dynamo.WithStream makes the same one
+// locally).
 func (k *keyward) dataTable() {
 	str := awsdynamodb.AttributeType_STRING
 	k.table = awsdynamodb.NewTable(k.stack, jsii.String(tableGeneration), &awsdynamodb.TableProps{

@@ -63,7 +63,7 @@ const (
 	bulkKeysPerSecond = 1_000.0 // the bulk import: one tenant, one member, every key with an expiry
 	usageItemOverhead = 150     // bytes of a usage hour item besides its JSON: keys, tenant, revision, expiry
 	usageCallSeconds  = 0.005   // one DynamoDB call of the usage function
-	usageCalls        = 4       // per key hour written: its read and put, the rules' reads of the key and its watch
+	usageCalls        = 4       // per usage write: the hour item's read and put, the rules' reads of the key and its watch
 	monthSeconds      = 730 * 3600.0
 )
 
@@ -192,9 +192,13 @@ func indexWrites(s scenario) float64 {
 // The usage function (package usage) writes each key's minute once per
 // process that saw a request of it: a strongly consistent read of the
 // key's hour item and a conditional put of the whole item, then the rules
-// read the key and its watch (written about once a day, left out). With
-// the reserved concurrency all busy, a key's requests reach each process
-// independently, so a key-minute is written up to that many times.
+// read the key and its watch (written about once a day, left out). The
+// model takes every process of the reserved concurrency busy, a key's
+// requests reaching each independently: an upper bound where the function
+// is mostly idle. Left out, as rarer: a second write of a minute whose
+// log line came after its process wrote it, retries after a concurrent
+// write, and the spike rule's read of a busy key's last 7 days of hours
+// (once per key, hour and process).
 func usageProcesses() float64 { return float64(stack.Specs[stack.FnUsage].Reserved) }
 
 // keyMinuteRequests is an active key's mean requests in a minute at rps.
@@ -247,8 +251,22 @@ func usageHourBytes(s scenario, minutes int, perMinute float64) float64 {
 
 func eventRate(s scenario) float64 { return churn(s) * (2 + 2*s.expiringShare) }
 
-// tableGB is the table's size: keys and their audit history.
+// usageGB is the size of the usage hour items kept (store.UsageRetention):
+// one per active key and hour, at the mean rate.
+func usageGB(s scenario) float64 {
+	r := keyMinuteRequests(s, s.meanRPS)
+	minutes := max(1, int(math.Round(60*(1-math.Exp(-r)))))
+	hours := s.keys * s.activeShare * store.UsageRetention.Hours()
+	return hours * usageHourBytes(s, minutes, r/(1-math.Exp(-r))) / 1e9
+}
+
+// tableGB is the table's size: keys and their audit history, and usage.
 func tableGB(s scenario) float64 {
+	return keysGB(s) + usageGB(s)
+}
+
+// keysGB is the size of the keys and their audit history.
+func keysGB(s scenario) float64 {
 	retained := math.Min(1, lifecycle.DefaultAuditRetention.Hours()/24/s.lifetimeDays)
 	return (s.keys*itemKB + s.keys*auditPerKey*retained*auditKB) / 1e6
 }
@@ -289,7 +307,7 @@ func (m model) tables() [][]figure {
 			misses*monthSeconds/1e6*lambdaPerMillion +
 			(misses+scanUnitsPerSecond)*monthSeconds/1e6*priceReadUnit +
 			(tableWrites(s)+indexWrites(s))*monthSeconds/1e6*priceWriteUnit +
-			tableGB(s)*1.1*priceStorageGBMonth +
+			keysGB(s)*1.1*priceStorageGBMonth +
 			(s.meanRPS*accessLogBytes+misses*decisionLogBytes)*monthSeconds/1e9*priceLogsGB +
 			eventRate(s)*monthSeconds/1e6*priceEventsMillion +
 			2*priceKMSKeyMonth
@@ -307,24 +325,32 @@ func (m model) tables() [][]figure {
 			return s.tenants
 		}), apiKeysPerRegion, number},
 	}, {
-		{"table reads per second at peak (read units)", m.per(func(s scenario) float64 { return m.misses(s, s.peakRPS) }), tableUnits, number},
-		{"table writes per second (write units)", m.per(tableWrites), tableUnits, number},
+		{"table reads per second at peak (read units, usage's included)", m.per(func(s scenario) float64 {
+			read, _ := usageUnits(s, s.peakRPS)
+			return m.misses(s, s.peakRPS) + usageWrites(s, s.peakRPS)*read
+		}), tableUnits, number},
+		{"table writes per second at peak (write units, usage's included)", m.per(func(s scenario) float64 {
+			_, write := usageUnits(s, s.peakRPS)
+			return tableWrites(s) + usageWrites(s, s.peakRPS)*write
+		}), tableUnits, number},
 		{"of which last-use writes, which write no index", m.per(touches), 0, number},
 		{"index writes per second (write units, all three)", m.per(indexWrites), tableUnits, number},
 		{"reads of the busiest key's item, cache off (read units a second)", m.per(fixed(hottestKeyRPS)), partitionReadUnits, number},
 		{"events per second", m.per(eventRate), 0, number},
 		{"PutEvents calls per second", m.per(func(s scenario) float64 { return eventRate(s) / 10 }), putEventsPerSecond, number},
-		{"table size (GB)", m.per(tableGB), 0, number},
+		{"table size (GB), usage's included", m.per(tableGB), 0, number},
 		{"daily runs for one full scan (unused keys, pepper retirement)", m.per(scanRuns), 0, number},
 		{"usage: hour items written per second at peak (a key's minute, by each process that saw it)", m.per(func(s scenario) float64 { return usageWrites(s, s.peakRPS) }), 0, number},
 		{"usage: read units per second at peak", m.per(func(s scenario) float64 {
 			read, _ := usageUnits(s, s.peakRPS)
 			return usageWrites(s, s.peakRPS) * read
-		}), tableUnits, number},
+		}), 0, number},
 		{"usage: write units per second at peak", m.per(func(s scenario) float64 {
 			_, write := usageUnits(s, s.peakRPS)
 			return usageWrites(s, s.peakRPS) * write
-		}), tableUnits, number},
+		}), 0, number},
+		{"usage: hour items kept (GB)", m.per(usageGB), 0, number},
+		{"usage function concurrency at peak (waiting on DynamoDB alone)", m.per(func(s scenario) float64 { return usageBusy(s, s.peakRPS) }), usageProcesses(), number},
 		{"usage's share of the monthly cost", m.per(func(s scenario) float64 { return usageCost(s) / cost(s) }), 0, percent},
 		{"cost per month at the mean rate (USD)", m.per(cost), 0, dollars},
 	}, {
@@ -350,12 +376,13 @@ func usageBusy(s scenario, rps float64) float64 {
 }
 
 // usageCost is the usage function's monthly cost at the mean rate: its
-// reads and writes, and its Lambda time (the log deliveries' invocations
+// reads and writes, the items' storage, and its Lambda time (the log deliveries' invocations
 // are few and left out).
 func usageCost(s scenario) float64 {
 	read, write := usageUnits(s, s.meanRPS)
 	writes := usageWrites(s, s.meanRPS)
 	return writes*monthSeconds/1e6*(read*priceReadUnit+write*priceWriteUnit) +
+		usageGB(s)*1.1*priceStorageGBMonth +
 		usageBusy(s, s.meanRPS)*monthSeconds*float64(stack.Specs[stack.FnUsage].MemoryMB)/1024*priceLambdaGBSecond
 }
 

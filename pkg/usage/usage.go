@@ -167,8 +167,10 @@ func (a *Aggregator) seen(m *store.UsageMinute, at time.Time, sourceIP string) {
 }
 
 // Flushers bounds the writes one Flush has in flight: a minute of many
-// active keys is written in parallel, without flooding the store.
-const Flushers = 16
+// active keys is written in parallel, without flooding the store. Each
+// write waits on four DynamoDB calls, so 32 in flight keep up with about
+// 1,600 key-minutes a second per process (docs/scale.md).
+const Flushers = 32
 
 // Flush writes every minute that ended before now (every minute held, if
 // all): one write per key and minute. A minute whose write fails is kept

@@ -82,13 +82,15 @@ func New(client API, table string, opts ...Option) *Store {
 // read the stream go without.
 type TableStream bool
 
+// The two answers to TableStream.
 const (
 	WithoutStream TableStream = false
 	WithStream    TableStream = true
 )
 
-// CreateTable creates table name with the layout Store expects, waits until
-// it is active and enables TTL.
+// CreateTable creates table name with the layout Store expects, with its
+// stream if asked (the deployed table always has it), waits until it is
+// active and enables TTL.
 func CreateTable(ctx context.Context, client *dynamodb.Client, name string, stream TableStream) error {
 	str := types.ScalarAttributeTypeS
 	attrs := []types.AttributeDefinition{
