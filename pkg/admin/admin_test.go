@@ -862,7 +862,8 @@ func TestOnlyAdminsNameAMember(t *testing.T) {
 }
 
 // TestUsage: a key's usage by minute, hour and day, its recent requests,
-// newest first; another tenant's key is not found; bad ranges are refused.
+// newest first; another tenant's key is not found, and usage the store
+// holds under another tenant is not shown; bad ranges are refused.
 func TestUsage(t *testing.T) {
 	forEachStore(t, func(t *testing.T, h *harness) {
 		k := h.create(h.writer, map[string]any{"name": "n", "scopes": []string{"invoices:read"}})
@@ -873,6 +874,16 @@ func TestUsage(t *testing.T) {
 				Networks: []string{"203.0.113.0/24"}, First: at, Last: at,
 				Recent: []store.RecentRequest{{Time: at, Method: "GET", Route: "/invoices/{id}", Status: 200, SourceIP: "203.0.113.9", LatencyMS: 3}}}
 			if _, err := h.st.AddUsage(t.Context(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// An hour the store holds under another tenant is never shown,
+		// in the series or the recent requests.
+		// Hours of their own: the store refuses a second tenant in one.
+		for _, foreign := range []time.Time{h0.Add(-time.Hour), start} {
+			if _, err := h.st.AddUsage(t.Context(), store.UsageMinute{KeyID: id, TenantID: "beta", Minute: foreign.Truncate(time.Minute),
+				Counts: store.UsageCounts{OK: 100}, First: foreign, Last: foreign,
+				Recent: []store.RecentRequest{{Time: foreign, Method: "GET", Route: "/foreign", Status: 200, SourceIP: "198.51.100.1"}}}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -106,10 +106,7 @@ func (s *Server) keyUsage(w http.ResponseWriter, r *http.Request, c Caller) *api
 		From: from.Format(time.RFC3339), To: to.Format(time.RFC3339), Data: []usagePoint{}, Networks: []string{}}
 	points := map[time.Time]store.UsageCounts{}
 	var first, last time.Time
-	for _, h := range hours {
-		if h.TenantID != k.TenantID {
-			continue // never another tenant's, whatever the store holds
-		}
+	for _, h := range store.OfTenant(hours, k.TenantID) {
 		for m, counts := range h.Minutes {
 			at := h.Hour.Add(time.Duration(m) * time.Minute)
 			if at.Before(from) || !at.Before(to) {
@@ -120,12 +117,7 @@ func (s *Server) keyUsage(w http.ResponseWriter, r *http.Request, c Caller) *api
 			out.Requests = out.Requests.Add(counts)
 		}
 		out.Networks = store.JoinNetworks(out.Networks, h.Networks)
-		if first.IsZero() || h.First.Before(first) {
-			first = h.First
-		}
-		if h.Last.After(last) {
-			last = h.Last
-		}
+		first, last = store.Widen(first, last, h.First, h.Last)
 	}
 	for _, at := range slices.SortedFunc(maps.Keys(points), time.Time.Compare) {
 		out.Data = append(out.Data, usagePoint{Start: at.Format(time.RFC3339), Requests: points[at]})
@@ -168,10 +160,8 @@ func (s *Server) keyRequests(w http.ResponseWriter, r *http.Request, c Caller) *
 	if err != nil {
 		return s.internal(r, "reading usage", err)
 	}
-	// Never another tenant's, whatever the store holds.
-	hours = slices.DeleteFunc(hours, func(h store.UsageHour) bool { return h.TenantID != k.TenantID })
 	out := list[requestResource]{Object: "list", Data: []requestResource{}}
-	for _, rr := range store.NewestRequests(hours, limit) {
+	for _, rr := range store.NewestRequests(store.OfTenant(hours, k.TenantID), limit) {
 		rr.Time = rr.Time.UTC()
 		out.Data = append(out.Data, requestResource{Object: "request", RecentRequest: rr})
 	}

@@ -221,6 +221,7 @@ func (s *Server) keyPage(w http.ResponseWriter, r *http.Request, m *member) erro
 	if err != nil {
 		return s.internal(r, "reading the key's usage", err)
 	}
+	hours = store.OfTenant(hours, m.Tenant)
 	s.render(w, r, http.StatusOK, "key", m, keyData{Key: m.row(k), Entries: auditRows(page.Entries), Flash: flashes[r.URL.Query().Get("done")],
 		Usage: chart(hours, now), Recent: store.NewestRequests(hours, recentShown)})
 	return nil

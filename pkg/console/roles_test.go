@@ -227,7 +227,8 @@ func TestBrowserKeyAndApplication(t *testing.T) {
 }
 
 // TestKeyPageShowsUsage: the key page charts the key's last day of
-// requests an hour a bar and lists its recent requests, newest first.
+// requests an hour a bar and lists its recent requests, newest first,
+// and never usage the store holds under another tenant.
 func TestKeyPageShowsUsage(t *testing.T) {
 	f := newFixture(t)
 	alice := f.as(lifecycle.RoleDeveloper, "alice")
@@ -244,7 +245,17 @@ func TestKeyPageShowsUsage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An hour the store holds under another tenant is never shown.
+	foreign := now.Add(-2 * time.Hour)
+	if _, err := f.st.AddUsage(t.Context(), store.UsageMinute{KeyID: k.ID, TenantID: "other", Minute: foreign.UTC().Truncate(time.Minute),
+		First: foreign, Last: foreign, Counts: store.UsageCounts{OK: 1000},
+		Recent: []store.RecentRequest{{Time: foreign, Method: "GET", Route: "/foreign", Status: 200, SourceIP: "198.51.100.1"}}}); err != nil {
+		t.Fatal(err)
+	}
 	page := alice.get("/console/keys/" + apikey.PublicID(k.ID)).Body.String()
+	if strings.Contains(page, "/foreign") {
+		t.Fatalf("the key page shows another tenant's usage: %s", page)
+	}
 	for _, want := range []string{"81 requests, 1 refused", "4 attempts with a wrong secret", `<svg class="usage"`, `height="80"></rect>`} {
 		if !strings.Contains(page, want) {
 			t.Fatalf("the key page lacks %q: %s", want, page)

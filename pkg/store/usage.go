@@ -109,6 +109,10 @@ type UsageHour struct {
 	Recent      []RecentRequest // oldest first, at most MaxRecent
 }
 
+// UsageExpiry is when the usage of hour expires: UsageRetention after it
+// ends.
+func UsageExpiry(hour time.Time) time.Time { return hour.Add(time.Hour + UsageRetention) }
+
 // CheckUsageMinute refuses a minute no backend may store.
 func CheckUsageMinute(m UsageMinute) error {
 	switch {
@@ -136,7 +140,7 @@ func AddToHour(h UsageHour, m UsageMinute) UsageHour {
 	minute := m.Minute.UTC().Minute()
 	h.Minutes[minute] = h.Minutes[minute].Add(m.Counts)
 	h.Networks = JoinNetworks(h.Networks, m.Networks)
-	h.First, h.Last = widen(h.First, h.Last, m.First, m.Last)
+	h.First, h.Last = Widen(h.First, h.Last, m.First, m.Last)
 	h.Recent = NewestRecent(h.Recent, m.Recent)
 	return h
 }
@@ -145,14 +149,14 @@ func AddToHour(h UsageHour, m UsageMinute) UsageHour {
 func (m UsageMinute) Merge(o UsageMinute) UsageMinute {
 	m.Counts = m.Counts.Add(o.Counts)
 	m.Networks = JoinNetworks(m.Networks, o.Networks)
-	m.First, m.Last = widen(m.First, m.Last, o.First, o.Last)
+	m.First, m.Last = Widen(m.First, m.Last, o.First, o.Last)
 	m.Recent = NewestRecent(m.Recent, o.Recent)
 	return m
 }
 
-// widen is the span from first to last (none yet if first is zero)
+// Widen is the span from first to last (none yet if first is zero)
 // widened to hold [f, l].
-func widen(first, last, f, l time.Time) (time.Time, time.Time) {
+func Widen(first, last, f, l time.Time) (time.Time, time.Time) {
 	if first.IsZero() || (!f.IsZero() && f.Before(first)) {
 		first = f
 	}
@@ -160,6 +164,12 @@ func widen(first, last, f, l time.Time) (time.Time, time.Time) {
 		last = l
 	}
 	return first, last
+}
+
+// OfTenant is hours without any of another tenant than tenantID: what a
+// reader shows, whatever the store holds.
+func OfTenant(hours []UsageHour, tenantID string) []UsageHour {
+	return slices.DeleteFunc(hours, func(h UsageHour) bool { return h.TenantID != tenantID })
 }
 
 // NewestRequests are the most recent requests of hours (oldest first), at

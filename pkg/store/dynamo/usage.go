@@ -17,9 +17,8 @@ import (
 // A key's usage is one item per hour in the key's own usage partition,
 // apart from the key item so that the usage writes never contend with the
 // key's, and outside the stream filter's audit prefix.
-func usagePK(keyID string) string          { return "USAGE#" + keyID }
-func usageSK(hour time.Time) string        { return "H#" + store.SortTime(hour) }
-func usageExpiry(hour time.Time) time.Time { return hour.Add(time.Hour + store.UsageRetention) }
+func usagePK(keyID string) string   { return "USAGE#" + keyID }
+func usageSK(hour time.Time) string { return "H#" + store.SortTime(hour) }
 
 // attrUsage holds the hour as JSON: read, added to and written whole
 // (store.AddToHour), which keeps both backends' arithmetic one.
@@ -80,7 +79,7 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageH
 		e.str(attrTenantID, m.TenantID)
 		e.str(attrUsage, string(raw))
 		e.int(attrRevision, rev+1)
-		e[AttrTTL] = ttl(usageExpiry(hour))
+		e[AttrTTL] = ttl(store.UsageExpiry(hour))
 		failed, err := s.putItem(ctx, item(e), &x, cond)
 		if err != nil {
 			return store.UsageHour{}, fmt.Errorf("dynamo: add usage of key %s: %w", m.KeyID, err)
@@ -138,7 +137,7 @@ func (s *Store) ListUsage(ctx context.Context, keyID string, from, to time.Time)
 			if err != nil {
 				return nil, fmt.Errorf("dynamo: list usage of key %s: %w", keyID, err)
 			}
-			if !h.Hour.Before(to) || !usageExpiry(h.Hour).After(now) || len(out) == store.MaxUsageHours {
+			if !h.Hour.Before(to) || !store.UsageExpiry(h.Hour).After(now) || len(out) == store.MaxUsageHours {
 				continue
 			}
 			out = append(out, h)

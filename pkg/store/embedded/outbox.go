@@ -140,7 +140,7 @@ func (s *Store) drop(tx *bolt.Tx, bucket, key []byte) error {
 	case bytes.Equal(bucket, bUsage):
 		var h store.UsageHour
 		ok, err := s.get(tx, bUsage, key, &h)
-		if err != nil || !ok || !expired(usageExpiry(h.Hour), now) {
+		if err != nil || !ok || !expired(store.UsageExpiry(h.Hour), now) {
 			return err
 		}
 	case bytes.Equal(bucket, bIdempotency):

@@ -16,11 +16,6 @@ func usageKey(keyID string, hour time.Time) []byte {
 	return join(keyID, store.SortTime(hour))
 }
 
-// usageExpiry is when an hour's usage expires.
-func usageExpiry(hour time.Time) time.Time {
-	return hour.Add(time.Hour + store.UsageRetention)
-}
-
 // AddUsage implements store.UsageStore.
 func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageHour, error) {
 	if err := store.CheckUsageMinute(m); err != nil {
@@ -39,7 +34,7 @@ func (s *Store) AddUsage(ctx context.Context, m store.UsageMinute) (store.UsageH
 			return fmt.Errorf("embedded: usage of key %s is tenant %s's, not %s: %w", m.KeyID, h.TenantID, m.TenantID, store.ErrConflict)
 		}
 		if !ok {
-			if err := s.expireLater(tx, usageExpiry(hour), bUsage, key); err != nil {
+			if err := s.expireLater(tx, store.UsageExpiry(hour), bUsage, key); err != nil {
 				return err
 			}
 		}
@@ -62,7 +57,7 @@ func (s *Store) ListUsage(ctx context.Context, keyID string, from, to time.Time)
 			if err := s.decode(bUsage, k, raw, &h); err != nil {
 				return err
 			}
-			if !expired(usageExpiry(h.Hour), now) {
+			if !expired(store.UsageExpiry(h.Hour), now) {
 				out = append(out, h)
 			}
 		}
