@@ -233,7 +233,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.String("route", routeName), slog.Int("status", c.w.Status), slog.String("gateway_response", c.rendered),
 		slog.String("principal", c.principal), slog.String("source_ip", c.sourceIP),
 		slog.Float64("latency_ms", float64(latency.Microseconds())/1000))
-	if id, ok := apikey.ParsePublicID(c.principal); ok && g.cfg.Usage != nil && c.tenant != "" {
+	if g.cfg.Usage == nil || c.tenant == "" {
+		return
+	}
+	if id, ok := apikey.ParsePublicID(c.principal); ok {
 		g.cfg.Usage(usage.Request{Time: start, KeyID: id, TenantID: c.tenant, Method: r.Method, Route: c.route.Path,
 			Status: c.w.Status, SourceIP: c.sourceIP, Latency: latency})
 	}
